@@ -1,0 +1,260 @@
+//! The parts of kubelet's configuration file (`KubeletConfiguration`,
+//! `kubelet.config.k8s.io/v1beta1`) that decide image GC and eviction.
+//!
+//! A missing file means kubelet's defaults. An unreadable or invalid file is
+//! an error naming the file and the field, because guessing would report
+//! thresholds the node does not have.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::eviction::{EvictionConfig, ThresholdError};
+use super::image_gc::ImageGcPolicy;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read kubelet config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("kubelet config {path} is not valid YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+    #[error("kubelet config {path}: field {field}: {message}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("kubelet config {path}: {source}")]
+    Eviction {
+        path: PathBuf,
+        #[source]
+        source: ThresholdError,
+    },
+}
+
+/// The fields kubedf reads; every other field of the file is ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawConfig {
+    kind: Option<String>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: Option<i32>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    image_gc_low_threshold_percent: Option<i32>,
+    eviction_hard: Option<HashMap<String, String>>,
+    eviction_soft: Option<HashMap<String, String>>,
+    eviction_soft_grace_period: Option<HashMap<String, String>>,
+    merge_default_eviction_settings: Option<bool>,
+}
+
+/// What kubedf knows of the node's kubelet configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KubeletConfig {
+    /// The file it came from (as given, before `--path.rootfs`).
+    pub path: PathBuf,
+    /// False when the file does not exist and kubelet's defaults apply.
+    pub from_file: bool,
+    pub image_gc: ImageGcPolicy,
+    pub eviction: EvictionConfig,
+}
+
+impl KubeletConfig {
+    /// kubelet's defaults, used when there is no configuration file.
+    pub fn defaults(path: PathBuf) -> KubeletConfig {
+        KubeletConfig {
+            path,
+            from_file: false,
+            image_gc: ImageGcPolicy::default(),
+            eviction: EvictionConfig::kubelet_defaults(),
+        }
+    }
+
+    /// Reads `file` (the path on this machine); `shown` is the name errors use.
+    pub fn load(file: &Path, shown: &Path) -> Result<KubeletConfig, ConfigError> {
+        match std::fs::read_to_string(file) {
+            Ok(text) => KubeletConfig::parse(&text, shown),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(KubeletConfig::defaults(shown.into())),
+            Err(source) => Err(ConfigError::Read {
+                path: shown.into(),
+                source,
+            }),
+        }
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<KubeletConfig, ConfigError> {
+        let path_buf = || path.to_path_buf();
+        // YAML to a generic tree first, then into typed fields through
+        // serde_path_to_error, so a type error names the field it is in.
+        let tree: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                path: path_buf(),
+                message: e.to_string(),
+            })?
+        };
+        let raw: RawConfig = match tree {
+            serde_json::Value::Null => RawConfig::default(),
+            serde_json::Value::Object(_) => {
+                serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Field {
+                    path: path_buf(),
+                    field: e.path().to_string(),
+                    message: e.inner().to_string(),
+                })?
+            }
+            _ => {
+                return Err(ConfigError::Yaml {
+                    path: path_buf(),
+                    message: "expected a mapping (a KubeletConfiguration object) at the top level"
+                        .into(),
+                });
+            }
+        };
+        let field_error = |field: &str, message: String| ConfigError::Field {
+            path: path_buf(),
+            field: field.into(),
+            message,
+        };
+        if let Some(kind) = &raw.kind
+            && kind != "KubeletConfiguration"
+        {
+            return Err(field_error("kind", format!("expected KubeletConfiguration, found {kind:?}")));
+        }
+        let image_gc = ImageGcPolicy {
+            high_threshold_percent: raw
+                .image_gc_high_threshold_percent
+                .unwrap_or(ImageGcPolicy::default().high_threshold_percent),
+            low_threshold_percent: raw
+                .image_gc_low_threshold_percent
+                .unwrap_or(ImageGcPolicy::default().low_threshold_percent),
+        };
+        // kubelet's own validation of these two fields.
+        for (field, value) in [
+            ("imageGCHighThresholdPercent", image_gc.high_threshold_percent),
+            ("imageGCLowThresholdPercent", image_gc.low_threshold_percent),
+        ] {
+            if !(0..=100).contains(&value) {
+                return Err(field_error(field, format!("{value} must be between 0 and 100, inclusive")));
+            }
+        }
+        if image_gc.low_threshold_percent >= image_gc.high_threshold_percent {
+            return Err(field_error(
+                "imageGCLowThresholdPercent",
+                format!(
+                    "{} must be less than imageGCHighThresholdPercent {}",
+                    image_gc.low_threshold_percent, image_gc.high_threshold_percent
+                ),
+            ));
+        }
+        let eviction = EvictionConfig::from_kubelet(
+            raw.eviction_hard.as_ref(),
+            raw.eviction_soft.as_ref(),
+            raw.eviction_soft_grace_period.as_ref(),
+            raw.merge_default_eviction_settings.unwrap_or(false),
+        )
+        .map_err(|source| ConfigError::Eviction {
+            path: path_buf(),
+            source,
+        })?;
+        Ok(KubeletConfig {
+            path: path_buf(),
+            from_file: true,
+            image_gc,
+            eviction,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::eviction::{Signal, ThresholdValue};
+    use super::*;
+
+    fn parse(text: &str) -> Result<KubeletConfig, ConfigError> {
+        KubeletConfig::parse(text, Path::new("/var/lib/kubelet/config.yaml"))
+    }
+
+    #[test]
+    fn a_full_config() {
+        let cfg = parse(
+            r#"
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+imageGCHighThresholdPercent: 90
+imageGCLowThresholdPercent: 70
+evictionHard:
+  memory.available: "200Mi"
+  nodefs.available: "5%"
+  nodefs.inodesFree: "4%"
+  imagefs.available: "10Gi"
+  imagefs.inodesFree: "5%"
+  pid.available: "1000"
+evictionSoft:
+  nodefs.available: "15%"
+evictionSoftGracePeriod:
+  nodefs.available: "2m"
+"#,
+        )
+        .unwrap();
+        assert!(cfg.from_file);
+        assert_eq!(cfg.image_gc.high_threshold_percent, 90);
+        assert_eq!(cfg.image_gc.low_threshold_percent, 70);
+        assert_eq!(cfg.eviction.hard[&Signal::ImageFsAvailable], ThresholdValue::Quantity(10 << 30));
+        assert_eq!(cfg.eviction.hard[&Signal::PidAvailable], ThresholdValue::Quantity(1000));
+        assert_eq!(cfg.eviction.soft[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.15));
+        assert!(cfg.eviction.dropped_defaults.is_empty());
+    }
+
+    #[test]
+    fn empty_and_minimal_files_mean_defaults() {
+        for text in ["", "kind: KubeletConfiguration\n", "{}"] {
+            let cfg = parse(text).unwrap();
+            assert_eq!(cfg.image_gc, ImageGcPolicy::default());
+            assert_eq!(cfg.eviction, EvictionConfig::kubelet_defaults());
+        }
+    }
+
+    #[test]
+    fn a_partial_eviction_hard_is_reported_as_dropping_defaults() {
+        let cfg = parse("evictionHard:\n  imagefs.available: 20%\n").unwrap();
+        assert_eq!(cfg.eviction.hard.len(), 1);
+        assert_eq!(cfg.eviction.dropped_defaults.len(), 3);
+        let merged = parse("mergeDefaultEvictionSettings: true\nevictionHard:\n  imagefs.available: 20%\n").unwrap();
+        assert_eq!(merged.eviction.hard.len(), 4);
+    }
+
+    #[test]
+    fn a_missing_file_means_defaults() {
+        let cfg = KubeletConfig::load(Path::new("/nonexistent/kubedf/config.yaml"), Path::new("/x")).unwrap();
+        assert!(!cfg.from_file);
+        assert_eq!(cfg.image_gc, ImageGcPolicy::default());
+    }
+
+    #[test]
+    fn garbage_names_the_file_and_field() {
+        let cases = [
+            ("imageGCHighThresholdPercent: lots\n", "field imageGCHighThresholdPercent"),
+            ("evictionHard: [1, 2]\n", "field evictionHard"),
+            ("imageGCHighThresholdPercent: 150\n", "between 0 and 100"),
+            ("imageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 75\n", "must be less than"),
+            ("kind: Pod\n", "field kind"),
+            ("evictionHard:\n  disk.free: 1Gi\n", "unsupported eviction signal"),
+            ("evictionHard: {nodefs.available: \"\"}\n", "nodefs.available"),
+            ("- just\n- a list\n", "mapping"),
+            ("key: [unclosed\n", "not valid YAML"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains("/var/lib/kubelet/config.yaml"), "{text:?}: {err}");
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

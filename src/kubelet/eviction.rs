@@ -1,0 +1,459 @@
+//! kubelet's eviction signals and thresholds for disks and PIDs: which signals
+//! exist, how `evictionHard` / `evictionSoft` statements are parsed, merged
+//! with the Linux defaults, and resolved against a signal's capacity.
+//!
+//! Faithful to kubelet down to its float32 percentages: a `10%` threshold on a
+//! 21462233088-byte filesystem is 2146223340 bytes in kubelet, not 2146223308.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use thiserror::Error;
+
+use super::quantity::{QuantityError, parse_quantity};
+
+/// The disk and PID signals kubedf reports. Memory signals are accepted in the
+/// configuration but not reported: kubedf is about running out of disk and PIDs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    NodeFsAvailable,
+    NodeFsInodesFree,
+    ImageFsAvailable,
+    ImageFsInodesFree,
+    ContainerFsAvailable,
+    ContainerFsInodesFree,
+    PidAvailable,
+}
+
+/// The unit a signal is measured in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalUnit {
+    Bytes,
+    Inodes,
+    Pids,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 7] = [
+        Signal::NodeFsAvailable,
+        Signal::NodeFsInodesFree,
+        Signal::ImageFsAvailable,
+        Signal::ImageFsInodesFree,
+        Signal::ContainerFsAvailable,
+        Signal::ContainerFsInodesFree,
+        Signal::PidAvailable,
+    ];
+
+    /// kubelet's name for the signal.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::NodeFsAvailable => "nodefs.available",
+            Signal::NodeFsInodesFree => "nodefs.inodesFree",
+            Signal::ImageFsAvailable => "imagefs.available",
+            Signal::ImageFsInodesFree => "imagefs.inodesFree",
+            Signal::ContainerFsAvailable => "containerfs.available",
+            Signal::ContainerFsInodesFree => "containerfs.inodesFree",
+            Signal::PidAvailable => "pid.available",
+        }
+    }
+
+    pub fn unit(self) -> SignalUnit {
+        match self {
+            Signal::NodeFsAvailable | Signal::ImageFsAvailable | Signal::ContainerFsAvailable => {
+                SignalUnit::Bytes
+            }
+            Signal::NodeFsInodesFree
+            | Signal::ImageFsInodesFree
+            | Signal::ContainerFsInodesFree => SignalUnit::Inodes,
+            Signal::PidAvailable => SignalUnit::Pids,
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Signals kubelet accepts that kubedf does not report.
+const OTHER_VALID_SIGNALS: [&str; 2] = ["memory.available", "allocatableMemory.available"];
+
+/// kubelet's Linux defaults for `evictionHard`, as (signal, statement).
+pub const DEFAULT_EVICTION_HARD: [(&str, &str); 5] = [
+    ("memory.available", "100Mi"),
+    ("nodefs.available", "10%"),
+    ("nodefs.inodesFree", "5%"),
+    ("imagefs.available", "15%"),
+    ("imagefs.inodesFree", "5%"),
+];
+
+/// A threshold as written: a quantity, or a fraction of capacity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ThresholdValue {
+    Quantity(i64),
+    /// kubelet keeps percentages as float32 fractions (10% is 0.1f32).
+    Percentage(f32),
+}
+
+impl ThresholdValue {
+    /// The threshold in the signal's own unit, as kubelet's
+    /// `GetThresholdQuantity`: `int64(float64(capacity) * float64(percentage))`.
+    pub fn resolve(self, capacity: i64) -> i64 {
+        match self {
+            ThresholdValue::Quantity(q) => q,
+            // `as` truncates toward zero like Go's int64() conversion.
+            ThresholdValue::Percentage(p) => (capacity as f64 * f64::from(p)) as i64,
+        }
+    }
+}
+
+impl fmt::Display for ThresholdValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ThresholdValue::Quantity(q) => write!(f, "{q}"),
+            ThresholdValue::Percentage(p) => write!(f, "{}%", p * 100.0),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ThresholdError {
+    #[error("unsupported eviction signal {0:?}")]
+    UnsupportedSignal(String),
+    #[error("eviction threshold {signal} has an invalid percentage {value:?}")]
+    BadPercentage { signal: String, value: String },
+    #[error("eviction percentage threshold {signal} must be between 0% and 100%: {value}")]
+    PercentageOutOfRange { signal: String, value: String },
+    #[error("eviction threshold {signal} has an invalid quantity: {source}")]
+    BadQuantity {
+        signal: String,
+        #[source]
+        source: QuantityError,
+    },
+    #[error("eviction threshold {signal} must be positive: {value}")]
+    NotPositive { signal: String, value: String },
+    #[error("grace period must be specified for the soft eviction threshold {0}")]
+    MissingGracePeriod(String),
+}
+
+/// Resolved disk and PID thresholds of one kind (hard or soft).
+pub type Thresholds = BTreeMap<Signal, ThresholdValue>;
+
+/// Parses one `signal: value` statement as kubelet's `parseThresholdStatement`.
+/// `Ok(None)` means kubelet ignores it (`0%`, `100%`) or it is a signal kubedf
+/// does not report.
+fn parse_statement(
+    signal: &str,
+    value: &str,
+) -> Result<Option<(Signal, ThresholdValue)>, ThresholdError> {
+    let known = Signal::from_name(signal);
+    if known.is_none() && !OTHER_VALID_SIGNALS.contains(&signal) {
+        return Err(ThresholdError::UnsupportedSignal(signal.to_owned()));
+    }
+    let parsed = if let Some(number) = value.strip_suffix('%') {
+        if value == "0%" || value == "100%" {
+            return Ok(None);
+        }
+        let bad = || ThresholdError::BadPercentage {
+            signal: signal.to_owned(),
+            value: value.to_owned(),
+        };
+        // Go's strconv.ParseFloat(s, 32), then float32(value) / 100.
+        let percent: f32 = number.trim_end_matches('%').parse().map_err(|_| bad())?;
+        if !percent.is_finite() {
+            return Err(bad());
+        }
+        let fraction = percent / 100.0;
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(ThresholdError::PercentageOutOfRange {
+                signal: signal.to_owned(),
+                value: value.to_owned(),
+            });
+        }
+        ThresholdValue::Percentage(fraction)
+    } else {
+        let quantity = parse_quantity(value).map_err(|source| ThresholdError::BadQuantity {
+            signal: signal.to_owned(),
+            source,
+        })?;
+        if quantity <= 0 {
+            return Err(ThresholdError::NotPositive {
+                signal: signal.to_owned(),
+                value: value.to_owned(),
+            });
+        }
+        ThresholdValue::Quantity(quantity)
+    };
+    Ok(known.map(|s| (s, parsed)))
+}
+
+fn parse_statements<'a>(
+    statements: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Thresholds, ThresholdError> {
+    let mut out = Thresholds::new();
+    for (signal, value) in statements {
+        if let Some((signal, threshold)) = parse_statement(signal, value)? {
+            out.insert(signal, threshold);
+        }
+    }
+    Ok(out)
+}
+
+/// The eviction settings of a kubelet configuration, merged as kubelet does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvictionConfig {
+    pub hard: Thresholds,
+    pub soft: Thresholds,
+    /// Grace periods of the soft thresholds, as written.
+    pub soft_grace: BTreeMap<Signal, String>,
+    /// Default disk signals that a partial `evictionHard` left without a
+    /// threshold (kubelet does not fill them in unless told to merge).
+    pub dropped_defaults: Vec<Signal>,
+}
+
+impl EvictionConfig {
+    /// Builds the configuration from the raw maps of a KubeletConfiguration.
+    ///
+    /// When `evictionHard` is absent the defaults apply. When it is present,
+    /// every signal it does not name has no threshold, unless
+    /// `mergeDefaultEvictionSettings` is true. `evictionSoft` has no defaults
+    /// and each soft threshold needs a grace period.
+    pub fn from_kubelet(
+        hard: Option<&HashMap<String, String>>,
+        soft: Option<&HashMap<String, String>>,
+        soft_grace: Option<&HashMap<String, String>>,
+        merge_defaults: bool,
+    ) -> Result<EvictionConfig, ThresholdError> {
+        let mut dropped_defaults = Vec::new();
+        let hard = match hard {
+            None => parse_statements(DEFAULT_EVICTION_HARD)?,
+            Some(named) => {
+                let mut merged: Vec<(&str, &str)> = named
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                for (signal, value) in DEFAULT_EVICTION_HARD {
+                    if named.contains_key(signal) {
+                        continue;
+                    }
+                    if merge_defaults {
+                        merged.push((signal, value));
+                    } else if let Some(s) = Signal::from_name(signal) {
+                        dropped_defaults.push(s);
+                    }
+                }
+                parse_statements(merged)?
+            }
+        };
+        let soft = match soft {
+            None => Thresholds::new(),
+            Some(map) => parse_statements(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+        };
+        let mut grace = BTreeMap::new();
+        for signal in soft.keys() {
+            match soft_grace.and_then(|g| g.get(signal.name())) {
+                Some(period) if !period.trim().is_empty() => {
+                    grace.insert(*signal, period.clone());
+                }
+                _ => return Err(ThresholdError::MissingGracePeriod(signal.name().to_owned())),
+            }
+        }
+        Ok(EvictionConfig {
+            hard,
+            soft,
+            soft_grace: grace,
+            dropped_defaults,
+        })
+    }
+
+    /// The kubelet defaults, as when no configuration file exists.
+    pub fn kubelet_defaults() -> EvictionConfig {
+        // The defaults are constants known to parse; a failure is a bug here.
+        EvictionConfig::from_kubelet(None, None, None, false)
+            .unwrap_or_else(|e| unreachable!("kubelet's default thresholds must parse: {e}"))
+    }
+
+    /// The thresholds in force for a signal of the given kind. containerfs
+    /// thresholds are not user-set: kubelet overrides them with nodefs', or
+    /// imagefs' when containers live on a dedicated image filesystem.
+    pub fn threshold(&self, kind: Kind, signal: Signal, layout: FsLayout) -> Option<ThresholdValue> {
+        let map = match kind {
+            Kind::Hard => &self.hard,
+            Kind::Soft => &self.soft,
+        };
+        let source = match signal {
+            Signal::ContainerFsAvailable | Signal::ContainerFsInodesFree => {
+                let containers_on_imagefs = layout.dedicated_image_fs && !layout.split_image_fs;
+                match (signal, containers_on_imagefs) {
+                    (Signal::ContainerFsAvailable, true) => Signal::ImageFsAvailable,
+                    (Signal::ContainerFsAvailable, false) => Signal::NodeFsAvailable,
+                    (_, true) => Signal::ImageFsInodesFree,
+                    (_, false) => Signal::NodeFsInodesFree,
+                }
+            }
+            other => other,
+        };
+        map.get(&source).copied()
+    }
+}
+
+/// Hard or soft.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Hard,
+    Soft,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Hard => "hard",
+            Kind::Soft => "soft",
+        }
+    }
+}
+
+/// Where the runtime keeps images and container writable layers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsLayout {
+    /// The image filesystem is on another device than the kubelet root dir.
+    pub dedicated_image_fs: bool,
+    /// The runtime reports a separate container filesystem (split image fs).
+    pub split_image_fs: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_eviction_hard_is_absent() {
+        let cfg = EvictionConfig::kubelet_defaults();
+        assert_eq!(cfg.hard.len(), 4, "memory.available is not reported");
+        assert_eq!(cfg.hard[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.1));
+        assert_eq!(cfg.hard[&Signal::NodeFsInodesFree], ThresholdValue::Percentage(0.05));
+        assert_eq!(cfg.hard[&Signal::ImageFsAvailable], ThresholdValue::Percentage(0.15));
+        assert_eq!(cfg.hard[&Signal::ImageFsInodesFree], ThresholdValue::Percentage(0.05));
+        assert!(!cfg.hard.contains_key(&Signal::PidAvailable), "no pid default");
+        assert!(cfg.soft.is_empty());
+        assert!(cfg.dropped_defaults.is_empty());
+    }
+
+    #[test]
+    fn partial_eviction_hard_drops_unnamed_defaults() {
+        let hard = map(&[("imagefs.available", "20%")]);
+        let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
+        assert_eq!(cfg.hard.len(), 1);
+        assert_eq!(cfg.hard[&Signal::ImageFsAvailable], ThresholdValue::Percentage(0.2));
+        assert_eq!(
+            cfg.dropped_defaults,
+            vec![Signal::NodeFsAvailable, Signal::NodeFsInodesFree, Signal::ImageFsInodesFree]
+        );
+    }
+
+    #[test]
+    fn empty_eviction_hard_means_no_thresholds() {
+        let cfg = EvictionConfig::from_kubelet(Some(&HashMap::new()), None, None, false).unwrap();
+        assert!(cfg.hard.is_empty());
+        assert_eq!(cfg.dropped_defaults.len(), 4);
+    }
+
+    #[test]
+    fn merge_default_eviction_settings_fills_unnamed_signals() {
+        let hard = map(&[("imagefs.available", "20%"), ("pid.available", "1k")]);
+        let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, true).unwrap();
+        assert_eq!(cfg.hard[&Signal::ImageFsAvailable], ThresholdValue::Percentage(0.2));
+        assert_eq!(cfg.hard[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.1));
+        assert_eq!(cfg.hard[&Signal::PidAvailable], ThresholdValue::Quantity(1000));
+        assert!(cfg.dropped_defaults.is_empty());
+    }
+
+    #[test]
+    fn zero_and_hundred_percent_are_ignored_like_kubelet() {
+        let hard = map(&[("nodefs.available", "0%"), ("imagefs.available", "100%")]);
+        let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
+        assert!(cfg.hard.is_empty());
+    }
+
+    #[test]
+    fn bad_statements_name_the_signal() {
+        let cases = [
+            (("disk.available", "10%"), "unsupported eviction signal \"disk.available\""),
+            (("nodefs.available", "ten%"), "nodefs.available"),
+            (("nodefs.available", "150%"), "between 0% and 100%"),
+            (("nodefs.available", "-5%"), "between 0% and 100%"),
+            (("nodefs.available", "0"), "must be positive"),
+            (("nodefs.available", "-1Gi"), "must be positive"),
+            (("nodefs.available", "1GB"), "invalid quantity"),
+        ];
+        for ((signal, value), want) in cases {
+            let hard = map(&[(signal, value)]);
+            let err = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap_err();
+            assert!(err.to_string().contains(want), "{signal}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn memory_signals_are_valid_but_not_reported() {
+        let hard = map(&[("memory.available", "500Mi"), ("nodefs.available", "1Gi")]);
+        let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
+        assert_eq!(cfg.hard.len(), 1);
+        assert_eq!(cfg.hard[&Signal::NodeFsAvailable], ThresholdValue::Quantity(1 << 30));
+    }
+
+    #[test]
+    fn soft_thresholds_need_a_grace_period() {
+        let soft = map(&[("nodefs.available", "15%")]);
+        let err = EvictionConfig::from_kubelet(None, Some(&soft), None, false).unwrap_err();
+        assert_eq!(err, ThresholdError::MissingGracePeriod("nodefs.available".into()));
+        let grace = map(&[("nodefs.available", "1m30s")]);
+        let cfg = EvictionConfig::from_kubelet(None, Some(&soft), Some(&grace), false).unwrap();
+        assert_eq!(cfg.soft[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.15));
+        assert_eq!(cfg.soft_grace[&Signal::NodeFsAvailable], "1m30s");
+    }
+
+    #[test]
+    fn percentages_resolve_through_float32_like_kubelet() {
+        // Capacity from a real node's /stats/summary. 10% as float32 is
+        // 0.100000001490116..., so kubelet's threshold is 32 bytes above 10%.
+        let capacity = 21_462_233_088;
+        assert_eq!(ThresholdValue::Percentage(10.0 / 100.0).resolve(capacity), 2_146_223_340);
+        assert_eq!(ThresholdValue::Percentage(15.0 / 100.0).resolve(capacity), 3_219_335_091);
+        assert_eq!(ThresholdValue::Percentage(5.0 / 100.0).resolve(1_310_720), 65_536);
+        assert_eq!(ThresholdValue::Quantity(104_857_600).resolve(capacity), 104_857_600);
+    }
+
+    #[test]
+    fn containerfs_follows_nodefs_or_dedicated_imagefs() {
+        let hard = map(&[
+            ("nodefs.available", "1Gi"),
+            ("nodefs.inodesFree", "1k"),
+            ("imagefs.available", "2Gi"),
+            ("imagefs.inodesFree", "2k"),
+            ("containerfs.available", "9Gi"),
+        ]);
+        let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
+        let single = FsLayout::default();
+        let dedicated = FsLayout { dedicated_image_fs: true, split_image_fs: false };
+        let split = FsLayout { dedicated_image_fs: true, split_image_fs: true };
+        let t = |signal, layout| cfg.threshold(Kind::Hard, signal, layout);
+        assert_eq!(t(Signal::ContainerFsAvailable, single), Some(ThresholdValue::Quantity(1 << 30)));
+        assert_eq!(t(Signal::ContainerFsAvailable, dedicated), Some(ThresholdValue::Quantity(2 << 30)));
+        assert_eq!(t(Signal::ContainerFsAvailable, split), Some(ThresholdValue::Quantity(1 << 30)));
+        assert_eq!(t(Signal::ContainerFsInodesFree, dedicated), Some(ThresholdValue::Quantity(2000)));
+        assert_eq!(t(Signal::ContainerFsInodesFree, single), Some(ThresholdValue::Quantity(1000)));
+        assert_eq!(t(Signal::PidAvailable, single), None);
+    }
+}
