@@ -1,1 +1,2 @@
 pub mod kubelet;
+pub mod sources;
