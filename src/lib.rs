@@ -1,2 +1,5 @@
 pub mod kubelet;
+pub mod collector;
+pub mod registry;
+pub mod snapshot;
 pub mod sources;

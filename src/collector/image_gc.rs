@@ -1,0 +1,84 @@
+//! image_gc: how close the image filesystem is to kubelet's image garbage
+//! collection, computed with kubelet's integer formula.
+//!
+//! Source: the image filesystem (CRI + statfs) and `imageGCHighThresholdPercent`
+//! / `imageGCLowThresholdPercent` from the kubelet configuration file.
+//!
+//! Families: `kubedf_image_gc_usage_percent`, `kubedf_image_gc_high_threshold_percent`,
+//! `kubedf_image_gc_low_threshold_percent`, `kubedf_image_gc_bytes_to_free`.
+
+use super::{Collector, Desc, Incomplete, Sink};
+use crate::snapshot::Snapshot;
+use crate::sources::SourceId;
+
+pub static USAGE_PERCENT: Desc = Desc::gauge(
+    "kubedf_image_gc_usage_percent",
+    "Image filesystem usage in whole percent, as kubelet computes it to decide on image garbage collection: 100 - int(available*100/capacity).",
+    None,
+    &[],
+);
+pub static HIGH_THRESHOLD_PERCENT: Desc = Desc::gauge(
+    "kubedf_image_gc_high_threshold_percent",
+    "Image filesystem usage percent at or above which kubelet garbage-collects images (imageGCHighThresholdPercent).",
+    None,
+    &[],
+);
+pub static LOW_THRESHOLD_PERCENT: Desc = Desc::gauge(
+    "kubedf_image_gc_low_threshold_percent",
+    "Image filesystem usage percent that image garbage collection frees down to (imageGCLowThresholdPercent).",
+    None,
+    &[],
+);
+pub static BYTES_TO_FREE: Desc = Desc::gauge(
+    "kubedf_image_gc_bytes_to_free",
+    "Bytes kubelet's image garbage collection would have to free now to reach the low threshold; 0 while usage is under the high threshold.",
+    Some(prometheus_client::registry::Unit::Bytes),
+    &[],
+);
+
+static DESCS: [&Desc; 4] = [
+    &USAGE_PERCENT,
+    &HIGH_THRESHOLD_PERCENT,
+    &LOW_THRESHOLD_PERCENT,
+    &BYTES_TO_FREE,
+];
+
+#[derive(Debug)]
+pub struct ImageGcCollector;
+
+impl Collector for ImageGcCollector {
+    fn name(&self) -> &'static str {
+        "image_gc"
+    }
+
+    fn description(&self) -> &'static str {
+        "Image filesystem usage against kubelet's image garbage collection thresholds"
+    }
+
+    fn descs(&self) -> &'static [&'static Desc] {
+        &DESCS
+    }
+
+    fn sources(&self) -> &'static [SourceId] {
+        &[SourceId::Cri, SourceId::ImageFs]
+    }
+
+    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+        let policy = snapshot.kubelet.image_gc;
+        out.add(&HIGH_THRESHOLD_PERCENT, [""; 0], i64::from(policy.high_threshold_percent));
+        out.add(&LOW_THRESHOLD_PERCENT, [""; 0], i64::from(policy.low_threshold_percent));
+        let fs = snapshot.image_fs()?;
+        let status = policy
+            .evaluate(saturating_i64(fs.usage.capacity_bytes), saturating_i64(fs.usage.available_bytes))
+            .map_err(|e| Incomplete(format!("{}: {e}", fs.path)))?;
+        out.add(&USAGE_PERCENT, [""; 0], status.usage_percent);
+        out.add(&BYTES_TO_FREE, [""; 0], status.bytes_to_free);
+        Ok(())
+    }
+}
+
+/// kubelet converts its uint64 byte counts with int64(); no real filesystem
+/// reaches 2^63 bytes, so saturating is only a guard against nonsense.
+pub(crate) fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}

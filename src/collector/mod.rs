@@ -1,0 +1,265 @@
+//! The collector trait and the descriptors collectors declare. A collector is
+//! a pure function of a [`Snapshot`]: it emits samples for the families it
+//! declared and says whether everything it needed was there.
+
+pub mod eviction;
+pub mod image_gc;
+pub mod imagefs;
+pub mod nodefs;
+pub mod rlimit;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use prometheus_client::registry::Unit;
+
+use crate::snapshot::Snapshot;
+use crate::sources::SourceId;
+
+/// Kubernetes' metric stability levels; HELP is prefixed with `[LEVEL] ` as
+/// Kubernetes' metrics framework does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stability {
+    Alpha,
+    Beta,
+    Stable,
+}
+
+impl Stability {
+    pub fn help_prefix(self) -> &'static str {
+        match self {
+            Stability::Alpha => "[ALPHA] ",
+            Stability::Beta => "[BETA] ",
+            Stability::Stable => "[STABLE] ",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Gauge,
+}
+
+/// A metric family's descriptor.
+#[derive(Debug)]
+pub struct Desc {
+    /// The full name, including the unit suffix when there is a unit.
+    pub name: &'static str,
+    /// A full sentence, without the stability prefix.
+    pub help: &'static str,
+    pub kind: MetricKind,
+    pub unit: Option<Unit>,
+    pub stability: Stability,
+    /// Label names, in the order samples give their values.
+    pub labels: &'static [&'static str],
+}
+
+impl Desc {
+    /// An ALPHA gauge, the common case.
+    pub const fn gauge(
+        name: &'static str,
+        help: &'static str,
+        unit: Option<Unit>,
+        labels: &'static [&'static str],
+    ) -> Desc {
+        Desc {
+            name,
+            help,
+            kind: MetricKind::Gauge,
+            unit,
+            stability: Stability::Alpha,
+            labels,
+        }
+    }
+}
+
+/// A sample value, kept as an integer where it is one so that byte counts
+/// render exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Uint(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+#[derive(Debug)]
+pub struct Sample<'s> {
+    pub labels: Vec<Cow<'s, str>>,
+    pub value: Value,
+}
+
+/// Where collectors put their samples, grouped by family in the order the
+/// families were first emitted.
+#[derive(Debug, Default)]
+pub struct Sink<'s> {
+    families: Vec<(&'static Desc, Vec<Sample<'s>>)>,
+}
+
+impl<'s> Sink<'s> {
+    pub fn add<L, I>(&mut self, desc: &'static Desc, labels: I, value: impl Into<Value>)
+    where
+        L: Into<Cow<'s, str>>,
+        I: IntoIterator<Item = L>,
+    {
+        let labels: Vec<Cow<'s, str>> = labels.into_iter().map(Into::into).collect();
+        debug_assert_eq!(labels.len(), desc.labels.len(), "labels of {}", desc.name);
+        let sample = Sample {
+            labels,
+            value: value.into(),
+        };
+        match self.families.iter_mut().find(|(d, _)| std::ptr::eq(*d, desc)) {
+            Some((_, samples)) => samples.push(sample),
+            None => self.families.push((desc, vec![sample])),
+        }
+    }
+
+    pub fn families(&self) -> &[(&'static Desc, Vec<Sample<'s>>)] {
+        &self.families
+    }
+
+    pub fn into_families(self) -> Vec<(&'static Desc, Vec<Sample<'s>>)> {
+        self.families
+    }
+}
+
+/// Why a collector could not report everything it covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incomplete(pub String);
+
+impl fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for Incomplete {
+    fn from(s: String) -> Self {
+        Incomplete(s)
+    }
+}
+
+/// One collector. Implementations live one per file in this module.
+pub trait Collector: Send + Sync + fmt::Debug {
+    /// The name used in `--collector.NAME` and `kubedf_scrape_collector_*{collector}`.
+    fn name(&self) -> &'static str;
+    /// One line for `--help` and the README.
+    fn description(&self) -> &'static str;
+    /// Every family the collector may emit.
+    fn descs(&self) -> &'static [&'static Desc];
+    /// The sources the sampler must read for this collector.
+    fn sources(&self) -> &'static [SourceId];
+    /// Emits what the snapshot supports. Series whose data is missing are left
+    /// out, and the collector returns `Err` saying what was missing.
+    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete>;
+}
+
+/// Emits the six figures of a filesystem under a family set.
+pub fn emit_fs_usage<'s>(
+    out: &mut Sink<'s>,
+    descs: &FsDescs,
+    labels: &[Cow<'s, str>],
+    usage: &crate::sources::statfs::FsUsage,
+) {
+    out.add(descs.capacity, labels.iter().cloned(), usage.capacity_bytes);
+    out.add(descs.available, labels.iter().cloned(), usage.available_bytes);
+    out.add(descs.used, labels.iter().cloned(), usage.used_bytes);
+    out.add(descs.inodes, labels.iter().cloned(), usage.inodes);
+    out.add(descs.inodes_free, labels.iter().cloned(), usage.inodes_free);
+    out.add(descs.inodes_used, labels.iter().cloned(), usage.inodes_used);
+}
+
+/// The six families every filesystem has.
+pub struct FsDescs {
+    pub capacity: &'static Desc,
+    pub available: &'static Desc,
+    pub used: &'static Desc,
+    pub inodes: &'static Desc,
+    pub inodes_free: &'static Desc,
+    pub inodes_used: &'static Desc,
+}
+
+impl FsDescs {
+    pub const fn all(&'static self) -> [&'static Desc; 6] {
+        [
+            self.capacity,
+            self.available,
+            self.used,
+            self.inodes,
+            self.inodes_free,
+            self.inodes_used,
+        ]
+    }
+}
+
+/// Every collector kubedf has, in registration order.
+pub fn all() -> Vec<Box<dyn Collector>> {
+    vec![
+        Box::new(imagefs::ImageFsCollector),
+        Box::new(nodefs::NodeFsCollector),
+        Box::new(rlimit::RlimitCollector),
+        Box::new(image_gc::ImageGcCollector),
+        Box::new(eviction::EvictionCollector),
+    ]
+}
+
+/// Declares the six families of a filesystem: `<prefix>_capacity_bytes`,
+/// `_available_bytes`, `_used_bytes`, `_inodes`, `_inodes_free`, `_inodes_used`.
+macro_rules! fs_descs {
+    ($name:ident, $prefix:literal, $what:literal, $used_from:literal, $labels:expr) => {
+        pub static $name: $crate::collector::FsDescs = $crate::collector::FsDescs {
+            capacity: &$crate::collector::Desc::gauge(
+                concat!($prefix, "_capacity_bytes"),
+                concat!("Capacity in bytes of the ", $what, ", from statfs."),
+                Some(prometheus_client::registry::Unit::Bytes),
+                $labels,
+            ),
+            available: &$crate::collector::Desc::gauge(
+                concat!($prefix, "_available_bytes"),
+                concat!("Bytes available to unprivileged users on the ", $what, ", from statfs."),
+                Some(prometheus_client::registry::Unit::Bytes),
+                $labels,
+            ),
+            used: &$crate::collector::Desc::gauge(
+                concat!($prefix, "_used_bytes"),
+                concat!("Bytes used on the ", $what, ", ", $used_from, "."),
+                Some(prometheus_client::registry::Unit::Bytes),
+                $labels,
+            ),
+            inodes: &$crate::collector::Desc::gauge(
+                concat!($prefix, "_inodes"),
+                concat!("Number of inodes of the ", $what, ", from statfs."),
+                None,
+                $labels,
+            ),
+            inodes_free: &$crate::collector::Desc::gauge(
+                concat!($prefix, "_inodes_free"),
+                concat!("Number of free inodes of the ", $what, ", from statfs."),
+                None,
+                $labels,
+            ),
+            inodes_used: &$crate::collector::Desc::gauge(
+                concat!($prefix, "_inodes_used"),
+                concat!("Number of used inodes of the ", $what, ", ", $used_from, "."),
+                None,
+                $labels,
+            ),
+        };
+    };
+}
+pub(crate) use fs_descs;

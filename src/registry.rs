@@ -1,0 +1,252 @@
+//! The one registry: the enabled collectors, rendered from a snapshot with
+//! prometheus-client (OpenMetrics text), plus kubedf's own health families.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Instant, UNIX_EPOCH};
+
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+use thiserror::Error;
+
+use crate::collector::{self, Collector, Desc, Incomplete, MetricKind, Sample, Sink, Value};
+use crate::snapshot::Snapshot;
+use crate::sources::SourceId;
+
+pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
+    "kubedf_scrape_collector_success",
+    "Whether the collector had everything it reports in the latest snapshot (1) or left series out because a source failed (0).",
+    None,
+    &["collector"],
+);
+pub static COLLECTOR_DURATION: Desc = Desc::gauge(
+    "kubedf_scrape_collector_duration_seconds",
+    "Time the collector took to produce its series for this scrape.",
+    Some(prometheus_client::registry::Unit::Seconds),
+    &["collector"],
+);
+pub static SOURCE_UP: Desc = Desc::gauge(
+    "kubedf_source_up",
+    "Whether the latest read of the source succeeded (1) or failed (0).",
+    None,
+    &["source"],
+);
+pub static SOURCE_LAST_SUCCESS: Desc = Desc::gauge(
+    "kubedf_source_last_success_timestamp_seconds",
+    "Unix time of the last successful read of the source; absent until it first succeeds.",
+    Some(prometheus_client::registry::Unit::Seconds),
+    &["source"],
+);
+pub static SOURCE_DURATION: Desc = Desc::gauge(
+    "kubedf_source_sample_duration_seconds",
+    "Time the latest read of the source took, timeouts included.",
+    Some(prometheus_client::registry::Unit::Seconds),
+    &["source"],
+);
+pub static BUILD_INFO: Desc = Desc::gauge(
+    "kubedf_build_info",
+    "kubedf's version; always 1.",
+    None,
+    &["version"],
+);
+
+/// kubedf's own families, after the collectors'.
+pub static SELF_DESCS: [&Desc; 6] = [
+    &COLLECTOR_SUCCESS,
+    &COLLECTOR_DURATION,
+    &SOURCE_UP,
+    &SOURCE_LAST_SUCCESS,
+    &SOURCE_DURATION,
+    &BUILD_INFO,
+];
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("unknown collector {0:?} (known: {1})")]
+    UnknownCollector(String, String),
+}
+
+/// The outcome of collecting one snapshot.
+#[derive(Debug)]
+pub struct Collected<'s> {
+    pub families: Vec<(&'static Desc, Vec<Sample<'s>>)>,
+    /// (collector, error) for every collector that left something out.
+    pub incomplete: Vec<(&'static str, Incomplete)>,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    collectors: Vec<Box<dyn Collector>>,
+}
+
+impl Registry {
+    /// Every collector kubedf has, enabled or not.
+    pub fn available() -> Vec<Box<dyn Collector>> {
+        collector::all()
+    }
+
+    /// A registry of the named collectors (all of them when `enabled` is None).
+    pub fn new(enabled: Option<&BTreeSet<String>>) -> Result<Registry, RegistryError> {
+        let all = collector::all();
+        if let Some(names) = enabled {
+            let known: Vec<&str> = all.iter().map(|c| c.name()).collect();
+            if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
+                return Err(RegistryError::UnknownCollector(unknown.clone(), known.join(", ")));
+            }
+        }
+        let collectors = all
+            .into_iter()
+            .filter(|c| enabled.is_none_or(|names| names.contains(c.name())))
+            .collect();
+        Ok(Registry { collectors })
+    }
+
+    pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
+        self.collectors.iter().map(AsRef::as_ref)
+    }
+
+    /// The sources the enabled collectors need.
+    pub fn sources(&self) -> BTreeSet<SourceId> {
+        self.collectors
+            .iter()
+            .flat_map(|c| c.sources().iter().copied())
+            .collect()
+    }
+
+    /// Runs every collector on the snapshot, then adds kubedf's own families.
+    pub fn collect<'s>(&self, snapshot: &'s Snapshot) -> Collected<'s> {
+        let mut sink = Sink::default();
+        let mut outcomes = Vec::with_capacity(self.collectors.len());
+        for c in &self.collectors {
+            let start = Instant::now();
+            let result = c.collect(snapshot, &mut sink);
+            outcomes.push((c.name(), result, start.elapsed()));
+        }
+        let mut incomplete = Vec::new();
+        for (name, result, elapsed) in outcomes {
+            sink.add(&COLLECTOR_SUCCESS, [name], i64::from(result.is_ok()));
+            sink.add(&COLLECTOR_DURATION, [name], elapsed.as_secs_f64());
+            if let Err(e) = result {
+                incomplete.push((name, e));
+            }
+        }
+        for status in &snapshot.sources {
+            let source = status.source.name();
+            sink.add(&SOURCE_UP, [source], i64::from(status.up));
+            if let Some(t) = status.last_success {
+                let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+                sink.add(&SOURCE_LAST_SUCCESS, [source], secs);
+            }
+            sink.add(&SOURCE_DURATION, [source], status.duration.as_secs_f64());
+        }
+        sink.add(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1i64);
+        Collected {
+            families: sink.into_families(),
+            incomplete,
+        }
+    }
+
+    /// The OpenMetrics text exposition of a snapshot, `# EOF` included.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let collected = self.collect(snapshot);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Exposition {
+            text: Arc::new(encode_families(&collected.families)),
+        }));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+}
+
+/// Families prepared for prometheus-client. The collector trait of
+/// prometheus-client wants `'static` data, so samples are copied into owned
+/// strings once per render.
+#[derive(Debug)]
+struct Exposition {
+    text: Arc<Vec<OwnedFamily>>,
+}
+
+#[derive(Debug)]
+struct OwnedFamily {
+    desc: &'static Desc,
+    help: String,
+    samples: Vec<(Vec<(&'static str, String)>, Value)>,
+}
+
+fn encode_families(families: &[(&'static Desc, Vec<Sample<'_>>)]) -> Vec<OwnedFamily> {
+    families
+        .iter()
+        .filter(|(_, samples)| !samples.is_empty())
+        .map(|(desc, samples)| OwnedFamily {
+            desc,
+            help: format!("{}{}", desc.stability.help_prefix(), desc.help),
+            samples: samples
+                .iter()
+                .map(|s| {
+                    let labels = desc
+                        .labels
+                        .iter()
+                        .copied()
+                        .zip(s.labels.iter().map(Cow::to_string))
+                        .collect();
+                    (labels, s.value)
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The family name prometheus-client wants: without the unit suffix, which
+/// it appends itself.
+pub fn base_name(desc: &Desc) -> Cow<'static, str> {
+    match &desc.unit {
+        Some(unit) => {
+            let suffix = format!("_{}", unit.as_str());
+            Cow::Owned(desc.name.strip_suffix(&suffix).unwrap_or(desc.name).to_owned())
+        }
+        None => Cow::Borrowed(desc.name),
+    }
+}
+
+impl prometheus_client::collector::Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in self.text.iter() {
+            let metric_type = match family.desc.kind {
+                MetricKind::Gauge => MetricType::Gauge,
+            };
+            let name = base_name(family.desc);
+            let mut metric = encoder.encode_descriptor(&name, &family.help, family.desc.unit.as_ref(), metric_type)?;
+            for (labels, value) in &family.samples {
+                let mut series = metric.encode_family(labels)?;
+                match *value {
+                    Value::Int(v) => series.encode_gauge(&v)?,
+                    Value::Uint(v) => series.encode_gauge(&v)?,
+                    Value::Float(v) => series.encode_gauge(&v)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the families as a plain list, one `name{labels} value` per line,
+/// for debugging and tests.
+pub fn debug_lines(families: &[(&'static Desc, Vec<Sample<'_>>)]) -> String {
+    let mut out = String::new();
+    for (desc, samples) in families {
+        for s in samples {
+            let labels: Vec<String> = desc
+                .labels
+                .iter()
+                .zip(&s.labels)
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            let _ = writeln!(out, "{}{{{}}} {:?}", desc.name, labels.join(","), s.value);
+        }
+    }
+    out
+}

@@ -1,0 +1,858 @@
+//! Integration-test support: a real containerd (Debian `containerd` 1.6.x) on a
+//! private socket, with its root directory on a dedicated tmpfs, plus a tiny OCI
+//! image that the test builds itself and imports into the CRI snapshotter so that
+//! CRI `ImageFsInfo` reports non-zero used bytes.
+//!
+//! Requirements: root (to mount the tmpfs and for containerd itself) and the
+//! `containerd` and `ctr` binaries in `PATH`. Use [`require_root_or_skip`] first.
+//!
+//! Everything containerd touches lives under the caller's `base` directory:
+//!
+//! ```text
+//! base/config.toml        generated config (see `write_config`)
+//! base/containerd.log     containerd stdout+stderr, tail included in start errors
+//! base/containerd.sock    gRPC socket (CRI runtime.v1 + containerd API);
+//!                         containerd also creates containerd.sock.ttrpc
+//! base/root/              tmpfs mount point = containerd root
+//! base/state/             containerd state dir
+//! base/cni/{bin,conf}/    empty CNI dirs (keeps CRI away from /etc/cni, /opt/cni)
+//! base/images/            OCI archives built by `import_tiny_image`
+//! ```
+//!
+//! Notes for users of this module:
+//! * Drop the [`Containerd`] before the `TempDir` holding `base` (declare the
+//!   `TempDir` first), so the tmpfs is unmounted before the directory is removed.
+//! * CRI refreshes image-fs usage in the background every `stats_collect_period`
+//!   seconds, which is set to 1 here (default 10): after an import, poll
+//!   `ImageFsInfo` for a couple of seconds instead of expecting it immediately.
+//! * No parent-death signal is installed on the child: cargo runs each test on
+//!   its own thread and `PR_SET_PDEATHSIG` fires when the *spawning thread*
+//!   exits, which would break a containerd shared between tests. If the test
+//!   binary is killed hard, containerd and the mount are leaked.
+
+// Each test binary compiles this module separately and uses only part of it.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use sha2::{Digest, Sha256};
+
+/// Upper bound for containerd to answer on its socket with the CRI plugin up.
+/// It normally takes well under a second.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `stop` waits after SIGTERM before falling back to SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per-attempt bound for the readiness probes (`ctr version`, `ctr plugins ls`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound for any other `ctr` invocation (image import, listings).
+const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+/// The CRI plugin answers ImageFsInfo/Version for this namespace.
+const CRI_NAMESPACE: &str = "k8s.io";
+/// Forces the snapshotter (`overlayfs` or `native`) instead of probing, e.g.
+/// to exercise the native fallback on a machine where overlayfs works.
+pub const SNAPSHOTTER_ENV: &str = "KUBEDF_TEST_SNAPSHOTTER";
+/// sun_path is 108 bytes including the NUL, and containerd also listens on
+/// `<socket>.ttrpc`, so leave room for that suffix.
+const MAX_SOCKET_PATH: usize = 107 - ".ttrpc".len();
+
+/// A containerd daemon owned by a test. See the module docs for the layout.
+pub struct Containerd {
+    /// `None` once the process has been reaped (after `kill`/`stop`).
+    child: Option<Child>,
+    pid: u32,
+    base: PathBuf,
+    root: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    snapshotter: &'static str,
+    /// Whether `root` still carries our tmpfs (so `Drop` must unmount it).
+    mounted: bool,
+    startup: Duration,
+}
+
+impl Containerd {
+    /// Starts containerd with its root on a freshly mounted tmpfs of exactly
+    /// `tmpfs_bytes` bytes at `base/root` (state dir, config, log and gRPC socket
+    /// are under `base` too) and waits until it serves with the CRI plugin loaded.
+    ///
+    /// Snapshotter: `overlayfs` when the kernel can mount overlay with upper and
+    /// work dirs on tmpfs (true on any modern kernel, including the Debian 12 dev
+    /// VM: tmpfs supports d_type and the `trusted.*` xattrs overlay needs), else
+    /// `native` (plain directory copies, works on any filesystem). The choice is
+    /// made by doing the same probe mount as containerd's overlay snapshotter
+    /// (two lowers, upper, work) on the tmpfs before starting it, because the CRI
+    /// snapshotter is fixed in the config; containerd's own verdict is enforced
+    /// through `required_plugins`. Set `KUBEDF_TEST_SNAPSHOTTER` to force one.
+    pub fn start(base: &Path, tmpfs_bytes: u64) -> Result<Containerd, String> {
+        let containerd_bin = find_in_path("containerd")
+            .ok_or("`containerd` not found in PATH (apt-get install -y containerd)")?;
+        find_in_path("ctr").ok_or("`ctr` not found in PATH (apt-get install -y containerd)")?;
+
+        fs::create_dir_all(base).map_err(|e| format!("create {}: {e}", base.display()))?;
+        // Canonical so paths match /proc/self/mountinfo (e.g. if /tmp is a symlink).
+        let base = base
+            .canonicalize()
+            .map_err(|e| format!("canonicalize {}: {e}", base.display()))?;
+        let root = base.join("root");
+        let state = base.join("state");
+        let socket = base.join("containerd.sock");
+        let log = base.join("containerd.log");
+        let config = base.join("config.toml");
+
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(format!(
+                "socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter base dir",
+                socket.display()
+            ));
+        }
+        for dir in [&root, &state, &base.join("cni/bin"), &base.join("cni/conf")] {
+            fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        // Mounting over a live mount would make the older instance's Drop
+        // (lazy unmount of the same path) take down this instance's root.
+        if is_mountpoint(&root)? {
+            return Err(format!(
+                "{} is already a mount point (earlier instance not dropped?); use a fresh base dir",
+                root.display()
+            ));
+        }
+
+        let size = format!("size={tmpfs_bytes},mode=0711");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &root,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some(size.as_str()),
+        )
+        .map_err(|e| format!("mount tmpfs ({size}) on {}: {e}", root.display()))?;
+
+        // From here on `Drop` cleans up (stops the child, unmounts) on error.
+        let mut cd = Containerd {
+            child: None,
+            pid: 0,
+            base: base.clone(),
+            root,
+            socket,
+            log,
+            snapshotter: "native",
+            mounted: true,
+            startup: Duration::ZERO,
+        };
+
+        cd.snapshotter = match std::env::var(SNAPSHOTTER_ENV).as_deref() {
+            Ok("native") => "native",
+            Ok("overlayfs") => "overlayfs",
+            Ok("") | Err(_) => match probe_overlay(&cd.root) {
+                Ok(()) => "overlayfs",
+                Err(e) => {
+                    eprintln!(
+                        "containerd harness: overlayfs unusable on tmpfs ({e}); using native"
+                    );
+                    "native"
+                }
+            },
+            Ok(other) => {
+                return Err(format!(
+                    "{SNAPSHOTTER_ENV}={other:?}: expected \"overlayfs\" or \"native\""
+                ));
+            }
+        };
+
+        write_config(&config, &cd.root, &state, &cd.socket, &base, cd.snapshotter)?;
+
+        let log_file = fs::File::create(&cd.log)
+            .map_err(|e| format!("create log file {}: {e}", cd.log.display()))?;
+        let log_file2 = log_file
+            .try_clone()
+            .map_err(|e| format!("dup log file {}: {e}", cd.log.display()))?;
+        let started = Instant::now();
+        let child = Command::new(&containerd_bin)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(&base)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_file2)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "spawn {} --config {}: {e}",
+                    containerd_bin.display(),
+                    config.display()
+                )
+            })?;
+        cd.pid = child.id();
+        cd.child = Some(child);
+
+        cd.wait_ready(started)?;
+        cd.startup = started.elapsed();
+        Ok(cd)
+    }
+
+    /// The containerd gRPC unix socket (also serves CRI `runtime.v1`).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The containerd root directory, i.e. the tmpfs mount point.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `"overlayfs"` or `"native"`; see [`Containerd::start`].
+    pub fn snapshotter(&self) -> &str {
+        self.snapshotter
+    }
+
+    /// The directory CRI reports as the image filesystem mountpoint in
+    /// `ImageFsInfo`: `<root>/io.containerd.snapshotter.v1.<snapshotter>`.
+    pub fn snapshotter_dir(&self) -> PathBuf {
+        self.root
+            .join(format!("io.containerd.snapshotter.v1.{}", self.snapshotter))
+    }
+
+    /// PID of the containerd process (stays valid as a number after it exited).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The containerd log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Time from spawn until the socket answered and the CRI plugin was up.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// Builds a tiny single-layer OCI image archive for the host platform and
+    /// imports it with `ctr -n k8s.io images import --snapshotter <snapshotter>`,
+    /// which also unpacks it into the CRI snapshotter. The layer is an
+    /// uncompressed tar of a few files with `layer_bytes` of pseudo-random content
+    /// in total (seeded by `name`, so the same name gives the same digests and
+    /// different names give distinct snapshots). `name` must be a valid image
+    /// path component (`[a-z0-9._-]+`). Returns the image reference,
+    /// `docker.io/kubedf-test/<name>:latest`, after checking that the image and
+    /// its committed snapshot are listed.
+    pub fn import_tiny_image(&self, name: &str, layer_bytes: usize) -> Result<String, String> {
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if !valid {
+            return Err(format!("invalid image name {name:?}: use [a-z0-9._-]+"));
+        }
+        let reference = format!("docker.io/kubedf-test/{name}:latest");
+        let dir = self.base.join("images");
+        fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let archive = dir.join(format!("{name}.oci.tar"));
+        let layer_digest = write_oci_archive(&archive, &reference, name, layer_bytes)?;
+
+        self.ctr_ns()
+            .args(["images", "import", "--snapshotter", self.snapshotter])
+            .arg(&archive)
+            .run(CTR_TIMEOUT)?;
+
+        let images = self
+            .ctr_ns()
+            .args(["images", "ls", "-q"])
+            .run(CTR_TIMEOUT)?;
+        if !images.lines().any(|l| l.trim() == reference) {
+            return Err(format!(
+                "{reference} missing from `ctr images ls` after import:\n{images}"
+            ));
+        }
+        // For a single-layer image the snapshot key (chain ID) is the layer's
+        // diff ID, which equals its digest because the layer is uncompressed.
+        let snapshots = self
+            .ctr_ns()
+            .args(["snapshots", "--snapshotter", self.snapshotter, "ls"])
+            .run(CTR_TIMEOUT)?;
+        let committed = snapshots.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.first() == Some(&layer_digest.as_str()) && cols.last() == Some(&"Committed")
+        });
+        if !committed {
+            return Err(format!(
+                "no committed {} snapshot {layer_digest} after importing {reference}:\n{snapshots}",
+                self.snapshotter
+            ));
+        }
+        Ok(reference)
+    }
+
+    /// A `ctr` command bound to this instance's socket (no namespace set).
+    pub fn ctr(&self) -> Ctr {
+        let mut cmd = Command::new("ctr");
+        // Keep the caller's environment from redirecting ctr elsewhere.
+        for var in [
+            "CONTAINERD_ADDRESS",
+            "CONTAINERD_NAMESPACE",
+            "CONTAINERD_SNAPSHOTTER",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("--address").arg(&self.socket);
+        Ctr(cmd)
+    }
+
+    /// A `ctr` command bound to this instance's socket and the CRI namespace.
+    pub fn ctr_ns(&self) -> Ctr {
+        let mut ctr = self.ctr();
+        ctr.0.args(["--namespace", CRI_NAMESPACE]);
+        ctr
+    }
+
+    /// SIGKILLs containerd (simulating a crash) and reaps it. The tmpfs stays
+    /// mounted (until drop) and the socket file is left behind, as after a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // std's Child::kill sends SIGKILL; it only fails if already reaped.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to 10 s for containerd to exit before SIGKILL.
+    /// Reaps the process. The tmpfs stays mounted until drop.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        // Signal by PID only while the child is unreaped, so the PID is ours.
+        let pid = Pid::from_raw(self.pid as i32);
+        if nix::sys::signal::kill(pid, Signal::SIGTERM).is_ok()
+            && wait_timeout(&mut child, STOP_TIMEOUT).is_some()
+        {
+            return;
+        }
+        eprintln!(
+            "containerd harness: pid {} ignored SIGTERM for {STOP_TIMEOUT:?}; sending SIGKILL",
+            self.pid
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Polls until the socket answers `ctr version`, `ctr plugins ls` shows the
+    /// CRI plugin (and our snapshotter) as ok, and the CRI service has started.
+    fn wait_ready(&mut self, started: Instant) -> Result<(), String> {
+        let deadline = started + START_TIMEOUT;
+        let mut last_err = String::from("socket not created yet");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        self.child = None;
+                        return Err(
+                            self.fail(&format!("containerd exited during startup ({status})"))
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(self.fail(&format!("waitpid containerd: {e}"))),
+                }
+            }
+            if self.socket.exists() {
+                match self.probe() {
+                    Ok(()) => return Ok(()),
+                    Err(Probe::Fatal(e)) => return Err(self.fail(&e)),
+                    Err(Probe::Retry(e)) => last_err = e,
+                }
+            }
+            if Instant::now() >= deadline {
+                let msg = format!("containerd not ready after {START_TIMEOUT:?}: {last_err}");
+                return Err(self.fail(&msg));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn probe(&self) -> Result<(), Probe> {
+        // Short connect timeout: ctr's default is 10 s per attempt.
+        self.ctr()
+            .args(["--connect-timeout", "1s", "version"])
+            .run(PROBE_TIMEOUT)
+            .map_err(Probe::Retry)?;
+        let plugins = self
+            .ctr()
+            .args(["--connect-timeout", "1s", "plugins", "ls"])
+            .run(PROBE_TIMEOUT)
+            .map_err(Probe::Retry)?;
+        // Plugins are all initialised before the socket serves, so the
+        // statuses are final now. Columns: TYPE ID PLATFORMS STATUS.
+        let status = |typ: &str, id: &str| {
+            plugins.lines().find_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                (cols.len() >= 3 && cols[0] == typ && cols[1] == id).then(|| cols[cols.len() - 1])
+            })
+        };
+        for (typ, id) in [
+            ("io.containerd.grpc.v1", "cri"),
+            ("io.containerd.snapshotter.v1", self.snapshotter),
+        ] {
+            if status(typ, id) != Some("ok") {
+                return Err(Probe::Fatal(format!(
+                    "plugin {typ}.{id} is not ok in `ctr plugins ls`:\n{plugins}"
+                )));
+            }
+        }
+        // The CRI service finishes starting asynchronously after containerd
+        // serves; until then CRI calls fail with "server is not initialized yet".
+        // 1.6 logs this line just before marking itself initialised.
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        if !log.contains("Start streaming server") {
+            return Err(Probe::Retry("CRI service not started yet".into()));
+        }
+        Ok(())
+    }
+
+    /// Builds a startup error including the log tail.
+    fn fail(&self, msg: &str) -> String {
+        format!(
+            "{msg}\n--- last lines of {} ---\n{}",
+            self.log.display(),
+            log_tail(&self.log, 40)
+        )
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
+        if self.mounted {
+            // Lazy: detaches the whole subtree even if something still has a
+            // file open in it, so a failing test cannot leave a busy mount.
+            match nix::mount::umount2(&self.root, MntFlags::MNT_DETACH) {
+                Ok(()) => self.mounted = false,
+                Err(e) => eprintln!("containerd harness: umount {}: {e}", self.root.display()),
+            }
+        }
+    }
+}
+
+/// Returns true if the test may proceed (running as root with `containerd` and
+/// `ctr` in PATH). Otherwise, if `CI=true` it panics (tests must never silently
+/// skip in CI); locally it prints `skipping <test>: <reason>` and returns false.
+pub fn require_root_or_skip(test: &str) -> bool {
+    let reason = if effective_uid() != Some(0) {
+        Some("needs root (mounts a tmpfs and runs containerd)")
+    } else if find_in_path("containerd").is_none() || find_in_path("ctr").is_none() {
+        Some("`containerd`/`ctr` not in PATH (apt-get install -y containerd)")
+    } else {
+        None
+    };
+    let Some(reason) = reason else {
+        return true;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {reason}; refusing to skip because CI=true");
+    }
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing
+    // tests, which would hide that the test did nothing.
+    let _ = writeln!(std::io::stderr(), "skipping {test}: {reason}");
+    false
+}
+
+/// Whether `path` is a mount point in this mount namespace, according to
+/// /proc/self/mountinfo. `path` should be canonical.
+pub fn is_mountpoint(path: &Path) -> Result<bool, String> {
+    let info = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+    let want = path.as_os_str().as_encoded_bytes();
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| unescape_mountinfo(mp) == want))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(o)) => {
+                out.push(
+                    o.iter()
+                        .fold(0u8, |acc, c| acc.wrapping_mul(8) + (c - b'0')),
+                );
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A `ctr` invocation; `run` enforces a timeout and names the command in errors.
+pub struct Ctr(Command);
+
+impl Ctr {
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.0.arg(arg);
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Self {
+        self.0.args(args);
+        self
+    }
+
+    /// Runs to completion (killing it after `timeout`) and returns stdout, or
+    /// an error with the command line, exit status and stderr.
+    pub fn run(mut self, timeout: Duration) -> Result<String, String> {
+        let cmd = &mut self.0;
+        let shown = format!("{cmd:?}");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {shown}: {e}"))?;
+        // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let status = wait_timeout(&mut child, timeout);
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        match status {
+            None => Err(format!(
+                "{shown} timed out after {timeout:?}; stderr: {stderr}"
+            )),
+            Some(s) if !s.success() => Err(format!("{shown} failed ({s}): {}", stderr.trim())),
+            Some(_) => Ok(stdout),
+        }
+    }
+}
+
+enum Probe {
+    /// Not ready yet; try again until the deadline.
+    Retry(String),
+    /// Will not get better; fail now.
+    Fatal(String),
+}
+
+/// Waits for `child` up to `timeout`; `None` on timeout (child left running).
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => return None,
+        }
+    }
+}
+
+/// The probe containerd 1.6's overlay snapshotter runs (overlayutils.Supported):
+/// mount overlay with two lowers, upper and work dirs under `root`.
+fn probe_overlay(root: &Path) -> Result<(), String> {
+    let dir = root.join(".overlay-probe");
+    let result = (|| {
+        for sub in ["lower1", "lower2", "upper", "work", "merged"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        }
+        let opts = format!(
+            "lowerdir={}:{},upperdir={},workdir={}",
+            dir.join("lower2").display(),
+            dir.join("lower1").display(),
+            dir.join("upper").display(),
+            dir.join("work").display()
+        );
+        let merged = dir.join("merged");
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .map_err(|e| format!("mount overlay on {}: {e}", merged.display()))?;
+        nix::mount::umount2(&merged, MntFlags::MNT_DETACH)
+            .map_err(|e| format!("umount {}: {e}", merged.display()))
+    })();
+    // Leave the root clean for containerd whatever happened.
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+fn write_config(
+    path: &Path,
+    root: &Path,
+    state: &Path,
+    socket: &Path,
+    base: &Path,
+    snapshotter: &str,
+) -> Result<(), String> {
+    let q = |p: &Path| -> Result<String, String> {
+        let s = p
+            .to_str()
+            .ok_or_else(|| format!("path {} is not UTF-8", p.display()))?;
+        // A JSON string literal is also a valid TOML basic string.
+        serde_json::to_string(s).map_err(|e| format!("quote {s:?}: {e}"))
+    };
+    let config = format!(
+        r#"# Generated by the kubedf containerd test harness.
+version = 2
+root = {root}
+state = {state}
+oom_score = 0
+# Plugins that cannot work here (no btrfs/zfs/aufs/devmapper) or that would
+# touch the host (opt creates /opt/containerd).
+disabled_plugins = [
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.internal.v1.opt",
+]
+# Exit at startup (instead of serving without them) if these fail to load.
+required_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.snapshotter.v1.{snapshotter}",
+]
+
+[grpc]
+  address = {socket}
+
+[debug]
+  level = "info"
+
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    # Seconds between CRI snapshot usage refreshes behind ImageFsInfo (default 10).
+    stats_collect_period = 1
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      # The snapshotter CRI uses and reports as the image filesystem.
+      snapshotter = "{snapshotter}"
+    # Keep CRI away from /etc/cni and /opt/cni; CNI stays unconfigured.
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = {cni_bin}
+      conf_dir = {cni_conf}
+"#,
+        root = q(root)?,
+        state = q(state)?,
+        socket = q(socket)?,
+        cni_bin = q(&base.join("cni/bin"))?,
+        cni_conf = q(&base.join("cni/conf"))?,
+    );
+    fs::write(path, config).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+/// Writes an OCI image-layout tar archive at `path` holding one image for the
+/// host platform named `reference`; returns the layer digest (`sha256:...`).
+fn write_oci_archive(
+    path: &Path,
+    reference: &str,
+    seed: &str,
+    layer_bytes: usize,
+) -> Result<String, String> {
+    let layer = build_layer(seed, layer_bytes)?;
+    let layer_digest = sha256_digest(&layer);
+    let arch = go_arch();
+
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": "1970-01-01T00:00:00Z",
+        "architecture": arch,
+        "os": "linux",
+        "config": { "Env": ["PATH=/bin"], "Cmd": ["/bin/true"] },
+        // Uncompressed layer: diff ID == layer digest.
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "kubedf test harness" }],
+    }))
+    .map_err(|e| format!("serialize image config: {e}"))?;
+    let config_digest = sha256_digest(&config);
+
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len(),
+        }],
+    }))
+    .map_err(|e| format!("serialize image manifest: {e}"))?;
+    let manifest_digest = sha256_digest(&manifest);
+
+    // `io.containerd.image.name` is used verbatim by `ctr images import`; the
+    // OCI `ref.name` annotation would instead get an `import-<date>` prefix.
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "platform": { "architecture": arch, "os": "linux" },
+            "annotations": { "io.containerd.image.name": reference },
+        }],
+    }))
+    .map_err(|e| format!("serialize image index: {e}"))?;
+
+    let file = fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    let mut ar = tar::Builder::new(std::io::BufWriter::new(file));
+    let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let entries: [(String, &[u8]); 5] = [
+        ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#),
+        ("index.json".into(), &index),
+        (blob(&manifest_digest), &manifest),
+        (blob(&config_digest), &config),
+        (blob(&layer_digest), &layer),
+    ];
+    for (name, data) in entries {
+        append_file(&mut ar, &name, data)
+            .map_err(|e| format!("write {name} into {}: {e}", path.display()))?;
+    }
+    ar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(|e| format!("finish {}: {e}", path.display()))?;
+    Ok(layer_digest)
+}
+
+/// An uncompressed layer tar: a marker file plus four data files splitting
+/// `layer_bytes` of xorshift output (incompressible, so no filesystem or
+/// transport can shortcut it).
+fn build_layer(seed: &str, layer_bytes: usize) -> Result<Vec<u8>, String> {
+    let mut ar = tar::Builder::new(Vec::with_capacity(layer_bytes + 16 * 1024));
+    let mut dir = tar::Header::new_ustar();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    dir.set_mtime(0);
+    ar.append_data(&mut dir, "data/", std::io::empty())
+        .map_err(|e| format!("layer tar: {e}"))?;
+    let marker = format!("kubedf test image {seed}\n");
+    append_file(&mut ar, "kubedf-test", marker.as_bytes())
+        .map_err(|e| format!("layer tar: {e}"))?;
+
+    // Seed from the name so images are reproducible but distinct per name.
+    let h = Sha256::digest(seed.as_bytes());
+    let mut state = u64::from_le_bytes(h[..8].try_into().unwrap_or([1; 8])) | 1;
+    const FILES: usize = 4;
+    for i in 0..FILES {
+        let len = layer_bytes / FILES
+            + if i == FILES - 1 {
+                layer_bytes % FILES
+            } else {
+                0
+            };
+        let mut data = Vec::with_capacity(len + 8);
+        while data.len() < len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        data.truncate(len);
+        append_file(&mut ar, &format!("data/blob-{i}"), &data)
+            .map_err(|e| format!("layer tar: {e}"))?;
+    }
+    ar.into_inner().map_err(|e| format!("layer tar: {e}"))
+}
+
+/// Appends a regular file with fixed metadata, for reproducible digests.
+fn append_file<W: Write>(ar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    ar.append_data(&mut h, name, data)
+}
+
+fn sha256_digest(data: &[u8]) -> String {
+    let hex: String = Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
+}
+
+/// The host architecture in GOARCH terms, as OCI platforms use.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other, // arm, riscv64, s390x, mips64 match GOARCH already
+    }
+}
+
+/// The effective UID from /proc/self/status (nix's `geteuid` needs its `user`
+/// feature, which the project does not enable).
+fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // Uid: real effective saved filesystem
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn find_in_path(bin: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+fn log_tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
