@@ -1,5 +1,30 @@
-pub mod kubelet;
+//! kubedf: a Prometheus exporter that tells how close a Kubernetes node and
+//! its volumes are to running out of disk, inodes and PIDs.
+//!
+//! Data flows one way:
+//!
+//! - [`sources`]: the I/O: CRI over a unix socket, statfs (under a timeout, one
+//!   call in flight per path), /proc.
+//! - [`kubelet`]: what kubelet computes, reproduced: quantities, eviction
+//!   thresholds and their merging, the image GC trigger, the config file.
+//! - [`sampler`]: when sources are read: periodically, concurrently, bounded.
+//! - [`snapshot`]: what was last seen, immutable, swapped atomically.
+//! - [`collector`]: one file per collector, pure functions of a snapshot.
+//! - [`registry`]: the enabled collectors and kubedf's own families, rendered
+//!   with prometheus-client.
+//! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page.
+//! - [`df`]: the `kubedf df` table.
+//! - [`cli`], [`app`]: the command line and the wiring of the above.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
 pub mod collector;
+pub mod df;
+pub mod kubelet;
 pub mod registry;
+pub mod sampler;
+pub mod server;
 pub mod snapshot;
 pub mod sources;

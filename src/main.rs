@@ -1,1 +1,88 @@
-fn main() {}
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tracing::info;
+
+use kubedf::app::{App, collected_anything};
+use kubedf::cli::{self, Command, LogFormat};
+use kubedf::server::{self, AppState};
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    let parsed = cli::parse();
+    init_tracing(parsed.cli.common.log_format);
+    let app = App::build(&parsed.cli.common, &parsed.collectors)?;
+    let snapshot = app.sampler.sample().await;
+    match parsed.cli.command {
+        Command::Metrics => {
+            print!("{}", app.registry.render(&snapshot));
+            Ok(exit_code(collected_anything(&snapshot)))
+        }
+        Command::Df => {
+            print!("{}", kubedf::df::render(&snapshot));
+            Ok(exit_code(collected_anything(&snapshot)))
+        }
+        Command::Serve(args) => {
+            let common = &parsed.cli.common;
+            let handle = Arc::new(ArcSwap::from_pointee(snapshot));
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
+                Arc::clone(&handle),
+                common.sample_interval,
+                stop_rx,
+            ));
+            let listener = server::bind(args.listen_address)
+                .await
+                .with_context(|| format!("--web.listen-address: cannot listen on {}", args.listen_address))?;
+            info!(address = %listener.local_addr()?, path = %args.telemetry_path, "serving metrics");
+            let state = AppState {
+                registry: Arc::clone(&app.registry),
+                snapshot: handle,
+                telemetry_path: args.telemetry_path.clone(),
+                max_snapshot_age: common.sample_interval * 3 + common.sample_timeout * 2 + Duration::from_secs(5),
+            };
+            server::serve(listener, state, shutdown_signal()).await?;
+            let _ = stop_tx.send(true);
+            let _ = sampler.await;
+            info!("stopped");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit_code(ok: bool) -> std::process::ExitCode {
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// Resolves on SIGTERM (kubelet stopping the pod) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
+    }
+}

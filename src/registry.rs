@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use thiserror::Error;
 
@@ -221,15 +221,23 @@ impl prometheus_client::collector::Collector for Exposition {
             let name = base_name(family.desc);
             let mut metric = encoder.encode_descriptor(&name, &family.help, family.desc.unit.as_ref(), metric_type)?;
             for (labels, value) in &family.samples {
-                let mut series = metric.encode_family(labels)?;
-                match *value {
-                    Value::Int(v) => series.encode_gauge(&v)?,
-                    Value::Uint(v) => series.encode_gauge(&v)?,
-                    Value::Float(v) => series.encode_gauge(&v)?,
+                // An unlabelled series is written without `{}`.
+                if labels.is_empty() {
+                    encode_value(&mut metric, *value)?;
+                } else {
+                    encode_value(&mut metric.encode_family(labels)?, *value)?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+fn encode_value(metric: &mut MetricEncoder<'_>, value: Value) -> Result<(), std::fmt::Error> {
+    match value {
+        Value::Int(v) => metric.encode_gauge(&v),
+        Value::Uint(v) => metric.encode_gauge(&v),
+        Value::Float(v) => metric.encode_gauge(&v),
     }
 }
 

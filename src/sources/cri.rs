@@ -200,8 +200,12 @@ fn describe_status(status: &tonic::Status) -> String {
     let mut message = format!("{}: {}", status.code(), status.message());
     let mut cause = status.source();
     while let Some(e) = cause {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
+        let text = e.to_string();
+        // Transport errors repeat their cause in their own text; say it once.
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
         cause = e.source();
     }
     message
