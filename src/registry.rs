@@ -258,3 +258,56 @@ pub fn debug_lines(families: &[(&'static Desc, Vec<Sample<'_>>)]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_descs() -> Vec<&'static Desc> {
+        collector::all()
+            .iter()
+            .flat_map(|c| c.descs().iter().copied())
+            .chain(SELF_DESCS)
+            .collect()
+    }
+
+    #[test]
+    fn names_are_unique_and_units_match_suffixes() {
+        let descs = all_descs();
+        let mut names: Vec<&str> = descs.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "duplicate family names");
+        for d in descs {
+            if let Some(unit) = &d.unit {
+                assert!(d.name.ends_with(&format!("_{}", unit.as_str())), "{} has unit {unit:?}", d.name);
+                assert_eq!(format!("{}_{}", base_name(d), unit.as_str()), d.name);
+            }
+            assert!(d.help.ends_with('.'), "help of {} is a full sentence", d.name);
+            assert!(d.name.starts_with("kubedf_") || d.name.starts_with("kubelet_"), "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn collector_names_are_unique() {
+        let mut names: Vec<&str> = collector::all().iter().map(|c| c.name()).collect();
+        let before = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn unknown_collectors_are_refused() {
+        let names: BTreeSet<String> = ["nodefs".to_owned(), "bogus".to_owned()].into();
+        assert!(matches!(Registry::new(Some(&names)), Err(RegistryError::UnknownCollector(n, _)) if n == "bogus"));
+    }
+
+    #[test]
+    fn only_the_sources_of_enabled_collectors_are_read() {
+        let names: BTreeSet<String> = ["rlimit".to_owned()].into();
+        let r = Registry::new(Some(&names)).unwrap();
+        assert_eq!(r.sources(), [SourceId::Procfs].into());
+    }
+}

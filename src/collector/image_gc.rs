@@ -32,7 +32,8 @@ pub static LOW_THRESHOLD_PERCENT: Desc = Desc::gauge(
 pub static BYTES_TO_FREE: Desc = Desc::gauge(
     "kubedf_image_gc_bytes_to_free",
     "Bytes kubelet's image garbage collection would have to free now to reach the low threshold; 0 while usage is under the high threshold.",
-    Some(prometheus_client::registry::Unit::Bytes),
+    // The name is kubedf's contract and does not end in _bytes, so no UNIT.
+    None,
     &[],
 );
 

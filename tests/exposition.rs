@@ -1,0 +1,317 @@
+//! The exposition: a golden file for a fixed snapshot, `kubedf metrics` on a
+//! tmpfs of known size, and what happens on bad input.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kubedf::kubelet::config::KubeletConfig;
+use kubedf::registry::Registry;
+use kubedf::snapshot::{Filesystem, Runtime, Snapshot, SourceStatus};
+use kubedf::sources::SourceId;
+use kubedf::sources::cri::RuntimeVersion;
+use kubedf::sources::procfs::Rlimit;
+use kubedf::sources::statfs::FsUsage;
+use support::*;
+
+/// A node with a split image filesystem, a dedicated imagefs and custom
+/// thresholds, figures taken from a real node's /stats/summary.
+fn fixed_snapshot() -> Snapshot {
+    let config = KubeletConfig::parse(
+        "kind: KubeletConfiguration\n\
+         imageGCHighThresholdPercent: 85\n\
+         imageGCLowThresholdPercent: 80\n\
+         evictionHard:\n  nodefs.available: 10%\n  imagefs.available: 15%\n  nodefs.inodesFree: 5%\n  pid.available: 1k\n\
+         evictionSoft:\n  imagefs.available: 20%\nevictionSoftGracePeriod:\n  imagefs.available: 1m\n",
+        Path::new("/var/lib/kubelet/config.yaml"),
+    )
+    .expect("valid config");
+    let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let status = |source, up: bool| SourceStatus {
+        source,
+        up,
+        last_success: Some(at),
+        duration: Duration::from_millis(3),
+        error: None,
+    };
+    Snapshot {
+        taken_at: at,
+        kubelet: Arc::new(config),
+        runtime: Some(Ok(Runtime {
+            version: RuntimeVersion {
+                runtime_name: "containerd".into(),
+                runtime_version: "v1.7.20".into(),
+                runtime_api_version: "v1".into(),
+            },
+            image_fs: Ok(Filesystem {
+                path: "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs".into(),
+                usage: FsUsage {
+                    capacity_bytes: 21_462_233_088,
+                    available_bytes: 17_310_752_768,
+                    used_bytes: 2_846_437_376,
+                    inodes: 1_310_720,
+                    inodes_free: 1_227_393,
+                    inodes_used: 41_513,
+                },
+                device: 2049,
+            }),
+            container_fs: Some(Ok(Filesystem {
+                path: "/var/lib/containers/storage/overlay-containers".into(),
+                usage: FsUsage {
+                    capacity_bytes: 107_374_182_400,
+                    available_bytes: 96_636_764_160,
+                    used_bytes: 524_288_000,
+                    inodes: 6_553_600,
+                    inodes_free: 6_500_000,
+                    inodes_used: 2_048,
+                },
+                device: 2065,
+            })),
+        })),
+        nodefs: Some(Ok(Filesystem {
+            path: "/var/lib/kubelet".into(),
+            usage: FsUsage {
+                capacity_bytes: 107_374_182_400,
+                available_bytes: 96_636_764_160,
+                used_bytes: 10_737_418_240,
+                inodes: 6_553_600,
+                inodes_free: 6_500_000,
+                inodes_used: 53_600,
+            },
+            device: 2065,
+        })),
+        rlimit: Some(Ok(Rlimit {
+            maxpid: 254_751,
+            curproc: 1_187,
+        })),
+        sources: vec![
+            status(SourceId::Cri, true),
+            status(SourceId::ImageFs, true),
+            status(SourceId::NodeFs, true),
+            status(SourceId::Procfs, true),
+        ],
+    }
+}
+
+/// Durations measured during the render vary; everything else is fixed.
+fn normalize(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.starts_with("kubedf_scrape_collector_duration_seconds{") {
+                let (series, _) = l.rsplit_once(' ').expect("value");
+                format!("{series} <duration>")
+            } else if l.starts_with("kubedf_build_info{") {
+                "kubedf_build_info{version=\"<version>\"} 1".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn golden_exposition_of_a_fixed_snapshot() {
+    let registry = Registry::new(None).expect("registry");
+    let rendered = registry.render(&fixed_snapshot());
+    let got = normalize(&rendered);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/exposition.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).expect("write golden");
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file (UPDATE_GOLDEN=1 writes it)");
+    assert!(
+        got == want,
+        "exposition differs from {} (UPDATE_GOLDEN=1 to accept):\n{}",
+        golden.display(),
+        diff(&want, &got)
+    );
+    assert!(rendered.ends_with("# EOF\n"));
+}
+
+fn diff(want: &str, got: &str) -> String {
+    let w: Vec<&str> = want.lines().collect();
+    let g: Vec<&str> = got.lines().collect();
+    let mut out = String::new();
+    for i in 0..w.len().max(g.len()) {
+        let (a, b) = (w.get(i).copied().unwrap_or("<none>"), g.get(i).copied().unwrap_or("<none>"));
+        if a != b {
+            out.push_str(&format!("line {}:\n  want {a}\n  got  {b}\n", i + 1));
+        }
+    }
+    out
+}
+
+#[test]
+fn fixed_snapshot_figures_follow_kubelet() {
+    let text = Registry::new(None).expect("registry").render(&fixed_snapshot());
+    // usage 20% from the real /stats/summary figures.
+    assert_eq!(value(&text, "kubedf_image_gc_usage_percent", &[]).as_deref(), Some("20"));
+    assert_eq!(value(&text, "kubedf_image_gc_bytes_to_free", &[]).as_deref(), Some("0"));
+    // 15% of 21462233088 through float32, as kubelet.
+    assert_eq!(
+        value(&text, "kubedf_eviction_threshold", &[("signal", "imagefs.available"), ("kind", "hard")]).as_deref(),
+        Some("3219335091")
+    );
+    // Split image filesystem: containerfs follows nodefs (10% of 100 GiB).
+    assert_eq!(
+        value(&text, "kubedf_eviction_threshold", &[("signal", "containerfs.available"), ("kind", "hard")]).as_deref(),
+        value(&text, "kubedf_eviction_threshold", &[("signal", "nodefs.available"), ("kind", "hard")]).as_deref()
+    );
+    // The partial evictionHard names no imagefs.inodesFree: no series.
+    assert_eq!(value(&text, "kubedf_eviction_threshold", &[("signal", "imagefs.inodesFree")]), None);
+    assert_eq!(
+        value(&text, "kubedf_eviction_signal_available", &[("signal", "pid.available")]).as_deref(),
+        Some("253564")
+    );
+    assert_eq!(
+        value(&text, "kubedf_eviction_threshold", &[("signal", "pid.available"), ("kind", "hard")]).as_deref(),
+        Some("1000")
+    );
+    assert!(text.contains("# HELP kubedf_imagefs_capacity_bytes [ALPHA] "));
+}
+
+#[test]
+fn a_failed_source_leaves_its_series_out_and_says_so() {
+    let mut snapshot = fixed_snapshot();
+    snapshot.runtime = Some(Err("CRI unix:///run/containerd/containerd.sock: connection refused".into()));
+    let text = Registry::new(None).expect("registry").render(&snapshot);
+    for family in ["kubedf_imagefs_used_bytes", "kubedf_containerfs_used_bytes", "kubedf_cri_info", "kubedf_image_gc_usage_percent"] {
+        assert!(!has_family(&text, family), "{family} should be left out");
+    }
+    assert!(has_family(&text, "kubedf_nodefs_capacity_bytes"));
+    assert!(has_family(&text, "kubedf_image_gc_high_threshold_percent"));
+    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "imagefs")]).as_deref(), Some("0"));
+    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "nodefs")]).as_deref(), Some("1"));
+    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "eviction")]).as_deref(), Some("0"));
+    assert!(value(&text, "kubedf_eviction_signal_available", &[("signal", "imagefs.available")]).is_none());
+    assert!(value(&text, "kubedf_eviction_signal_available", &[("signal", "nodefs.available")]).is_some());
+}
+
+#[test]
+fn zero_capacity_is_reported_as_a_failure_not_a_division() {
+    let mut snapshot = fixed_snapshot();
+    if let Some(Ok(rt)) = &mut snapshot.runtime
+        && let Ok(fs) = &mut rt.image_fs
+    {
+        fs.usage.capacity_bytes = 0;
+        fs.usage.available_bytes = 0;
+    }
+    let text = Registry::new(None).expect("registry").render(&snapshot);
+    assert!(!has_family(&text, "kubedf_image_gc_usage_percent"));
+    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "image_gc")]).as_deref(), Some("0"));
+}
+
+#[test]
+fn golden_exposition_passes_promtool() {
+    if !prerequisites("golden_exposition_passes_promtool", (!have_tool("promtool")).then(|| "`promtool` is not installed (the README's test command installs it)".to_owned())) {
+        return;
+    }
+    let text = Registry::new(None).expect("registry").render(&fixed_snapshot());
+    promtool_check(&text).unwrap();
+}
+
+#[test]
+fn df_shows_headroom_and_the_dropped_defaults() {
+    let text = kubedf::df::render(&fixed_snapshot());
+    assert!(text.contains("imagefs usage is 20%"), "{text}");
+    assert!(text.contains("imagefs.available"), "{text}");
+    assert!(text.contains("warning: evictionHard in /var/lib/kubelet/config.yaml does not name imagefs.inodesFree"), "{text}");
+    assert!(text.contains("containerfs"), "{text}");
+}
+
+#[test]
+fn metrics_on_a_tmpfs_kubelet_root_equals_its_statfs() {
+    let test = "metrics_on_a_tmpfs_kubelet_root_equals_its_statfs";
+    if !prerequisites(test, need_root_and(&["promtool"])) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("kubelet");
+    let tmpfs = Tmpfs::mount(&root, 64 << 20);
+    std::fs::write(tmpfs.path.join("data"), vec![7u8; 3 << 20]).expect("write data");
+    for i in 0..10 {
+        std::fs::create_dir(tmpfs.path.join(format!("d{i}"))).expect("mkdir");
+    }
+    let root_str = root.to_str().expect("utf-8 path");
+    let out = run_kubedf(&[
+        "metrics",
+        "--kubelet.root-dir",
+        root_str,
+        "--kubelet.config",
+        "/nonexistent/config.yaml",
+        "--cri.endpoint",
+        "unix:///nonexistent/kubedf/cri.sock",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubedf metrics failed: {}", String::from_utf8_lossy(&out.stderr));
+    let want = statfs_figures(&root);
+    assert_eq!(want[0], 64 << 20, "the tmpfs has the size it was given");
+    let names = ["capacity_bytes", "available_bytes", "used_bytes", "inodes", "inodes_free", "inodes_used"];
+    for (name, want) in names.iter().zip(want) {
+        let got = value(&text, &format!("kubedf_nodefs_{name}"), &[("path", root_str)]);
+        assert_eq!(got, Some(want.to_string()), "kubedf_nodefs_{name}");
+    }
+    // The runtime is missing: its series are left out, the rest is served.
+    assert!(!has_family(&text, "kubedf_imagefs_capacity_bytes"));
+    assert_eq!(value(&text, "kubedf_source_up", &[("source", "cri")]).as_deref(), Some("0"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kubedf/cri.sock"));
+    promtool_check(&text).unwrap();
+    drop(tmpfs);
+}
+
+#[test]
+fn metrics_exits_non_zero_only_when_nothing_was_collected() {
+    let out = run_kubedf(&[
+        "metrics",
+        "--kubelet.root-dir",
+        "/nonexistent/kubelet",
+        "--path.procfs",
+        "/nonexistent/proc",
+        "--cri.endpoint",
+        "unix:///nonexistent/kubedf/cri.sock",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/proc"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/kubelet"), "{stderr}");
+    // The exposition is still printed: success 0 everywhere.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "rlimit")]).as_deref(), Some("0"));
+}
+
+#[test]
+fn a_bad_kubelet_config_is_a_startup_error_naming_file_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yaml");
+    std::fs::write(&file, "kind: KubeletConfiguration\nevictionHard:\n  nodefs.available: plenty\n").expect("write");
+    let out = run_kubedf(&["metrics", "--kubelet.config", file.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(file.to_str().expect("utf-8")), "{stderr}");
+    assert!(stderr.contains("nodefs.available"), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing is served from a config kubedf cannot read");
+
+    std::fs::write(&file, "imageGCHighThresholdPercent: [90]\n").expect("write");
+    let out = run_kubedf(&["df", "--kubelet.config", file.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("imageGCHighThresholdPercent"));
+}
+
+#[test]
+fn bad_flags_are_refused() {
+    let out = run_kubedf(&["metrics", "--cri.endpoint", "tcp://127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cri.endpoint"));
+    let out = run_kubedf(&["metrics", "--no-collector.nonesuch"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn snapshot_times_are_plausible() {
+    // Guards the fixed snapshot against drifting into the future of this machine.
+    assert!(fixed_snapshot().taken_at <= SystemTime::now());
+}
