@@ -31,9 +31,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn build(args: &CommonArgs, collectors: &std::collections::BTreeSet<String>) -> Result<App, BuildError> {
+    pub fn build(
+        args: &CommonArgs,
+        collectors: &std::collections::BTreeSet<String>,
+    ) -> Result<App, BuildError> {
         let registry = Registry::new(Some(collectors))?;
-        let config_file = host_path(&args.rootfs, &args.kubelet_config).map_err(BuildError::KubeletConfigPath)?;
+        let config_file =
+            host_path(&args.rootfs, &args.kubelet_config).map_err(BuildError::KubeletConfigPath)?;
         let kubelet = KubeletConfig::load(&config_file, Path::new(&args.kubelet_config))?;
         let endpoint = args.cri_endpoint.clone().unwrap_or_else(default_endpoint);
         let cri = CriClient::new(&endpoint)?;

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{
+    Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+};
 
 use crate::registry::Registry;
 
@@ -59,16 +61,36 @@ pub enum LogFormat {
 pub struct CommonArgs {
     /// Where the host's root filesystem is mounted; host paths (kubelet root
     /// dir, kubelet config, runtime mountpoints) are read under it.
-    #[arg(long = "path.rootfs", env = "KUBEDF_PATH_ROOTFS", default_value = "/", global = true)]
+    #[arg(
+        long = "path.rootfs",
+        env = "KUBEDF_PATH_ROOTFS",
+        default_value = "/",
+        global = true
+    )]
     pub rootfs: PathBuf,
     /// Where the host's /proc is mounted.
-    #[arg(long = "path.procfs", env = "KUBEDF_PATH_PROCFS", default_value = "/proc", global = true)]
+    #[arg(
+        long = "path.procfs",
+        env = "KUBEDF_PATH_PROCFS",
+        default_value = "/proc",
+        global = true
+    )]
     pub procfs: PathBuf,
     /// kubelet's root directory (host path); its filesystem is nodefs.
-    #[arg(long = "kubelet.root-dir", env = "KUBEDF_KUBELET_ROOT_DIR", default_value = "/var/lib/kubelet", global = true)]
+    #[arg(
+        long = "kubelet.root-dir",
+        env = "KUBEDF_KUBELET_ROOT_DIR",
+        default_value = "/var/lib/kubelet",
+        global = true
+    )]
     pub kubelet_root_dir: String,
     /// kubelet's configuration file (host path); a missing file means kubelet's defaults.
-    #[arg(long = "kubelet.config", env = "KUBEDF_KUBELET_CONFIG", default_value = "/var/lib/kubelet/config.yaml", global = true)]
+    #[arg(
+        long = "kubelet.config",
+        env = "KUBEDF_KUBELET_CONFIG",
+        default_value = "/var/lib/kubelet/config.yaml",
+        global = true
+    )]
     pub kubelet_config: String,
     /// CRI endpoint of the container runtime [default: the first of
     /// unix:///run/containerd/containerd.sock and unix:///var/run/crio/crio.sock
@@ -83,7 +105,13 @@ pub struct CommonArgs {
     #[arg(long = "sample-timeout", env = "KUBEDF_SAMPLE_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, global = true)]
     pub sample_timeout: Duration,
     /// Log format; the level comes from RUST_LOG (default info).
-    #[arg(long = "log.format", env = "KUBEDF_LOG_FORMAT", default_value = "text", value_enum, global = true)]
+    #[arg(
+        long = "log.format",
+        env = "KUBEDF_LOG_FORMAT",
+        default_value = "text",
+        value_enum,
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -108,7 +136,10 @@ fn command() -> clap::Command {
                     .action(ArgAction::SetTrue)
                     .global(true)
                     .overrides_with(off.clone())
-                    .help(format!("Enable the {name} collector (default: enabled): {}", c.description())),
+                    .help(format!(
+                        "Enable the {name} collector (default: enabled): {}",
+                        c.description()
+                    )),
             )
             .arg(
                 Arg::new(off.clone())
@@ -155,21 +186,31 @@ pub fn parse() -> Parsed {
 }
 
 fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
-    full.parse()
-        .map_err(|_| format!("{s:?} is not host:port or :port (e.g. :{DEFAULT_PORT} or 127.0.0.1:{DEFAULT_PORT})"))
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse().map_err(|_| {
+        format!(
+            "{s:?} is not host:port or :port (e.g. :{DEFAULT_PORT} or 127.0.0.1:{DEFAULT_PORT})"
+        )
+    })
 }
 
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
     if s.starts_with('/') && s.len() > 1 && !s.contains(char::is_whitespace) {
         Ok(s.to_owned())
     } else {
-        Err(format!("{s:?} must be an absolute URL path other than /, such as /metrics"))
+        Err(format!(
+            "{s:?} must be an absolute URL path other than /, such as /metrics"
+        ))
     }
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15s, 1m, 500ms)"))?;
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15s, 1m, 500ms)"))?;
     if d.is_zero() {
         return Err(format!("{s:?} must be longer than 0"));
     }
@@ -183,7 +224,9 @@ mod tests {
     #[test]
     fn defaults() {
         let p = parse_from(["kubedf", "serve"]).unwrap();
-        let Command::Serve(serve) = &p.cli.command else { panic!("not serve") };
+        let Command::Serve(serve) = &p.cli.command else {
+            panic!("not serve")
+        };
         assert_eq!(serve.listen_address, "0.0.0.0:9842".parse().unwrap());
         assert_eq!(serve.telemetry_path, "/metrics");
         assert_eq!(p.cli.common.rootfs, PathBuf::from("/"));
@@ -197,11 +240,23 @@ mod tests {
 
     #[test]
     fn collector_flags_last_one_wins() {
-        let p = parse_from(["kubedf", "--no-collector.imagefs", "metrics", "--no-collector.rlimit"]).unwrap();
+        let p = parse_from([
+            "kubedf",
+            "--no-collector.imagefs",
+            "metrics",
+            "--no-collector.rlimit",
+        ])
+        .unwrap();
         assert!(!p.collectors.contains("imagefs"));
         assert!(!p.collectors.contains("rlimit"));
         assert!(p.collectors.contains("nodefs"));
-        let p = parse_from(["kubedf", "df", "--no-collector.imagefs", "--collector.imagefs"]).unwrap();
+        let p = parse_from([
+            "kubedf",
+            "df",
+            "--no-collector.imagefs",
+            "--collector.imagefs",
+        ])
+        .unwrap();
         assert!(p.collectors.contains("imagefs"));
         assert!(parse_from(["kubedf", "df", "--no-collector.bogus"]).is_err());
     }
@@ -221,8 +276,17 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(parse_listen_address(":9000"), Ok("0.0.0.0:9000".parse().unwrap()));
-        assert_eq!(parse_listen_address("127.0.0.1:0"), Ok("127.0.0.1:0".parse().unwrap()));
-        assert_eq!(parse_listen_address("[::1]:9842"), Ok("[::1]:9842".parse().unwrap()));
+        assert_eq!(
+            parse_listen_address(":9000"),
+            Ok("0.0.0.0:9000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_address("127.0.0.1:0"),
+            Ok("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_address("[::1]:9842"),
+            Ok("[::1]:9842".parse().unwrap())
+        );
     }
 }

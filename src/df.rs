@@ -65,7 +65,14 @@ impl Table {
     fn render(&self, out: &mut String) {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
-            .map(|c| self.rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         for row in &self.rows {
             let mut line = String::new();
@@ -123,20 +130,37 @@ pub fn render(snapshot: &Snapshot) -> String {
 
     let mut usage = Table {
         rows: vec![
-            ["FILESYSTEM", "SIZE", "USED", "AVAIL", "USE%", "INODES", "IUSED", "IFREE", "IUSE%", "PATH"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "FILESYSTEM",
+                "SIZE",
+                "USED",
+                "AVAIL",
+                "USE%",
+                "INODES",
+                "IUSED",
+                "IFREE",
+                "IUSE%",
+                "PATH",
+            ]
+            .map(String::from)
+            .to_vec(),
         ],
         left: vec![0, 9],
     };
-    usage.rows.push(fs_row("nodefs", snapshot.nodefs(), &mut errors));
-    usage.rows.push(fs_row("imagefs", snapshot.image_fs(), &mut errors));
+    usage
+        .rows
+        .push(fs_row("nodefs", snapshot.nodefs(), &mut errors));
+    usage
+        .rows
+        .push(fs_row("imagefs", snapshot.image_fs(), &mut errors));
     if let Some(Ok(rt)) = &snapshot.runtime
         && let Some(container_fs) = &rt.container_fs
     {
-        usage
-            .rows
-            .push(fs_row("containerfs", container_fs.as_ref().map_err(Clone::clone), &mut errors));
+        usage.rows.push(fs_row(
+            "containerfs",
+            container_fs.as_ref().map_err(Clone::clone),
+            &mut errors,
+        ));
     }
     match snapshot.rlimit() {
         Ok(r) => usage.rows.push(vec![
@@ -144,7 +168,10 @@ pub fn render(snapshot: &Snapshot) -> String {
             human_count(r.maxpid),
             human_count(r.curproc),
             human_count(r.available()),
-            percent(r.curproc.max(0).unsigned_abs(), r.maxpid.max(0).unsigned_abs()),
+            percent(
+                r.curproc.max(0).unsigned_abs(),
+                r.maxpid.max(0).unsigned_abs(),
+            ),
             String::new(),
             String::new(),
             String::new(),
@@ -194,9 +221,16 @@ pub fn render(snapshot: &Snapshot) -> String {
     let eviction = &snapshot.kubelet.eviction;
     let mut table = Table {
         rows: vec![
-            ["EVICTION SIGNAL", "AVAILABLE", "HARD AT", "HEADROOM", "SOFT AT", "HEADROOM"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "EVICTION SIGNAL",
+                "AVAILABLE",
+                "HARD AT",
+                "HEADROOM",
+                "SOFT AT",
+                "HEADROOM",
+            ]
+            .map(String::from)
+            .to_vec(),
         ],
         left: vec![0],
     };
@@ -233,7 +267,11 @@ pub fn render(snapshot: &Snapshot) -> String {
         out,
         "\nthresholds from {}{}",
         config.path.display(),
-        if config.from_file { "" } else { " (not found: kubelet defaults)" }
+        if config.from_file {
+            ""
+        } else {
+            " (not found: kubelet defaults)"
+        }
     );
     if !eviction.dropped_defaults.is_empty() {
         let names: Vec<&str> = eviction.dropped_defaults.iter().map(|s| s.name()).collect();

@@ -12,7 +12,9 @@ use kubedf::server::{self, AppState};
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -43,15 +45,20 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 common.sample_interval,
                 stop_rx,
             ));
-            let listener = server::bind(args.listen_address)
-                .await
-                .with_context(|| format!("--web.listen-address: cannot listen on {}", args.listen_address))?;
+            let listener = server::bind(args.listen_address).await.with_context(|| {
+                format!(
+                    "--web.listen-address: cannot listen on {}",
+                    args.listen_address
+                )
+            })?;
             info!(address = %listener.local_addr()?, path = %args.telemetry_path, "serving metrics");
             let state = AppState {
                 registry: Arc::clone(&app.registry),
                 snapshot: handle,
                 telemetry_path: args.telemetry_path.clone(),
-                max_snapshot_age: common.sample_interval * 3 + common.sample_timeout * 2 + Duration::from_secs(5),
+                max_snapshot_age: common.sample_interval * 3
+                    + common.sample_timeout * 2
+                    + Duration::from_secs(5),
             };
             server::serve(listener, state, shutdown_signal()).await?;
             let _ = stop_tx.send(true);

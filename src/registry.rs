@@ -93,7 +93,10 @@ impl Registry {
         if let Some(names) = enabled {
             let known: Vec<&str> = all.iter().map(|c| c.name()).collect();
             if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {
-                return Err(RegistryError::UnknownCollector(unknown.clone(), known.join(", ")));
+                return Err(RegistryError::UnknownCollector(
+                    unknown.clone(),
+                    known.join(", "),
+                ));
             }
         }
         let collectors = all
@@ -136,7 +139,10 @@ impl Registry {
             let source = status.source.name();
             sink.add(&SOURCE_UP, [source], i64::from(status.up));
             if let Some(t) = status.last_success {
-                let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+                let secs = t
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
                 sink.add(&SOURCE_LAST_SUCCESS, [source], secs);
             }
             sink.add(&SOURCE_DURATION, [source], status.duration.as_secs_f64());
@@ -206,7 +212,12 @@ pub fn base_name(desc: &Desc) -> Cow<'static, str> {
     match &desc.unit {
         Some(unit) => {
             let suffix = format!("_{}", unit.as_str());
-            Cow::Owned(desc.name.strip_suffix(&suffix).unwrap_or(desc.name).to_owned())
+            Cow::Owned(
+                desc.name
+                    .strip_suffix(&suffix)
+                    .unwrap_or(desc.name)
+                    .to_owned(),
+            )
         }
         None => Cow::Borrowed(desc.name),
     }
@@ -219,7 +230,12 @@ impl prometheus_client::collector::Collector for Exposition {
                 MetricKind::Gauge => MetricType::Gauge,
             };
             let name = base_name(family.desc);
-            let mut metric = encoder.encode_descriptor(&name, &family.help, family.desc.unit.as_ref(), metric_type)?;
+            let mut metric = encoder.encode_descriptor(
+                &name,
+                &family.help,
+                family.desc.unit.as_ref(),
+                metric_type,
+            )?;
             for (labels, value) in &family.samples {
                 // An unlabelled series is written without `{}`.
                 if labels.is_empty() {
@@ -281,11 +297,23 @@ mod tests {
         assert_eq!(before, names.len(), "duplicate family names");
         for d in descs {
             if let Some(unit) = &d.unit {
-                assert!(d.name.ends_with(&format!("_{}", unit.as_str())), "{} has unit {unit:?}", d.name);
+                assert!(
+                    d.name.ends_with(&format!("_{}", unit.as_str())),
+                    "{} has unit {unit:?}",
+                    d.name
+                );
                 assert_eq!(format!("{}_{}", base_name(d), unit.as_str()), d.name);
             }
-            assert!(d.help.ends_with('.'), "help of {} is a full sentence", d.name);
-            assert!(d.name.starts_with("kubedf_") || d.name.starts_with("kubelet_"), "{}", d.name);
+            assert!(
+                d.help.ends_with('.'),
+                "help of {} is a full sentence",
+                d.name
+            );
+            assert!(
+                d.name.starts_with("kubedf_") || d.name.starts_with("kubelet_"),
+                "{}",
+                d.name
+            );
         }
     }
 
@@ -301,7 +329,9 @@ mod tests {
     #[test]
     fn unknown_collectors_are_refused() {
         let names: BTreeSet<String> = ["nodefs".to_owned(), "bogus".to_owned()].into();
-        assert!(matches!(Registry::new(Some(&names)), Err(RegistryError::UnknownCollector(n, _)) if n == "bogus"));
+        assert!(
+            matches!(Registry::new(Some(&names)), Err(RegistryError::UnknownCollector(n, _)) if n == "bogus")
+        );
     }
 
     #[test]

@@ -77,8 +77,11 @@ impl Sampler {
 
     /// Reads every configured source once and builds a snapshot.
     pub async fn sample(&self) -> Snapshot {
-        let ((runtime, mut reports), (nodefs, nodefs_report), (rlimit, rlimit_report)) =
-            tokio::join!(self.sample_runtime(), self.sample_nodefs(), self.sample_procfs());
+        let ((runtime, mut reports), (nodefs, nodefs_report), (rlimit, rlimit_report)) = tokio::join!(
+            self.sample_runtime(),
+            self.sample_nodefs(),
+            self.sample_procfs()
+        );
         reports.extend(nodefs_report);
         reports.extend(rlimit_report);
         let sources = self.record(reports);
@@ -93,7 +96,12 @@ impl Sampler {
     }
 
     /// Samples every `interval` until `shutdown` changes, storing each snapshot.
-    pub async fn run(self: Arc<Self>, handle: SnapshotHandle, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        handle: SnapshotHandle,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate; the caller has just taken a snapshot.
@@ -120,7 +128,8 @@ impl Sampler {
         }
         let timeout = self.cfg.timeout;
         let start = Instant::now();
-        let (version, info) = tokio::join!(self.cri.version(timeout), self.cri.image_fs_info(timeout));
+        let (version, info) =
+            tokio::join!(self.cri.version(timeout), self.cri.image_fs_info(timeout));
         let answered = version.and_then(|v| info.map(|i| (v, i)));
         let (version, info) = match answered {
             Ok(pair) => {
@@ -129,7 +138,11 @@ impl Sampler {
             }
             Err(e) => {
                 let message = e.to_string();
-                reports.push(report(SourceId::Cri, Outcome::Failed(message.clone()), start));
+                reports.push(report(
+                    SourceId::Cri,
+                    Outcome::Failed(message.clone()),
+                    start,
+                ));
                 if self.wants(SourceId::ImageFs) {
                     let why = "not read: the container runtime did not answer".to_owned();
                     reports.push(report(SourceId::ImageFs, Outcome::Skipped(why), start));
@@ -140,7 +153,10 @@ impl Sampler {
         let start = Instant::now();
         let image_fs = match info.image_filesystems.first() {
             Some(fs) => self.runtime_fs(fs, "image").await,
-            None => Err(format!("the container runtime at {} reports no image filesystem", self.cri.endpoint())),
+            None => Err(format!(
+                "the container runtime at {} reports no image filesystem",
+                self.cri.endpoint()
+            )),
         };
         let container_fs = match info.container_filesystems.first() {
             Some(fs) => Some(self.runtime_fs(fs, "container").await),
@@ -169,7 +185,9 @@ impl Sampler {
     /// from statfs of the mountpoint it names.
     async fn runtime_fs(&self, reported: &ReportedFs, what: &str) -> Result<Filesystem, String> {
         if reported.mountpoint.is_empty() {
-            return Err(format!("the container runtime reports a {what} filesystem without a mountpoint"));
+            return Err(format!(
+                "the container runtime reports a {what} filesystem without a mountpoint"
+            ));
         }
         let local = host_path(&self.cfg.rootfs, &reported.mountpoint)
             .map_err(|e| format!("{what} filesystem mountpoint from the container runtime: {e}"))?;

@@ -18,7 +18,8 @@ use tower_http::compression::CompressionLayer;
 use crate::registry::Registry;
 use crate::snapshot::SnapshotHandle;
 
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,7 +36,11 @@ pub fn router(state: AppState) -> Router {
         .route(&telemetry_path, get(metrics))
         .route("/", get(landing))
         .route("/healthz", get(healthz))
-        .layer(CompressionLayer::new().gzip(true).quality(CompressionLevel::Fastest))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .quality(CompressionLevel::Fastest),
+        )
         .with_state(state)
 }
 
@@ -57,7 +62,9 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
     let taken_at = state.snapshot.load().taken_at;
-    let age = SystemTime::now().duration_since(taken_at).unwrap_or_default();
+    let age = SystemTime::now()
+        .duration_since(taken_at)
+        .unwrap_or_default();
     if age <= state.max_snapshot_age {
         (StatusCode::OK, "ok\n".into())
     } else {
@@ -74,7 +81,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

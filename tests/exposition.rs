@@ -137,7 +137,10 @@ fn diff(want: &str, got: &str) -> String {
     let g: Vec<&str> = got.lines().collect();
     let mut out = String::new();
     for i in 0..w.len().max(g.len()) {
-        let (a, b) = (w.get(i).copied().unwrap_or("<none>"), g.get(i).copied().unwrap_or("<none>"));
+        let (a, b) = (
+            w.get(i).copied().unwrap_or("<none>"),
+            g.get(i).copied().unwrap_or("<none>"),
+        );
         if a != b {
             out.push_str(&format!("line {}:\n  want {a}\n  got  {b}\n", i + 1));
         }
@@ -147,28 +150,68 @@ fn diff(want: &str, got: &str) -> String {
 
 #[test]
 fn fixed_snapshot_figures_follow_kubelet() {
-    let text = Registry::new(None).expect("registry").render(&fixed_snapshot());
+    let text = Registry::new(None)
+        .expect("registry")
+        .render(&fixed_snapshot());
     // usage 20% from the real /stats/summary figures.
-    assert_eq!(value(&text, "kubedf_image_gc_usage_percent", &[]).as_deref(), Some("20"));
-    assert_eq!(value(&text, "kubedf_image_gc_bytes_to_free", &[]).as_deref(), Some("0"));
+    assert_eq!(
+        value(&text, "kubedf_image_gc_usage_percent", &[]).as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        value(&text, "kubedf_image_gc_bytes_to_free", &[]).as_deref(),
+        Some("0")
+    );
     // 15% of 21462233088 through float32, as kubelet.
     assert_eq!(
-        value(&text, "kubedf_eviction_threshold", &[("signal", "imagefs.available"), ("kind", "hard")]).as_deref(),
+        value(
+            &text,
+            "kubedf_eviction_threshold",
+            &[("signal", "imagefs.available"), ("kind", "hard")]
+        )
+        .as_deref(),
         Some("3219335091")
     );
     // Split image filesystem: containerfs follows nodefs (10% of 100 GiB).
     assert_eq!(
-        value(&text, "kubedf_eviction_threshold", &[("signal", "containerfs.available"), ("kind", "hard")]).as_deref(),
-        value(&text, "kubedf_eviction_threshold", &[("signal", "nodefs.available"), ("kind", "hard")]).as_deref()
+        value(
+            &text,
+            "kubedf_eviction_threshold",
+            &[("signal", "containerfs.available"), ("kind", "hard")]
+        )
+        .as_deref(),
+        value(
+            &text,
+            "kubedf_eviction_threshold",
+            &[("signal", "nodefs.available"), ("kind", "hard")]
+        )
+        .as_deref()
     );
     // The partial evictionHard names no imagefs.inodesFree: no series.
-    assert_eq!(value(&text, "kubedf_eviction_threshold", &[("signal", "imagefs.inodesFree")]), None);
     assert_eq!(
-        value(&text, "kubedf_eviction_signal_available", &[("signal", "pid.available")]).as_deref(),
+        value(
+            &text,
+            "kubedf_eviction_threshold",
+            &[("signal", "imagefs.inodesFree")]
+        ),
+        None
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_eviction_signal_available",
+            &[("signal", "pid.available")]
+        )
+        .as_deref(),
         Some("253564")
     );
     assert_eq!(
-        value(&text, "kubedf_eviction_threshold", &[("signal", "pid.available"), ("kind", "hard")]).as_deref(),
+        value(
+            &text,
+            "kubedf_eviction_threshold",
+            &[("signal", "pid.available"), ("kind", "hard")]
+        )
+        .as_deref(),
         Some("1000")
     );
     assert!(text.contains("# HELP kubedf_imagefs_capacity_bytes [ALPHA] "));
@@ -177,18 +220,63 @@ fn fixed_snapshot_figures_follow_kubelet() {
 #[test]
 fn a_failed_source_leaves_its_series_out_and_says_so() {
     let mut snapshot = fixed_snapshot();
-    snapshot.runtime = Some(Err("CRI unix:///run/containerd/containerd.sock: connection refused".into()));
+    snapshot.runtime = Some(Err(
+        "CRI unix:///run/containerd/containerd.sock: connection refused".into(),
+    ));
     let text = Registry::new(None).expect("registry").render(&snapshot);
-    for family in ["kubedf_imagefs_used_bytes", "kubedf_containerfs_used_bytes", "kubedf_cri_info", "kubedf_image_gc_usage_percent"] {
+    for family in [
+        "kubedf_imagefs_used_bytes",
+        "kubedf_containerfs_used_bytes",
+        "kubedf_cri_info",
+        "kubedf_image_gc_usage_percent",
+    ] {
         assert!(!has_family(&text, family), "{family} should be left out");
     }
     assert!(has_family(&text, "kubedf_nodefs_capacity_bytes"));
     assert!(has_family(&text, "kubedf_image_gc_high_threshold_percent"));
-    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "imagefs")]).as_deref(), Some("0"));
-    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "nodefs")]).as_deref(), Some("1"));
-    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "eviction")]).as_deref(), Some("0"));
-    assert!(value(&text, "kubedf_eviction_signal_available", &[("signal", "imagefs.available")]).is_none());
-    assert!(value(&text, "kubedf_eviction_signal_available", &[("signal", "nodefs.available")]).is_some());
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "imagefs")]
+        )
+        .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "nodefs")]
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "eviction")]
+        )
+        .as_deref(),
+        Some("0")
+    );
+    assert!(
+        value(
+            &text,
+            "kubedf_eviction_signal_available",
+            &[("signal", "imagefs.available")]
+        )
+        .is_none()
+    );
+    assert!(
+        value(
+            &text,
+            "kubedf_eviction_signal_available",
+            &[("signal", "nodefs.available")]
+        )
+        .is_some()
+    );
 }
 
 #[test]
@@ -202,15 +290,30 @@ fn zero_capacity_is_reported_as_a_failure_not_a_division() {
     }
     let text = Registry::new(None).expect("registry").render(&snapshot);
     assert!(!has_family(&text, "kubedf_image_gc_usage_percent"));
-    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "image_gc")]).as_deref(), Some("0"));
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "image_gc")]
+        )
+        .as_deref(),
+        Some("0")
+    );
 }
 
 #[test]
 fn golden_exposition_passes_promtool() {
-    if !prerequisites("golden_exposition_passes_promtool", (!have_tool("promtool")).then(|| "`promtool` is not installed (the README's test command installs it)".to_owned())) {
+    if !prerequisites(
+        "golden_exposition_passes_promtool",
+        (!have_tool("promtool")).then(|| {
+            "`promtool` is not installed (the README's test command installs it)".to_owned()
+        }),
+    ) {
         return;
     }
-    let text = Registry::new(None).expect("registry").render(&fixed_snapshot());
+    let text = Registry::new(None)
+        .expect("registry")
+        .render(&fixed_snapshot());
     promtool_check(&text).unwrap();
 }
 
@@ -219,7 +322,12 @@ fn df_shows_headroom_and_the_dropped_defaults() {
     let text = kubedf::df::render(&fixed_snapshot());
     assert!(text.contains("imagefs usage is 20%"), "{text}");
     assert!(text.contains("imagefs.available"), "{text}");
-    assert!(text.contains("warning: evictionHard in /var/lib/kubelet/config.yaml does not name imagefs.inodesFree"), "{text}");
+    assert!(
+        text.contains(
+            "warning: evictionHard in /var/lib/kubelet/config.yaml does not name imagefs.inodesFree"
+        ),
+        "{text}"
+    );
     assert!(text.contains("containerfs"), "{text}");
 }
 
@@ -247,17 +355,35 @@ fn metrics_on_a_tmpfs_kubelet_root_equals_its_statfs() {
         "unix:///nonexistent/kubedf/cri.sock",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "kubedf metrics failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubedf metrics failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want = statfs_figures(&root);
     assert_eq!(want[0], 64 << 20, "the tmpfs has the size it was given");
-    let names = ["capacity_bytes", "available_bytes", "used_bytes", "inodes", "inodes_free", "inodes_used"];
+    let names = [
+        "capacity_bytes",
+        "available_bytes",
+        "used_bytes",
+        "inodes",
+        "inodes_free",
+        "inodes_used",
+    ];
     for (name, want) in names.iter().zip(want) {
-        let got = value(&text, &format!("kubedf_nodefs_{name}"), &[("path", root_str)]);
+        let got = value(
+            &text,
+            &format!("kubedf_nodefs_{name}"),
+            &[("path", root_str)],
+        );
         assert_eq!(got, Some(want.to_string()), "kubedf_nodefs_{name}");
     }
     // The runtime is missing: its series are left out, the rest is served.
     assert!(!has_family(&text, "kubedf_imagefs_capacity_bytes"));
-    assert_eq!(value(&text, "kubedf_source_up", &[("source", "cri")]).as_deref(), Some("0"));
+    assert_eq!(
+        value(&text, "kubedf_source_up", &[("source", "cri")]).as_deref(),
+        Some("0")
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kubedf/cri.sock"));
     promtool_check(&text).unwrap();
     drop(tmpfs);
@@ -280,20 +406,35 @@ fn metrics_exits_non_zero_only_when_nothing_was_collected() {
     assert!(stderr.contains("/nonexistent/kubelet"), "{stderr}");
     // The exposition is still printed: success 0 everywhere.
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(value(&text, "kubedf_scrape_collector_success", &[("collector", "rlimit")]).as_deref(), Some("0"));
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "rlimit")]
+        )
+        .as_deref(),
+        Some("0")
+    );
 }
 
 #[test]
 fn a_bad_kubelet_config_is_a_startup_error_naming_file_and_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("config.yaml");
-    std::fs::write(&file, "kind: KubeletConfiguration\nevictionHard:\n  nodefs.available: plenty\n").expect("write");
+    std::fs::write(
+        &file,
+        "kind: KubeletConfiguration\nevictionHard:\n  nodefs.available: plenty\n",
+    )
+    .expect("write");
     let out = run_kubedf(&["metrics", "--kubelet.config", file.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(file.to_str().expect("utf-8")), "{stderr}");
     assert!(stderr.contains("nodefs.available"), "{stderr}");
-    assert!(out.stdout.is_empty(), "nothing is served from a config kubedf cannot read");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is served from a config kubedf cannot read"
+    );
 
     std::fs::write(&file, "imageGCHighThresholdPercent: [90]\n").expect("write");
     let out = run_kubedf(&["df", "--kubelet.config", file.to_str().expect("utf-8")]);

@@ -44,7 +44,10 @@ pub fn observe(snapshot: &Snapshot, signal: Signal) -> Result<(i64, i64), String
             if inodes {
                 (saturating_i64(u.inodes_free), saturating_i64(u.inodes))
             } else {
-                (saturating_i64(u.available_bytes), saturating_i64(u.capacity_bytes))
+                (
+                    saturating_i64(u.available_bytes),
+                    saturating_i64(u.capacity_bytes),
+                )
             }
         })
     };
@@ -76,7 +79,12 @@ impl Collector for EvictionCollector {
     }
 
     fn sources(&self) -> &'static [SourceId] {
-        &[SourceId::Cri, SourceId::ImageFs, SourceId::NodeFs, SourceId::Procfs]
+        &[
+            SourceId::Cri,
+            SourceId::ImageFs,
+            SourceId::NodeFs,
+            SourceId::Procfs,
+        ]
     }
 
     fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
@@ -97,7 +105,11 @@ impl Collector for EvictionCollector {
             out.add(&SIGNAL_CAPACITY, [signal.name()], capacity);
             for kind in [Kind::Hard, Kind::Soft] {
                 if let Some(threshold) = eviction.threshold(kind, signal, layout) {
-                    out.add(&THRESHOLD, [signal.name(), kind.name()], threshold.resolve(capacity));
+                    out.add(
+                        &THRESHOLD,
+                        [signal.name(), kind.name()],
+                        threshold.resolve(capacity),
+                    );
                 }
             }
         }

@@ -66,11 +66,22 @@ impl Collector for ImageGcCollector {
 
     fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
         let policy = snapshot.kubelet.image_gc;
-        out.add(&HIGH_THRESHOLD_PERCENT, [""; 0], i64::from(policy.high_threshold_percent));
-        out.add(&LOW_THRESHOLD_PERCENT, [""; 0], i64::from(policy.low_threshold_percent));
+        out.add(
+            &HIGH_THRESHOLD_PERCENT,
+            [""; 0],
+            i64::from(policy.high_threshold_percent),
+        );
+        out.add(
+            &LOW_THRESHOLD_PERCENT,
+            [""; 0],
+            i64::from(policy.low_threshold_percent),
+        );
         let fs = snapshot.image_fs()?;
         let status = policy
-            .evaluate(saturating_i64(fs.usage.capacity_bytes), saturating_i64(fs.usage.available_bytes))
+            .evaluate(
+                saturating_i64(fs.usage.capacity_bytes),
+                saturating_i64(fs.usage.available_bytes),
+            )
             .map_err(|e| Incomplete(format!("{}: {e}", fs.path)))?;
         out.add(&USAGE_PERCENT, [""; 0], status.usage_percent);
         out.add(&BYTES_TO_FREE, [""; 0], status.bytes_to_free);

@@ -39,7 +39,9 @@ pub static CRI_INFO: Desc = Desc::gauge(
 static DESCS: [&Desc; 13] = {
     let i = IMAGEFS.all();
     let c = CONTAINERFS.all();
-    [i[0], i[1], i[2], i[3], i[4], i[5], c[0], c[1], c[2], c[3], c[4], c[5], &CRI_INFO]
+    [
+        i[0], i[1], i[2], i[3], i[4], i[5], c[0], c[1], c[2], c[3], c[4], c[5], &CRI_INFO,
+    ]
 };
 
 #[derive(Debug)]

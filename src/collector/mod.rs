@@ -123,7 +123,11 @@ impl<'s> Sink<'s> {
             labels,
             value: value.into(),
         };
-        match self.families.iter_mut().find(|(d, _)| std::ptr::eq(*d, desc)) {
+        match self
+            .families
+            .iter_mut()
+            .find(|(d, _)| std::ptr::eq(*d, desc))
+        {
             Some((_, samples)) => samples.push(sample),
             None => self.families.push((desc, vec![sample])),
         }
@@ -177,7 +181,11 @@ pub fn emit_fs_usage<'s>(
     usage: &crate::sources::statfs::FsUsage,
 ) {
     out.add(descs.capacity, labels.iter().cloned(), usage.capacity_bytes);
-    out.add(descs.available, labels.iter().cloned(), usage.available_bytes);
+    out.add(
+        descs.available,
+        labels.iter().cloned(),
+        usage.available_bytes,
+    );
     out.add(descs.used, labels.iter().cloned(), usage.used_bytes);
     out.add(descs.inodes, labels.iter().cloned(), usage.inodes);
     out.add(descs.inodes_free, labels.iter().cloned(), usage.inodes_free);
@@ -231,7 +239,11 @@ macro_rules! fs_descs {
             ),
             available: &$crate::collector::Desc::gauge(
                 concat!($prefix, "_available_bytes"),
-                concat!("Bytes available to unprivileged users on the ", $what, ", from statfs."),
+                concat!(
+                    "Bytes available to unprivileged users on the ",
+                    $what,
+                    ", from statfs."
+                ),
                 Some(prometheus_client::registry::Unit::Bytes),
                 $labels,
             ),
@@ -255,7 +267,13 @@ macro_rules! fs_descs {
             ),
             inodes_used: &$crate::collector::Desc::gauge(
                 concat!($prefix, "_inodes_used"),
-                concat!("Number of used inodes of the ", $what, ", ", $used_from, "."),
+                concat!(
+                    "Number of used inodes of the ",
+                    $what,
+                    ", ",
+                    $used_from,
+                    "."
+                ),
                 None,
                 $labels,
             ),

@@ -80,7 +80,9 @@ impl KubeletConfig {
     pub fn load(file: &Path, shown: &Path) -> Result<KubeletConfig, ConfigError> {
         match std::fs::read_to_string(file) {
             Ok(text) => KubeletConfig::parse(&text, shown),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(KubeletConfig::defaults(shown.into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Ok(KubeletConfig::defaults(shown.into()))
+            }
             Err(source) => Err(ConfigError::Read {
                 path: shown.into(),
                 source,
@@ -125,7 +127,10 @@ impl KubeletConfig {
         if let Some(kind) = &raw.kind
             && kind != "KubeletConfiguration"
         {
-            return Err(field_error("kind", format!("expected KubeletConfiguration, found {kind:?}")));
+            return Err(field_error(
+                "kind",
+                format!("expected KubeletConfiguration, found {kind:?}"),
+            ));
         }
         let image_gc = ImageGcPolicy {
             high_threshold_percent: raw
@@ -137,11 +142,17 @@ impl KubeletConfig {
         };
         // kubelet's own validation of these two fields.
         for (field, value) in [
-            ("imageGCHighThresholdPercent", image_gc.high_threshold_percent),
+            (
+                "imageGCHighThresholdPercent",
+                image_gc.high_threshold_percent,
+            ),
             ("imageGCLowThresholdPercent", image_gc.low_threshold_percent),
         ] {
             if !(0..=100).contains(&value) {
-                return Err(field_error(field, format!("{value} must be between 0 and 100, inclusive")));
+                return Err(field_error(
+                    field,
+                    format!("{value} must be between 0 and 100, inclusive"),
+                ));
             }
         }
         if image_gc.low_threshold_percent >= image_gc.high_threshold_percent {
@@ -207,9 +218,18 @@ evictionSoftGracePeriod:
         assert!(cfg.from_file);
         assert_eq!(cfg.image_gc.high_threshold_percent, 90);
         assert_eq!(cfg.image_gc.low_threshold_percent, 70);
-        assert_eq!(cfg.eviction.hard[&Signal::ImageFsAvailable], ThresholdValue::Quantity(10 << 30));
-        assert_eq!(cfg.eviction.hard[&Signal::PidAvailable], ThresholdValue::Quantity(1000));
-        assert_eq!(cfg.eviction.soft[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.15));
+        assert_eq!(
+            cfg.eviction.hard[&Signal::ImageFsAvailable],
+            ThresholdValue::Quantity(10 << 30)
+        );
+        assert_eq!(
+            cfg.eviction.hard[&Signal::PidAvailable],
+            ThresholdValue::Quantity(1000)
+        );
+        assert_eq!(
+            cfg.eviction.soft[&Signal::NodeFsAvailable],
+            ThresholdValue::Percentage(0.15)
+        );
         assert!(cfg.eviction.dropped_defaults.is_empty());
     }
 
@@ -227,13 +247,19 @@ evictionSoftGracePeriod:
         let cfg = parse("evictionHard:\n  imagefs.available: 20%\n").unwrap();
         assert_eq!(cfg.eviction.hard.len(), 1);
         assert_eq!(cfg.eviction.dropped_defaults.len(), 3);
-        let merged = parse("mergeDefaultEvictionSettings: true\nevictionHard:\n  imagefs.available: 20%\n").unwrap();
+        let merged =
+            parse("mergeDefaultEvictionSettings: true\nevictionHard:\n  imagefs.available: 20%\n")
+                .unwrap();
         assert_eq!(merged.eviction.hard.len(), 4);
     }
 
     #[test]
     fn a_missing_file_means_defaults() {
-        let cfg = KubeletConfig::load(Path::new("/nonexistent/kubedf/config.yaml"), Path::new("/x")).unwrap();
+        let cfg = KubeletConfig::load(
+            Path::new("/nonexistent/kubedf/config.yaml"),
+            Path::new("/x"),
+        )
+        .unwrap();
         assert!(!cfg.from_file);
         assert_eq!(cfg.image_gc, ImageGcPolicy::default());
     }
@@ -241,19 +267,34 @@ evictionSoftGracePeriod:
     #[test]
     fn garbage_names_the_file_and_field() {
         let cases = [
-            ("imageGCHighThresholdPercent: lots\n", "field imageGCHighThresholdPercent"),
+            (
+                "imageGCHighThresholdPercent: lots\n",
+                "field imageGCHighThresholdPercent",
+            ),
             ("evictionHard: [1, 2]\n", "field evictionHard"),
             ("imageGCHighThresholdPercent: 150\n", "between 0 and 100"),
-            ("imageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 75\n", "must be less than"),
+            (
+                "imageGCHighThresholdPercent: 70\nimageGCLowThresholdPercent: 75\n",
+                "must be less than",
+            ),
             ("kind: Pod\n", "field kind"),
-            ("evictionHard:\n  disk.free: 1Gi\n", "unsupported eviction signal"),
-            ("evictionHard: {nodefs.available: \"\"}\n", "nodefs.available"),
+            (
+                "evictionHard:\n  disk.free: 1Gi\n",
+                "unsupported eviction signal",
+            ),
+            (
+                "evictionHard: {nodefs.available: \"\"}\n",
+                "nodefs.available",
+            ),
             ("- just\n- a list\n", "mapping"),
             ("key: [unclosed\n", "not valid YAML"),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();
-            assert!(err.contains("/var/lib/kubelet/config.yaml"), "{text:?}: {err}");
+            assert!(
+                err.contains("/var/lib/kubelet/config.yaml"),
+                "{text:?}: {err}"
+            );
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }

@@ -281,7 +281,12 @@ impl EvictionConfig {
     /// The thresholds in force for a signal of the given kind. containerfs
     /// thresholds are not user-set: kubelet overrides them with nodefs', or
     /// imagefs' when containers live on a dedicated image filesystem.
-    pub fn threshold(&self, kind: Kind, signal: Signal, layout: FsLayout) -> Option<ThresholdValue> {
+    pub fn threshold(
+        &self,
+        kind: Kind,
+        signal: Signal,
+        layout: FsLayout,
+    ) -> Option<ThresholdValue> {
         let map = match kind {
             Kind::Hard => &self.hard,
             Kind::Soft => &self.soft,
@@ -342,11 +347,26 @@ mod tests {
     fn defaults_apply_when_eviction_hard_is_absent() {
         let cfg = EvictionConfig::kubelet_defaults();
         assert_eq!(cfg.hard.len(), 4, "memory.available is not reported");
-        assert_eq!(cfg.hard[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.1));
-        assert_eq!(cfg.hard[&Signal::NodeFsInodesFree], ThresholdValue::Percentage(0.05));
-        assert_eq!(cfg.hard[&Signal::ImageFsAvailable], ThresholdValue::Percentage(0.15));
-        assert_eq!(cfg.hard[&Signal::ImageFsInodesFree], ThresholdValue::Percentage(0.05));
-        assert!(!cfg.hard.contains_key(&Signal::PidAvailable), "no pid default");
+        assert_eq!(
+            cfg.hard[&Signal::NodeFsAvailable],
+            ThresholdValue::Percentage(0.1)
+        );
+        assert_eq!(
+            cfg.hard[&Signal::NodeFsInodesFree],
+            ThresholdValue::Percentage(0.05)
+        );
+        assert_eq!(
+            cfg.hard[&Signal::ImageFsAvailable],
+            ThresholdValue::Percentage(0.15)
+        );
+        assert_eq!(
+            cfg.hard[&Signal::ImageFsInodesFree],
+            ThresholdValue::Percentage(0.05)
+        );
+        assert!(
+            !cfg.hard.contains_key(&Signal::PidAvailable),
+            "no pid default"
+        );
         assert!(cfg.soft.is_empty());
         assert!(cfg.dropped_defaults.is_empty());
     }
@@ -356,10 +376,17 @@ mod tests {
         let hard = map(&[("imagefs.available", "20%")]);
         let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
         assert_eq!(cfg.hard.len(), 1);
-        assert_eq!(cfg.hard[&Signal::ImageFsAvailable], ThresholdValue::Percentage(0.2));
+        assert_eq!(
+            cfg.hard[&Signal::ImageFsAvailable],
+            ThresholdValue::Percentage(0.2)
+        );
         assert_eq!(
             cfg.dropped_defaults,
-            vec![Signal::NodeFsAvailable, Signal::NodeFsInodesFree, Signal::ImageFsInodesFree]
+            vec![
+                Signal::NodeFsAvailable,
+                Signal::NodeFsInodesFree,
+                Signal::ImageFsInodesFree
+            ]
         );
     }
 
@@ -374,9 +401,18 @@ mod tests {
     fn merge_default_eviction_settings_fills_unnamed_signals() {
         let hard = map(&[("imagefs.available", "20%"), ("pid.available", "1k")]);
         let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, true).unwrap();
-        assert_eq!(cfg.hard[&Signal::ImageFsAvailable], ThresholdValue::Percentage(0.2));
-        assert_eq!(cfg.hard[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.1));
-        assert_eq!(cfg.hard[&Signal::PidAvailable], ThresholdValue::Quantity(1000));
+        assert_eq!(
+            cfg.hard[&Signal::ImageFsAvailable],
+            ThresholdValue::Percentage(0.2)
+        );
+        assert_eq!(
+            cfg.hard[&Signal::NodeFsAvailable],
+            ThresholdValue::Percentage(0.1)
+        );
+        assert_eq!(
+            cfg.hard[&Signal::PidAvailable],
+            ThresholdValue::Quantity(1000)
+        );
         assert!(cfg.dropped_defaults.is_empty());
     }
 
@@ -390,7 +426,10 @@ mod tests {
     #[test]
     fn bad_statements_name_the_signal() {
         let cases = [
-            (("disk.available", "10%"), "unsupported eviction signal \"disk.available\""),
+            (
+                ("disk.available", "10%"),
+                "unsupported eviction signal \"disk.available\"",
+            ),
             (("nodefs.available", "ten%"), "nodefs.available"),
             (("nodefs.available", "150%"), "between 0% and 100%"),
             (("nodefs.available", "-5%"), "between 0% and 100%"),
@@ -410,17 +449,26 @@ mod tests {
         let hard = map(&[("memory.available", "500Mi"), ("nodefs.available", "1Gi")]);
         let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
         assert_eq!(cfg.hard.len(), 1);
-        assert_eq!(cfg.hard[&Signal::NodeFsAvailable], ThresholdValue::Quantity(1 << 30));
+        assert_eq!(
+            cfg.hard[&Signal::NodeFsAvailable],
+            ThresholdValue::Quantity(1 << 30)
+        );
     }
 
     #[test]
     fn soft_thresholds_need_a_grace_period() {
         let soft = map(&[("nodefs.available", "15%")]);
         let err = EvictionConfig::from_kubelet(None, Some(&soft), None, false).unwrap_err();
-        assert_eq!(err, ThresholdError::MissingGracePeriod("nodefs.available".into()));
+        assert_eq!(
+            err,
+            ThresholdError::MissingGracePeriod("nodefs.available".into())
+        );
         let grace = map(&[("nodefs.available", "1m30s")]);
         let cfg = EvictionConfig::from_kubelet(None, Some(&soft), Some(&grace), false).unwrap();
-        assert_eq!(cfg.soft[&Signal::NodeFsAvailable], ThresholdValue::Percentage(0.15));
+        assert_eq!(
+            cfg.soft[&Signal::NodeFsAvailable],
+            ThresholdValue::Percentage(0.15)
+        );
         assert_eq!(cfg.soft_grace[&Signal::NodeFsAvailable], "1m30s");
     }
 
@@ -429,10 +477,22 @@ mod tests {
         // Capacity from a real node's /stats/summary. 10% as float32 is
         // 0.100000001490116..., so kubelet's threshold is 32 bytes above 10%.
         let capacity = 21_462_233_088;
-        assert_eq!(ThresholdValue::Percentage(10.0 / 100.0).resolve(capacity), 2_146_223_340);
-        assert_eq!(ThresholdValue::Percentage(15.0 / 100.0).resolve(capacity), 3_219_335_091);
-        assert_eq!(ThresholdValue::Percentage(5.0 / 100.0).resolve(1_310_720), 65_536);
-        assert_eq!(ThresholdValue::Quantity(104_857_600).resolve(capacity), 104_857_600);
+        assert_eq!(
+            ThresholdValue::Percentage(10.0 / 100.0).resolve(capacity),
+            2_146_223_340
+        );
+        assert_eq!(
+            ThresholdValue::Percentage(15.0 / 100.0).resolve(capacity),
+            3_219_335_091
+        );
+        assert_eq!(
+            ThresholdValue::Percentage(5.0 / 100.0).resolve(1_310_720),
+            65_536
+        );
+        assert_eq!(
+            ThresholdValue::Quantity(104_857_600).resolve(capacity),
+            104_857_600
+        );
     }
 
     #[test]
@@ -446,14 +506,35 @@ mod tests {
         ]);
         let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
         let single = FsLayout::default();
-        let dedicated = FsLayout { dedicated_image_fs: true, split_image_fs: false };
-        let split = FsLayout { dedicated_image_fs: true, split_image_fs: true };
+        let dedicated = FsLayout {
+            dedicated_image_fs: true,
+            split_image_fs: false,
+        };
+        let split = FsLayout {
+            dedicated_image_fs: true,
+            split_image_fs: true,
+        };
         let t = |signal, layout| cfg.threshold(Kind::Hard, signal, layout);
-        assert_eq!(t(Signal::ContainerFsAvailable, single), Some(ThresholdValue::Quantity(1 << 30)));
-        assert_eq!(t(Signal::ContainerFsAvailable, dedicated), Some(ThresholdValue::Quantity(2 << 30)));
-        assert_eq!(t(Signal::ContainerFsAvailable, split), Some(ThresholdValue::Quantity(1 << 30)));
-        assert_eq!(t(Signal::ContainerFsInodesFree, dedicated), Some(ThresholdValue::Quantity(2000)));
-        assert_eq!(t(Signal::ContainerFsInodesFree, single), Some(ThresholdValue::Quantity(1000)));
+        assert_eq!(
+            t(Signal::ContainerFsAvailable, single),
+            Some(ThresholdValue::Quantity(1 << 30))
+        );
+        assert_eq!(
+            t(Signal::ContainerFsAvailable, dedicated),
+            Some(ThresholdValue::Quantity(2 << 30))
+        );
+        assert_eq!(
+            t(Signal::ContainerFsAvailable, split),
+            Some(ThresholdValue::Quantity(1 << 30))
+        );
+        assert_eq!(
+            t(Signal::ContainerFsInodesFree, dedicated),
+            Some(ThresholdValue::Quantity(2000))
+        );
+        assert_eq!(
+            t(Signal::ContainerFsInodesFree, single),
+            Some(ThresholdValue::Quantity(1000))
+        );
         assert_eq!(t(Signal::PidAvailable, single), None);
     }
 }

@@ -116,14 +116,27 @@ mod tests {
     #[test]
     fn bytes_until_gc_is_exactly_the_step_to_the_high_threshold() {
         let policy = ImageGcPolicy::default();
-        for (capacity, available) in [(1000, 900), (21_462_233_088, 17_310_752_768), (997, 160), (100, 16)] {
+        for (capacity, available) in [
+            (1000, 900),
+            (21_462_233_088, 17_310_752_768),
+            (997, 160),
+            (100, 16),
+        ] {
             let status = policy.evaluate(capacity, available).unwrap();
             let until = status.bytes_until_gc;
             assert!(until > 0, "{capacity}/{available}");
             let at = policy.evaluate(capacity, available - until).unwrap();
-            assert!(at.usage_percent >= 85, "{capacity}/{available}: usage at trigger {}", at.usage_percent);
+            assert!(
+                at.usage_percent >= 85,
+                "{capacity}/{available}: usage at trigger {}",
+                at.usage_percent
+            );
             let before = policy.evaluate(capacity, available - until + 1).unwrap();
-            assert!(before.usage_percent < 85, "{capacity}/{available}: one byte earlier {}", before.usage_percent);
+            assert!(
+                before.usage_percent < 85,
+                "{capacity}/{available}: one byte earlier {}",
+                before.usage_percent
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ pub enum QuantityError {
     Empty(String),
     #[error("quantity {0:?} does not start with a number")]
     NoNumber(String),
-    #[error("quantity {input:?} has an unknown suffix {suffix:?} (expected Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or an exponent)")]
+    #[error(
+        "quantity {input:?} has an unknown suffix {suffix:?} (expected Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or an exponent)"
+    )]
     UnknownSuffix { input: String, suffix: String },
     #[error("quantity {0:?} is too large")]
     TooLarge(String),
@@ -53,12 +55,11 @@ pub fn parse_quantity(input: &str) -> Result<i64, QuantityError> {
     }
     let frac_digits = i32::try_from(frac_part.len()).map_err(|_| too_large())?;
 
-    let (binary_shift, decimal_exponent) = parse_suffix(suffix).ok_or_else(|| {
-        QuantityError::UnknownSuffix {
+    let (binary_shift, decimal_exponent) =
+        parse_suffix(suffix).ok_or_else(|| QuantityError::UnknownSuffix {
             input: input.to_owned(),
             suffix: suffix.to_owned(),
-        }
-    })?;
+        })?;
     let mut value = mantissa
         .checked_mul(1u128.checked_shl(binary_shift).ok_or_else(too_large)?)
         .ok_or_else(too_large)?;
@@ -154,8 +155,14 @@ mod tests {
     #[test]
     fn garbage_is_rejected() {
         assert!(matches!(parse_quantity(""), Err(QuantityError::Empty(_))));
-        assert!(matches!(parse_quantity("Mi"), Err(QuantityError::NoNumber(_))));
-        assert!(matches!(parse_quantity("1.2.3"), Err(QuantityError::NoNumber(_))));
+        assert!(matches!(
+            parse_quantity("Mi"),
+            Err(QuantityError::NoNumber(_))
+        ));
+        assert!(matches!(
+            parse_quantity("1.2.3"),
+            Err(QuantityError::NoNumber(_))
+        ));
         assert!(matches!(
             parse_quantity("10MB"),
             Err(QuantityError::UnknownSuffix { .. })
@@ -168,9 +175,18 @@ mod tests {
             parse_quantity("1e"),
             Err(QuantityError::UnknownSuffix { .. })
         ));
-        assert!(matches!(parse_quantity("10%"), Err(QuantityError::UnknownSuffix { .. })));
-        assert!(matches!(parse_quantity("100Ei"), Err(QuantityError::TooLarge(_))));
-        assert!(matches!(parse_quantity("1e400"), Err(QuantityError::TooLarge(_))));
+        assert!(matches!(
+            parse_quantity("10%"),
+            Err(QuantityError::UnknownSuffix { .. })
+        ));
+        assert!(matches!(
+            parse_quantity("100Ei"),
+            Err(QuantityError::TooLarge(_))
+        ));
+        assert!(matches!(
+            parse_quantity("1e400"),
+            Err(QuantityError::TooLarge(_))
+        ));
         assert!(matches!(
             parse_quantity("99999999999999999999999999999999999999999"),
             Err(QuantityError::TooLarge(_))

@@ -29,7 +29,9 @@ const CRI_API_VERSION: &str = "v1";
 
 #[derive(Debug, Error)]
 pub enum CriError {
-    #[error("unsupported CRI endpoint {0:?}: only unix sockets (unix:///path or /path) are supported")]
+    #[error(
+        "unsupported CRI endpoint {0:?}: only unix sockets (unix:///path or /path) are supported"
+    )]
     Endpoint(String),
     #[error("CRI {endpoint} {call}: {message}")]
     Call {
@@ -109,7 +111,8 @@ pub struct CriClient {
 
 impl CriClient {
     pub fn new(endpoint: &str) -> Result<CriClient, CriError> {
-        let socket = socket_path(endpoint).ok_or_else(|| CriError::Endpoint(endpoint.to_owned()))?;
+        let socket =
+            socket_path(endpoint).ok_or_else(|| CriError::Endpoint(endpoint.to_owned()))?;
         Ok(CriClient {
             endpoint: endpoint.to_owned(),
             socket,
@@ -221,7 +224,10 @@ mod tests {
             socket_path("unix:///run/containerd/containerd.sock"),
             Some(PathBuf::from("/run/containerd/containerd.sock"))
         );
-        assert_eq!(socket_path("/run/crio.sock"), Some(PathBuf::from("/run/crio.sock")));
+        assert_eq!(
+            socket_path("/run/crio.sock"),
+            Some(PathBuf::from("/run/crio.sock"))
+        );
         assert!(CriClient::new("tcp://127.0.0.1:1234").is_err());
         assert!(CriClient::new("unix://relative.sock").is_err());
     }
@@ -251,7 +257,11 @@ mod tests {
     #[tokio::test]
     async fn a_missing_socket_is_an_error_naming_the_endpoint() {
         let client = CriClient::new("unix:///nonexistent/kubedf/cri.sock").unwrap();
-        let err = client.version(Duration::from_secs(2)).await.unwrap_err().to_string();
+        let err = client
+            .version(Duration::from_secs(2))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/kubedf/cri.sock"), "{err}");
         assert!(err.contains("Version"), "{err}");
     }

@@ -25,7 +25,12 @@ pub enum SourceId {
 }
 
 impl SourceId {
-    pub const ALL: [SourceId; 4] = [SourceId::Cri, SourceId::ImageFs, SourceId::NodeFs, SourceId::Procfs];
+    pub const ALL: [SourceId; 4] = [
+        SourceId::Cri,
+        SourceId::ImageFs,
+        SourceId::NodeFs,
+        SourceId::Procfs,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -78,12 +83,27 @@ mod tests {
     #[test]
     fn host_paths_resolve_under_rootfs() {
         let root = Path::new("/host");
-        assert_eq!(host_path(root, "/var/lib/kubelet"), Ok(PathBuf::from("/host/var/lib/kubelet")));
-        assert_eq!(host_path(Path::new("/"), "/var/lib/kubelet/"), Ok(PathBuf::from("/var/lib/kubelet")));
+        assert_eq!(
+            host_path(root, "/var/lib/kubelet"),
+            Ok(PathBuf::from("/host/var/lib/kubelet"))
+        );
+        assert_eq!(
+            host_path(Path::new("/"), "/var/lib/kubelet/"),
+            Ok(PathBuf::from("/var/lib/kubelet"))
+        );
         assert_eq!(host_path(root, "/"), Ok(PathBuf::from("/host")));
         assert_eq!(host_path(root, "/a/./b"), Ok(PathBuf::from("/host/a/b")));
-        assert!(matches!(host_path(root, "var/lib"), Err(HostPathError::NotAbsolute(_))));
-        assert!(matches!(host_path(root, ""), Err(HostPathError::NotAbsolute(_))));
-        assert!(matches!(host_path(root, "/a/../../etc"), Err(HostPathError::ParentDir(_))));
+        assert!(matches!(
+            host_path(root, "var/lib"),
+            Err(HostPathError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            host_path(root, ""),
+            Err(HostPathError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            host_path(root, "/a/../../etc"),
+            Err(HostPathError::ParentDir(_))
+        ));
     }
 }

@@ -77,7 +77,13 @@ mod tests {
     fn maxpid_is_the_lower_limit_and_curproc_counts_threads() {
         let dir = fake_proc("4194304\n", "254751\n", "0.52 0.58 0.59 3/1187 54321\n");
         let r = read_rlimit(dir.path()).unwrap();
-        assert_eq!(r, Rlimit { maxpid: 254_751, curproc: 1187 });
+        assert_eq!(
+            r,
+            Rlimit {
+                maxpid: 254_751,
+                curproc: 1187
+            }
+        );
         assert_eq!(r.available(), 253_564);
         let dir = fake_proc("32768\n", "254751\n", "0.00 0.01 0.05 1/95 700\n");
         assert_eq!(read_rlimit(dir.path()).unwrap().maxpid, 32768);
@@ -91,13 +97,21 @@ mod tests {
         let dir = fake_proc("10\n", "10\n", "garbage\n");
         let err = read_rlimit(dir.path()).unwrap_err().to_string();
         assert!(err.contains("loadavg"), "{err}");
-        let err = read_rlimit(Path::new("/nonexistent/proc")).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/proc/sys/kernel/pid_max"), "{err}");
+        let err = read_rlimit(Path::new("/nonexistent/proc"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/proc/sys/kernel/pid_max"),
+            "{err}"
+        );
     }
 
     #[test]
     fn this_machine() {
         let r = read_rlimit(Path::new("/proc")).unwrap();
-        assert!(r.maxpid > 0 && r.curproc > 0 && r.curproc < r.maxpid, "{r:?}");
+        assert!(
+            r.maxpid > 0 && r.curproc > 0 && r.curproc < r.maxpid,
+            "{r:?}"
+        );
     }
 }

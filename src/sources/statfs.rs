@@ -25,7 +25,14 @@ pub struct FsUsage {
 impl FsUsage {
     /// kubelet's statfs formulas: capacity = blocks*frsize, available =
     /// bavail*frsize, used = (blocks-bfree)*frsize, inodes used = files-ffree.
-    pub fn from_statfs(frsize: u64, blocks: u64, bfree: u64, bavail: u64, files: u64, ffree: u64) -> FsUsage {
+    pub fn from_statfs(
+        frsize: u64,
+        blocks: u64,
+        bfree: u64,
+        bavail: u64,
+        files: u64,
+        ffree: u64,
+    ) -> FsUsage {
         FsUsage {
             capacity_bytes: blocks.saturating_mul(frsize),
             available_bytes: bavail.saturating_mul(frsize),
@@ -47,7 +54,10 @@ pub struct FsReading {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum FsError {
     #[error("statfs {path}: {errno}")]
-    Statfs { path: PathBuf, errno: nix::errno::Errno },
+    Statfs {
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
     #[error("statfs {path} did not answer within {after:?}")]
     Timeout { path: PathBuf, after: Duration },
     #[error("statfs {path} is still hung from an earlier call")]
@@ -138,7 +148,10 @@ impl FsProber {
 
     /// Paths whose statfs has not returned yet.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -167,18 +180,30 @@ mod tests {
     #[tokio::test]
     async fn a_missing_path_is_an_error_naming_it() {
         let err = FsProber::default()
-            .probe(Path::new("/nonexistent/kubedf-test"), Duration::from_secs(5))
+            .probe(
+                Path::new("/nonexistent/kubedf-test"),
+                Duration::from_secs(5),
+            )
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/kubedf-test"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/kubedf-test"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn probing_twice_leaves_nothing_in_flight() {
         let prober = FsProber::default();
         let dir = tempfile::tempdir().unwrap();
-        prober.probe(dir.path(), Duration::from_secs(5)).await.unwrap();
-        prober.probe(dir.path(), Duration::from_secs(5)).await.unwrap();
+        prober
+            .probe(dir.path(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        prober
+            .probe(dir.path(), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(prober.in_flight(), 0);
     }
 }

@@ -73,7 +73,9 @@ impl Tmpfs {
             Some(options.as_str()),
         )
         .unwrap_or_else(|e| panic!("mount tmpfs at {}: {e}", path.display()));
-        Tmpfs { path: path.to_path_buf() }
+        Tmpfs {
+            path: path.to_path_buf(),
+        }
     }
 }
 
@@ -93,7 +95,12 @@ pub fn statfs_figures(path: &Path) -> [u64; 6] {
         .arg(path)
         .output()
         .expect("run stat -f");
-    assert!(out.status.success(), "stat -f {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stat -f {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Vec<u64> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .map(|n| n.parse().expect("stat -f prints numbers"))
@@ -156,7 +163,12 @@ impl Served {
     pub fn start(args: &[&str]) -> Served {
         let mut child = Command::new(kubedf_bin())
             .arg("serve")
-            .args(["--web.listen-address", "127.0.0.1:0", "--log.format", "json"])
+            .args([
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.format",
+                "json",
+            ])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -172,7 +184,10 @@ impl Served {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("serving metrics") {
                     let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-                    let addr = v["fields"]["address"].as_str().expect("address field").to_owned();
+                    let addr = v["fields"]["address"]
+                        .as_str()
+                        .expect("address field")
+                        .to_owned();
                     let _ = tx.send(addr);
                 }
                 sink.lock().expect("log lock").push(line);
@@ -183,7 +198,10 @@ impl Served {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("kubedf serve did not start: {:?}", log.lock().map(|l| l.clone()));
+                panic!(
+                    "kubedf serve did not start: {:?}",
+                    log.lock().map(|l| l.clone())
+                );
             }
         };
         Served { child, addr, log }
@@ -208,7 +226,10 @@ impl Served {
                 return text;
             }
             if start.elapsed() > limit {
-                panic!("waited {limit:?} for {what}; last scrape:\n{text}\nlog:\n{}", self.log_text());
+                panic!(
+                    "waited {limit:?} for {what}; last scrape:\n{text}\nlog:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -265,7 +286,9 @@ pub fn promtool_check(text: &str) -> Result<(), String> {
         .expect("stdin")
         .write_all(text.as_bytes())
         .map_err(|e| format!("write to promtool: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("wait promtool: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("wait promtool: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -319,9 +342,17 @@ pub fn samples(text: &str) -> Vec<Line> {
 pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<String> {
     let found: Vec<Line> = samples(text)
         .into_iter()
-        .filter(|l| l.name == name && labels.iter().all(|(k, v)| l.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|l| {
+            l.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
-    assert!(found.len() <= 1, "more than one series of {name} with {labels:?}: {found:?}");
+    assert!(
+        found.len() <= 1,
+        "more than one series of {name} with {labels:?}: {found:?}"
+    );
     found.into_iter().next().map(|l| l.value)
 }
 
