@@ -5,6 +5,7 @@
 pub mod cri;
 pub mod procfs;
 pub mod statfs;
+pub mod walk;
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};

@@ -1,0 +1,182 @@
+//! Disk usage of a directory tree the way kubelet's du method measures it:
+//! stay on the directory's device, never follow symlinks, count every
+//! hard-linked inode once, sum `st_blocks * 512`, count entries. Used for
+//! volumes kubelet cannot measure (hostPath-backed PVs, plain-directory
+//! `local` PVs). Bounded by a time budget so a huge tree cannot run forever.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+/// What a walk found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirUsage {
+    /// Sum of `st_blocks * 512` over every counted inode.
+    pub bytes: u64,
+    /// Number of counted inodes (the directory itself included).
+    pub inodes: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum WalkError {
+    #[error("walk of {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("walk of {0}: it is a symlink, which kubedf does not follow")]
+    RootIsSymlink(PathBuf),
+    #[error("walk of {0}: not a directory")]
+    NotADirectory(PathBuf),
+    #[error("walk of {path} ran out of its {budget:?} budget after {inodes} entries")]
+    BudgetExceeded {
+        path: PathBuf,
+        budget: Duration,
+        inodes: u64,
+    },
+    #[error("walk of {path}: {entry}: {source}")]
+    Entry {
+        path: PathBuf,
+        entry: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How often the clock is read, in entries: reading it per entry would cost
+/// more than the lstat of a cached inode.
+const CLOCK_EVERY: u64 = 256;
+
+/// Walks `root` (blocking). Entries removed while the walk runs are skipped,
+/// as kubelet does; any other error on an entry fails the walk, because a
+/// partial sum would under-report.
+pub fn walk(root: &Path, budget: Duration) -> Result<DirUsage, WalkError> {
+    let started = Instant::now();
+    let meta = fs::symlink_metadata(root).map_err(|source| WalkError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(WalkError::RootIsSymlink(root.to_path_buf()));
+    }
+    if !meta.is_dir() {
+        return Err(WalkError::NotADirectory(root.to_path_buf()));
+    }
+    let device = meta.dev();
+    let mut usage = DirUsage {
+        bytes: meta.blocks() * 512,
+        inodes: 1,
+    };
+    let mut linked: HashSet<u64> = HashSet::new();
+    let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
+    let entry_error = |entry: &Path, source: io::Error| WalkError::Entry {
+        path: root.to_path_buf(),
+        entry: entry.to_path_buf(),
+        source,
+    };
+    while let Some(dir) = pending.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(entry_error(&dir, e)),
+        };
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(entry_error(&dir, e)),
+            };
+            // DirEntry::metadata is lstat: symlinks are counted, never followed.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(entry_error(&entry.path(), e)),
+            };
+            if meta.dev() != device {
+                // Another filesystem mounted inside: not this volume's usage.
+                continue;
+            }
+            if meta.nlink() > 1 && !meta.is_dir() && !linked.insert(meta.ino()) {
+                continue;
+            }
+            usage.bytes += meta.blocks() * 512;
+            usage.inodes += 1;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            if usage.inodes.is_multiple_of(CLOCK_EVERY) && started.elapsed() > budget {
+                return Err(WalkError::BudgetExceeded {
+                    path: root.to_path_buf(),
+                    budget,
+                    inodes: usage.inodes,
+                });
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// Lowers the calling thread's CPU priority to nice 19, as kubelet runs du
+/// with `nice -n 19`, so a walk yields to the node's workloads.
+pub fn lower_thread_priority() -> io::Result<()> {
+    let tid = rustix::thread::gettid();
+    // On Linux, PRIO_PROCESS with a thread id applies to that thread only.
+    rustix::process::setpriority_process(Some(tid), 19).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn counts_entries_and_blocks_and_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::write(root.join("sub/a"), vec![1u8; 100_000]).unwrap();
+        fs::write(root.join("b"), b"hello").unwrap();
+        fs::hard_link(root.join("sub/a"), root.join("a-link")).unwrap();
+        symlink("/etc", root.join("to-etc")).unwrap();
+        let usage = walk(root, Duration::from_secs(10)).unwrap();
+        // root, sub, sub/a (once, despite the link), b, to-etc.
+        assert_eq!(usage.inodes, 5);
+        let blocks: u64 = [root.to_path_buf(), root.join("sub"), root.join("sub/a"), root.join("b"), root.join("to-etc")]
+            .iter()
+            .map(|p| fs::symlink_metadata(p).unwrap().blocks() * 512)
+            .sum();
+        assert_eq!(usage.bytes, blocks);
+    }
+
+    #[test]
+    fn refuses_symlinked_roots_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        symlink("/etc", dir.path().join("link")).unwrap();
+        assert!(matches!(walk(&dir.path().join("link"), Duration::from_secs(1)), Err(WalkError::RootIsSymlink(_))));
+        fs::write(dir.path().join("f"), b"x").unwrap();
+        assert!(matches!(walk(&dir.path().join("f"), Duration::from_secs(1)), Err(WalkError::NotADirectory(_))));
+        let err = walk(&dir.path().join("missing"), Duration::from_secs(1)).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn a_spent_budget_stops_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..600 {
+            fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
+        }
+        let err = walk(dir.path(), Duration::ZERO).unwrap_err();
+        assert!(matches!(err, WalkError::BudgetExceeded { .. }), "{err}");
+    }
+
+    #[test]
+    fn priority_can_be_lowered() {
+        std::thread::spawn(|| lower_thread_priority().unwrap()).join().unwrap();
+    }
+}
