@@ -28,3 +28,4 @@ pub mod sampler;
 pub mod server;
 pub mod snapshot;
 pub mod sources;
+pub mod volumes;

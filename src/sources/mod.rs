@@ -3,6 +3,8 @@
 //! timeout.
 
 pub mod cri;
+pub mod inflight;
+pub mod kube;
 pub mod procfs;
 pub mod statfs;
 pub mod walk;

@@ -2,14 +2,14 @@
 //! runtime under a timeout with at most one call in flight per path: a hung
 //! mount (dead NFS) costs one blocked thread, not one per sample.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nix::sys::stat::stat;
 use nix::sys::statvfs::statvfs;
 use thiserror::Error;
+
+use super::inflight::InFlightSet;
 
 /// A filesystem's size and use, computed as kubelet does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,40 +93,15 @@ pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
 /// than one at a time for the same path.
 #[derive(Clone, Debug, Default)]
 pub struct FsProber {
-    in_flight: Arc<Mutex<HashSet<PathBuf>>>,
-}
-
-/// Removes a path from the in-flight set when the blocking call returns,
-/// however late that is.
-struct InFlight {
-    set: Arc<Mutex<HashSet<PathBuf>>>,
-    path: PathBuf,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.path);
-    }
+    in_flight: InFlightSet,
 }
 
 impl FsProber {
     pub async fn probe(&self, path: &Path, timeout: Duration) -> Result<FsReading, FsError> {
-        let newly_added = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(path.to_path_buf());
-        if !newly_added {
+        let Some(guard) = self.in_flight.claim(path) else {
             return Err(FsError::StillHung {
                 path: path.to_path_buf(),
             });
-        }
-        let guard = InFlight {
-            set: Arc::clone(&self.in_flight),
-            path: path.to_path_buf(),
         };
         let owned = path.to_path_buf();
         let task = tokio::task::spawn_blocking(move || {
@@ -148,10 +123,7 @@ impl FsProber {
 
     /// Paths whose statfs has not returned yet.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.in_flight.len()
     }
 }
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::inflight::{InFlight, InFlightSet};
+
 /// What a walk found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirUsage {
@@ -130,6 +132,103 @@ pub fn lower_thread_priority() -> io::Result<()> {
     rustix::process::setpriority_process(Some(tid), 19).map_err(io::Error::from)
 }
 
+/// A fixed number of low-priority threads that run walks, so walks never
+/// take more than `workers` threads (or CPUs) however many volumes need one.
+#[derive(Debug)]
+pub struct WalkPool {
+    jobs: std::sync::mpsc::Sender<Job>,
+    in_flight: InFlightSet,
+}
+
+struct Job {
+    path: PathBuf,
+    budget: Duration,
+    reply: tokio::sync::oneshot::Sender<Result<DirUsage, WalkError>>,
+    _guard: InFlight,
+}
+
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    #[error("walk of {0} is still running from an earlier period")]
+    StillRunning(PathBuf),
+    #[error("walk of {path} did not finish within {after:?} (hung filesystem?)")]
+    Timeout { path: PathBuf, after: Duration },
+    #[error("walk pool stopped")]
+    Stopped,
+}
+
+impl WalkPool {
+    pub fn new(workers: usize) -> std::io::Result<WalkPool> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..workers.max(1) {
+            let queue = std::sync::Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("kubedf-walk-{n}"))
+                .spawn(move || {
+                    if let Err(e) = lower_thread_priority() {
+                        tracing::warn!(error = %e, "cannot lower the priority of a walk thread");
+                    }
+                    loop {
+                        let job = {
+                            let queue = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            queue.recv()
+                        };
+                        let Ok(Job {
+                            path,
+                            budget,
+                            reply,
+                            _guard: guard,
+                        }) = job
+                        else {
+                            return;
+                        };
+                        let result = walk(&path, budget);
+                        // Release the path before answering, so the answer
+                        // means the path is free again.
+                        drop(guard);
+                        // The caller may have given up waiting; nothing to do then.
+                        let _ = reply.send(result);
+                    }
+                })?;
+        }
+        Ok(WalkPool {
+            jobs,
+            in_flight: InFlightSet::default(),
+        })
+    }
+
+    /// Walks `path` on a pool thread. Waits at most `budget + grace` (the
+    /// walk itself stops at `budget`; `grace` covers queueing and a
+    /// filesystem call that hangs).
+    pub async fn walk(&self, path: &Path, budget: Duration, grace: Duration) -> Result<DirUsage, PoolError> {
+        let guard = self
+            .in_flight
+            .claim(path)
+            .ok_or_else(|| PoolError::StillRunning(path.to_path_buf()))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job {
+                path: path.to_path_buf(),
+                budget,
+                reply,
+                _guard: guard,
+            })
+            .map_err(|_| PoolError::Stopped)?;
+        let wait = budget + grace;
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(PoolError::Stopped),
+            Err(_) => Err(PoolError::Timeout {
+                path: path.to_path_buf(),
+                after: wait,
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +272,19 @@ mod tests {
         }
         let err = walk(dir.path(), Duration::ZERO).unwrap_err();
         assert!(matches!(err, WalkError::BudgetExceeded { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_pool_walks_and_refuses_a_second_walk_of_the_same_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), vec![0u8; 10_000]).unwrap();
+        let pool = WalkPool::new(2).unwrap();
+        let usage = pool.walk(dir.path(), Duration::from_secs(10), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(usage, walk(dir.path(), Duration::from_secs(10)).unwrap());
+        let guard = pool.in_flight.claim(dir.path()).unwrap();
+        let err = pool.walk(dir.path(), Duration::from_secs(1), Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, PoolError::StillRunning(_)), "{err}");
+        drop(guard);
     }
 
     #[test]

@@ -1,0 +1,424 @@
+//! The Kubernetes API: one watch of the pods on this node (field selector
+//! `spec.nodeName=<node>`, list served from the API server's cache), and a
+//! GET per PVC and PV, cached by the caller. Nothing cluster-wide is watched,
+//! so the API load of a node stays proportional to its pods.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use thiserror::Error;
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::kubelet::quantity::parse_quantity;
+use crate::volumes::{PodVolumes, PvInfo, PvSource, VolumeMode};
+
+#[derive(Debug, Error)]
+pub enum KubeError {
+    #[error("no cluster access: {0}")]
+    Config(String),
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("kubernetes client: {0}")]
+    Client(String),
+}
+
+/// A client from `--kubeconfig`, else `$KUBECONFIG` / `~/.kube/config`, else
+/// the in-cluster service account.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeError::Kubeconfig {
+                    path: shown,
+                    message: e.to_string(),
+                })?
+        }
+        None => kube::Config::infer().await.map_err(|e| KubeError::Config(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
+}
+
+/// The PVC-relevant view of a pod, or which field it lacks.
+pub fn pod_volumes(pod: &Pod) -> Result<PodVolumes, String> {
+    let meta = &pod.metadata;
+    let name = meta.name.clone().ok_or("pod without metadata.name")?;
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or_else(|| format!("pod {name} without metadata.namespace"))?;
+    let uid = meta
+        .uid
+        .clone()
+        .ok_or_else(|| format!("pod {namespace}/{name} without metadata.uid"))?;
+    let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let claims = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| {
+            if let Some(pvc) = &v.persistent_volume_claim {
+                Some(pvc.claim_name.clone())
+            } else {
+                // A generic ephemeral volume's PVC is named <pod>-<volume>.
+                v.ephemeral.as_ref().map(|_| format!("{name}-{}", v.name))
+            }
+        })
+        .filter(|c| !c.is_empty())
+        .collect();
+    Ok(PodVolumes {
+        namespace,
+        name,
+        uid,
+        running,
+        claims,
+    })
+}
+
+/// What a PVC GET says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimState {
+    Bound { volume_name: String },
+    Unbound { phase: String },
+}
+
+pub fn claim_state(pvc: &PersistentVolumeClaim) -> ClaimState {
+    let phase = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Unknown".into());
+    let volume_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    if phase == "Bound" && !volume_name.is_empty() {
+        ClaimState::Bound { volume_name }
+    } else {
+        ClaimState::Unbound { phase }
+    }
+}
+
+/// Spec fields of a PV that are not its volume source.
+const NOT_A_SOURCE: [&str; 9] = [
+    "accessModes",
+    "capacity",
+    "claimRef",
+    "mountOptions",
+    "nodeAffinity",
+    "persistentVolumeReclaimPolicy",
+    "storageClassName",
+    "volumeMode",
+    "volumeAttributesClassName",
+];
+
+/// The PV's source, mode and declared capacity, or what it lacks.
+pub fn pv_info(pv: &PersistentVolume) -> Result<PvInfo, String> {
+    let name = pv.metadata.name.clone().ok_or("persistent volume without metadata.name")?;
+    let spec = pv.spec.as_ref().ok_or_else(|| format!("persistent volume {name} without spec"))?;
+    let source = if let Some(csi) = &spec.csi {
+        PvSource::Csi {
+            driver: csi.driver.clone(),
+        }
+    } else if let Some(hp) = &spec.host_path {
+        PvSource::HostPath { path: hp.path.clone() }
+    } else if let Some(local) = &spec.local {
+        PvSource::Local {
+            path: local.path.clone(),
+        }
+    } else {
+        // Any other in-tree source, by its field name, whatever this
+        // k8s-openapi version calls it.
+        let value = serde_json::to_value(spec).map_err(|e| format!("persistent volume {name}: {e}"))?;
+        let plugin = value
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !NOT_A_SOURCE.contains(&k.as_str())).cloned())
+            .ok_or_else(|| format!("persistent volume {name} has no volume source in its spec"))?;
+        PvSource::InTree { plugin }
+    };
+    let mode = match spec.volume_mode.as_deref() {
+        Some("Block") => VolumeMode::Block,
+        _ => VolumeMode::Filesystem,
+    };
+    let capacity = spec
+        .capacity
+        .as_ref()
+        .and_then(|c| c.get("storage"))
+        .and_then(|q| parse_quantity(&q.0).ok());
+    Ok(PvInfo {
+        name,
+        source,
+        mode,
+        capacity,
+    })
+}
+
+/// The pods of this node as the watch last saw them.
+#[derive(Default)]
+struct PodState {
+    /// uid -> (first-seen sequence number, pod).
+    pods: BTreeMap<String, (u64, PodVolumes)>,
+    next_seq: u64,
+    /// Objects of a re-list in progress, swapped in at InitDone.
+    relist: Option<Vec<PodVolumes>>,
+    synced: bool,
+    last_error: Option<String>,
+    last_success: Option<SystemTime>,
+}
+
+impl PodState {
+    fn upsert(&mut self, pod: PodVolumes) {
+        match self.pods.get_mut(&pod.uid) {
+            Some(entry) => entry.1 = pod,
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.pods.insert(pod.uid.clone(), (seq, pod));
+            }
+        }
+    }
+}
+
+/// Health of the API as kubedf sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiHealth {
+    pub synced: bool,
+    pub error: Option<String>,
+    pub last_success: Option<SystemTime>,
+}
+
+/// The node's pods, kept current by a watch.
+#[derive(Clone)]
+pub struct Kube {
+    client: Client,
+    node: String,
+    state: Arc<Mutex<PodState>>,
+    changed: Arc<Notify>,
+}
+
+impl Kube {
+    pub fn new(client: Client, node: &str) -> Kube {
+        Kube {
+            client,
+            node: node.to_owned(),
+            state: Arc::default(),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PodState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Pods in the order they were first seen.
+    pub fn pods(&self) -> Vec<PodVolumes> {
+        let state = self.lock();
+        let mut pods: Vec<&(u64, PodVolumes)> = state.pods.values().collect();
+        pods.sort_by_key(|(seq, _)| *seq);
+        pods.into_iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    pub fn health(&self) -> ApiHealth {
+        let state = self.lock();
+        ApiHealth {
+            synced: state.synced,
+            error: state.last_error.clone(),
+            last_success: state.last_success,
+        }
+    }
+
+    /// Resolves when the pod set may have changed.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// Waits (bounded) until the first list has been received.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.lock().synced {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, self.changed()).await.is_err() {
+                return self.lock().synced;
+            }
+        }
+    }
+
+    /// Runs the watch until `shutdown` changes. Errors are retried with
+    /// backoff; a cut stream is re-watched and an expired one re-listed by
+    /// kube's watcher.
+    pub async fn watch_pods(self, mut shutdown: watch::Receiver<bool>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let config = watcher::Config::default()
+            .fields(&format!("spec.nodeName={}", self.node))
+            .any_semantic();
+        let mut stream = watcher(api, config).default_backoff().boxed();
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                _ = shutdown.changed() => return,
+            };
+            let Some(event) = event else { return };
+            self.apply(event);
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn apply(&self, event: Result<watcher::Event<Pod>, watcher::Error>) {
+        let mut state = self.lock();
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                let message = format!("watch of pods on node {}: {e}", self.node);
+                if state.last_error.as_deref() != Some(message.as_str()) {
+                    warn!(error = %message, "kubernetes API failed; volume stats keep the last known pods");
+                    state.last_error = Some(message);
+                }
+                return;
+            }
+        };
+        if let Some(previous) = state.last_error.take() {
+            info!(previous_error = %previous, "kubernetes API recovered");
+        }
+        state.last_success = Some(SystemTime::now());
+        let convert = |pod: &Pod| match pod_volumes(pod) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(error = %e, "ignoring a pod the API returned without a required field");
+                None
+            }
+        };
+        match event {
+            watcher::Event::Init => state.relist = Some(Vec::new()),
+            watcher::Event::InitApply(pod) => {
+                if let Some(p) = convert(&pod) {
+                    state.relist.get_or_insert_with(Vec::new).push(p);
+                }
+            }
+            watcher::Event::InitDone => {
+                let listed = state.relist.take().unwrap_or_default();
+                let keep: std::collections::HashSet<String> = listed.iter().map(|p| p.uid.clone()).collect();
+                state.pods.retain(|uid, _| keep.contains(uid));
+                for p in listed {
+                    state.upsert(p);
+                }
+                state.synced = true;
+            }
+            watcher::Event::Apply(pod) => {
+                if let Some(p) = convert(&pod) {
+                    state.upsert(p);
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(uid) = pod.metadata.uid {
+                    state.pods.remove(&uid);
+                }
+            }
+        }
+    }
+
+    /// GETs a PVC: `Ok(None)` when it does not exist.
+    pub async fn claim(&self, namespace: &str, name: &str, timeout: Duration) -> Result<Option<ClaimState>, String> {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        let pvc = tokio::time::timeout(timeout, api.get_opt(name))
+            .await
+            .map_err(|_| format!("GET persistentvolumeclaim {namespace}/{name} did not answer within {timeout:?}"))?
+            .map_err(|e| format!("GET persistentvolumeclaim {namespace}/{name}: {e}"))?;
+        Ok(pvc.as_ref().map(claim_state))
+    }
+
+    /// GETs a PV: `Ok(None)` when it does not exist.
+    pub async fn volume(&self, name: &str, timeout: Duration) -> Result<Option<Result<PvInfo, String>>, String> {
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let pv = tokio::time::timeout(timeout, api.get_opt(name))
+            .await
+            .map_err(|_| format!("GET persistentvolume {name} did not answer within {timeout:?}"))?
+            .map_err(|e| format!("GET persistentvolume {name}: {e}"))?;
+        Ok(pv.as_ref().map(pv_info))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn pvc_and_ephemeral_volumes_are_claims() {
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "web-0", "namespace": "shop", "uid": "u-1"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data-web-0"}},
+                {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+                {"name": "cache", "emptyDir": {}},
+                {"name": "cfg", "configMap": {"name": "x"}}
+            ]},
+            "status": {"phase": "Running"}
+        }));
+        let v = pod_volumes(&p).unwrap();
+        assert!(v.running);
+        assert_eq!(v.claims, vec!["data-web-0", "web-0-scratch"]);
+    }
+
+    #[test]
+    fn pods_missing_fields_are_reported() {
+        let p = pod(serde_json::json!({"metadata": {"name": "x", "namespace": "ns"}}));
+        assert!(pod_volumes(&p).unwrap_err().contains("metadata.uid"));
+        let p = pod(serde_json::json!({"metadata": {"name": "x", "namespace": "ns", "uid": "u"}}));
+        let v = pod_volumes(&p).unwrap();
+        assert!(!v.running && v.claims.is_empty(), "no spec, no status: nothing to report");
+    }
+
+    #[test]
+    fn pv_sources() {
+        let pv = |spec: serde_json::Value| -> PersistentVolume {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "pv-1"}, "spec": spec})).unwrap()
+        };
+        let info = pv_info(&pv(serde_json::json!({
+            "capacity": {"storage": "10Gi"}, "volumeMode": "Filesystem",
+            "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}
+        })))
+        .unwrap();
+        assert_eq!(info.source, PvSource::Csi { driver: "ebs.csi.aws.com".into() });
+        assert_eq!(info.capacity, Some(10 << 30));
+        let info = pv_info(&pv(serde_json::json!({"capacity": {"storage": "2Gi"}, "hostPath": {"path": "/opt/local-path/pv-1"}}))).unwrap();
+        assert_eq!(info.source, PvSource::HostPath { path: "/opt/local-path/pv-1".into() });
+        let info = pv_info(&pv(serde_json::json!({"volumeMode": "Block", "local": {"path": "/dev/sdb"}}))).unwrap();
+        assert_eq!((info.mode, info.capacity), (VolumeMode::Block, None));
+        let info = pv_info(&pv(serde_json::json!({"accessModes": ["ReadWriteMany"], "nfs": {"server": "10.0.0.1", "path": "/export"}}))).unwrap();
+        assert_eq!(info.source, PvSource::InTree { plugin: "nfs".into() });
+        assert!(pv_info(&pv(serde_json::json!({"capacity": {"storage": "1Gi"}}))).unwrap_err().contains("no volume source"));
+    }
+
+    #[test]
+    fn claim_states() {
+        let pvc = |json: serde_json::Value| -> PersistentVolumeClaim { serde_json::from_value(json).unwrap() };
+        assert_eq!(
+            claim_state(&pvc(serde_json::json!({"spec": {"volumeName": "pv-1"}, "status": {"phase": "Bound"}}))),
+            ClaimState::Bound { volume_name: "pv-1".into() }
+        );
+        assert_eq!(
+            claim_state(&pvc(serde_json::json!({"spec": {}, "status": {"phase": "Pending"}}))),
+            ClaimState::Unbound { phase: "Pending".into() }
+        );
+        assert_eq!(claim_state(&pvc(serde_json::json!({}))), ClaimState::Unbound { phase: "Unknown".into() });
+    }
+}

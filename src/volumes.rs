@@ -1,0 +1,378 @@
+//! Which PVCs the running pods of this node use, and how each is measured:
+//! the pure half of PVC volume stats. kubelet's volume layout (facts §2):
+//!
+//! - CSI, filesystem mode: `<root>/pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount`
+//! - in-tree plugins: `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<pv>`
+//! - block mode: `<root>/pods/<uid>/volumeDevices/kubernetes.io~<plugin>/<pv>`
+//! - hostPath PVs: bind-mounted from `spec.hostPath.path`, nothing under pods/.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::sources::{HostPathError, host_path};
+
+/// A PVC used by a running pod on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub namespace: String,
+    pub claim: String,
+    pub pod: String,
+    pub pod_uid: String,
+}
+
+/// One pod as the PVC logic needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodVolumes {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub running: bool,
+    /// Claim names of the pod's PVC-backed volumes, in spec order.
+    pub claims: Vec<String>,
+}
+
+/// The claims of running pods, one per PVC: the first pod (in the given
+/// order) wins, as in kubelet.
+pub fn claims_of(pods: &[PodVolumes]) -> Vec<ClaimRef> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut out = Vec::new();
+    for pod in pods.iter().filter(|p| p.running) {
+        for claim in &pod.claims {
+            if seen.insert((pod.namespace.as_str(), claim.as_str())) {
+                out.push(ClaimRef {
+                    namespace: pod.namespace.clone(),
+                    claim: claim.clone(),
+                    pod: pod.name.clone(),
+                    pod_uid: pod.uid.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Where a PV's data comes from, as far as measuring it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PvSource {
+    Csi { driver: String },
+    HostPath { path: String },
+    Local { path: String },
+    /// Any other in-tree plugin (nfs, iscsi, rbd, ...), by its spec field name.
+    InTree { plugin: String },
+}
+
+impl PvSource {
+    /// The `driver` label: the CSI driver, or `kubernetes.io/<plugin>`.
+    pub fn driver(&self) -> String {
+        match self {
+            PvSource::Csi { driver } => driver.clone(),
+            PvSource::HostPath { .. } => "kubernetes.io/host-path".into(),
+            PvSource::Local { .. } => "kubernetes.io/local-volume".into(),
+            PvSource::InTree { plugin } => format!("kubernetes.io/{plugin}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumeMode {
+    Filesystem,
+    Block,
+}
+
+impl VolumeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            VolumeMode::Filesystem => "Filesystem",
+            VolumeMode::Block => "Block",
+        }
+    }
+}
+
+/// The parts of a PV kubedf uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PvInfo {
+    pub name: String,
+    pub source: PvSource,
+    pub mode: VolumeMode,
+    /// `spec.capacity.storage`, when set and parseable.
+    pub capacity: Option<i64>,
+}
+
+/// How a volume is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    /// statfs of a mounted filesystem, with kubelet's formulas.
+    Statfs,
+    /// A du-method walk for used bytes and inodes, statfs for the rest.
+    Walk,
+    /// The size of a block device.
+    Block,
+    /// A `local` PV: statfs when its path is a mount point, else a walk.
+    /// Decided when measuring, since it depends on the mount table.
+    LocalPath,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Statfs => "statfs",
+            Method::Walk => "walk",
+            Method::Block => "block",
+            Method::LocalPath => "local",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where to look for a volume under the kubelet root dir when kubedf does
+/// not know the plugin's directory name: any `kubernetes.io~*` dir holding
+/// the PV name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    Path(PathBuf),
+    /// Search `dir/*/<pv>` (the one plugin directory that has it).
+    AnyPlugin { dir: PathBuf, pv: String },
+}
+
+/// A volume's measurement plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub method: Method,
+    pub location: Location,
+    /// Declared capacity for walked volumes.
+    pub capacity: Option<i64>,
+}
+
+/// Plans the measurement of a PV mounted into pod `pod_uid`. `kubelet_root`
+/// is the kubelet root dir as this process sees it (under `--path.rootfs`).
+pub fn plan(rootfs: &Path, kubelet_root: &Path, pod_uid: &str, pv: &PvInfo) -> Result<Target, HostPathError> {
+    let pod_dir = kubelet_root.join("pods").join(pod_uid);
+    let target = match (&pv.source, pv.mode) {
+        (PvSource::Csi { .. }, VolumeMode::Block) => Target {
+            method: Method::Block,
+            location: Location::Path(pod_dir.join("volumeDevices/kubernetes.io~csi").join(&pv.name)),
+            capacity: pv.capacity,
+        },
+        (_, VolumeMode::Block) => Target {
+            method: Method::Block,
+            location: Location::AnyPlugin {
+                dir: pod_dir.join("volumeDevices"),
+                pv: pv.name.clone(),
+            },
+            capacity: pv.capacity,
+        },
+        (PvSource::Csi { .. }, VolumeMode::Filesystem) => Target {
+            method: Method::Statfs,
+            location: Location::Path(pod_dir.join("volumes/kubernetes.io~csi").join(&pv.name).join("mount")),
+            capacity: pv.capacity,
+        },
+        (PvSource::HostPath { path }, VolumeMode::Filesystem) => Target {
+            method: Method::Walk,
+            location: Location::Path(host_path(rootfs, path)?),
+            capacity: pv.capacity,
+        },
+        (PvSource::Local { path }, VolumeMode::Filesystem) => Target {
+            method: Method::LocalPath,
+            location: Location::Path(host_path(rootfs, path)?),
+            capacity: pv.capacity,
+        },
+        (PvSource::InTree { .. }, VolumeMode::Filesystem) => Target {
+            method: Method::Statfs,
+            location: Location::AnyPlugin {
+                dir: pod_dir.join("volumes"),
+                pv: pv.name.clone(),
+            },
+            capacity: pv.capacity,
+        },
+    };
+    Ok(target)
+}
+
+/// Why a PVC has no figures; the `reason` label of `kubedf_volume_stats_error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// A filesystem call did not answer in time (or is still hung from before).
+    Timeout,
+    /// The volume directory is not a mount point: statfs would report the
+    /// node's root filesystem.
+    NotMounted,
+    /// The volume's directory or device does not exist (yet).
+    NotFound,
+    /// The usage walk ran out of its time budget.
+    WalkBudgetExceeded,
+    /// The PVC does not exist.
+    PvcNotFound,
+    /// The PVC is not bound to a PV.
+    PvcUnbound,
+    /// The PV the PVC is bound to does not exist.
+    PvNotFound,
+    /// The PV names a path kubedf refuses (relative, `..`).
+    BadPath,
+    /// The Kubernetes API did not answer.
+    ApiError,
+    /// Any other I/O error.
+    IoError,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::NotMounted => "not_mounted",
+            Reason::NotFound => "not_found",
+            Reason::WalkBudgetExceeded => "walk_budget_exceeded",
+            Reason::PvcNotFound => "pvc_not_found",
+            Reason::PvcUnbound => "pvc_unbound",
+            Reason::PvNotFound => "pv_not_found",
+            Reason::BadPath => "bad_path",
+            Reason::ApiError => "api_error",
+            Reason::IoError => "io_error",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A reason with the message that explains it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeError {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl VolumeError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> VolumeError {
+        VolumeError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.message)
+    }
+}
+
+/// kubelet's figures for a walked volume: capacity as declared (else the
+/// filesystem's), available = max(0, min(capacity - used, fs available)).
+pub fn walked_usage(
+    declared: Option<i64>,
+    used_bytes: u64,
+    used_inodes: u64,
+    fs: &crate::sources::statfs::FsUsage,
+) -> crate::sources::statfs::FsUsage {
+    let capacity = declared.and_then(|c| u64::try_from(c).ok()).unwrap_or(fs.capacity_bytes);
+    crate::sources::statfs::FsUsage {
+        capacity_bytes: capacity,
+        available_bytes: capacity.saturating_sub(used_bytes).min(fs.available_bytes),
+        used_bytes,
+        inodes: fs.inodes,
+        inodes_free: fs.inodes_free,
+        inodes_used: used_inodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::statfs::FsUsage;
+
+    fn pod(ns: &str, name: &str, running: bool, claims: &[&str]) -> PodVolumes {
+        PodVolumes {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            running,
+            claims: claims.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn first_running_pod_wins_and_others_are_ignored() {
+        let pods = [
+            pod("a", "stopped", false, &["data"]),
+            pod("a", "first", true, &["data", "logs"]),
+            pod("a", "second", true, &["data"]),
+            pod("b", "other-ns", true, &["data"]),
+            pod("a", "no-claims", true, &[]),
+        ];
+        let claims = claims_of(&pods);
+        let got: Vec<(&str, &str, &str)> = claims
+            .iter()
+            .map(|c| (c.namespace.as_str(), c.claim.as_str(), c.pod.as_str()))
+            .collect();
+        assert_eq!(got, vec![("a", "data", "first"), ("a", "logs", "first"), ("b", "data", "other-ns")]);
+    }
+
+    fn pv(source: PvSource, mode: VolumeMode) -> PvInfo {
+        PvInfo {
+            name: "pv-1".into(),
+            source,
+            mode,
+            capacity: Some(1 << 30),
+        }
+    }
+
+    #[test]
+    fn plans_follow_kubelets_layout() {
+        let rootfs = Path::new("/host");
+        let root = Path::new("/host/var/lib/kubelet");
+        let csi = PvSource::Csi { driver: "ebs.csi.aws.com".into() };
+        let t = plan(rootfs, root, "u1", &pv(csi.clone(), VolumeMode::Filesystem)).unwrap();
+        assert_eq!(t.method, Method::Statfs);
+        assert_eq!(
+            t.location,
+            Location::Path("/host/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pv-1/mount".into())
+        );
+        let t = plan(rootfs, root, "u1", &pv(csi, VolumeMode::Block)).unwrap();
+        assert_eq!(t.method, Method::Block);
+        assert_eq!(
+            t.location,
+            Location::Path("/host/var/lib/kubelet/pods/u1/volumeDevices/kubernetes.io~csi/pv-1".into())
+        );
+        let t = plan(rootfs, root, "u1", &pv(PvSource::HostPath { path: "/opt/local-path/pv-1".into() }, VolumeMode::Filesystem)).unwrap();
+        assert_eq!((t.method, t.location), (Method::Walk, Location::Path("/host/opt/local-path/pv-1".into())));
+        let t = plan(rootfs, root, "u1", &pv(PvSource::Local { path: "/mnt/disks/ssd1".into() }, VolumeMode::Filesystem)).unwrap();
+        assert_eq!((t.method, t.location), (Method::LocalPath, Location::Path("/host/mnt/disks/ssd1".into())));
+        let t = plan(rootfs, root, "u1", &pv(PvSource::InTree { plugin: "nfs".into() }, VolumeMode::Filesystem)).unwrap();
+        assert_eq!(
+            t.location,
+            Location::AnyPlugin { dir: "/host/var/lib/kubelet/pods/u1/volumes".into(), pv: "pv-1".into() }
+        );
+        assert!(plan(rootfs, root, "u1", &pv(PvSource::HostPath { path: "../etc".into() }, VolumeMode::Filesystem)).is_err());
+        assert!(plan(rootfs, root, "u1", &pv(PvSource::HostPath { path: "/a/../../etc".into() }, VolumeMode::Filesystem)).is_err());
+    }
+
+    #[test]
+    fn walked_volumes_use_declared_capacity() {
+        let fs = FsUsage {
+            capacity_bytes: 100_000,
+            available_bytes: 30_000,
+            used_bytes: 70_000,
+            inodes: 1000,
+            inodes_free: 400,
+            inodes_used: 600,
+        };
+        let u = walked_usage(Some(50_000), 8_000, 12, &fs);
+        assert_eq!((u.capacity_bytes, u.used_bytes, u.available_bytes), (50_000, 8_000, 30_000));
+        assert_eq!((u.inodes, u.inodes_free, u.inodes_used), (1000, 400, 12));
+        let u = walked_usage(Some(50_000), 60_000, 12, &fs);
+        assert_eq!(u.available_bytes, 0, "never negative");
+        let u = walked_usage(Some(50_000), 45_000, 12, &fs);
+        assert_eq!(u.available_bytes, 5_000);
+        let u = walked_usage(None, 8_000, 12, &fs);
+        assert_eq!(u.capacity_bytes, 100_000, "no declared capacity: the filesystem's");
+    }
+}
