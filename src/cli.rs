@@ -104,6 +104,27 @@ pub struct CommonArgs {
     /// given up on.
     #[arg(long = "sample-timeout", env = "KUBEDF_SAMPLE_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, global = true)]
     pub sample_timeout: Duration,
+    /// Name of this node, to watch only its pods (a DaemonSet sets it from
+    /// the downward API). Without it the volume_stats collector is off.
+    #[arg(long = "node-name", env = "NODE_NAME", global = true)]
+    pub node_name: Option<String>,
+    /// kubeconfig file for the Kubernetes API [default: $KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster service account].
+    #[arg(long = "kubeconfig", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// How often each PVC volume is measured, jittered to 1x-2x as kubelet's
+    /// volumeStatsAggPeriod; 0 turns volume stats off.
+    #[arg(long = "volume-stats-agg-period", env = "KUBEDF_VOLUME_STATS_AGG_PERIOD", default_value = "1m", value_parser = parse_duration, global = true)]
+    pub volume_stats_agg_period: Duration,
+    /// How long one volume statfs, device read or Kubernetes API call may take.
+    #[arg(long = "volume-stats-timeout", env = "KUBEDF_VOLUME_STATS_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, global = true)]
+    pub volume_stats_timeout: Duration,
+    /// Time budget of one usage walk (hostPath-backed and plain-directory local PVs).
+    #[arg(long = "volume-stats-walk-timeout", env = "KUBEDF_VOLUME_STATS_WALK_TIMEOUT", default_value = "1m", value_parser = parse_positive_duration, global = true)]
+    pub volume_stats_walk_timeout: Duration,
+    /// Number of low-priority threads that run usage walks.
+    #[arg(long = "volume-stats-walk-workers", env = "KUBEDF_VOLUME_STATS_WALK_WORKERS", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
+    pub volume_stats_walk_workers: u16,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long = "log.format",
@@ -208,9 +229,15 @@ fn parse_telemetry_path(s: &str) -> Result<String, String> {
     }
 }
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15s, 1m, 500ms)"))
+}
+
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15s, 1m, 500ms)"))?;
+    let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("{s:?} must be longer than 0"));
     }
@@ -235,6 +262,19 @@ mod tests {
         assert_eq!(p.cli.common.kubelet_config, "/var/lib/kubelet/config.yaml");
         assert_eq!(p.cli.common.sample_interval, Duration::from_secs(15));
         assert_eq!(p.cli.common.sample_timeout, Duration::from_secs(5));
+        assert_eq!(
+            p.cli.common.volume_stats_agg_period,
+            Duration::from_secs(60)
+        );
+        assert_eq!(p.cli.common.volume_stats_timeout, Duration::from_secs(5));
+        assert_eq!(
+            p.cli.common.volume_stats_walk_timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(p.cli.common.volume_stats_walk_workers, 2);
+        assert_eq!(p.cli.common.kubeconfig, None);
+        let p = parse_from(["kubedf", "df", "--volume-stats-agg-period", "0"]).unwrap();
+        assert!(p.cli.common.volume_stats_agg_period.is_zero());
         assert_eq!(p.collectors.len(), Registry::available().len());
     }
 

@@ -28,4 +28,5 @@ pub mod sampler;
 pub mod server;
 pub mod snapshot;
 pub mod sources;
+pub mod volume_sampler;
 pub mod volumes;

@@ -25,26 +25,44 @@ fn init_tracing(format: LogFormat) {
 async fn main() -> anyhow::Result<std::process::ExitCode> {
     let parsed = cli::parse();
     init_tracing(parsed.cli.common.log_format);
-    let app = App::build(&parsed.cli.common, &parsed.collectors)?;
-    let snapshot = app.sampler.sample().await;
+    let app = App::build(&parsed.cli.common, &parsed.collectors).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut volumes = app.volumes.map(|(kube, sampler)| {
+        tokio::spawn(kube.watch_pods(stop_rx.clone()));
+        sampler
+    });
+    let mut snapshot = app.sampler.sample().await;
+    let once = |snapshot: &kubedf::snapshot::Snapshot| exit_code(collected_anything(snapshot));
     match parsed.cli.command {
         Command::Metrics => {
+            if let Some(v) = volumes.as_mut() {
+                snapshot.volumes = Some(Arc::new(v.sample_once().await));
+            }
             print!("{}", app.registry.render(&snapshot));
-            Ok(exit_code(collected_anything(&snapshot)))
+            Ok(once(&snapshot))
         }
         Command::Df => {
+            if let Some(v) = volumes.as_mut() {
+                snapshot.volumes = Some(Arc::new(v.sample_once().await));
+            }
             print!("{}", kubedf::df::render(&snapshot));
-            Ok(exit_code(collected_anything(&snapshot)))
+            Ok(once(&snapshot))
         }
         Command::Serve(args) => {
             let common = &parsed.cli.common;
+            if let Some(v) = &volumes {
+                // Until the first list of pods arrives, volume_stats says so.
+                snapshot.volumes = Some(Arc::new(v.table()));
+            }
             let handle = Arc::new(ArcSwap::from_pointee(snapshot));
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
                 Arc::clone(&handle),
                 common.sample_interval,
-                stop_rx,
+                stop_rx.clone(),
             ));
+            if let Some(v) = volumes {
+                tokio::spawn(v.run(Arc::clone(&handle), stop_rx.clone()));
+            }
             let listener = server::bind(args.listen_address).await.with_context(|| {
                 format!(
                     "--web.listen-address: cannot listen on {}",

@@ -91,6 +91,7 @@ impl Sampler {
             runtime,
             nodefs,
             rlimit,
+            volumes: None,
             sources,
         }
     }
@@ -109,8 +110,14 @@ impl Sampler {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let snapshot = self.sample().await;
-                    handle.store(Arc::new(snapshot));
+                    let snapshot = Arc::new(self.sample().await);
+                    // The volume sampler publishes its table on its own
+                    // schedule; keep whatever it last put in.
+                    handle.rcu(|old| {
+                        let mut next = (*snapshot).clone();
+                        next.volumes = old.volumes.clone();
+                        next
+                    });
                 }
                 _ = shutdown.changed() => return,
             }
@@ -278,7 +285,7 @@ impl Sampler {
                     source: r.source,
                     up: error.is_none(),
                     last_success: h.last_success,
-                    duration: r.duration,
+                    duration: Some(r.duration),
                     error,
                 }
             })

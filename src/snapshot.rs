@@ -12,6 +12,7 @@ use crate::sources::SourceId;
 use crate::sources::cri::RuntimeVersion;
 use crate::sources::procfs::Rlimit;
 use crate::sources::statfs::FsUsage;
+use crate::volume_sampler::VolumeTable;
 
 /// A source's figures, or why there are none. `None` in a snapshot field means
 /// the source was not sampled at all (no enabled collector needs it).
@@ -44,7 +45,8 @@ pub struct SourceStatus {
     pub source: SourceId,
     pub up: bool,
     pub last_success: Option<SystemTime>,
-    pub duration: Duration,
+    /// How long the latest read took, where a read has a duration.
+    pub duration: Option<Duration>,
     pub error: Option<String>,
 }
 
@@ -55,6 +57,9 @@ pub struct Snapshot {
     pub runtime: Sampled<Runtime>,
     pub nodefs: Sampled<Filesystem>,
     pub rlimit: Sampled<Rlimit>,
+    /// PVC volume stats, published by the volume sampler on its own
+    /// schedule; `None` when the volume_stats collector is off.
+    pub volumes: Option<Arc<VolumeTable>>,
     pub sources: Vec<SourceStatus>,
 }
 
@@ -67,6 +72,7 @@ impl Snapshot {
             runtime: None,
             nodefs: None,
             rlimit: None,
+            volumes: None,
             sources: Vec::new(),
         }
     }
@@ -94,6 +100,13 @@ impl Snapshot {
 
     pub fn nodefs(&self) -> Result<&Filesystem, String> {
         sampled(&self.nodefs, "the kubelet root dir")
+    }
+
+    /// Every source's status: the sampler's and the Kubernetes API's.
+    pub fn source_statuses(&self) -> impl Iterator<Item = &SourceStatus> {
+        self.sources
+            .iter()
+            .chain(self.volumes.as_ref().map(|v| &v.source))
     }
 
     pub fn rlimit(&self) -> Result<&Rlimit, String> {

@@ -55,11 +55,19 @@ pub fn claims_of(pods: &[PodVolumes]) -> Vec<ClaimRef> {
 /// Where a PV's data comes from, as far as measuring it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PvSource {
-    Csi { driver: String },
-    HostPath { path: String },
-    Local { path: String },
+    Csi {
+        driver: String,
+    },
+    HostPath {
+        path: String,
+    },
+    Local {
+        path: String,
+    },
     /// Any other in-tree plugin (nfs, iscsi, rbd, ...), by its spec field name.
-    InTree { plugin: String },
+    InTree {
+        plugin: String,
+    },
 }
 
 impl PvSource {
@@ -137,7 +145,10 @@ impl fmt::Display for Method {
 pub enum Location {
     Path(PathBuf),
     /// Search `dir/*/<pv>` (the one plugin directory that has it).
-    AnyPlugin { dir: PathBuf, pv: String },
+    AnyPlugin {
+        dir: PathBuf,
+        pv: String,
+    },
 }
 
 /// A volume's measurement plan.
@@ -151,12 +162,21 @@ pub struct Target {
 
 /// Plans the measurement of a PV mounted into pod `pod_uid`. `kubelet_root`
 /// is the kubelet root dir as this process sees it (under `--path.rootfs`).
-pub fn plan(rootfs: &Path, kubelet_root: &Path, pod_uid: &str, pv: &PvInfo) -> Result<Target, HostPathError> {
+pub fn plan(
+    rootfs: &Path,
+    kubelet_root: &Path,
+    pod_uid: &str,
+    pv: &PvInfo,
+) -> Result<Target, HostPathError> {
     let pod_dir = kubelet_root.join("pods").join(pod_uid);
     let target = match (&pv.source, pv.mode) {
         (PvSource::Csi { .. }, VolumeMode::Block) => Target {
             method: Method::Block,
-            location: Location::Path(pod_dir.join("volumeDevices/kubernetes.io~csi").join(&pv.name)),
+            location: Location::Path(
+                pod_dir
+                    .join("volumeDevices/kubernetes.io~csi")
+                    .join(&pv.name),
+            ),
             capacity: pv.capacity,
         },
         (_, VolumeMode::Block) => Target {
@@ -169,7 +189,12 @@ pub fn plan(rootfs: &Path, kubelet_root: &Path, pod_uid: &str, pv: &PvInfo) -> R
         },
         (PvSource::Csi { .. }, VolumeMode::Filesystem) => Target {
             method: Method::Statfs,
-            location: Location::Path(pod_dir.join("volumes/kubernetes.io~csi").join(&pv.name).join("mount")),
+            location: Location::Path(
+                pod_dir
+                    .join("volumes/kubernetes.io~csi")
+                    .join(&pv.name)
+                    .join("mount"),
+            ),
             capacity: pv.capacity,
         },
         (PvSource::HostPath { path }, VolumeMode::Filesystem) => Target {
@@ -273,7 +298,9 @@ pub fn walked_usage(
     used_inodes: u64,
     fs: &crate::sources::statfs::FsUsage,
 ) -> crate::sources::statfs::FsUsage {
-    let capacity = declared.and_then(|c| u64::try_from(c).ok()).unwrap_or(fs.capacity_bytes);
+    let capacity = declared
+        .and_then(|c| u64::try_from(c).ok())
+        .unwrap_or(fs.capacity_bytes);
     crate::sources::statfs::FsUsage {
         capacity_bytes: capacity,
         available_bytes: capacity.saturating_sub(used_bytes).min(fs.available_bytes),
@@ -313,7 +340,14 @@ mod tests {
             .iter()
             .map(|c| (c.namespace.as_str(), c.claim.as_str(), c.pod.as_str()))
             .collect();
-        assert_eq!(got, vec![("a", "data", "first"), ("a", "logs", "first"), ("b", "data", "other-ns")]);
+        assert_eq!(
+            got,
+            vec![
+                ("a", "data", "first"),
+                ("a", "logs", "first"),
+                ("b", "data", "other-ns")
+            ]
+        );
     }
 
     fn pv(source: PvSource, mode: VolumeMode) -> PvInfo {
@@ -329,30 +363,110 @@ mod tests {
     fn plans_follow_kubelets_layout() {
         let rootfs = Path::new("/host");
         let root = Path::new("/host/var/lib/kubelet");
-        let csi = PvSource::Csi { driver: "ebs.csi.aws.com".into() };
+        let csi = PvSource::Csi {
+            driver: "ebs.csi.aws.com".into(),
+        };
         let t = plan(rootfs, root, "u1", &pv(csi.clone(), VolumeMode::Filesystem)).unwrap();
         assert_eq!(t.method, Method::Statfs);
         assert_eq!(
             t.location,
-            Location::Path("/host/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pv-1/mount".into())
+            Location::Path(
+                "/host/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pv-1/mount".into()
+            )
         );
         let t = plan(rootfs, root, "u1", &pv(csi, VolumeMode::Block)).unwrap();
         assert_eq!(t.method, Method::Block);
         assert_eq!(
             t.location,
-            Location::Path("/host/var/lib/kubelet/pods/u1/volumeDevices/kubernetes.io~csi/pv-1".into())
+            Location::Path(
+                "/host/var/lib/kubelet/pods/u1/volumeDevices/kubernetes.io~csi/pv-1".into()
+            )
         );
-        let t = plan(rootfs, root, "u1", &pv(PvSource::HostPath { path: "/opt/local-path/pv-1".into() }, VolumeMode::Filesystem)).unwrap();
-        assert_eq!((t.method, t.location), (Method::Walk, Location::Path("/host/opt/local-path/pv-1".into())));
-        let t = plan(rootfs, root, "u1", &pv(PvSource::Local { path: "/mnt/disks/ssd1".into() }, VolumeMode::Filesystem)).unwrap();
-        assert_eq!((t.method, t.location), (Method::LocalPath, Location::Path("/host/mnt/disks/ssd1".into())));
-        let t = plan(rootfs, root, "u1", &pv(PvSource::InTree { plugin: "nfs".into() }, VolumeMode::Filesystem)).unwrap();
+        let t = plan(
+            rootfs,
+            root,
+            "u1",
+            &pv(
+                PvSource::HostPath {
+                    path: "/opt/local-path/pv-1".into(),
+                },
+                VolumeMode::Filesystem,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.method, t.location),
+            (
+                Method::Walk,
+                Location::Path("/host/opt/local-path/pv-1".into())
+            )
+        );
+        let t = plan(
+            rootfs,
+            root,
+            "u1",
+            &pv(
+                PvSource::Local {
+                    path: "/mnt/disks/ssd1".into(),
+                },
+                VolumeMode::Filesystem,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.method, t.location),
+            (
+                Method::LocalPath,
+                Location::Path("/host/mnt/disks/ssd1".into())
+            )
+        );
+        let t = plan(
+            rootfs,
+            root,
+            "u1",
+            &pv(
+                PvSource::InTree {
+                    plugin: "nfs".into(),
+                },
+                VolumeMode::Filesystem,
+            ),
+        )
+        .unwrap();
         assert_eq!(
             t.location,
-            Location::AnyPlugin { dir: "/host/var/lib/kubelet/pods/u1/volumes".into(), pv: "pv-1".into() }
+            Location::AnyPlugin {
+                dir: "/host/var/lib/kubelet/pods/u1/volumes".into(),
+                pv: "pv-1".into()
+            }
         );
-        assert!(plan(rootfs, root, "u1", &pv(PvSource::HostPath { path: "../etc".into() }, VolumeMode::Filesystem)).is_err());
-        assert!(plan(rootfs, root, "u1", &pv(PvSource::HostPath { path: "/a/../../etc".into() }, VolumeMode::Filesystem)).is_err());
+        assert!(
+            plan(
+                rootfs,
+                root,
+                "u1",
+                &pv(
+                    PvSource::HostPath {
+                        path: "../etc".into()
+                    },
+                    VolumeMode::Filesystem
+                )
+            )
+            .is_err()
+        );
+        assert!(
+            plan(
+                rootfs,
+                root,
+                "u1",
+                &pv(
+                    PvSource::HostPath {
+                        path: "/a/../../etc".into()
+                    },
+                    VolumeMode::Filesystem
+                )
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -366,13 +480,19 @@ mod tests {
             inodes_used: 600,
         };
         let u = walked_usage(Some(50_000), 8_000, 12, &fs);
-        assert_eq!((u.capacity_bytes, u.used_bytes, u.available_bytes), (50_000, 8_000, 30_000));
+        assert_eq!(
+            (u.capacity_bytes, u.used_bytes, u.available_bytes),
+            (50_000, 8_000, 30_000)
+        );
         assert_eq!((u.inodes, u.inodes_free, u.inodes_used), (1000, 400, 12));
         let u = walked_usage(Some(50_000), 60_000, 12, &fs);
         assert_eq!(u.available_bytes, 0, "never negative");
         let u = walked_usage(Some(50_000), 45_000, 12, &fs);
         assert_eq!(u.available_bytes, 5_000);
         let u = walked_usage(None, 8_000, 12, &fs);
-        assert_eq!(u.capacity_bytes, 100_000, "no declared capacity: the filesystem's");
+        assert_eq!(
+            u.capacity_bytes, 100_000,
+            "no declared capacity: the filesystem's"
+        );
     }
 }

@@ -14,6 +14,8 @@ use kubedf::sources::SourceId;
 use kubedf::sources::cri::RuntimeVersion;
 use kubedf::sources::procfs::Rlimit;
 use kubedf::sources::statfs::FsUsage;
+use kubedf::volume_sampler::{VolumeRow, VolumeTable};
+use kubedf::volumes::{Method, Reason, VolumeError, VolumeMode};
 use support::*;
 
 /// A node with a split image filesystem, a dedicated imagefs and custom
@@ -33,7 +35,7 @@ fn fixed_snapshot() -> Snapshot {
         source,
         up,
         last_success: Some(at),
-        duration: Duration::from_millis(3),
+        duration: Some(Duration::from_millis(3)),
         error: None,
     };
     Snapshot {
@@ -86,12 +88,83 @@ fn fixed_snapshot() -> Snapshot {
             maxpid: 254_751,
             curproc: 1_187,
         })),
+        volumes: Some(Arc::new(fixed_volumes(at))),
         sources: vec![
             status(SourceId::Cri, true),
             status(SourceId::ImageFs, true),
             status(SourceId::NodeFs, true),
             status(SourceId::Procfs, true),
         ],
+    }
+}
+
+fn fixed_volumes(at: SystemTime) -> VolumeTable {
+    let row = |claim: &str, pv: &str, driver: &str, mode, method, stats| VolumeRow {
+        namespace: "shop".into(),
+        claim: claim.into(),
+        pod: format!("{claim}-pod"),
+        pv: Some(pv.into()),
+        driver: Some(driver.into()),
+        mode: Some(mode),
+        method: Some(method),
+        stats: Some(stats),
+    };
+    let fs = |capacity: u64, used: u64| FsUsage {
+        capacity_bytes: capacity,
+        available_bytes: capacity - used,
+        used_bytes: used,
+        inodes: 655_360,
+        inodes_free: 655_000,
+        inodes_used: 360,
+    };
+    VolumeTable {
+        rows: vec![
+            row(
+                "data-db-0",
+                "pvc-6d1c",
+                "ebs.csi.aws.com",
+                VolumeMode::Filesystem,
+                Method::Statfs,
+                Ok(fs(10_737_418_240, 1_073_741_824)),
+            ),
+            row(
+                "uploads",
+                "pvc-77aa",
+                "kubernetes.io/host-path",
+                VolumeMode::Filesystem,
+                Method::Walk,
+                Ok(fs(2_147_483_648, 52_428_800)),
+            ),
+            row(
+                "raw",
+                "pvc-0b0e",
+                "ebs.csi.aws.com",
+                VolumeMode::Block,
+                Method::Block,
+                Ok(FsUsage {
+                    capacity_bytes: 5_368_709_120,
+                    ..FsUsage::default()
+                }),
+            ),
+            row(
+                "nfs-share",
+                "pvc-4e21",
+                "kubernetes.io/nfs",
+                VolumeMode::Filesystem,
+                Method::Statfs,
+                Err(VolumeError::new(
+                    Reason::Timeout,
+                    "statfs did not answer within 5s",
+                )),
+            ),
+        ],
+        source: SourceStatus {
+            source: SourceId::Kubernetes,
+            up: true,
+            last_success: Some(at),
+            duration: None,
+            error: None,
+        },
     }
 }
 
@@ -215,6 +288,68 @@ fn fixed_snapshot_figures_follow_kubelet() {
         Some("1000")
     );
     assert!(text.contains("# HELP kubedf_imagefs_capacity_bytes [ALPHA] "));
+    // kubelet's names, HELP and labels, so kubernetes-mixin works unchanged.
+    assert!(text.contains(
+        "# HELP kubelet_volume_stats_capacity_bytes [ALPHA] Capacity in bytes of the volume\n"
+    ));
+    assert!(text.contains(
+        "# HELP kubelet_volume_stats_inodes_used [ALPHA] Number of used inodes in the volume\n"
+    ));
+    assert_eq!(
+        value(
+            &text,
+            "kubelet_volume_stats_used_bytes",
+            &[("namespace", "shop"), ("persistentvolumeclaim", "uploads")]
+        )
+        .as_deref(),
+        Some("52428800")
+    );
+    let labels: Vec<String> = samples(&text)
+        .into_iter()
+        .filter(|l| l.name.starts_with("kubelet_volume_stats_"))
+        .map(|l| l.labels.keys().cloned().collect::<Vec<_>>().join(","))
+        .collect();
+    assert!(
+        labels
+            .iter()
+            .all(|l| l == "namespace,persistentvolumeclaim"),
+        "{labels:?}"
+    );
+    // The hung volume: no stats, an error saying why.
+    assert_eq!(
+        value(
+            &text,
+            "kubelet_volume_stats_capacity_bytes",
+            &[("persistentvolumeclaim", "nfs-share")]
+        ),
+        None
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_volume_stats_error",
+            &[
+                ("persistentvolumeclaim", "nfs-share"),
+                ("reason", "timeout")
+            ]
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kubelet_volume_stats_used_bytes",
+            &[("persistentvolumeclaim", "raw")]
+        )
+        .as_deref(),
+        Some("0"),
+        "block volumes: capacity only, the rest 0"
+    );
+    assert!(!has_family(
+        &text,
+        "kubelet_volume_stats_health_status_abnormal"
+    ));
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod image_gc;
 pub mod imagefs;
 pub mod nodefs;
 pub mod rlimit;
+pub mod volume_stats;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -133,6 +134,14 @@ impl<'s> Sink<'s> {
         }
     }
 
+    /// Reserves a family's place, so families render in declaration order
+    /// whatever order samples arrive in. Empty families are not rendered.
+    pub fn declare(&mut self, desc: &'static Desc) {
+        if !self.families.iter().any(|(d, _)| std::ptr::eq(*d, desc)) {
+            self.families.push((desc, Vec::new()));
+        }
+    }
+
     pub fn families(&self) -> &[(&'static Desc, Vec<Sample<'s>>)] {
         &self.families
     }
@@ -223,6 +232,7 @@ pub fn all() -> Vec<Box<dyn Collector>> {
         Box::new(rlimit::RlimitCollector),
         Box::new(image_gc::ImageGcCollector),
         Box::new(eviction::EvictionCollector),
+        Box::new(volume_stats::VolumeStatsCollector),
     ]
 }
 

@@ -42,7 +42,10 @@ impl InFlightSet {
     }
 
     pub fn len(&self) -> usize {
-        self.set.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -36,10 +36,11 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     let config = match kubeconfig {
         Some(path) => {
             let shown = path.display().to_string();
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| KubeError::Kubeconfig {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| KubeError::Kubeconfig {
@@ -47,7 +48,9 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
                     message: e.to_string(),
                 })?
         }
-        None => kube::Config::infer().await.map_err(|e| KubeError::Config(e.to_string()))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| KubeError::Config(e.to_string()))?,
     };
     Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
 }
@@ -101,7 +104,11 @@ pub fn claim_state(pvc: &PersistentVolumeClaim) -> ClaimState {
         .as_ref()
         .and_then(|s| s.phase.clone())
         .unwrap_or_else(|| "Unknown".into());
-    let volume_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).unwrap_or_default();
+    let volume_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .unwrap_or_default();
     if phase == "Bound" && !volume_name.is_empty() {
         ClaimState::Bound { volume_name }
     } else {
@@ -124,14 +131,23 @@ const NOT_A_SOURCE: [&str; 9] = [
 
 /// The PV's source, mode and declared capacity, or what it lacks.
 pub fn pv_info(pv: &PersistentVolume) -> Result<PvInfo, String> {
-    let name = pv.metadata.name.clone().ok_or("persistent volume without metadata.name")?;
-    let spec = pv.spec.as_ref().ok_or_else(|| format!("persistent volume {name} without spec"))?;
+    let name = pv
+        .metadata
+        .name
+        .clone()
+        .ok_or("persistent volume without metadata.name")?;
+    let spec = pv
+        .spec
+        .as_ref()
+        .ok_or_else(|| format!("persistent volume {name} without spec"))?;
     let source = if let Some(csi) = &spec.csi {
         PvSource::Csi {
             driver: csi.driver.clone(),
         }
     } else if let Some(hp) = &spec.host_path {
-        PvSource::HostPath { path: hp.path.clone() }
+        PvSource::HostPath {
+            path: hp.path.clone(),
+        }
     } else if let Some(local) = &spec.local {
         PvSource::Local {
             path: local.path.clone(),
@@ -139,10 +155,15 @@ pub fn pv_info(pv: &PersistentVolume) -> Result<PvInfo, String> {
     } else {
         // Any other in-tree source, by its field name, whatever this
         // k8s-openapi version calls it.
-        let value = serde_json::to_value(spec).map_err(|e| format!("persistent volume {name}: {e}"))?;
+        let value =
+            serde_json::to_value(spec).map_err(|e| format!("persistent volume {name}: {e}"))?;
         let plugin = value
             .as_object()
-            .and_then(|o| o.keys().find(|k| !NOT_A_SOURCE.contains(&k.as_str())).cloned())
+            .and_then(|o| {
+                o.keys()
+                    .find(|k| !NOT_A_SOURCE.contains(&k.as_str()))
+                    .cloned()
+            })
             .ok_or_else(|| format!("persistent volume {name} has no volume source in its spec"))?;
         PvSource::InTree { plugin }
     };
@@ -253,7 +274,10 @@ impl Kube {
             if self.lock().synced {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, self.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, self.changed())
+                .await
+                .is_err()
+            {
                 return self.lock().synced;
             }
         }
@@ -312,7 +336,8 @@ impl Kube {
             }
             watcher::Event::InitDone => {
                 let listed = state.relist.take().unwrap_or_default();
-                let keep: std::collections::HashSet<String> = listed.iter().map(|p| p.uid.clone()).collect();
+                let keep: std::collections::HashSet<String> =
+                    listed.iter().map(|p| p.uid.clone()).collect();
                 state.pods.retain(|uid, _| keep.contains(uid));
                 for p in listed {
                     state.upsert(p);
@@ -333,17 +358,30 @@ impl Kube {
     }
 
     /// GETs a PVC: `Ok(None)` when it does not exist.
-    pub async fn claim(&self, namespace: &str, name: &str, timeout: Duration) -> Result<Option<ClaimState>, String> {
+    pub async fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<ClaimState>, String> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
         let pvc = tokio::time::timeout(timeout, api.get_opt(name))
             .await
-            .map_err(|_| format!("GET persistentvolumeclaim {namespace}/{name} did not answer within {timeout:?}"))?
+            .map_err(|_| {
+                format!(
+                    "GET persistentvolumeclaim {namespace}/{name} did not answer within {timeout:?}"
+                )
+            })?
             .map_err(|e| format!("GET persistentvolumeclaim {namespace}/{name}: {e}"))?;
         Ok(pvc.as_ref().map(claim_state))
     }
 
     /// GETs a PV: `Ok(None)` when it does not exist.
-    pub async fn volume(&self, name: &str, timeout: Duration) -> Result<Option<Result<PvInfo, String>>, String> {
+    pub async fn volume(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<Result<PvInfo, String>>, String> {
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         let pv = tokio::time::timeout(timeout, api.get_opt(name))
             .await
@@ -384,41 +422,82 @@ mod tests {
         assert!(pod_volumes(&p).unwrap_err().contains("metadata.uid"));
         let p = pod(serde_json::json!({"metadata": {"name": "x", "namespace": "ns", "uid": "u"}}));
         let v = pod_volumes(&p).unwrap();
-        assert!(!v.running && v.claims.is_empty(), "no spec, no status: nothing to report");
+        assert!(
+            !v.running && v.claims.is_empty(),
+            "no spec, no status: nothing to report"
+        );
     }
 
     #[test]
     fn pv_sources() {
         let pv = |spec: serde_json::Value| -> PersistentVolume {
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "pv-1"}, "spec": spec})).unwrap()
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "pv-1"}, "spec": spec}))
+                .unwrap()
         };
         let info = pv_info(&pv(serde_json::json!({
             "capacity": {"storage": "10Gi"}, "volumeMode": "Filesystem",
             "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}
         })))
         .unwrap();
-        assert_eq!(info.source, PvSource::Csi { driver: "ebs.csi.aws.com".into() });
+        assert_eq!(
+            info.source,
+            PvSource::Csi {
+                driver: "ebs.csi.aws.com".into()
+            }
+        );
         assert_eq!(info.capacity, Some(10 << 30));
         let info = pv_info(&pv(serde_json::json!({"capacity": {"storage": "2Gi"}, "hostPath": {"path": "/opt/local-path/pv-1"}}))).unwrap();
-        assert_eq!(info.source, PvSource::HostPath { path: "/opt/local-path/pv-1".into() });
-        let info = pv_info(&pv(serde_json::json!({"volumeMode": "Block", "local": {"path": "/dev/sdb"}}))).unwrap();
+        assert_eq!(
+            info.source,
+            PvSource::HostPath {
+                path: "/opt/local-path/pv-1".into()
+            }
+        );
+        let info = pv_info(&pv(
+            serde_json::json!({"volumeMode": "Block", "local": {"path": "/dev/sdb"}}),
+        ))
+        .unwrap();
         assert_eq!((info.mode, info.capacity), (VolumeMode::Block, None));
         let info = pv_info(&pv(serde_json::json!({"accessModes": ["ReadWriteMany"], "nfs": {"server": "10.0.0.1", "path": "/export"}}))).unwrap();
-        assert_eq!(info.source, PvSource::InTree { plugin: "nfs".into() });
-        assert!(pv_info(&pv(serde_json::json!({"capacity": {"storage": "1Gi"}}))).unwrap_err().contains("no volume source"));
+        assert_eq!(
+            info.source,
+            PvSource::InTree {
+                plugin: "nfs".into()
+            }
+        );
+        assert!(
+            pv_info(&pv(serde_json::json!({"capacity": {"storage": "1Gi"}})))
+                .unwrap_err()
+                .contains("no volume source")
+        );
     }
 
     #[test]
     fn claim_states() {
-        let pvc = |json: serde_json::Value| -> PersistentVolumeClaim { serde_json::from_value(json).unwrap() };
+        let pvc = |json: serde_json::Value| -> PersistentVolumeClaim {
+            serde_json::from_value(json).unwrap()
+        };
         assert_eq!(
-            claim_state(&pvc(serde_json::json!({"spec": {"volumeName": "pv-1"}, "status": {"phase": "Bound"}}))),
-            ClaimState::Bound { volume_name: "pv-1".into() }
+            claim_state(&pvc(
+                serde_json::json!({"spec": {"volumeName": "pv-1"}, "status": {"phase": "Bound"}})
+            )),
+            ClaimState::Bound {
+                volume_name: "pv-1".into()
+            }
         );
         assert_eq!(
-            claim_state(&pvc(serde_json::json!({"spec": {}, "status": {"phase": "Pending"}}))),
-            ClaimState::Unbound { phase: "Pending".into() }
+            claim_state(&pvc(
+                serde_json::json!({"spec": {}, "status": {"phase": "Pending"}})
+            )),
+            ClaimState::Unbound {
+                phase: "Pending".into()
+            }
         );
-        assert_eq!(claim_state(&pvc(serde_json::json!({}))), ClaimState::Unbound { phase: "Unknown".into() });
+        assert_eq!(
+            claim_state(&pvc(serde_json::json!({}))),
+            ClaimState::Unbound {
+                phase: "Unknown".into()
+            }
+        );
     }
 }

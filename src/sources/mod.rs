@@ -2,9 +2,11 @@
 //! and /proc. Each is called by the sampler, off the scrape path, under a
 //! timeout.
 
+pub mod block;
 pub mod cri;
 pub mod inflight;
 pub mod kube;
+pub mod mounts;
 pub mod procfs;
 pub mod statfs;
 pub mod walk;
@@ -25,14 +27,17 @@ pub enum SourceId {
     NodeFs,
     /// /proc: pid_max, threads-max, loadavg.
     Procfs,
+    /// The Kubernetes API: the watch of this node's pods, PVC and PV GETs.
+    Kubernetes,
 }
 
 impl SourceId {
-    pub const ALL: [SourceId; 4] = [
+    pub const ALL: [SourceId; 5] = [
         SourceId::Cri,
         SourceId::ImageFs,
         SourceId::NodeFs,
         SourceId::Procfs,
+        SourceId::Kubernetes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +46,7 @@ impl SourceId {
             SourceId::ImageFs => "imagefs",
             SourceId::NodeFs => "nodefs",
             SourceId::Procfs => "procfs",
+            SourceId::Kubernetes => "kubernetes",
         }
     }
 }

@@ -173,7 +173,9 @@ impl WalkPool {
                     }
                     loop {
                         let job = {
-                            let queue = queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let queue = queue
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
                             queue.recv()
                         };
                         let Ok(Job {
@@ -203,7 +205,12 @@ impl WalkPool {
     /// Walks `path` on a pool thread. Waits at most `budget + grace` (the
     /// walk itself stops at `budget`; `grace` covers queueing and a
     /// filesystem call that hangs).
-    pub async fn walk(&self, path: &Path, budget: Duration, grace: Duration) -> Result<DirUsage, PoolError> {
+    pub async fn walk(
+        &self,
+        path: &Path,
+        budget: Duration,
+        grace: Duration,
+    ) -> Result<DirUsage, PoolError> {
         let guard = self
             .in_flight
             .claim(path)
@@ -246,10 +253,16 @@ mod tests {
         let usage = walk(root, Duration::from_secs(10)).unwrap();
         // root, sub, sub/a (once, despite the link), b, to-etc.
         assert_eq!(usage.inodes, 5);
-        let blocks: u64 = [root.to_path_buf(), root.join("sub"), root.join("sub/a"), root.join("b"), root.join("to-etc")]
-            .iter()
-            .map(|p| fs::symlink_metadata(p).unwrap().blocks() * 512)
-            .sum();
+        let blocks: u64 = [
+            root.to_path_buf(),
+            root.join("sub"),
+            root.join("sub/a"),
+            root.join("b"),
+            root.join("to-etc"),
+        ]
+        .iter()
+        .map(|p| fs::symlink_metadata(p).unwrap().blocks() * 512)
+        .sum();
         assert_eq!(usage.bytes, blocks);
     }
 
@@ -257,9 +270,15 @@ mod tests {
     fn refuses_symlinked_roots_and_files() {
         let dir = tempfile::tempdir().unwrap();
         symlink("/etc", dir.path().join("link")).unwrap();
-        assert!(matches!(walk(&dir.path().join("link"), Duration::from_secs(1)), Err(WalkError::RootIsSymlink(_))));
+        assert!(matches!(
+            walk(&dir.path().join("link"), Duration::from_secs(1)),
+            Err(WalkError::RootIsSymlink(_))
+        ));
         fs::write(dir.path().join("f"), b"x").unwrap();
-        assert!(matches!(walk(&dir.path().join("f"), Duration::from_secs(1)), Err(WalkError::NotADirectory(_))));
+        assert!(matches!(
+            walk(&dir.path().join("f"), Duration::from_secs(1)),
+            Err(WalkError::NotADirectory(_))
+        ));
         let err = walk(&dir.path().join("missing"), Duration::from_secs(1)).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
     }
@@ -279,16 +298,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), vec![0u8; 10_000]).unwrap();
         let pool = WalkPool::new(2).unwrap();
-        let usage = pool.walk(dir.path(), Duration::from_secs(10), Duration::from_secs(5)).await.unwrap();
+        let usage = pool
+            .walk(dir.path(), Duration::from_secs(10), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(usage, walk(dir.path(), Duration::from_secs(10)).unwrap());
         let guard = pool.in_flight.claim(dir.path()).unwrap();
-        let err = pool.walk(dir.path(), Duration::from_secs(1), Duration::from_secs(1)).await.unwrap_err();
+        let err = pool
+            .walk(dir.path(), Duration::from_secs(1), Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(matches!(err, PoolError::StillRunning(_)), "{err}");
         drop(guard);
     }
 
     #[test]
     fn priority_can_be_lowered() {
-        std::thread::spawn(|| lower_thread_priority().unwrap()).join().unwrap();
+        std::thread::spawn(|| lower_thread_priority().unwrap())
+            .join()
+            .unwrap();
     }
 }
