@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use crate::collector::eviction::observe;
 use crate::kubelet::eviction::{Kind, Signal, SignalUnit};
 use crate::snapshot::{Filesystem, Snapshot};
+use crate::volume_sampler::VolumeTable;
 
 /// Bytes the way df -h writes them: 1024-based, one decimal under 10.
 pub fn human_bytes(bytes: i64) -> String {
@@ -262,6 +263,10 @@ pub fn render(snapshot: &Snapshot) -> String {
     }
     table.render(&mut out);
 
+    if let Some(volumes) = &snapshot.volumes {
+        render_volumes(&mut out, volumes, &mut errors);
+    }
+
     let config = &snapshot.kubelet;
     let _ = writeln!(
         out,
@@ -288,6 +293,58 @@ pub fn render(snapshot: &Snapshot) -> String {
         let _ = writeln!(out, "error: {e}");
     }
     out
+}
+
+fn render_volumes(out: &mut String, volumes: &VolumeTable, errors: &mut Vec<String>) {
+    out.push('\n');
+    if let Some(e) = &volumes.source.error {
+        errors.push(format!("kubernetes: {e}"));
+    }
+    if volumes.rows.is_empty() {
+        let _ = writeln!(out, "no PVCs in use by running pods on this node");
+        return;
+    }
+    let mut table = Table {
+        rows: vec![
+            [
+                "PVC", "SIZE", "USED", "AVAIL", "USE%", "INODES", "IUSED", "IUSE%", "METHOD",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ],
+        left: vec![0, 8],
+    };
+    for row in &volumes.rows {
+        let name = format!("{}/{}", row.namespace, row.claim);
+        let method = row.method.map(|m| m.name()).unwrap_or("-").to_owned();
+        match &row.stats {
+            Some(Ok(u)) => table.rows.push(vec![
+                name,
+                human_bytes(i(u.capacity_bytes)),
+                human_bytes(i(u.used_bytes)),
+                human_bytes(i(u.available_bytes)),
+                percent(u.used_bytes, u.capacity_bytes),
+                human_count(i(u.inodes)),
+                human_count(i(u.inodes_used)),
+                percent(u.inodes_used, u.inodes),
+                method,
+            ]),
+            other => {
+                let why = match other {
+                    Some(Err(e)) => {
+                        errors.push(format!("{name}: {e}"));
+                        e.reason.name().to_owned()
+                    }
+                    _ => "not measured yet".to_owned(),
+                };
+                let mut cells = vec![name];
+                cells.extend(std::iter::repeat_n("?".to_owned(), 7));
+                cells.push(format!("{method} ({why})"));
+                table.rows.push(cells);
+            }
+        }
+    }
+    table.render(out);
 }
 
 #[cfg(test)]

@@ -464,6 +464,12 @@ fn df_shows_headroom_and_the_dropped_defaults() {
         "{text}"
     );
     assert!(text.contains("containerfs"), "{text}");
+    assert!(text.contains("shop/uploads"), "{text}");
+    assert!(text.contains("walk"), "{text}");
+    assert!(
+        text.contains("shop/nfs-share") && text.contains("statfs (timeout)"),
+        "{text}"
+    );
 }
 
 #[test]

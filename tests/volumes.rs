@@ -1,0 +1,602 @@
+//! PVC volume stats end to end: a fake Kubernetes API server speaking the
+//! real wire format, real tmpfs mounts at kubelet's volume paths, a real loop
+//! device, a real directory tree for a hostPath PV, and `kubedf serve`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::fake_kube::{self, FakeKube};
+use support::*;
+
+const NODE: &str = "node-1";
+const NS: &str = "shop";
+
+/// A node's kubelet root dir with the mounts tests make in it.
+struct Node {
+    dir: tempfile::TempDir,
+    mounts: Vec<Tmpfs>,
+    loops: Vec<String>,
+}
+
+impl Node {
+    fn new() -> Node {
+        Node {
+            dir: tempfile::tempdir().expect("tempdir"),
+            mounts: Vec::new(),
+            loops: Vec::new(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("kubelet")
+    }
+
+    fn csi_mount(&self, pod_uid: &str, pv: &str) -> PathBuf {
+        self.root()
+            .join("pods")
+            .join(pod_uid)
+            .join("volumes/kubernetes.io~csi")
+            .join(pv)
+            .join("mount")
+    }
+
+    /// Mounts a tmpfs of `bytes` at the CSI mount path and writes `used` bytes into it.
+    fn mount_csi(&mut self, pod_uid: &str, pv: &str, bytes: u64, used: usize) -> PathBuf {
+        let path = self.csi_mount(pod_uid, pv);
+        self.mounts.push(Tmpfs::mount(&path, bytes));
+        std::fs::write(path.join("data"), vec![1u8; used]).expect("write into volume");
+        path
+    }
+
+    /// A loop device of `bytes`, linked where kubelet publishes a CSI block volume.
+    fn block_device(&mut self, pod_uid: &str, pv: &str, bytes: u64) -> String {
+        let image = self.dir.path().join(format!("{pv}.img"));
+        let file = std::fs::File::create(&image).expect("create image");
+        file.set_len(bytes).expect("size image");
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&image)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        self.loops.push(device.clone());
+        let link = self
+            .root()
+            .join("pods")
+            .join(pod_uid)
+            .join("volumeDevices/kubernetes.io~csi")
+            .join(pv);
+        std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+        std::os::unix::fs::symlink(&device, &link).expect("symlink device");
+        device
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.mounts.clear();
+        for device in &self.loops {
+            let _ = Command::new("losetup").args(["-d", device]).status();
+        }
+    }
+}
+
+/// du and find, the way kubelet's du method measures: (bytes, inodes).
+fn du_method(path: &Path) -> (u64, u64) {
+    let du = Command::new("du")
+        .args(["-s", "-x", "-B", "1"])
+        .arg(path)
+        .output()
+        .expect("du");
+    let bytes = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .expect("du output")
+        .parse()
+        .expect("du bytes");
+    let find = Command::new("find")
+        .arg(path)
+        .arg("-xdev")
+        .output()
+        .expect("find");
+    let inodes = String::from_utf8_lossy(&find.stdout).lines().count() as u64;
+    (bytes, inodes)
+}
+
+fn running_pod(name: &str, volumes: Vec<Value>) -> (String, Value) {
+    let uid = fake_kube::fake_uid(name);
+    let pod = fake_kube::pod(NS, name, &uid, NODE, "Running", volumes);
+    (uid, pod)
+}
+
+/// A bound PVC and its PV.
+fn bound(kube: &FakeKube, claim: &str, pv: Value) {
+    let pv_name = pv["metadata"]["name"].as_str().expect("pv name").to_owned();
+    let pvc = fake_kube::pvc(NS, claim, Some(&pv_name), "Bound");
+    kube.put_pv(fake_kube::bind_pv(pv, &pvc));
+    kube.put_pvc(pvc);
+}
+
+fn serve(kube: &FakeKube, node: &Node, extra: &[&str]) -> Served {
+    let kubeconfig = node.dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig)
+        .expect("write kubeconfig");
+    let root = node.root();
+    let mut args = vec![
+        "--node-name".to_owned(),
+        NODE.to_owned(),
+        "--kubeconfig".to_owned(),
+        kubeconfig.display().to_string(),
+        "--kubelet.root-dir".to_owned(),
+        root.display().to_string(),
+        "--kubelet.config".to_owned(),
+        "/nonexistent/config.yaml".to_owned(),
+        "--cri.endpoint".to_owned(),
+        "unix:///nonexistent/kubedf/cri.sock".to_owned(),
+        "--sample-interval".to_owned(),
+        "500ms".to_owned(),
+        "--volume-stats-agg-period".to_owned(),
+        "300ms".to_owned(),
+        "--volume-stats-timeout".to_owned(),
+        "1s".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Served::start(&refs)
+}
+
+fn stat(text: &str, name: &str, claim: &str) -> Option<String> {
+    value(
+        text,
+        &format!("kubelet_volume_stats_{name}"),
+        &[("namespace", NS), ("persistentvolumeclaim", claim)],
+    )
+}
+
+fn volume_error(text: &str, claim: &str) -> Option<String> {
+    samples(text)
+        .into_iter()
+        .find(|l| {
+            l.name == "kubedf_volume_stats_error"
+                && l.labels.get("persistentvolumeclaim").map(String::as_str) == Some(claim)
+        })
+        .map(|l| l.labels["reason"].clone())
+}
+
+/// Asserts the six kubelet figures of `claim` equal an independent statfs of `path`.
+fn assert_statfs(text: &str, claim: &str, path: &Path) {
+    let want = statfs_figures(path);
+    let names = [
+        "capacity_bytes",
+        "available_bytes",
+        "used_bytes",
+        "inodes",
+        "inodes_free",
+        "inodes_used",
+    ];
+    for (name, want) in names.iter().zip(want) {
+        assert_eq!(
+            stat(text, name, claim),
+            Some(want.to_string()),
+            "{claim}: kubelet_volume_stats_{name}"
+        );
+    }
+}
+
+#[test]
+fn every_pvc_of_running_pods_under_kubelets_names() {
+    let test = "every_pvc_of_running_pods_under_kubelets_names";
+    if !prerequisites(test, need_root_and(&["promtool", "losetup", "du", "find"])) {
+        return;
+    }
+    let kube = FakeKube::start();
+    let mut node = Node::new();
+
+    // Two pods share one CSI PVC: one series set, the first pod's.
+    let (uid_a, pod_a) = running_pod(
+        "db-0",
+        vec![
+            fake_kube::pvc_volume("data", "data"),
+            fake_kube::emptydir_volume("cache"),
+        ],
+    );
+    let (_, pod_b) = running_pod("db-reader", vec![fake_kube::pvc_volume("data", "data")]);
+    bound(
+        &kube,
+        "data",
+        fake_kube::pv_csi("pv-data", "ebs.csi.aws.com", "vol-1", "64Mi", "Filesystem"),
+    );
+    let data = node.mount_csi(&uid_a, "pv-data", 64 << 20, 5 << 20);
+    // A generic ephemeral volume: its PVC is <pod>-<volume>.
+    let (uid_e, pod_e) = running_pod("builder", vec![fake_kube::ephemeral_volume("scratch")]);
+    bound(
+        &kube,
+        "builder-scratch",
+        fake_kube::pv_csi(
+            "pv-scratch",
+            "ebs.csi.aws.com",
+            "vol-2",
+            "32Mi",
+            "Filesystem",
+        ),
+    );
+    let scratch = node.mount_csi(&uid_e, "pv-scratch", 32 << 20, 1 << 20);
+    // A pod that is not Running: nothing.
+    let pending = fake_kube::pod(
+        NS,
+        "waiting",
+        &fake_kube::fake_uid("waiting"),
+        NODE,
+        "Pending",
+        vec![fake_kube::pvc_volume("d", "pending-claim")],
+    );
+    bound(
+        &kube,
+        "pending-claim",
+        fake_kube::pv_csi(
+            "pv-pending",
+            "ebs.csi.aws.com",
+            "vol-3",
+            "1Gi",
+            "Filesystem",
+        ),
+    );
+    // A pod without PVCs: nothing.
+    let (_, plain) = running_pod("plain", vec![fake_kube::emptydir_volume("tmp")]);
+    // An unbound PVC: an error saying so.
+    let (_, pod_u) = running_pod("orphan", vec![fake_kube::pvc_volume("d", "unbound")]);
+    kube.put_pvc(fake_kube::pvc(NS, "unbound", None, "Pending"));
+    // A CSI volume whose directory is not a mount point: never statfs'ed.
+    let (uid_n, pod_n) = running_pod("unmounted", vec![fake_kube::pvc_volume("d", "not-mounted")]);
+    bound(
+        &kube,
+        "not-mounted",
+        fake_kube::pv_csi("pv-nm", "ebs.csi.aws.com", "vol-4", "1Gi", "Filesystem"),
+    );
+    std::fs::create_dir_all(node.csi_mount(&uid_n, "pv-nm")).expect("mkdir");
+    // A hostPath-backed PV (local-path-provisioner): walked.
+    let host_dir = node.dir.path().join("local-path/pv-hp");
+    for d in 0..20 {
+        let sub = host_dir.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        for f in 0..10 {
+            std::fs::write(sub.join(format!("f{f}")), vec![2u8; 1000 * (f + 1)]).expect("write");
+        }
+    }
+    std::os::unix::fs::symlink("/etc", host_dir.join("escape")).expect("symlink");
+    let (_, pod_h) = running_pod("uploader", vec![fake_kube::pvc_volume("d", "uploads")]);
+    bound(
+        &kube,
+        "uploads",
+        fake_kube::pv_host_path("pv-hp", host_dir.to_str().expect("utf-8"), "1Gi"),
+    );
+    // A local PV that is a plain directory (walked) and one that is a mount (statfs).
+    let local_dir = node.dir.path().join("disks/plain");
+    std::fs::create_dir_all(&local_dir).expect("mkdir");
+    std::fs::write(local_dir.join("x"), vec![3u8; 70_000]).expect("write");
+    let (_, pod_l) = running_pod(
+        "local-plain",
+        vec![fake_kube::pvc_volume("d", "local-plain")],
+    );
+    bound(
+        &kube,
+        "local-plain",
+        fake_kube::pv_local("pv-lp", local_dir.to_str().expect("utf-8"), "512Mi"),
+    );
+    let local_mount = node.dir.path().join("disks/ssd1");
+    node.mounts.push(Tmpfs::mount(&local_mount, 16 << 20));
+    std::fs::write(local_mount.join("x"), vec![4u8; 2 << 20]).expect("write");
+    let (_, pod_m) = running_pod(
+        "local-mounted",
+        vec![fake_kube::pvc_volume("d", "local-mounted")],
+    );
+    bound(
+        &kube,
+        "local-mounted",
+        fake_kube::pv_local("pv-lm", local_mount.to_str().expect("utf-8"), "16Mi"),
+    );
+    // A block PVC on a real loop device.
+    let (uid_b, pod_blk) = running_pod("raw", vec![fake_kube::pvc_volume("d", "raw")]);
+    bound(
+        &kube,
+        "raw",
+        fake_kube::pv_csi("pv-raw", "ebs.csi.aws.com", "vol-5", "24Mi", "Block"),
+    );
+    node.block_device(&uid_b, "pv-raw", 24 << 20);
+    // A pod on another node: never seen.
+    let elsewhere = fake_kube::pod(
+        NS,
+        "elsewhere",
+        &fake_kube::fake_uid("elsewhere"),
+        "node-2",
+        "Running",
+        vec![fake_kube::pvc_volume("d", "data")],
+    );
+
+    for pod in [
+        pod_a, pod_b, pod_e, pending, plain, pod_u, pod_n, pod_h, pod_l, pod_m, pod_blk, elsewhere,
+    ] {
+        kube.put_pod(pod);
+    }
+    let served = serve(&kube, &node, &[]);
+    let text = served.scrape_until(Duration::from_secs(20), "every volume measured", |t| {
+        [
+            "data",
+            "builder-scratch",
+            "uploads",
+            "local-plain",
+            "local-mounted",
+            "raw",
+        ]
+        .iter()
+        .all(|c| stat(t, "capacity_bytes", c).is_some())
+            && volume_error(t, "unbound").is_some()
+            && volume_error(t, "not-mounted").is_some()
+    });
+
+    assert_statfs(&text, "data", &data);
+    assert_statfs(&text, "builder-scratch", &scratch);
+    assert_statfs(&text, "local-mounted", &local_mount);
+    let data_rows = samples(&text)
+        .into_iter()
+        .filter(|l| {
+            l.name == "kubelet_volume_stats_capacity_bytes"
+                && l.labels["persistentvolumeclaim"] == "data"
+        })
+        .count();
+    assert_eq!(data_rows, 1, "one series set per PVC");
+    let info = |claim: &str| {
+        samples(&text)
+            .into_iter()
+            .find(|l| l.name == "kubedf_volume_info" && l.labels["persistentvolumeclaim"] == claim)
+            .unwrap_or_else(|| panic!("kubedf_volume_info for {claim}"))
+    };
+    assert_eq!(info("data").labels["pod"], "db-0", "the first pod wins");
+    assert_eq!(info("data").labels["method"], "statfs");
+    assert_eq!(info("data").labels["driver"], "ebs.csi.aws.com");
+    assert_eq!(info("uploads").labels["method"], "walk");
+    assert_eq!(info("local-plain").labels["method"], "walk");
+    assert_eq!(info("local-mounted").labels["method"], "statfs");
+    assert_eq!(info("raw").labels["method"], "block");
+    assert_eq!(info("raw").labels["volume_mode"], "Block");
+    assert_eq!(
+        stat(&text, "capacity_bytes", "pending-claim"),
+        None,
+        "pods not Running are left out"
+    );
+    assert_eq!(
+        volume_error(&text, "unbound").as_deref(),
+        Some("pvc_unbound")
+    );
+    assert_eq!(
+        volume_error(&text, "not-mounted").as_deref(),
+        Some("not_mounted")
+    );
+    assert_eq!(
+        stat(&text, "capacity_bytes", "not-mounted"),
+        None,
+        "never the node's root filesystem"
+    );
+
+    // hostPath: du-method figures, declared capacity, statfs inodes.
+    let (bytes, inodes) = du_method(&host_dir);
+    assert_eq!(
+        stat(&text, "used_bytes", "uploads"),
+        Some(bytes.to_string())
+    );
+    assert_eq!(
+        stat(&text, "inodes_used", "uploads"),
+        Some(inodes.to_string())
+    );
+    assert_eq!(
+        stat(&text, "capacity_bytes", "uploads"),
+        Some((1u64 << 30).to_string())
+    );
+    let fs = statfs_figures(&host_dir);
+    let available: u64 = stat(&text, "available_bytes", "uploads")
+        .expect("available")
+        .parse()
+        .expect("number");
+    assert!(
+        available <= (1u64 << 30) - bytes && available <= fs[1] + (64 << 20),
+        "available {available}"
+    );
+    let (bytes, inodes) = du_method(&local_dir);
+    assert_eq!(
+        stat(&text, "used_bytes", "local-plain"),
+        Some(bytes.to_string())
+    );
+    assert_eq!(
+        stat(&text, "inodes_used", "local-plain"),
+        Some(inodes.to_string())
+    );
+    assert_eq!(
+        stat(&text, "capacity_bytes", "local-plain"),
+        Some((512u64 << 20).to_string())
+    );
+
+    // Block: the device size, used and available 0.
+    assert_eq!(
+        stat(&text, "capacity_bytes", "raw"),
+        Some((24u64 << 20).to_string())
+    );
+    assert_eq!(stat(&text, "used_bytes", "raw").as_deref(), Some("0"));
+    assert_eq!(stat(&text, "available_bytes", "raw").as_deref(), Some("0"));
+    promtool_check(&text).unwrap();
+
+    // Only node-scoped pod requests; PVCs and PVs by GET, never listed.
+    for request in kube.request_log() {
+        if request.contains("/pods") {
+            assert!(
+                request.contains("fieldSelector=spec.nodeName=node-1"),
+                "{request}"
+            );
+        }
+        if request.contains("persistentvolume") {
+            assert!(
+                request.split('?').next().expect("path").split('/').count() >= 5,
+                "a GET of one object: {request}"
+            );
+        }
+    }
+
+    // A pod deleted through the watch: its PVC's series go.
+    kube.delete_pod(NS, "uploader");
+    served.scrape_until(Duration::from_secs(10), "uploads to disappear", |t| {
+        stat(t, "capacity_bytes", "uploads").is_none()
+    });
+    // The first pod of a shared PVC leaves: the PVC stays, now the second pod's.
+    kube.delete_pod(NS, "db-0");
+    served.scrape_until(Duration::from_secs(10), "data to move to db-reader", |t| {
+        samples(t).iter().any(|l| {
+            l.name == "kubedf_volume_info"
+                && l.labels["persistentvolumeclaim"] == "data"
+                && l.labels["pod"] == "db-reader"
+        })
+    });
+
+    // The watch stream is cut: kubedf re-watches and carries on.
+    assert!(kube.wait_for_open_watches(1, Duration::from_secs(10)));
+    kube.cut_watches();
+    let (uid_late, late) = running_pod("late", vec![fake_kube::pvc_volume("d", "late")]);
+    bound(
+        &kube,
+        "late",
+        fake_kube::pv_csi("pv-late", "ebs.csi.aws.com", "vol-6", "8Mi", "Filesystem"),
+    );
+    let late_path = node.mount_csi(&uid_late, "pv-late", 8 << 20, 100_000);
+    kube.put_pod(late);
+    let text = served.scrape_until(Duration::from_secs(15), "a pod added after the cut", |t| {
+        stat(t, "capacity_bytes", "late").is_some()
+    });
+    assert_statfs(&text, "late", &late_path);
+
+    // History compacted and the stream cut: kubedf re-lists.
+    let lists_before = kube
+        .request_log()
+        .iter()
+        .filter(|r| r.contains("/pods") && !r.contains("watch="))
+        .count();
+    kube.compact();
+    assert!(kube.wait_for_open_watches(1, Duration::from_secs(10)));
+    kube.cut_watches();
+    kube.delete_pod(NS, "late");
+    served.scrape_until(
+        Duration::from_secs(15),
+        "late to go after the re-list",
+        |t| stat(t, "capacity_bytes", "late").is_none(),
+    );
+    let lists_after = kube
+        .request_log()
+        .iter()
+        .filter(|r| r.contains("/pods") && !r.contains("watch="))
+        .count();
+    assert!(
+        lists_after > lists_before,
+        "a re-list after 410 Expired ({lists_before} -> {lists_after})"
+    );
+    assert!(
+        served.log_text().contains("kubernetes"),
+        "{}",
+        served.log_text()
+    );
+}
+
+#[test]
+fn without_cluster_access_the_rest_still_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "this: is not a kubeconfig\n").expect("write");
+    let out = run_kubedf(&[
+        "metrics",
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
+        "--kubelet.root-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--cri.endpoint",
+        "unix:///nonexistent/kubedf/cri.sock",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("volume_stats collector off").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(kubeconfig.to_str().expect("utf-8")),
+        "the error names the file: {stderr}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(has_family(&text, "kubedf_nodefs_capacity_bytes"));
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "volume_stats")]
+        ),
+        None
+    );
+}
+
+#[test]
+fn metrics_and_df_measure_volumes_once() {
+    let test = "metrics_and_df_measure_volumes_once";
+    if !prerequisites(test, need_root_and(&["promtool"])) {
+        return;
+    }
+    let kube = FakeKube::start();
+    let mut node = Node::new();
+    let (uid, pod) = running_pod("one-shot", vec![fake_kube::pvc_volume("d", "once")]);
+    bound(
+        &kube,
+        "once",
+        fake_kube::pv_csi("pv-once", "ebs.csi.aws.com", "vol-7", "16Mi", "Filesystem"),
+    );
+    let path = node.mount_csi(&uid, "pv-once", 16 << 20, 3 << 20);
+    kube.put_pod(pod);
+    let kubeconfig = node.dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let root = node.root().display().to_string();
+    let args = |cmd: &'static str| {
+        vec![
+            cmd.to_owned(),
+            "--node-name".into(),
+            NODE.into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--kubelet.root-dir".into(),
+            root.clone(),
+            "--cri.endpoint".into(),
+            "unix:///nonexistent/kubedf/cri.sock".into(),
+        ]
+    };
+    let metrics = args("metrics");
+    let out = run_kubedf(&metrics.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_statfs(&text, "once", &path);
+    promtool_check(&text).unwrap();
+    let df = args("df");
+    let out = run_kubedf(&df.iter().map(String::as_str).collect::<Vec<_>>());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("shop/once") && table.contains("16M") && table.contains("statfs"),
+        "{table}"
+    );
+}
