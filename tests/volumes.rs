@@ -592,6 +592,24 @@ fn metrics_and_df_measure_volumes_once() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_statfs(&text, "once", &path);
     promtool_check(&text).unwrap();
+
+    // A walk that runs out of its budget reports nothing and says why.
+    let tree = node.dir.path().join("local-path/big");
+    for d in 0..5 {
+        std::fs::create_dir_all(tree.join(format!("d{d}"))).expect("mkdir");
+    }
+    let (_, walker) = running_pod("walker", vec![fake_kube::pvc_volume("d", "big")]);
+    bound(&kube, "big", fake_kube::pv_host_path("pv-big", tree.to_str().expect("utf-8"), "1Gi"));
+    kube.put_pod(walker);
+    let mut tight = args("metrics");
+    tight.extend(["--volume-stats-walk-timeout".to_owned(), "1ns".to_owned()]);
+    let out = run_kubedf(&tight.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(volume_error(&text, "big").as_deref(), Some("walk_budget_exceeded"), "{text}");
+    assert_eq!(stat(&text, "used_bytes", "big"), None);
+    assert_statfs(&text, "once", &path);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("budget"));
+
     let df = args("df");
     let out = run_kubedf(&df.iter().map(String::as_str).collect::<Vec<_>>());
     let table = String::from_utf8_lossy(&out.stdout);

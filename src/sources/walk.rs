@@ -51,8 +51,9 @@ pub enum WalkError {
     },
 }
 
-/// How often the clock is read, in entries: reading it per entry would cost
-/// more than the lstat of a cached inode.
+/// How often the clock is read within a directory, in entries (it is also
+/// read once per directory): reading it per entry would cost more than the
+/// lstat of a cached inode.
 const CLOCK_EVERY: u64 = 256;
 
 /// Walks `root` (blocking). Entries removed while the walk runs are skipped,
@@ -82,7 +83,15 @@ pub fn walk(root: &Path, budget: Duration) -> Result<DirUsage, WalkError> {
         entry: entry.to_path_buf(),
         source,
     };
+    let over_budget = |inodes: u64| WalkError::BudgetExceeded {
+        path: root.to_path_buf(),
+        budget,
+        inodes,
+    };
     while let Some(dir) = pending.pop() {
+        if started.elapsed() > budget {
+            return Err(over_budget(usage.inodes));
+        }
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -113,11 +122,7 @@ pub fn walk(root: &Path, budget: Duration) -> Result<DirUsage, WalkError> {
                 pending.push(entry.path());
             }
             if usage.inodes.is_multiple_of(CLOCK_EVERY) && started.elapsed() > budget {
-                return Err(WalkError::BudgetExceeded {
-                    path: root.to_path_buf(),
-                    budget,
-                    inodes: usage.inodes,
-                });
+                return Err(over_budget(usage.inodes));
             }
         }
     }
