@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "KUBEDF_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
+    /// Exporter-toolkit web config file (TLS, client certificates, basic
+    /// auth); re-read when it changes and on SIGHUP.
+    #[arg(long = "web.config.file", env = "KUBEDF_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

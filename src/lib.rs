@@ -9,10 +9,13 @@
 //!   thresholds and their merging, the image GC trigger, the config file.
 //! - [`sampler`]: when sources are read: periodically, concurrently, bounded.
 //! - [`snapshot`]: what was last seen, immutable, swapped atomically.
+//! - [`volumes`], [`volume_sampler`]: which PVCs the node's running pods use,
+//!   how each is measured, and the per-volume refresh loop.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families, rendered
 //!   with prometheus-client.
-//! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page.
+//! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page, with TLS and
+//!   basic auth from [`web_config`].
 //! - [`df`]: the `kubedf df` table.
 //! - [`cli`], [`app`]: the command line and the wiring of the above.
 
@@ -30,3 +33,4 @@ pub mod snapshot;
 pub mod sources;
 pub mod volume_sampler;
 pub mod volumes;
+pub mod web_config;

@@ -8,6 +8,7 @@ use tracing::info;
 use kubedf::app::{App, collected_anything};
 use kubedf::cli::{self, Command, LogFormat};
 use kubedf::server::{self, AppState};
+use kubedf::web_config::WebConfig;
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -63,13 +64,26 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             if let Some(v) = volumes {
                 tokio::spawn(v.run(Arc::clone(&handle), stop_rx.clone()));
             }
+            let web = match &args.web_config_file {
+                None => WebConfig::plain(),
+                Some(path) => WebConfig::load(path).context("--web.config.file")?,
+            };
+            let web = Arc::new(ArcSwap::from_pointee(web));
+            if let Some(path) = &args.web_config_file {
+                tokio::spawn(server::reload_web_config(
+                    path.clone(),
+                    Arc::clone(&web),
+                    stop_rx.clone(),
+                ));
+            }
             let listener = server::bind(args.listen_address).await.with_context(|| {
                 format!(
                     "--web.listen-address: cannot listen on {}",
                     args.listen_address
                 )
             })?;
-            info!(address = %listener.local_addr()?, path = %args.telemetry_path, "serving metrics");
+            let tls = web.load().tls.is_some();
+            info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "serving metrics");
             let state = AppState {
                 registry: Arc::clone(&app.registry),
                 snapshot: handle,
@@ -77,6 +91,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 max_snapshot_age: common.sample_interval * 3
                     + common.sample_timeout * 2
                     + Duration::from_secs(5),
+                web,
             };
             server::serve(listener, state, shutdown_signal()).await?;
             let _ = stop_tx.send(true);

@@ -599,13 +599,21 @@ fn metrics_and_df_measure_volumes_once() {
         std::fs::create_dir_all(tree.join(format!("d{d}"))).expect("mkdir");
     }
     let (_, walker) = running_pod("walker", vec![fake_kube::pvc_volume("d", "big")]);
-    bound(&kube, "big", fake_kube::pv_host_path("pv-big", tree.to_str().expect("utf-8"), "1Gi"));
+    bound(
+        &kube,
+        "big",
+        fake_kube::pv_host_path("pv-big", tree.to_str().expect("utf-8"), "1Gi"),
+    );
     kube.put_pod(walker);
     let mut tight = args("metrics");
     tight.extend(["--volume-stats-walk-timeout".to_owned(), "1ns".to_owned()]);
     let out = run_kubedf(&tight.iter().map(String::as_str).collect::<Vec<_>>());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(volume_error(&text, "big").as_deref(), Some("walk_budget_exceeded"), "{text}");
+    assert_eq!(
+        volume_error(&text, "big").as_deref(),
+        Some("walk_budget_exceeded"),
+        "{text}"
+    );
     assert_eq!(stat(&text, "used_bytes", "big"), None);
     assert_statfs(&text, "once", &path);
     assert!(String::from_utf8_lossy(&out.stderr).contains("budget"));
