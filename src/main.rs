@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     + common.sample_timeout * 2
                     + Duration::from_secs(5),
                 web,
+                cache: Arc::default(),
             };
             server::serve(listener, state, shutdown_signal()).await?;
             let _ = stop_tx.send(true);

@@ -23,7 +23,7 @@ pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
 );
 pub static COLLECTOR_DURATION: Desc = Desc::gauge(
     "kubedf_scrape_collector_duration_seconds",
-    "Time the collector took to produce its series for this scrape.",
+    "Time the collector took to produce its series from the latest snapshot; the exposition is rendered once per snapshot and shared by the scrapes that follow.",
     Some(prometheus_client::registry::Unit::Seconds),
     &["collector"],
 );

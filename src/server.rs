@@ -1,6 +1,7 @@
 //! HTTP: `/metrics` renders the current snapshot (never samples), `/` is a
 //! landing page, `/healthz` says whether the sampler is keeping up. GET and
-//! HEAD only; gzip when the scraper asks for it; TLS and basic auth from
+//! HEAD only; gzip (fast level) when the scraper asks for it; rendered once
+//! per snapshot however many scrapers ask; TLS and basic auth from
 //! `--web.config.file`, reloaded without a restart.
 
 use std::net::SocketAddr;
@@ -10,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -20,12 +22,10 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower_http::CompressionLevel;
-use tower_http::compression::CompressionLayer;
 use tracing::{debug, error, info, warn};
 
 use crate::registry::Registry;
-use crate::snapshot::SnapshotHandle;
+use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::web_config::{Auth, WebConfig, fingerprint};
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -48,6 +48,7 @@ pub struct AppState {
     /// A snapshot older than this makes /healthz fail.
     pub max_snapshot_age: Duration,
     pub web: WebConfigHandle,
+    pub cache: Arc<ExpositionCache>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -59,18 +60,84 @@ pub fn router(state: AppState) -> Router {
         // probes need no credentials, and it tells nothing about the node.
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
         .route("/healthz", get(healthz))
-        .layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .quality(CompressionLevel::Fastest),
-        )
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let snapshot = state.snapshot.load();
-    let body = state.registry.render(&snapshot);
-    ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response()
+/// The exposition of the latest snapshot, rendered once and gzipped at most
+/// once however many scrapers ask: a snapshot only changes when the sampler
+/// or the volume sampler publishes one.
+#[derive(Default)]
+pub struct ExpositionCache {
+    current: tokio::sync::Mutex<Option<Cached>>,
+}
+
+struct Cached {
+    snapshot: Arc<Snapshot>,
+    plain: Bytes,
+    gzip: Option<Bytes>,
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body)?;
+    Ok(Bytes::from(encoder.finish()?))
+}
+
+/// Whether the client accepts gzip (`Accept-Encoding: gzip`, not with q=0).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let zero = parts.any(|p| {
+                p.replace(' ', "").eq_ignore_ascii_case("q=0") || p.replace(' ', "") == "q=0.0"
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero
+        })
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let snapshot = state.snapshot.load_full();
+    let want_gzip = accepts_gzip(&headers);
+    let mut cache = state.cache.current.lock().await;
+    let fresh = matches!(&*cache, Some(c) if Arc::ptr_eq(&c.snapshot, &snapshot));
+    if !fresh {
+        let plain = Bytes::from(state.registry.render(&snapshot));
+        *cache = Some(Cached {
+            snapshot,
+            plain,
+            gzip: None,
+        });
+    }
+    let Some(cached) = cache.as_mut() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let content_type = (header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE);
+    let vary = (header::VARY, "Accept-Encoding");
+    if want_gzip {
+        if cached.gzip.is_none() {
+            match gzip(&cached.plain) {
+                Ok(body) => cached.gzip = Some(body),
+                Err(e) => warn!(error = %e, "gzip failed; answering uncompressed"),
+            }
+        }
+        if let Some(body) = &cached.gzip {
+            return (
+                [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
+                body.clone(),
+            )
+                .into_response();
+        }
+    }
+    ([content_type, vary], cached.plain.clone()).into_response()
 }
 
 async fn landing(State(state): State<AppState>) -> Html<String> {
@@ -252,5 +319,28 @@ pub async fn reload_web_config(
             }
             Err(e) => error!(error = %e, "web config not reloaded"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(accepts_gzip(&headers("gzip")));
+        assert!(accepts_gzip(&headers("gzip, deflate, br")));
+        assert!(accepts_gzip(&headers("deflate;q=0.5, GZIP;q=0.8")));
+        assert!(accepts_gzip(&headers("*")));
+        assert!(!accepts_gzip(&headers("gzip;q=0")));
+        assert!(!accepts_gzip(&headers("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
     }
 }
