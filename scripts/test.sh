@@ -24,4 +24,6 @@ fi
 
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
+# Examples are helpers the tests run (hangfs: a FUSE mount that hangs).
+cargo build --examples --locked
 cargo test --all-targets --locked

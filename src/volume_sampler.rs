@@ -18,6 +18,7 @@ use crate::snapshot::{SnapshotHandle, SourceStatus};
 use crate::sources::SourceId;
 use crate::sources::block::device_size;
 use crate::sources::host_path;
+use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::{ApiHealth, ClaimState, Kube};
 use crate::sources::mounts::mount_points;
 use crate::sources::statfs::{FsError, FsProber, FsUsage};
@@ -104,6 +105,8 @@ struct Measurer {
     walk_budget: Duration,
     prober: FsProber,
     walkers: WalkPool,
+    /// Block devices being read, one read at a time per device.
+    reading: InFlightSet,
 }
 
 pub struct VolumeSampler {
@@ -134,6 +137,7 @@ impl VolumeSampler {
             walk_budget: cfg.walk_budget,
             prober: FsProber::default(),
             walkers,
+            reading: InFlightSet::default(),
         });
         let (results_tx, results_rx) = mpsc::unbounded_channel();
         Ok(VolumeSampler {
@@ -544,7 +548,19 @@ impl Measurer {
     async fn block(&self, path: &Path) -> Result<FsUsage, VolumeError> {
         let rootfs = self.rootfs.clone();
         let owned = path.to_path_buf();
-        let task = tokio::task::spawn_blocking(move || device_size(&rootfs, &owned));
+        let Some(guard) = self.reading.claim(path) else {
+            return Err(VolumeError::new(
+                Reason::Timeout,
+                format!(
+                    "block device {} is still hung from an earlier read",
+                    path.display()
+                ),
+            ));
+        };
+        let task = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            device_size(&rootfs, &owned)
+        });
         let size = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(Ok(size))) => size,
             Ok(Ok(Err(e))) => {
@@ -590,10 +606,19 @@ impl Measurer {
         };
         let shown = dir.display().to_string();
         let search = tokio::task::spawn_blocking(move || -> std::io::Result<Option<PathBuf>> {
+            // Only directory listings of kubelet's own (local) directories:
+            // the volume itself is never stat'ed here, since on a dead NFS
+            // mount that would hang outside the one-call-per-path guard.
             for plugin in std::fs::read_dir(&dir)? {
-                let candidate = plugin?.path().join(&pv);
-                if std::fs::symlink_metadata(&candidate).is_ok() {
-                    return Ok(Some(candidate));
+                let plugin = plugin?.path();
+                let Ok(entries) = std::fs::read_dir(&plugin) else {
+                    continue;
+                };
+                if entries
+                    .filter_map(Result::ok)
+                    .any(|e| e.file_name() == pv.as_str())
+                {
+                    return Ok(Some(plugin.join(&pv)));
                 }
             }
             Ok(None)

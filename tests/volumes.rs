@@ -626,3 +626,185 @@ fn metrics_and_df_measure_volumes_once() {
         "{table}"
     );
 }
+
+/// `examples/hangfs`. The test command builds it (`cargo build --examples`);
+/// a plain `cargo test` builds examples only as test harnesses, so build it
+/// here when it is missing.
+fn hangfs_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join("examples/hangfs");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", "hangfs"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build --example hangfs");
+        assert!(status.success(), "cargo build --example hangfs failed");
+    }
+    bin
+}
+
+/// A FUSE mount whose statfs never answers until recovered.
+struct HungMount {
+    child: std::process::Child,
+}
+
+impl HungMount {
+    fn mount(path: &Path) -> HungMount {
+        std::fs::create_dir_all(path).expect("mkdir");
+        let mut child = Command::new(hangfs_bin())
+            .arg(path)
+            .args(["--hang", "statfs", "--size", &(256u64 << 20).to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start hangfs");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("read hangfs");
+        assert_eq!(line.trim(), "ready", "hangfs did not mount");
+        HungMount { child }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("signal hangfs");
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        // SIGTERM answers parked requests and unmounts, even while callers hang.
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// kubedf's threads blocked in a FUSE request (the hung statfs).
+fn threads_blocked_in_fuse(pid: u32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("wchan"))
+                .map(|w| w.contains("fuse") || w.contains("request_wait_answer"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn a_hung_mount_never_slows_a_scrape() {
+    let test = "a_hung_mount_never_slows_a_scrape";
+    if !prerequisites(test, need_root_and(&["promtool", "fusermount3"])) {
+        return;
+    }
+    assert!(
+        hangfs_bin().is_file(),
+        "{} is built by cargo test",
+        hangfs_bin().display()
+    );
+    let kube = FakeKube::start();
+    let mut node = Node::new();
+    let (uid, pod) = running_pod(
+        "nfs-client",
+        vec![
+            fake_kube::pvc_volume("share", "share"),
+            fake_kube::pvc_volume("local", "fresh"),
+        ],
+    );
+    bound(
+        &kube,
+        "share",
+        fake_kube::pv_nfs("pv-share", "10.0.0.9", "/export", "256Mi"),
+    );
+    bound(
+        &kube,
+        "fresh",
+        fake_kube::pv_csi("pv-fresh", "ebs.csi.aws.com", "vol-8", "32Mi", "Filesystem"),
+    );
+    let fresh = node.mount_csi(&uid, "pv-fresh", 32 << 20, 1 << 20);
+    let share_path = node
+        .root()
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~nfs/pv-share");
+    let hung = HungMount::mount(&share_path);
+    kube.put_pod(pod);
+
+    let served = serve(&kube, &node, &[]);
+    // Scrapes answer from the very first one; a hang would hit the client's timeout.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    for _ in 0..5 {
+        let r = client
+            .get(served.url("/metrics"))
+            .send()
+            .expect("a scrape answers while the mount hangs");
+        assert_eq!(r.status(), 200);
+    }
+    let text = served.scrape_until(Duration::from_secs(15), "the hung volume reported", |t| {
+        volume_error(t, "share").as_deref() == Some("timeout")
+            && stat(t, "capacity_bytes", "fresh").is_some()
+    });
+    assert_eq!(
+        stat(&text, "capacity_bytes", "share"),
+        None,
+        "no stale figures for the hung volume"
+    );
+    assert_statfs(&text, "fresh", &fresh);
+    promtool_check(&text).unwrap();
+
+    // The other volume keeps being refreshed.
+    let before: u64 = stat(&text, "used_bytes", "fresh")
+        .expect("used")
+        .parse()
+        .expect("number");
+    std::fs::write(fresh.join("more"), vec![9u8; 2 << 20]).expect("write more");
+    served.scrape_until(Duration::from_secs(10), "the fresh volume to update", |t| {
+        stat(t, "used_bytes", "fresh")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > before)
+    });
+    // Many periods later, still one thread stuck in the hung statfs, not one per period.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        threads_blocked_in_fuse(served.child.id()),
+        1,
+        "one blocked thread for the hung mount"
+    );
+    let r = client.get(served.url("/metrics")).send().expect("scrape");
+    assert_eq!(r.status(), 200);
+
+    // The mount recovers: its series come back, its error goes.
+    hung.signal(nix::sys::signal::Signal::SIGUSR1);
+    let text = served.scrape_until(Duration::from_secs(15), "the recovered volume", |t| {
+        stat(t, "capacity_bytes", "share").is_some() && volume_error(t, "share").is_none()
+    });
+    assert_eq!(
+        stat(&text, "capacity_bytes", "share"),
+        Some((256u64 << 20).to_string())
+    );
+    assert_eq!(threads_blocked_in_fuse(served.child.id()), 0);
+    let log = served.log_text();
+    assert!(
+        log.contains("volume not measured") && log.contains("volume measurable again"),
+        "{log}"
+    );
+    drop(served);
+    drop(hung);
+}
