@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# The one test command (README "Test"): installs what the tests need from
-# Debian, then runs formatting, lint and every test. Tests that need a real
-# peer (containerd, mounts, promtool) fail rather than skip when CI=true.
+# The one test command (README "Test"): installs what the tests need, then
+# runs formatting, lint and every test. Tests that need a real peer
+# (containerd, mounts, promtool, Prometheus, kubectl, kubernetes-validate)
+# fail rather than skip when CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to: containerd (a real CRI runtime),
-# prometheus (promtool, and a real Prometheus), fuse3 (the hung-mount tests).
-packages=(containerd prometheus fuse3)
+# prometheus (promtool and a real Prometheus), fuse3 (the hung-mount tests),
+# curl and openssl (the TLS tests), kubectl (kustomize; the machine image may
+# already ship one from another package, which Debian's would conflict with).
 missing=()
-command -v containerd >/dev/null && command -v ctr >/dev/null || missing+=(containerd)
-command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
-command -v fusermount3 >/dev/null || missing+=(fuse3)
+need() { command -v "$1" >/dev/null || missing+=("$2"); }
+need containerd containerd
+need ctr containerd
+need promtool prometheus
+need prometheus prometheus
+need fusermount3 fuse3
+need curl curl
+need openssl openssl
+need losetup mount
+need kubectl kubernetes-client
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: need root to install ${missing[*]} (or install them yourself)" >&2
@@ -19,7 +28,12 @@ if ((${#missing[@]})); then
     fi
     echo "test.sh: installing ${missing[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
+fi
+# kubernetes-validate (PyPI) checks the built-in kinds of deploy/.
+if ! command -v kubernetes-validate >/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
 fi
 
 cargo fmt --check

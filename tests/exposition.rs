@@ -503,15 +503,7 @@ fn metrics_on_a_tmpfs_kubelet_root_equals_its_statfs() {
     );
     let want = statfs_figures(&root);
     assert_eq!(want[0], 64 << 20, "the tmpfs has the size it was given");
-    let names = [
-        "capacity_bytes",
-        "available_bytes",
-        "used_bytes",
-        "inodes",
-        "inodes_free",
-        "inodes_used",
-    ];
-    for (name, want) in names.iter().zip(want) {
+    for (name, want) in FS_FIGURES.iter().zip(want) {
         let got = value(
             &text,
             &format!("kubedf_nodefs_{name}"),

@@ -37,11 +37,18 @@ impl Prometheus {
         )
         .expect("write prometheus.yml");
         // Prometheus cannot report a port it picked itself: take a free one.
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let log = dir.join("prometheus.log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -79,7 +86,11 @@ impl Prometheus {
             if matches!(self.query(expr), Ok(r) if !r.is_empty()) {
                 return;
             }
-            assert!(start.elapsed() < limit, "waited {limit:?} for {what} ({expr})\n{}", self.log());
+            assert!(
+                start.elapsed() < limit,
+                "waited {limit:?} for {what} ({expr})\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -87,16 +98,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
 }
 
@@ -136,7 +138,10 @@ fn panel_queries(dashboard: &Value) -> Vec<(String, String, String)> {
 
 /// `label_values(selector, label)` -> (selector, label).
 fn label_values(query: &str) -> Option<(String, String)> {
-    let inner = query.trim().strip_prefix("label_values(")?.strip_suffix(')')?;
+    let inner = query
+        .trim()
+        .strip_prefix("label_values(")?
+        .strip_suffix(')')?;
     let (selector, label) = inner.rsplit_once(',')?;
     Some((selector.trim().to_owned(), label.trim().to_owned()))
 }
@@ -152,7 +157,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let kubelet_root = d.join("kubelet");
     let _nodefs = Tmpfs::mount(&kubelet_root, 64 << 20);
     let containerd = Containerd::start(&d.join("cd"), 128 << 20).expect("containerd");
-    containerd.import_tiny_image("kubedf-prom", 1 << 20).expect("import");
+    containerd
+        .import_tiny_image("kubedf-prom", 1 << 20)
+        .expect("import");
 
     // Two measurable PVCs (CSI mount and hostPath walk) and one that is not.
     let kube = FakeKube::start();
@@ -170,17 +177,35 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         ],
     ));
     let mut mounts = Vec::new();
-    let mount = kubelet_root.join("pods").join(&uid).join("volumes/kubernetes.io~csi/pv-data/mount");
+    let mount = kubelet_root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~csi/pv-data/mount");
     mounts.push(Tmpfs::mount(&mount, 32 << 20));
     std::fs::write(mount.join("f"), vec![1u8; 4 << 20]).expect("write");
     let host = d.join("local-path/pv-up");
     std::fs::create_dir_all(&host).expect("mkdir");
     std::fs::write(host.join("f"), vec![2u8; 100_000]).expect("write");
-    std::fs::create_dir_all(kubelet_root.join("pods").join(&uid).join("volumes/kubernetes.io~csi/pv-gone/mount")).expect("mkdir");
+    std::fs::create_dir_all(
+        kubelet_root
+            .join("pods")
+            .join(&uid)
+            .join("volumes/kubernetes.io~csi/pv-gone/mount"),
+    )
+    .expect("mkdir");
     for (claim, pv) in [
-        ("data", fake_kube::pv_csi("pv-data", "ebs.csi.aws.com", "v1", "32Mi", "Filesystem")),
-        ("uploads", fake_kube::pv_host_path("pv-up", host.to_str().expect("utf-8"), "1Gi")),
-        ("unmounted", fake_kube::pv_csi("pv-gone", "ebs.csi.aws.com", "v2", "1Gi", "Filesystem")),
+        (
+            "data",
+            fake_kube::pv_csi("pv-data", "ebs.csi.aws.com", "v1", "32Mi", "Filesystem"),
+        ),
+        (
+            "uploads",
+            fake_kube::pv_host_path("pv-up", host.to_str().expect("utf-8"), "1Gi"),
+        ),
+        (
+            "unmounted",
+            fake_kube::pv_csi("pv-gone", "ebs.csi.aws.com", "v2", "1Gi", "Filesystem"),
+        ),
     ] {
         let name = pv["metadata"]["name"].as_str().expect("name").to_owned();
         let pvc = fake_kube::pvc("shop", claim, Some(&name), "Bound");
@@ -205,12 +230,21 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "1s",
     ]);
     served.scrape_until(Duration::from_secs(20), "volumes and imagefs", |t| {
-        has_family(t, "kubelet_volume_stats_capacity_bytes") && has_family(t, "kubedf_imagefs_used_bytes")
+        has_family(t, "kubelet_volume_stats_capacity_bytes")
+            && has_family(t, "kubedf_imagefs_used_bytes")
     });
 
     let prometheus = Prometheus::start(d, &served.addr.to_string());
-    prometheus.wait_for("a scrape of kubedf", Duration::from_secs(60), &format!("up{{job=\"{JOB}\"}} == 1"));
-    prometheus.wait_for("volume samples", Duration::from_secs(30), &format!("kubelet_volume_stats_used_bytes{{job=\"{JOB}\"}}"));
+    prometheus.wait_for(
+        "a scrape of kubedf",
+        Duration::from_secs(60),
+        &format!("up{{job=\"{JOB}\"}} == 1"),
+    );
+    prometheus.wait_for(
+        "volume samples",
+        Duration::from_secs(30),
+        &format!("kubelet_volume_stats_used_bytes{{job=\"{JOB}\"}}"),
+    );
     // Range functions (rate, predict_linear, deriv) want a few samples.
     std::thread::sleep(Duration::from_secs(5));
 
@@ -221,11 +255,22 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         .expect("rules")
         .json()
         .expect("json");
-    let groups = rules["data"]["groups"].as_array().cloned().unwrap_or_default();
-    assert!(!groups.is_empty(), "no rule groups loaded:\n{}", prometheus.log());
+    let groups = rules["data"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !groups.is_empty(),
+        "no rule groups loaded:\n{}",
+        prometheus.log()
+    );
     for group in &groups {
         for rule in group["rules"].as_array().into_iter().flatten() {
-            assert_eq!(rule["health"], "ok", "rule {} : {}", rule["name"], rule["lastError"]);
+            assert_eq!(
+                rule["health"], "ok",
+                "rule {} : {}",
+                rule["name"], rule["lastError"]
+            );
         }
     }
 
@@ -237,15 +282,30 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("dashboard JSON");
-        let name = path.file_name().expect("name").to_string_lossy().to_string();
-        for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
-            let query = variable["query"].as_str().or_else(|| variable["query"]["query"].as_str()).unwrap_or("");
+        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+            .expect("dashboard JSON");
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        for variable in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let query = variable["query"]
+                .as_str()
+                .or_else(|| variable["query"]["query"].as_str())
+                .unwrap_or("");
             if let Some((selector, label)) = label_values(query) {
                 let selector = substitute(&selector);
                 match prometheus.query(&selector) {
                     Ok(r) if r.iter().any(|s| s["metric"][&label].is_string()) => checked += 1,
-                    other => failures.push(format!("{name}: variable {}: {selector} has no {label}: {other:?}", variable["name"])),
+                    other => failures.push(format!(
+                        "{name}: variable {}: {selector} has no {label}: {other:?}",
+                        variable["name"]
+                    )),
                 }
             }
         }
@@ -261,7 +321,12 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {checked} queries failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(checked >= 10, "only {checked} queries found in dashboards/");
     drop(prometheus);
     drop(served);

@@ -175,15 +175,7 @@ fn volume_error(text: &str, claim: &str) -> Option<String> {
 /// Asserts the six kubelet figures of `claim` equal an independent statfs of `path`.
 fn assert_statfs(text: &str, claim: &str, path: &Path) {
     let want = statfs_figures(path);
-    let names = [
-        "capacity_bytes",
-        "available_bytes",
-        "used_bytes",
-        "inodes",
-        "inodes_free",
-        "inodes_used",
-    ];
-    for (name, want) in names.iter().zip(want) {
+    for (name, want) in FS_FIGURES.iter().zip(want) {
         assert_eq!(
             stat(text, name, claim),
             Some(want.to_string()),
@@ -677,16 +669,7 @@ impl HungMount {
 impl Drop for HungMount {
     fn drop(&mut self) {
         // SIGTERM answers parked requests and unmounts, even while callers hang.
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let start = std::time::Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child);
     }
 }
 

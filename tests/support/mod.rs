@@ -242,17 +242,7 @@ impl Served {
 
     /// SIGTERM and wait (bounded); returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
+        stop_child(&mut self.child)
     }
 }
 
@@ -263,6 +253,35 @@ impl Drop for Served {
         }
     }
 }
+
+/// Stops a child we started: SIGTERM, up to 10 s to exit, then SIGKILL.
+/// Returns whether it exited successfully on SIGTERM.
+pub fn stop_child(child: &mut Child) -> bool {
+    if let Ok(Some(status)) = child.try_wait() {
+        return status.success();
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+/// The six figures of a filesystem, in the order of [`statfs_figures`].
+pub const FS_FIGURES: [&str; 6] = [
+    "capacity_bytes",
+    "available_bytes",
+    "used_bytes",
+    "inodes",
+    "inodes_free",
+    "inodes_used",
+];
 
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()

@@ -1,0 +1,720 @@
+//! Keeps what ships beside the binary sound: the kustomize manifests in
+//! `deploy/`, the alert rules (`deploy/rules/`, twice: as a rule file and in
+//! the PrometheusRule) and the Grafana dashboards in `dashboards/`.
+//!
+//! The manifests are rendered with `kubectl kustomize` and the built-in kinds
+//! validated with `kubernetes-validate --strict`; the rules go through
+//! `promtool check rules` and `promtool test rules`. A missing tool fails the
+//! test under `CI=true` and skips it elsewhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+/// The job the alerts select (the ServiceMonitor's Service name).
+const JOB: &str = "kubedf";
+const NAMESPACE: &str = "kubedf";
+const PORT: u64 = 9842;
+const DATASOURCE: &str = "${datasource}";
+/// Grafana variables a dashboard query may use.
+const QUERY_VARIABLES: &[&str] = &[
+    "job",
+    "node",
+    "namespace",
+    "volume",
+    "__rate_interval",
+    "__range",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    let path = root().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn yaml(rel: &str) -> Value {
+    serde_saphyr::from_str::<Value>(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Runs `cmd`. When its program is not installed, fails under CI=true and
+/// otherwise prints the skip line and returns None.
+fn run(test: &str, cmd: &mut Command) -> Option<Output> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    match cmd.output() {
+        Ok(out) => Some(out),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let reason = format!("{program} is not installed");
+            assert!(
+                !ci(),
+                "{test}: {reason} (CI=true; scripts/test.sh installs it)"
+            );
+            eprintln!("skipping {test}: {reason}");
+            None
+        }
+        Err(e) => panic!("{test}: cannot run {program}: {e}"),
+    }
+}
+
+fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kubectl kustomize deploy`, parsed; None when skipped.
+fn render(test: &str) -> Option<Vec<Value>> {
+    let out = run(
+        test,
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(root().join("deploy")),
+    )?;
+    assert_success("kubectl kustomize deploy", &out);
+    let text = String::from_utf8(out.stdout).expect("kustomize output is UTF-8");
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .unwrap_or_else(|e| panic!("kustomize output is not YAML: {e}\n{text}"));
+    Some(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn kind(obj: &Value) -> &str {
+    obj["kind"].as_str().unwrap_or("")
+}
+
+fn name(obj: &Value) -> &str {
+    obj["metadata"]["name"].as_str().unwrap_or("")
+}
+
+fn the<'a>(objs: &'a [Value], k: &str) -> &'a Value {
+    let found: Vec<&Value> = objs.iter().filter(|o| kind(o) == k).collect();
+    assert_eq!(found.len(), 1, "expected exactly one {k}");
+    found[0]
+}
+
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn by_name<'a>(list: &'a Value, wanted: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == wanted))
+        .unwrap_or_else(|| panic!("no entry named {wanted} in {list}"))
+}
+
+#[test]
+fn kustomize_renders_the_expected_objects() {
+    let test = "kustomize_renders_the_expected_objects";
+    let Some(objs) = render(test) else { return };
+
+    let kinds: BTreeSet<&str> = objs.iter().map(kind).collect();
+    let expected: BTreeSet<&str> = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+    ]
+    .into();
+    assert_eq!(kinds, expected, "rendered kinds");
+    assert_eq!(objs.len(), expected.len(), "one object of each kind");
+
+    assert_eq!(name(the(&objs, "Namespace")), NAMESPACE);
+    for obj in &objs {
+        let cluster_scoped = matches!(
+            kind(obj),
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+        );
+        let ns = obj["metadata"]["namespace"].as_str();
+        if cluster_scoped {
+            assert_eq!(ns, None, "{} is cluster-scoped", kind(obj));
+        } else {
+            assert_eq!(ns, Some(NAMESPACE), "namespace of {}", kind(obj));
+        }
+    }
+
+    // RBAC: exactly pods get/list/watch, PVC get, PV get, bound to the
+    // DaemonSet's service account.
+    let role = the(&objs, "ClusterRole");
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("ClusterRole rules") {
+        assert_eq!(strs(&rule["apiGroups"]), [""], "core API group only");
+        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
+        for res in strs(&rule["resources"]) {
+            for verb in strs(&rule["verbs"]) {
+                granted.insert(format!("{res}:{verb}"));
+            }
+        }
+    }
+    let least: BTreeSet<String> = [
+        "pods:get",
+        "pods:list",
+        "pods:watch",
+        "persistentvolumeclaims:get",
+        "persistentvolumes:get",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(granted, least, "ClusterRole grants exactly this");
+
+    let sa = the(&objs, "ServiceAccount");
+    let binding = the(&objs, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], name(role));
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": name(sa), "namespace": NAMESPACE}])
+    );
+
+    // The DaemonSet.
+    let ds = the(&objs, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(pod["serviceAccountName"], name(sa));
+    let tolerations = pod["tolerations"].as_array().expect("tolerations");
+    assert!(
+        tolerations.contains(&json!({"operator": "Exists"})),
+        "a bare `operator: Exists` toleration runs kubedf on every node: {tolerations:?}"
+    );
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let args = strs(&c["args"]);
+    assert_eq!(args.first(), Some(&"serve"), "args start with serve");
+    let flag = |f: &str| -> &str {
+        let prefix = format!("--{f}=");
+        args.iter()
+            .find_map(|a| a.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no --{f}= in args {args:?}"))
+    };
+
+    let env = &c["env"];
+    assert_eq!(
+        by_name(env, "NODE_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(by_name(env, "KUBEDF_LOG_FORMAT")["value"], "json");
+
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_ne!(sc["privileged"], true);
+    assert_eq!(sc["runAsUser"], 0, "root, to read kubelet's 0750 pod dirs");
+    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert_eq!(strs(&sc["capabilities"]["add"]), ["DAC_READ_SEARCH"]);
+    assert_ne!(pod["hostNetwork"], true);
+    assert_ne!(pod["hostPID"], true);
+
+    // Host mounts: / read-only with HostToContainer at --path.rootfs, /proc at
+    // --path.procfs, and the CRI socket that --cri.endpoint names.
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let mount_of_host_path = |host: &str| -> &Value {
+        let vol = volumes
+            .iter()
+            .find(|v| v["hostPath"]["path"] == host)
+            .unwrap_or_else(|| panic!("no hostPath volume for {host}"));
+        by_name(&c["volumeMounts"], vol["name"].as_str().unwrap())
+    };
+    let rootfs = mount_of_host_path("/");
+    assert_eq!(rootfs["readOnly"], true, "rootfs read-only");
+    assert_eq!(rootfs["mountPropagation"], "HostToContainer");
+    assert_eq!(rootfs["mountPath"], flag("path.rootfs"));
+    let proc_ = mount_of_host_path("/proc");
+    assert_eq!(proc_["readOnly"], true, "proc read-only");
+    assert_eq!(proc_["mountPath"], flag("path.procfs"));
+    let socket = flag("cri.endpoint")
+        .strip_prefix("unix://")
+        .expect("unix:// endpoint");
+    assert_eq!(mount_of_host_path(socket)["mountPath"], socket);
+    for m in c["volumeMounts"].as_array().unwrap() {
+        assert_ne!(
+            m["mountPropagation"], "Bidirectional",
+            "kubedf never mounts"
+        );
+    }
+
+    // Probes on /healthz of the metrics port.
+    let port = by_name(&c["ports"], "metrics");
+    assert_eq!(port["containerPort"], PORT);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], "/healthz", "{probe}");
+        assert!(
+            get["port"] == PORT || get["port"] == "metrics",
+            "{probe} port: {}",
+            get["port"]
+        );
+    }
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+
+    // Headless Service on the pods, and the ServiceMonitor on the Service.
+    let svc = the(&objs, "Service");
+    assert_eq!(svc["spec"]["clusterIP"], "None", "headless");
+    for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&pod_labels[k], v, "Service selects the pods");
+    }
+    let svc_port = by_name(&svc["spec"]["ports"], "metrics");
+    assert_eq!(svc_port["port"], PORT);
+    let sm = the(&objs, "ServiceMonitor");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "ServiceMonitor selects the Service"
+        );
+    }
+    assert_eq!(name(svc), JOB, "the Service name becomes the job label");
+    let endpoints = sm["spec"]["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 1);
+    let ep = &endpoints[0];
+    assert_eq!(ep["port"], "metrics");
+    assert_eq!(ep["interval"], "30s");
+    for target in ["instance", "node"] {
+        let relabeled = ep["relabelings"].as_array().into_iter().flatten().any(|r| {
+            r["targetLabel"] == target
+                && strs(&r["sourceLabels"]) == ["__meta_kubernetes_pod_node_name"]
+                && r.get("action").is_none_or(|a| a == "replace")
+        });
+        assert!(relabeled, "ServiceMonitor sets {target} from the node name");
+    }
+
+    let pr = the(&objs, "PrometheusRule");
+    assert!(!pr["spec"]["groups"].as_array().expect("groups").is_empty());
+}
+
+#[test]
+fn rendered_objects_pass_kubernetes_validate() {
+    let test = "rendered_objects_pass_kubernetes_validate";
+    let Some(objs) = render(test) else { return };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("deploy-validate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut files = Vec::new();
+    for (i, obj) in objs.iter().enumerate() {
+        // The Prometheus Operator's CRDs are unknown to kubernetes-validate.
+        if matches!(kind(obj), "ServiceMonitor" | "PrometheusRule") {
+            continue;
+        }
+        let file = dir.join(format!("{i}-{}.yaml", kind(obj).to_lowercase()));
+        // JSON is YAML.
+        std::fs::write(&file, serde_json::to_string_pretty(obj).unwrap()).unwrap();
+        files.push(file);
+    }
+    assert_eq!(files.len(), 6, "six built-in objects");
+    let out = run(
+        test,
+        Command::new("kubernetes-validate")
+            .arg("--strict")
+            .arg("--quiet")
+            .args(&files),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some(out) = out else { return };
+    assert_success("kubernetes-validate --strict", &out);
+}
+
+#[test]
+fn alert_rules_pass_promtool_check() {
+    let test = "alert_rules_pass_promtool_check";
+    let Some(out) = run(
+        test,
+        Command::new("promtool").current_dir(root()).args([
+            "check",
+            "rules",
+            "deploy/rules/kubedf-alerts.yaml",
+        ]),
+    ) else {
+        return;
+    };
+    assert_success("promtool check rules", &out);
+}
+
+#[test]
+fn alert_rules_pass_their_unit_tests() {
+    let test = "alert_rules_pass_their_unit_tests";
+    let Some(out) = run(
+        test,
+        Command::new("promtool").current_dir(root()).args([
+            "test",
+            "rules",
+            "deploy/rules/kubedf-alerts.test.yaml",
+        ]),
+    ) else {
+        return;
+    };
+    assert_success("promtool test rules", &out);
+}
+
+#[test]
+fn prometheusrule_holds_the_rules_file() {
+    let file = yaml("deploy/rules/kubedf-alerts.yaml");
+    let pr = yaml("deploy/prometheusrule.yaml");
+    assert_eq!(pr["kind"], "PrometheusRule");
+    assert_eq!(pr["apiVersion"], "monitoring.coreos.com/v1");
+    assert!(file["groups"].is_array(), "rules file has groups");
+    assert_eq!(
+        file.as_object().unwrap().len(),
+        1,
+        "rules file holds only groups"
+    );
+    assert_eq!(
+        pr["spec"]["groups"], file["groups"],
+        "deploy/prometheusrule.yaml spec.groups must equal deploy/rules/kubedf-alerts.yaml groups"
+    );
+}
+
+fn alert_rules() -> Vec<Value> {
+    yaml("deploy/rules/kubedf-alerts.yaml")["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules").clone())
+        .collect()
+}
+
+#[test]
+fn every_alert_is_labelled_scoped_and_documented() {
+    let readme = read("README.md");
+    let rules = alert_rules();
+    assert!(!rules.is_empty());
+    for rule in &rules {
+        let alert = rule["alert"].as_str().expect("only alerting rules");
+        let expr = rule["expr"].as_str().expect("expr");
+        assert!(
+            matches!(
+                rule["labels"]["severity"].as_str(),
+                Some("warning" | "critical")
+            ),
+            "{alert}: severity"
+        );
+        for a in ["summary", "description"] {
+            assert!(
+                rule["annotations"][a]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty()),
+                "{alert}: {a}"
+            );
+        }
+        assert!(
+            rule["annotations"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("$labels"),
+            "{alert}: description names the series"
+        );
+        assert!(rule["for"].is_string(), "{alert}: for");
+        assert_selectors_have(alert, expr, &format!("job=\"{JOB}\""));
+        assert!(
+            expr.contains(&format!("job=\"{JOB}\"")),
+            "{alert} selects job=\"{JOB}\""
+        );
+        assert_documented(&readme, alert, expr);
+    }
+}
+
+#[test]
+fn every_alert_has_a_firing_and_a_quiet_unit_test() {
+    let tests = yaml("deploy/rules/kubedf-alerts.test.yaml");
+    let mut cases: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for t in tests["tests"].as_array().expect("tests") {
+        for case in t["alert_rule_test"].as_array().into_iter().flatten() {
+            let alert = case["alertname"].as_str().expect("alertname").to_string();
+            let fires = case["exp_alerts"].as_array().is_some_and(|a| !a.is_empty());
+            let entry = cases.entry(alert).or_default();
+            if fires {
+                entry.0 = true;
+            } else {
+                entry.1 = true;
+            }
+        }
+    }
+    for rule in alert_rules() {
+        let alert = rule["alert"].as_str().unwrap();
+        assert_eq!(
+            cases.get(alert),
+            Some(&(true, true)),
+            "{alert}: needs a case where it fires and one where it must not (firing, quiet)"
+        );
+    }
+}
+
+/// Names matching `(kubedf|kubelet_volume_stats)_[a-z_]+`, with the byte
+/// offset just past each name.
+fn metric_names(expr: &str) -> Vec<(String, usize)> {
+    let b = expr.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let at_boundary = i == 0 || !ident(b[i - 1]);
+        if at_boundary
+            && (b[i..].starts_with(b"kubedf_") || b[i..].starts_with(b"kubelet_volume_stats_"))
+        {
+            let end = (i..b.len()).find(|&j| !ident(b[j])).unwrap_or(b.len());
+            out.push((expr[i..end].to_string(), end));
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Every kubedf/kubelet metric selector in `expr` carries `matcher`.
+fn assert_selectors_have(what: &str, expr: &str, matcher: &str) {
+    for (metric, end) in metric_names(expr) {
+        let rest = &expr[end..];
+        let selector = rest
+            .strip_prefix('{')
+            .and_then(|r| r.find('}').map(|n| &r[..n]))
+            .unwrap_or_else(|| panic!("{what}: {metric} has no label selector in {expr}"));
+        assert!(
+            selector.contains(matcher),
+            "{what}: {metric}{{{selector}}} lacks {matcher}"
+        );
+    }
+}
+
+fn assert_documented(readme: &str, what: &str, expr: &str) {
+    for (metric, _) in metric_names(expr) {
+        assert!(
+            readme.contains(&format!("`{metric}`")),
+            "{what}: {metric} is not in README.md's metrics table"
+        );
+    }
+}
+
+fn dashboards() -> Vec<(String, Value)> {
+    let dir = root().join("dashboards");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("dashboards/") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+        out.push((file_name(&path), v));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn all_panels(panels: &Value, out: &mut Vec<Value>) {
+    for p in panels.as_array().into_iter().flatten() {
+        out.push(p.clone());
+        all_panels(&p["panels"], out);
+    }
+}
+
+/// `$name` and `${name}` references in a query.
+fn variables_used(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        let (name, tail) = if let Some(r) = rest.strip_prefix('{') {
+            let end = r.find('}').unwrap_or(r.len());
+            (&r[..end], &r[end..])
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        out.push(name.to_string());
+        rest = tail;
+    }
+    out
+}
+
+fn variable_query(v: &Value) -> &str {
+    v["query"]
+        .as_str()
+        .or_else(|| v["query"]["query"].as_str())
+        .unwrap_or_else(|| panic!("variable {} has no query", v["name"]))
+}
+
+#[test]
+fn dashboards_are_importable_and_query_only_documented_metrics() {
+    let readme = read("README.md");
+    let dashboards = dashboards();
+    let files: BTreeSet<&str> = dashboards.iter().map(|(f, _)| f.as_str()).collect();
+    for want in [
+        "kubedf-persistent-volumes.json",
+        "kubedf-node-disk-pressure.json",
+    ] {
+        assert!(files.contains(want), "dashboards/{want} is missing");
+    }
+    let ds = json!({"type": "prometheus", "uid": DATASOURCE});
+    let mut uids = BTreeSet::new();
+    for (file, d) in &dashboards {
+        assert_eq!(d["schemaVersion"], 39, "{file}: schemaVersion");
+        assert!(
+            d["id"].is_null(),
+            "{file}: no dashboard id, so it imports as new"
+        );
+        let uid = d["uid"].as_str().unwrap_or_else(|| panic!("{file}: uid"));
+        assert!(!uid.is_empty() && uid.len() <= 40, "{file}: uid {uid:?}");
+        assert!(uids.insert(uid.to_string()), "{file}: uid {uid} taken");
+        assert!(d["title"].as_str().is_some_and(|t| !t.is_empty()));
+
+        // Variables.
+        let vars = d["templating"]["list"].as_array().expect("templating.list");
+        let var = |n: &str| vars.iter().find(|v| v["name"] == n);
+        let dsv = var("datasource").unwrap_or_else(|| panic!("{file}: datasource variable"));
+        assert_eq!(dsv["type"], "datasource");
+        assert_eq!(dsv["query"], "prometheus");
+        let job = var("job").unwrap_or_else(|| panic!("{file}: job variable"));
+        assert_eq!(job["type"], "query");
+        assert_eq!(
+            variable_query(job).replace(' ', ""),
+            "label_values(kubedf_build_info,job)",
+            "{file}: job variable"
+        );
+        let mut all_vars = BTreeSet::new();
+        for v in vars {
+            let n = v["name"].as_str().expect("variable name");
+            all_vars.insert(n);
+            if v["type"] != "query" {
+                continue;
+            }
+            assert_eq!(v["datasource"], ds, "{file}: variable {n} datasource");
+            let q = variable_query(v);
+            if n != "job" {
+                assert!(
+                    q.contains("job=\"$job\""),
+                    "{file}: variable {n} is scoped to $job"
+                );
+            }
+            assert_documented(&readme, &format!("{file}: variable {n}"), q);
+            if v["includeAll"] == true {
+                assert_eq!(v["allValue"], ".*", "{file}: variable {n} allValue");
+            }
+        }
+
+        // Panels.
+        let mut panels = Vec::new();
+        all_panels(&d["panels"], &mut panels);
+        assert!(!panels.is_empty(), "{file}: no panels");
+        let mut ids = BTreeSet::new();
+        let mut boxes: Vec<(String, [u64; 4])> = Vec::new();
+        for p in &panels {
+            let title = p["title"].as_str().unwrap_or("?").to_string();
+            let what = format!("{file}: panel {title:?}");
+            let id = p["id"].as_u64().unwrap_or_else(|| panic!("{what}: id"));
+            assert!(ids.insert(id), "{what}: id {id} collides");
+            assert_eq!(p["datasource"], ds, "{what}: datasource");
+            let g = &p["gridPos"];
+            let b = ["x", "y", "w", "h"].map(|k| {
+                g[k].as_u64()
+                    .unwrap_or_else(|| panic!("{what}: gridPos.{k}"))
+            });
+            assert!(b[0] + b[2] <= 24, "{what}: wider than the grid");
+            for (other, o) in &boxes {
+                let overlap = b[0] < o[0] + o[2]
+                    && o[0] < b[0] + b[2]
+                    && b[1] < o[1] + o[3]
+                    && o[1] < b[1] + b[3];
+                assert!(!overlap, "{what} overlaps {other:?}");
+            }
+            boxes.push((title.clone(), b));
+            if p["type"] == "row" {
+                continue;
+            }
+            let targets = p["targets"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{what}: targets"));
+            assert!(!targets.is_empty(), "{what}: no targets");
+            let mut refs = BTreeSet::new();
+            for t in targets {
+                let r = t["refId"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{what}: refId"));
+                assert!(refs.insert(r), "{what}: refId {r} twice");
+                if let Some(tds) = t.get("datasource") {
+                    assert_eq!(tds, &ds, "{what}: target datasource");
+                }
+                let expr = t["expr"].as_str().unwrap_or_else(|| panic!("{what}: expr"));
+                assert!(expr.contains("$job"), "{what}: {expr} does not use $job");
+                assert_selectors_have(&what, expr, "job=\"$job\"");
+                assert_documented(&readme, &what, expr);
+                for used in variables_used(expr) {
+                    assert!(
+                        QUERY_VARIABLES.contains(&used.as_str()),
+                        "{what}: uses ${used}, not one of {QUERY_VARIABLES:?}"
+                    );
+                    if let Some(v) = var(&used) {
+                        if v["includeAll"] == true {
+                            assert!(
+                                !expr.contains(&format!("=\"${used}\"")),
+                                "{what}: ${used} can be All (.*): match it with =~"
+                            );
+                        }
+                    } else {
+                        assert!(
+                            used.starts_with("__"),
+                            "{what}: ${used} is not a variable of {file}"
+                        );
+                    }
+                }
+            }
+        }
+        for n in all_vars {
+            let used = n == "datasource"
+                || panels.iter().any(|p| {
+                    p["targets"].as_array().into_iter().flatten().any(|t| {
+                        variables_used(t["expr"].as_str().unwrap_or(""))
+                            .iter()
+                            .any(|u| u == n)
+                    })
+                })
+                || vars.iter().any(|v| {
+                    v["type"] == "query" && variables_used(variable_query(v)).iter().any(|u| u == n)
+                });
+            assert!(used, "{file}: variable {n} is never used");
+        }
+    }
+}
+
+#[test]
+fn metric_names_are_found_in_queries() {
+    let names: Vec<String> = metric_names(
+        "kubedf_a_b{job=\"kubedf\"} / kubelet_volume_stats_x{} or kubelet_up + my_kubedf_x",
+    )
+    .into_iter()
+    .map(|(n, _)| n)
+    .collect();
+    assert_eq!(names, ["kubedf_a_b", "kubelet_volume_stats_x"]);
+    assert_eq!(
+        variables_used("a{x=~\"$node\", y=\"${job}\"}[$__rate_interval]"),
+        ["node", "job", "__rate_interval"]
+    );
+}
