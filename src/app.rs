@@ -101,6 +101,7 @@ async fn volume_side(args: &CommonArgs) -> Option<(Kube, VolumeSampler)> {
     let cfg = VolumeConfig {
         rootfs: args.rootfs.clone(),
         procfs: args.procfs.clone(),
+        sysfs: args.sysfs.clone(),
         kubelet_root_dir: args.kubelet_root_dir.clone(),
         period: args.volume_stats_agg_period,
         timeout: args.volume_stats_timeout,

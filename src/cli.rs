@@ -80,6 +80,14 @@ pub struct CommonArgs {
         global = true
     )]
     pub procfs: PathBuf,
+    /// Where the host's /sys is mounted (block volume sizes).
+    #[arg(
+        long = "path.sysfs",
+        env = "KUBEDF_PATH_SYSFS",
+        default_value = "/sys",
+        global = true
+    )]
+    pub sysfs: PathBuf,
     /// kubelet's root directory (host path); its filesystem is nodefs.
     #[arg(
         long = "kubelet.root-dir",

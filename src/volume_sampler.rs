@@ -32,6 +32,7 @@ use crate::volumes::{
 pub struct VolumeConfig {
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
+    pub sysfs: PathBuf,
     /// The kubelet root dir as a host path.
     pub kubelet_root_dir: String,
     /// Refresh period of each volume (jittered to 1x-2x).
@@ -101,6 +102,7 @@ struct Measured {
 /// The I/O of one measurement, shared by the spawned tasks.
 struct Measurer {
     rootfs: PathBuf,
+    sysfs: PathBuf,
     timeout: Duration,
     walk_budget: Duration,
     prober: FsProber,
@@ -133,6 +135,7 @@ impl VolumeSampler {
             .map_err(|e| format!("cannot start walk threads: {e}"))?;
         let measurer = Arc::new(Measurer {
             rootfs: cfg.rootfs.clone(),
+            sysfs: cfg.sysfs.clone(),
             timeout: cfg.timeout,
             walk_budget: cfg.walk_budget,
             prober: FsProber::default(),
@@ -547,6 +550,7 @@ impl Measurer {
 
     async fn block(&self, path: &Path) -> Result<FsUsage, VolumeError> {
         let rootfs = self.rootfs.clone();
+        let sysfs = self.sysfs.clone();
         let owned = path.to_path_buf();
         let Some(guard) = self.reading.claim(path) else {
             return Err(VolumeError::new(
@@ -559,7 +563,7 @@ impl Measurer {
         };
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            device_size(&rootfs, &owned)
+            device_size(&rootfs, &sysfs, &owned)
         });
         let size = match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(Ok(size))) => size,

@@ -1,17 +1,20 @@
-//! The size of a block device (a block-mode volume), by seeking to its end:
-//! no ioctl, so no unsafe code.
+//! The size of a block device (a block-mode volume): from sysfs
+//! (`/sys/dev/block/MAJ:MIN/size`, in 512-byte sectors), which needs no
+//! access to the device itself (an unprivileged container cannot open it);
+//! else by seeking to the end of the device. No ioctl, so no unsafe code.
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::sources::host_path;
 
-/// Opens `path` read-only and returns its size in bytes. kubelet publishes
+/// The size in bytes of the device (or file) at `path`. kubelet publishes
 /// block volumes as symlinks or device nodes; an absolute symlink names a
 /// host path, so it is followed under `rootfs` rather than in this process's
 /// own root.
-pub fn device_size(rootfs: &Path, path: &Path) -> io::Result<u64> {
+pub fn device_size(rootfs: &Path, sysfs: &Path, path: &Path) -> io::Result<u64> {
     let mut target = path.to_path_buf();
     for _ in 0..8 {
         match std::fs::read_link(&target) {
@@ -28,6 +31,17 @@ pub fn device_size(rootfs: &Path, path: &Path) -> io::Result<u64> {
             }
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => break,
             Err(e) => return Err(e),
+        }
+    }
+    let meta = std::fs::metadata(&target)?;
+    if meta.file_type().is_block_device() {
+        let rdev = meta.rdev();
+        let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+        let sectors = sysfs.join(format!("dev/block/{major}:{minor}/size"));
+        if let Ok(text) = std::fs::read_to_string(&sectors)
+            && let Ok(n) = text.trim().parse::<u64>()
+        {
+            return Ok(n * 512);
         }
     }
     let mut file = File::open(&target)?;
@@ -52,17 +66,72 @@ mod tests {
         let dev = root.path().join("dev");
         std::fs::create_dir(&dev).unwrap();
         std::fs::write(dev.join("disk"), vec![0u8; 12_345]).unwrap();
-        assert_eq!(device_size(root.path(), &dev.join("disk")).unwrap(), 12_345);
+        assert_eq!(
+            device_size(root.path(), Path::new("/sys"), &dev.join("disk")).unwrap(),
+            12_345
+        );
         std::os::unix::fs::symlink("/dev/disk", root.path().join("abs")).unwrap();
         assert_eq!(
-            device_size(root.path(), &root.path().join("abs")).unwrap(),
+            device_size(root.path(), Path::new("/sys"), &root.path().join("abs")).unwrap(),
             12_345
         );
         std::os::unix::fs::symlink("dev/disk", root.path().join("rel")).unwrap();
         assert_eq!(
-            device_size(root.path(), &root.path().join("rel")).unwrap(),
+            device_size(root.path(), Path::new("/sys"), &root.path().join("rel")).unwrap(),
             12_345
         );
-        assert!(device_size(root.path(), &root.path().join("missing")).is_err());
+        assert!(device_size(root.path(), Path::new("/sys"), &root.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_block_device_is_sized_from_sysfs_without_opening_it() {
+        use nix::mount::{MntFlags, MsFlags, mount, umount2};
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        // Any block device the kernel lists will do.
+        let Some(dev) = std::fs::read_dir("/sys/dev/block")
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok)
+        else {
+            return;
+        };
+        let name = dev.file_name().to_string_lossy().into_owned();
+        let (major, minor) = name.split_once(':').unwrap();
+        let want = std::fs::read_to_string(dev.path().join("size"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            * 512;
+        // A device node on a nodev tmpfs cannot be opened, not even by root,
+        // as a container without device access cannot open the real one.
+        let root = tempfile::tempdir().unwrap();
+        if mount(
+            Some("tmpfs"),
+            root.path(),
+            Some("tmpfs"),
+            MsFlags::MS_NODEV,
+            Some("size=1m"),
+        )
+        .is_err()
+        {
+            return; // not root
+        }
+        let node = root.path().join("disk");
+        mknod(
+            &node,
+            SFlag::S_IFBLK,
+            Mode::from_bits_truncate(0o600),
+            makedev(major.parse().unwrap(), minor.parse().unwrap()),
+        )
+        .unwrap();
+        let opened = File::open(&node);
+        let size = device_size(root.path(), Path::new("/sys"), &node);
+        umount2(root.path(), MntFlags::MNT_DETACH).unwrap();
+        assert!(
+            opened.is_err(),
+            "the node must not be openable for this test to mean anything"
+        );
+        assert_eq!(size.unwrap(), want);
     }
 }
