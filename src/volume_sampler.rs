@@ -268,6 +268,11 @@ impl VolumeSampler {
             }
             match lookup {
                 Some(Ok(pv)) if entry.pv.as_ref() != Some(pv) || entry.target.is_none() => {
+                    // A measurement of the old plan may still be running: its
+                    // result is dropped (its path stays guarded until it returns).
+                    self.generation += 1;
+                    entry.generation = self.generation;
+                    entry.in_flight = false;
                     entry.pv = Some(pv.clone());
                     entry.row.pv = Some(pv.name.clone());
                     entry.row.driver = Some(pv.source.driver());
