@@ -107,6 +107,7 @@ async fn volume_side(args: &CommonArgs) -> Option<(Kube, VolumeSampler)> {
         timeout: args.volume_stats_timeout,
         walk_budget: args.volume_stats_walk_timeout,
         walk_workers: usize::from(args.volume_stats_walk_workers),
+        walk_threads: usize::from(args.volume_stats_walk_threads),
     };
     match VolumeSampler::new(cfg, kube.clone()) {
         Ok(sampler) => Some((kube, sampler)),

@@ -137,6 +137,10 @@ pub struct CommonArgs {
     /// Number of low-priority threads that run usage walks.
     #[arg(long = "volume-stats-walk-workers", env = "KUBEDF_VOLUME_STATS_WALK_WORKERS", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
     pub volume_stats_walk_workers: u16,
+    /// Threads one usage walk may use (at most workers x threads walk at
+    /// once, all at nice 19).
+    #[arg(long = "volume-stats-walk-threads", env = "KUBEDF_VOLUME_STATS_WALK_THREADS", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
+    pub volume_stats_walk_threads: u16,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long = "log.format",
@@ -284,6 +288,7 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(p.cli.common.volume_stats_walk_workers, 2);
+        assert_eq!(p.cli.common.volume_stats_walk_threads, 2);
         assert_eq!(p.cli.common.kubeconfig, None);
         let p = parse_from(["kubedf", "df", "--volume-stats-agg-period", "0"]).unwrap();
         assert!(p.cli.common.volume_stats_agg_period.is_zero());

@@ -5,9 +5,12 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, UNIX_EPOCH};
 
-use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel as _, EncodeLabelSet, LabelSetEncoder, MetricEncoder,
+};
 use prometheus_client::metrics::MetricType;
 use thiserror::Error;
 
@@ -78,7 +81,9 @@ pub struct Collected<'s> {
 
 #[derive(Debug)]
 pub struct Registry {
-    collectors: Vec<Box<dyn Collector>>,
+    collectors: Arc<Vec<Box<dyn Collector>>>,
+    /// Length of the last exposition rendered.
+    last_len: AtomicUsize,
 }
 
 impl Registry {
@@ -103,7 +108,10 @@ impl Registry {
             .into_iter()
             .filter(|c| enabled.is_none_or(|names| names.contains(c.name())))
             .collect();
-        Ok(Registry { collectors })
+        Ok(Registry {
+            collectors: Arc::new(collectors),
+            last_len: AtomicUsize::new(0),
+        })
     }
 
     pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
@@ -120,97 +128,95 @@ impl Registry {
 
     /// Runs every collector on the snapshot, then adds kubedf's own families.
     pub fn collect<'s>(&self, snapshot: &'s Snapshot) -> Collected<'s> {
-        let mut sink = Sink::default();
-        let mut outcomes = Vec::with_capacity(self.collectors.len());
-        for c in &self.collectors {
-            for desc in c.descs() {
-                sink.declare(desc);
-            }
-        }
-        for c in &self.collectors {
-            let start = Instant::now();
-            let result = c.collect(snapshot, &mut sink);
-            outcomes.push((c.name(), result, start.elapsed()));
-        }
-        let mut incomplete = Vec::new();
-        for (name, result, elapsed) in outcomes {
-            sink.add(&COLLECTOR_SUCCESS, [name], i64::from(result.is_ok()));
-            sink.add(&COLLECTOR_DURATION, [name], elapsed.as_secs_f64());
-            if let Err(e) = result {
-                incomplete.push((name, e));
-            }
-        }
-        for status in snapshot.source_statuses() {
-            let source = status.source.name();
-            sink.add(&SOURCE_UP, [source], i64::from(status.up));
-            if let Some(t) = status.last_success {
-                let secs = t
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64();
-                sink.add(&SOURCE_LAST_SUCCESS, [source], secs);
-            }
-            if let Some(d) = status.duration {
-                sink.add(&SOURCE_DURATION, [source], d.as_secs_f64());
-            }
-        }
-        sink.add(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1i64);
-        Collected {
-            families: sink.into_families(),
-            incomplete,
-        }
+        collect_with(&self.collectors, snapshot)
     }
 
     /// The OpenMetrics text exposition of a snapshot, `# EOF` included.
     pub fn render(&self, snapshot: &Snapshot) -> String {
-        let collected = self.collect(snapshot);
+        // prometheus-client's collectors must be 'static: hand it shared
+        // handles (a snapshot clone is cheap, its volume table is shared)
+        // and let it collect and encode in one pass, with no copy of the
+        // samples in between.
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(Exposition {
-            text: Arc::new(encode_families(&collected.families)),
+            collectors: Arc::clone(&self.collectors),
+            snapshot: Arc::new(snapshot.clone()),
         }));
-        let mut out = String::new();
+        // Sized like the last exposition, which the next one nearly always
+        // matches: growing a multi-megabyte string by doubling copies it over
+        // and over.
+        let mut out = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        self.last_len.store(out.len(), Ordering::Relaxed);
         out
     }
 }
 
-/// Families prepared for prometheus-client. The collector trait of
-/// prometheus-client wants `'static` data, so samples are copied into owned
-/// strings once per render.
+/// Runs `collectors` on the snapshot, then adds kubedf's own families.
+fn collect_with<'s>(collectors: &[Box<dyn Collector>], snapshot: &'s Snapshot) -> Collected<'s> {
+    let mut sink = Sink::default();
+    let mut outcomes = Vec::with_capacity(collectors.len());
+    for c in collectors {
+        for desc in c.descs() {
+            sink.declare(desc);
+        }
+    }
+    for c in collectors {
+        let start = Instant::now();
+        let result = c.collect(snapshot, &mut sink);
+        outcomes.push((c.name(), result, start.elapsed()));
+    }
+    let mut incomplete = Vec::new();
+    for (name, result, elapsed) in outcomes {
+        sink.add(&COLLECTOR_SUCCESS, [name], i64::from(result.is_ok()));
+        sink.add(&COLLECTOR_DURATION, [name], elapsed.as_secs_f64());
+        if let Err(e) = result {
+            incomplete.push((name, e));
+        }
+    }
+    for status in snapshot.source_statuses() {
+        let source = status.source.name();
+        sink.add(&SOURCE_UP, [source], i64::from(status.up));
+        if let Some(t) = status.last_success {
+            let secs = t
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            sink.add(&SOURCE_LAST_SUCCESS, [source], secs);
+        }
+        if let Some(d) = status.duration {
+            sink.add(&SOURCE_DURATION, [source], d.as_secs_f64());
+        }
+    }
+    sink.add(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1i64);
+    Collected {
+        families: sink.into_families(),
+        incomplete,
+    }
+}
+
+/// What one render encodes.
 #[derive(Debug)]
 struct Exposition {
-    text: Arc<Vec<OwnedFamily>>,
+    collectors: Arc<Vec<Box<dyn Collector>>>,
+    snapshot: Arc<Snapshot>,
 }
 
-#[derive(Debug)]
-struct OwnedFamily {
-    desc: &'static Desc,
-    help: String,
-    samples: Vec<(Vec<(&'static str, String)>, Value)>,
+/// A sample's labels, zipped from the descriptor's names and the sample's
+/// values as prometheus-client encodes them, without building pairs.
+struct SampleLabels<'a> {
+    names: &'static [&'static str],
+    values: &'a [Cow<'a, str>],
 }
 
-fn encode_families(families: &[(&'static Desc, Vec<Sample<'_>>)]) -> Vec<OwnedFamily> {
-    families
-        .iter()
-        .filter(|(_, samples)| !samples.is_empty())
-        .map(|(desc, samples)| OwnedFamily {
-            desc,
-            help: format!("{}{}", desc.stability.help_prefix(), desc.help),
-            samples: samples
-                .iter()
-                .map(|s| {
-                    let labels = desc
-                        .labels
-                        .iter()
-                        .copied()
-                        .zip(s.labels.iter().map(Cow::to_string))
-                        .collect();
-                    (labels, s.value)
-                })
-                .collect(),
-        })
-        .collect()
+impl EncodeLabelSet for SampleLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        for (name, value) in self.names.iter().zip(self.values) {
+            (*name, value.as_ref()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 /// The family name prometheus-client wants: without the unit suffix, which
@@ -232,23 +238,25 @@ pub fn base_name(desc: &Desc) -> Cow<'static, str> {
 
 impl prometheus_client::collector::Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for family in self.text.iter() {
-            let metric_type = match family.desc.kind {
+        let collected = collect_with(&self.collectors, &self.snapshot);
+        for (desc, samples) in collected.families.iter().filter(|(_, s)| !s.is_empty()) {
+            let metric_type = match desc.kind {
                 MetricKind::Gauge => MetricType::Gauge,
             };
-            let name = base_name(family.desc);
-            let mut metric = encoder.encode_descriptor(
-                &name,
-                &family.help,
-                family.desc.unit.as_ref(),
-                metric_type,
-            )?;
-            for (labels, value) in &family.samples {
+            let name = base_name(desc);
+            let help = format!("{}{}", desc.stability.help_prefix(), desc.help);
+            let mut metric =
+                encoder.encode_descriptor(&name, &help, desc.unit.as_ref(), metric_type)?;
+            for sample in samples {
                 // An unlabelled series is written without `{}`.
-                if labels.is_empty() {
-                    encode_value(&mut metric, *value)?;
+                if sample.labels.is_empty() {
+                    encode_value(&mut metric, sample.value)?;
                 } else {
-                    encode_value(&mut metric.encode_family(labels)?, *value)?;
+                    let labels = SampleLabels {
+                        names: desc.labels,
+                        values: &sample.labels,
+                    };
+                    encode_value(&mut metric.encode_family(&labels)?, sample.value)?;
                 }
             }
         }

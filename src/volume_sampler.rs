@@ -42,6 +42,8 @@ pub struct VolumeConfig {
     /// Time budget of one usage walk.
     pub walk_budget: Duration,
     pub walk_workers: usize,
+    /// Threads one walk may use.
+    pub walk_threads: usize,
 }
 
 /// One PVC of the node, as last measured.
@@ -131,7 +133,7 @@ impl VolumeSampler {
         // The mount table names real paths: resolve symlinks in the root
         // dir once (it is a local directory, never a volume).
         let kubelet_root = std::fs::canonicalize(&kubelet_root).unwrap_or(kubelet_root);
-        let walkers = WalkPool::new(cfg.walk_workers)
+        let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
             .map_err(|e| format!("cannot start walk threads: {e}"))?;
         let measurer = Arc::new(Measurer {
             rootfs: cfg.rootfs.clone(),

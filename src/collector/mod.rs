@@ -99,17 +99,24 @@ impl From<f64> for Value {
     }
 }
 
+/// Label values of one sample, inline up to the three most families have,
+/// so that a sample costs no allocation of its own.
+pub type LabelValues<'s> = smallvec::SmallVec<[Cow<'s, str>; 3]>;
+
 #[derive(Debug)]
 pub struct Sample<'s> {
-    pub labels: Vec<Cow<'s, str>>,
+    pub labels: LabelValues<'s>,
     pub value: Value,
 }
 
 /// Where collectors put their samples, grouped by family in the order the
-/// families were first emitted.
+/// families were first declared or emitted.
 #[derive(Debug, Default)]
 pub struct Sink<'s> {
     families: Vec<(&'static Desc, Vec<Sample<'s>>)>,
+    /// The family of the last sample: collectors emit family by family, so
+    /// this spares the search nearly always.
+    last: usize,
 }
 
 impl<'s> Sink<'s> {
@@ -118,28 +125,41 @@ impl<'s> Sink<'s> {
         L: Into<Cow<'s, str>>,
         I: IntoIterator<Item = L>,
     {
-        let labels: Vec<Cow<'s, str>> = labels.into_iter().map(Into::into).collect();
+        let labels: LabelValues<'s> = labels.into_iter().map(Into::into).collect();
         debug_assert_eq!(labels.len(), desc.labels.len(), "labels of {}", desc.name);
         let sample = Sample {
             labels,
             value: value.into(),
         };
-        match self
-            .families
-            .iter_mut()
-            .find(|(d, _)| std::ptr::eq(*d, desc))
+        let slot = self.slot(desc);
+        self.families[slot].1.push(sample);
+    }
+
+    /// The index of `desc`'s family, created if new.
+    fn slot(&mut self, desc: &'static Desc) -> usize {
+        if let Some((d, _)) = self.families.get(self.last)
+            && std::ptr::eq(*d, desc)
         {
-            Some((_, samples)) => samples.push(sample),
-            None => self.families.push((desc, vec![sample])),
+            return self.last;
         }
+        self.last = match self
+            .families
+            .iter()
+            .position(|(d, _)| std::ptr::eq(*d, desc))
+        {
+            Some(i) => i,
+            None => {
+                self.families.push((desc, Vec::new()));
+                self.families.len() - 1
+            }
+        };
+        self.last
     }
 
     /// Reserves a family's place, so families render in declaration order
     /// whatever order samples arrive in. Empty families are not rendered.
     pub fn declare(&mut self, desc: &'static Desc) {
-        if !self.families.iter().any(|(d, _)| std::ptr::eq(*d, desc)) {
-            self.families.push((desc, Vec::new()));
-        }
+        self.slot(desc);
     }
 
     pub fn families(&self) -> &[(&'static Desc, Vec<Sample<'s>>)] {

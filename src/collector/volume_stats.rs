@@ -13,6 +13,8 @@
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::snapshot::Snapshot;
 use crate::sources::SourceId;
+use crate::sources::statfs::FsUsage;
+use crate::volume_sampler::VolumeRow;
 
 const LABELS: &[&str] = &["namespace", "persistentvolumeclaim"];
 
@@ -85,6 +87,9 @@ static DESCS: [&Desc; 8] = [
     &ERROR,
 ];
 
+/// Reads one figure of a volume's usage.
+type Figure = fn(&FsUsage) -> u64;
+
 #[derive(Debug)]
 pub struct VolumeStatsCollector;
 
@@ -109,9 +114,36 @@ impl Collector for VolumeStatsCollector {
         let Some(table) = &snapshot.volumes else {
             return Err(Incomplete("no volume table yet".into()));
         };
-        let mut failed = 0usize;
+        // Family by family, so each family's samples go in one run.
+        let measured: Vec<(
+            &crate::volume_sampler::VolumeRow,
+            &crate::sources::statfs::FsUsage,
+        )> = table
+            .rows
+            .iter()
+            .filter_map(|r| match &r.stats {
+                Some(Ok(u)) => Some((r, u)),
+                _ => None,
+            })
+            .collect();
+        let figures: [(&'static Desc, Figure); 6] = [
+            (&CAPACITY, |u| u.capacity_bytes),
+            (&AVAILABLE, |u| u.available_bytes),
+            (&USED, |u| u.used_bytes),
+            (&INODES, |u| u.inodes),
+            (&INODES_FREE, |u| u.inodes_free),
+            (&INODES_USED, |u| u.inodes_used),
+        ];
+        for (desc, figure) in figures {
+            for (row, usage) in &measured {
+                out.add(
+                    desc,
+                    [row.namespace.as_str(), row.claim.as_str()],
+                    figure(usage),
+                );
+            }
+        }
         for row in &table.rows {
-            let key = [row.namespace.as_str(), row.claim.as_str()];
             if let (Some(pv), Some(driver), Some(mode), Some(method)) =
                 (&row.pv, &row.driver, row.mode, row.method)
             {
@@ -129,24 +161,16 @@ impl Collector for VolumeStatsCollector {
                     1i64,
                 );
             }
-            match &row.stats {
-                Some(Ok(u)) => {
-                    out.add(&CAPACITY, key, u.capacity_bytes);
-                    out.add(&AVAILABLE, key, u.available_bytes);
-                    out.add(&USED, key, u.used_bytes);
-                    out.add(&INODES, key, u.inodes);
-                    out.add(&INODES_FREE, key, u.inodes_free);
-                    out.add(&INODES_USED, key, u.inodes_used);
-                }
-                Some(Err(e)) => {
-                    failed += 1;
-                    out.add(
-                        &ERROR,
-                        [row.namespace.as_str(), row.claim.as_str(), e.reason.name()],
-                        1i64,
-                    );
-                }
-                None => {}
+        }
+        let mut failed = 0usize;
+        for row in &table.rows {
+            if let Some(Err(e)) = &row.stats {
+                failed += 1;
+                out.add(
+                    &ERROR,
+                    [row.namespace.as_str(), row.claim.as_str(), e.reason.name()],
+                    1i64,
+                );
             }
         }
         match (&table.source.error, failed) {

@@ -9,6 +9,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -56,10 +58,34 @@ pub enum WalkError {
 /// lstat of a cached inode.
 const CLOCK_EVERY: u64 = 256;
 
-/// Walks `root` (blocking). Entries removed while the walk runs are skipped,
-/// as kubelet does; any other error on an entry fails the walk, because a
-/// partial sum would under-report.
-pub fn walk(root: &Path, budget: Duration) -> Result<DirUsage, WalkError> {
+/// What the threads of one walk share.
+struct Shared<'a> {
+    root: &'a Path,
+    device: u64,
+    budget: Duration,
+    started: Instant,
+    state: Mutex<Queue>,
+    wake: Condvar,
+    /// Inodes with more than one link already counted.
+    linked: Mutex<HashSet<u64>>,
+    bytes: AtomicU64,
+    inodes: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    dirs: Vec<PathBuf>,
+    /// Threads working on a directory (they may push more).
+    busy: usize,
+    failed: Option<WalkError>,
+    finished: bool,
+}
+
+/// Walks `root` (blocking) with up to `threads` threads, which inherit the
+/// calling thread's priority. Entries removed while the walk runs are
+/// skipped, as kubelet does; any other error on an entry fails the walk,
+/// because a partial sum would under-report.
+pub fn walk(root: &Path, budget: Duration, threads: usize) -> Result<DirUsage, WalkError> {
     let started = Instant::now();
     let meta = fs::symlink_metadata(root).map_err(|source| WalkError::Root {
         path: root.to_path_buf(),
@@ -71,62 +97,146 @@ pub fn walk(root: &Path, budget: Duration) -> Result<DirUsage, WalkError> {
     if !meta.is_dir() {
         return Err(WalkError::NotADirectory(root.to_path_buf()));
     }
-    let device = meta.dev();
-    let mut usage = DirUsage {
-        bytes: meta.blocks() * 512,
-        inodes: 1,
-    };
-    let mut linked: HashSet<u64> = HashSet::new();
-    let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
-    let entry_error = |entry: &Path, source: io::Error| WalkError::Entry {
-        path: root.to_path_buf(),
-        entry: entry.to_path_buf(),
-        source,
-    };
-    let over_budget = |inodes: u64| WalkError::BudgetExceeded {
-        path: root.to_path_buf(),
+    let shared = Shared {
+        root,
+        device: meta.dev(),
         budget,
-        inodes,
+        started,
+        state: Mutex::new(Queue {
+            dirs: vec![root.to_path_buf()],
+            ..Queue::default()
+        }),
+        wake: Condvar::new(),
+        linked: Mutex::default(),
+        bytes: AtomicU64::new(meta.blocks() * 512),
+        inodes: AtomicU64::new(1),
     };
-    while let Some(dir) = pending.pop() {
-        if started.elapsed() > budget {
-            return Err(over_budget(usage.inodes));
+    std::thread::scope(|scope| {
+        for _ in 1..threads.max(1) {
+            scope.spawn(|| shared.work());
         }
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(entry_error(&dir, e)),
+        shared.work();
+    });
+    let queue = shared
+        .state
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    match queue.failed {
+        Some(e) => Err(e),
+        None => Ok(DirUsage {
+            bytes: shared.bytes.into_inner(),
+            inodes: shared.inodes.into_inner(),
+        }),
+    }
+}
+
+impl Shared<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes directories until the walk is done or has failed.
+    fn work(&self) {
+        loop {
+            let dir = {
+                let mut queue = self.lock();
+                loop {
+                    if queue.finished || queue.failed.is_some() {
+                        return;
+                    }
+                    if let Some(dir) = queue.dirs.pop() {
+                        queue.busy += 1;
+                        break dir;
+                    }
+                    if queue.busy == 0 {
+                        queue.finished = true;
+                        self.wake.notify_all();
+                        return;
+                    }
+                    queue = self
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            let outcome = self.directory(&dir);
+            let mut queue = self.lock();
+            queue.busy -= 1;
+            match outcome {
+                Ok(subdirs) => queue.dirs.extend(subdirs),
+                Err(e) => {
+                    queue.failed.get_or_insert(e);
+                }
+            }
+            self.wake.notify_all();
+        }
+    }
+
+    /// Counts one directory's entries; returns its subdirectories.
+    fn directory(&self, dir: &Path) -> Result<Vec<PathBuf>, WalkError> {
+        if self.started.elapsed() > self.budget {
+            return Err(self.over_budget());
+        }
+        let entry_error = |entry: &Path, source: io::Error| WalkError::Entry {
+            path: self.root.to_path_buf(),
+            entry: entry.to_path_buf(),
+            source,
         };
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(entry_error(dir, e)),
+        };
+        let (mut bytes, mut inodes) = (0u64, 0u64);
+        let mut subdirs = Vec::new();
         for entry in entries {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(entry_error(&dir, e)),
+                Err(e) => return Err(entry_error(dir, e)),
             };
-            // DirEntry::metadata is lstat: symlinks are counted, never followed.
+            // DirEntry::metadata is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW):
+            // symlinks are counted, never followed.
             let meta = match entry.metadata() {
                 Ok(meta) => meta,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(entry_error(&entry.path(), e)),
             };
-            if meta.dev() != device {
+            if meta.dev() != self.device {
                 // Another filesystem mounted inside: not this volume's usage.
                 continue;
             }
-            if meta.nlink() > 1 && !meta.is_dir() && !linked.insert(meta.ino()) {
+            if meta.nlink() > 1
+                && !meta.is_dir()
+                && !self
+                    .linked
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(meta.ino())
+            {
                 continue;
             }
-            usage.bytes += meta.blocks() * 512;
-            usage.inodes += 1;
+            bytes += meta.blocks() * 512;
+            inodes += 1;
             if meta.is_dir() {
-                pending.push(entry.path());
+                subdirs.push(entry.path());
             }
-            if usage.inodes.is_multiple_of(CLOCK_EVERY) && started.elapsed() > budget {
-                return Err(over_budget(usage.inodes));
+            if inodes.is_multiple_of(CLOCK_EVERY) && self.started.elapsed() > self.budget {
+                return Err(self.over_budget());
             }
         }
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.inodes.fetch_add(inodes, Ordering::Relaxed);
+        Ok(subdirs)
     }
-    Ok(usage)
+
+    fn over_budget(&self) -> WalkError {
+        WalkError::BudgetExceeded {
+            path: self.root.to_path_buf(),
+            budget: self.budget,
+            inodes: self.inodes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Lowers the calling thread's CPU priority to nice 19, as kubelet runs du
@@ -142,12 +252,14 @@ pub fn lower_thread_priority() -> io::Result<()> {
 #[derive(Debug)]
 pub struct WalkPool {
     jobs: std::sync::mpsc::Sender<Job>,
+    threads_per_walk: usize,
     in_flight: InFlightSet,
 }
 
 struct Job {
     path: PathBuf,
     budget: Duration,
+    threads: usize,
     reply: tokio::sync::oneshot::Sender<Result<DirUsage, WalkError>>,
     _guard: InFlight,
 }
@@ -165,7 +277,8 @@ pub enum PoolError {
 }
 
 impl WalkPool {
-    pub fn new(workers: usize) -> std::io::Result<WalkPool> {
+    /// `workers` walks at a time, each with up to `threads_per_walk` threads.
+    pub fn new(workers: usize, threads_per_walk: usize) -> std::io::Result<WalkPool> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         for n in 0..workers.max(1) {
@@ -186,13 +299,14 @@ impl WalkPool {
                         let Ok(Job {
                             path,
                             budget,
+                            threads,
                             reply,
                             _guard: guard,
                         }) = job
                         else {
                             return;
                         };
-                        let result = walk(&path, budget);
+                        let result = walk(&path, budget, threads);
                         // Release the path before answering, so the answer
                         // means the path is free again.
                         drop(guard);
@@ -203,6 +317,7 @@ impl WalkPool {
         }
         Ok(WalkPool {
             jobs,
+            threads_per_walk: threads_per_walk.max(1),
             in_flight: InFlightSet::default(),
         })
     }
@@ -225,6 +340,7 @@ impl WalkPool {
             .send(Job {
                 path: path.to_path_buf(),
                 budget,
+                threads: self.threads_per_walk,
                 reply,
                 _guard: guard,
             })
@@ -255,7 +371,7 @@ mod tests {
         fs::write(root.join("b"), b"hello").unwrap();
         fs::hard_link(root.join("sub/a"), root.join("a-link")).unwrap();
         symlink("/etc", root.join("to-etc")).unwrap();
-        let usage = walk(root, Duration::from_secs(10)).unwrap();
+        let usage = walk(root, Duration::from_secs(10), 1).unwrap();
         // root, sub, sub/a (once, despite the link), b, to-etc.
         assert_eq!(usage.inodes, 5);
         let blocks: u64 = [
@@ -272,19 +388,40 @@ mod tests {
     }
 
     #[test]
+    fn threads_find_what_one_thread_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in 0..30 {
+            let sub = dir.path().join(format!("d{d}/e{}", d % 3));
+            fs::create_dir_all(&sub).unwrap();
+            for f in 0..20 {
+                fs::write(sub.join(format!("f{f}")), vec![0u8; 100 * f]).unwrap();
+            }
+            fs::hard_link(sub.join("f1"), dir.path().join(format!("link{d}"))).unwrap();
+        }
+        let one = walk(dir.path(), Duration::from_secs(10), 1).unwrap();
+        for threads in [2, 4] {
+            assert_eq!(
+                walk(dir.path(), Duration::from_secs(10), threads).unwrap(),
+                one
+            );
+        }
+        assert_eq!(one.inodes, 1 + 30 + 30 + 30 * 20, "links counted once");
+    }
+
+    #[test]
     fn refuses_symlinked_roots_and_files() {
         let dir = tempfile::tempdir().unwrap();
         symlink("/etc", dir.path().join("link")).unwrap();
         assert!(matches!(
-            walk(&dir.path().join("link"), Duration::from_secs(1)),
+            walk(&dir.path().join("link"), Duration::from_secs(1), 1),
             Err(WalkError::RootIsSymlink(_))
         ));
         fs::write(dir.path().join("f"), b"x").unwrap();
         assert!(matches!(
-            walk(&dir.path().join("f"), Duration::from_secs(1)),
+            walk(&dir.path().join("f"), Duration::from_secs(1), 1),
             Err(WalkError::NotADirectory(_))
         ));
-        let err = walk(&dir.path().join("missing"), Duration::from_secs(1)).unwrap_err();
+        let err = walk(&dir.path().join("missing"), Duration::from_secs(1), 1).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
@@ -294,7 +431,7 @@ mod tests {
         for i in 0..600 {
             fs::write(dir.path().join(format!("f{i}")), b"x").unwrap();
         }
-        let err = walk(dir.path(), Duration::ZERO).unwrap_err();
+        let err = walk(dir.path(), Duration::ZERO, 2).unwrap_err();
         assert!(matches!(err, WalkError::BudgetExceeded { .. }), "{err}");
     }
 
@@ -302,12 +439,12 @@ mod tests {
     async fn the_pool_walks_and_refuses_a_second_walk_of_the_same_path() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), vec![0u8; 10_000]).unwrap();
-        let pool = WalkPool::new(2).unwrap();
+        let pool = WalkPool::new(2, 2).unwrap();
         let usage = pool
             .walk(dir.path(), Duration::from_secs(10), Duration::from_secs(5))
             .await
             .unwrap();
-        assert_eq!(usage, walk(dir.path(), Duration::from_secs(10)).unwrap());
+        assert_eq!(usage, walk(dir.path(), Duration::from_secs(10), 1).unwrap());
         let guard = pool.in_flight.claim(dir.path()).unwrap();
         let err = pool
             .walk(dir.path(), Duration::from_secs(1), Duration::from_secs(1))
