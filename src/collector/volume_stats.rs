@@ -115,10 +115,7 @@ impl Collector for VolumeStatsCollector {
             return Err(Incomplete("no volume table yet".into()));
         };
         // Family by family, so each family's samples go in one run.
-        let measured: Vec<(
-            &crate::volume_sampler::VolumeRow,
-            &crate::sources::statfs::FsUsage,
-        )> = table
+        let measured: Vec<(&VolumeRow, &crate::sources::statfs::FsUsage)> = table
             .rows
             .iter()
             .filter_map(|r| match &r.stats {
