@@ -98,7 +98,10 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             let _ = stop_tx.send(true);
             let _ = sampler.await;
             info!("stopped");
-            Ok(std::process::ExitCode::SUCCESS)
+            // Exit now rather than return: dropping the runtime would wait for
+            // every blocking thread, and one stuck in a hung mount's statfs
+            // may never come back.
+            std::process::exit(0)
         }
     }
 }

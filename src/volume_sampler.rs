@@ -122,6 +122,12 @@ pub struct VolumeSampler {
     entries: HashMap<Key, Entry>,
     generation: u64,
     mounts: Option<(Instant, Arc<HashSet<PathBuf>>)>,
+    /// The pod set version the entries were last synced with.
+    pods_version: Option<u64>,
+    /// When the oldest lookup must be redone.
+    next_lookup: Option<Instant>,
+    /// Something changed since the table was last published.
+    dirty: bool,
     results_tx: mpsc::UnboundedSender<Measured>,
     results_rx: mpsc::UnboundedReceiver<Measured>,
 }
@@ -154,6 +160,9 @@ impl VolumeSampler {
             entries: HashMap::new(),
             generation: 0,
             mounts: None,
+            pods_version: None,
+            next_lookup: None,
+            dirty: true,
             results_tx,
             results_rx,
         })
@@ -207,12 +216,22 @@ impl VolumeSampler {
         let mut published: Option<Arc<VolumeTable>> = None;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
-                _ = kube.changed() => {}
-                Some(done) = self.results_rx.recv() => self.apply(done),
+                _ = ticker.tick() => self.reconcile().await,
+                _ = kube.changed() => self.reconcile().await,
+                Some(done) = self.results_rx.recv() => {
+                    // Results come in bursts; take them all, publish on the
+                    // next tick: per-result work would be O(volumes) each.
+                    self.apply(done);
+                    while let Ok(done) = self.results_rx.try_recv() {
+                        self.apply(done);
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => return,
             }
-            self.reconcile().await;
+            if !std::mem::take(&mut self.dirty) {
+                continue;
+            }
             let table = self.table();
             if published.as_deref() != Some(&table) {
                 let table = Arc::new(table);
@@ -226,9 +245,22 @@ impl VolumeSampler {
         }
     }
 
-    /// Brings the entries in line with the running pods, looks up new PVCs
-    /// and starts the measurements that are due.
+    /// Brings the entries in line with the running pods and looks up new
+    /// PVCs (only when the pods changed or a lookup is due), then starts the
+    /// measurements that are due.
     async fn reconcile(&mut self) {
+        let now = Instant::now();
+        let version = self.kube.version();
+        let lookup_due = self.next_lookup.is_some_and(|t| t <= now);
+        if self.pods_version != Some(version) || lookup_due {
+            self.pods_version = Some(version);
+            self.sync_claims().await;
+            self.dirty = true;
+        }
+        self.start_due(Instant::now()).await;
+    }
+
+    async fn sync_claims(&mut self) {
         let claims = claims_of(&self.kube.pods());
         let wanted: HashSet<Key> = claims
             .iter()
@@ -311,7 +343,18 @@ impl VolumeSampler {
                 None => {}
             }
         }
-        self.start_due(now).await;
+        self.next_lookup = self
+            .lookups
+            .values()
+            .map(|l| {
+                l.fetched
+                    + if l.result.is_ok() {
+                        REFRESH_PV
+                    } else {
+                        RETRY_LOOKUP
+                    }
+            })
+            .min();
     }
 
     /// GETs the PVC and PV of every claim whose lookup is missing or stale.
@@ -416,6 +459,7 @@ impl VolumeSampler {
         if entry.generation != done.generation {
             return;
         }
+        self.dirty = true;
         entry.in_flight = false;
         // kubelet jitters each volume's next refresh to between 1x and 2x the period.
         entry.next_due = Instant::now() + period + period.mul_f64(fastrand::f64());

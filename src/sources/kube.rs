@@ -195,6 +195,8 @@ struct PodState {
     synced: bool,
     last_error: Option<String>,
     last_success: Option<SystemTime>,
+    /// Bumped whenever the pod set may have changed.
+    version: u64,
 }
 
 impl PodState {
@@ -262,6 +264,11 @@ impl Kube {
         }
     }
 
+    /// A number that changes whenever the pod set may have changed.
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+
     /// Resolves when the pod set may have changed.
     pub async fn changed(&self) {
         self.changed.notified().await;
@@ -320,6 +327,7 @@ impl Kube {
             info!(previous_error = %previous, "kubernetes API recovered");
         }
         state.last_success = Some(SystemTime::now());
+        state.version += 1;
         let convert = |pod: &Pod| match pod_volumes(pod) {
             Ok(p) => Some(p),
             Err(e) => {
