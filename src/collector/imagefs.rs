@@ -8,8 +8,6 @@
 //! Families: `kubedf_imagefs_*`, `kubedf_containerfs_*` (six each, label
 //! `mountpoint`), `kubedf_cri_info`.
 
-use std::borrow::Cow;
-
 use super::{Collector, Desc, FsDescs, Incomplete, Sink, emit_fs_usage, fs_descs};
 use crate::snapshot::{Filesystem, Snapshot};
 use crate::sources::SourceId;
@@ -48,7 +46,7 @@ static DESCS: [&Desc; 13] = {
 pub struct ImageFsCollector;
 
 fn emit<'s>(out: &mut Sink<'s>, descs: &FsDescs, fs: &'s Filesystem) {
-    emit_fs_usage(out, descs, &[Cow::Borrowed(fs.path.as_str())], &fs.usage);
+    emit_fs_usage(out, descs, &[fs.path.as_str()], &fs.usage);
 }
 
 impl Collector for ImageFsCollector {

@@ -9,7 +9,6 @@ pub mod nodefs;
 pub mod rlimit;
 pub mod volume_stats;
 
-use std::borrow::Cow;
 use std::fmt;
 
 use prometheus_client::registry::Unit;
@@ -99,9 +98,10 @@ impl From<f64> for Value {
     }
 }
 
-/// Label values of one sample, inline up to the three most families have,
-/// so that a sample costs no allocation of its own.
-pub type LabelValues<'s> = smallvec::SmallVec<[Cow<'s, str>; 3]>;
+/// Label values of one sample, borrowed from the snapshot (or static), and
+/// inline up to the three most families have, so that a sample costs no
+/// allocation of its own.
+pub type LabelValues<'s> = smallvec::SmallVec<[&'s str; 3]>;
 
 #[derive(Debug)]
 pub struct Sample<'s> {
@@ -120,12 +120,11 @@ pub struct Sink<'s> {
 }
 
 impl<'s> Sink<'s> {
-    pub fn add<L, I>(&mut self, desc: &'static Desc, labels: I, value: impl Into<Value>)
+    pub fn add<I>(&mut self, desc: &'static Desc, labels: I, value: impl Into<Value>)
     where
-        L: Into<Cow<'s, str>>,
-        I: IntoIterator<Item = L>,
+        I: IntoIterator<Item = &'s str>,
     {
-        let labels: LabelValues<'s> = labels.into_iter().map(Into::into).collect();
+        let labels: LabelValues<'s> = labels.into_iter().collect();
         debug_assert_eq!(labels.len(), desc.labels.len(), "labels of {}", desc.name);
         let sample = Sample {
             labels,
@@ -206,7 +205,7 @@ pub trait Collector: Send + Sync + fmt::Debug {
 pub fn emit_fs_usage<'s>(
     out: &mut Sink<'s>,
     descs: &FsDescs,
-    labels: &[Cow<'s, str>],
+    labels: &[&'s str],
     usage: &crate::sources::statfs::FsUsage,
 ) {
     out.add(descs.capacity, labels.iter().cloned(), usage.capacity_bytes);

@@ -4,8 +4,6 @@
 //!
 //! Families: `kubedf_nodefs_*` (six, label `path`).
 
-use std::borrow::Cow;
-
 use super::{Collector, Desc, Incomplete, Sink, emit_fs_usage, fs_descs};
 use crate::snapshot::Snapshot;
 use crate::sources::SourceId;
@@ -42,7 +40,7 @@ impl Collector for NodeFsCollector {
 
     fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
         let fs = snapshot.nodefs()?;
-        emit_fs_usage(out, &NODEFS, &[Cow::Borrowed(fs.path.as_str())], &fs.usage);
+        emit_fs_usage(out, &NODEFS, &[fs.path.as_str()], &fs.usage);
         Ok(())
     }
 }
