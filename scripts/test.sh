@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (README "Test"): installs what the tests need, then
-# runs formatting, lint and every test. Tests that need a real peer
+# runs formatting, lint, every test and a smoke run of the benchmarks. Tests that need a real peer
 # (containerd, mounts, promtool, Prometheus, kubectl, kubernetes-validate)
 # fail rather than skip when CI=true.
 set -euo pipefail
@@ -41,3 +41,6 @@ cargo clippy --all-targets --locked -- -D warnings
 # Examples are helpers the tests run (hangfs: a FUSE mount that hangs).
 cargo build --examples --locked
 cargo test --all-targets --locked
+# A smoke run of the benchmark harness (small N, under a minute), so that it
+# cannot rot; it installs node_exporter and wrk itself if they are missing.
+bench/run.sh --smoke
