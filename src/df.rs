@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::collector::eviction::observe;
 use crate::kubelet::eviction::{Kind, Signal, SignalUnit};
+use crate::kubelet::int64;
 use crate::snapshot::{Filesystem, Snapshot};
 use crate::volume_sampler::VolumeTable;
 
@@ -49,10 +50,6 @@ fn percent(used: u64, total: u64) -> String {
         // df rounds use% up.
         format!("{}%", (u128::from(used) * 100).div_ceil(u128::from(total)))
     }
-}
-
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A simple left/right aligned table.
@@ -103,13 +100,13 @@ fn fs_row(kind: &str, fs: Result<&Filesystem, String>, errors: &mut Vec<String>)
             let u = &fs.usage;
             vec![
                 kind.into(),
-                human_bytes(i(u.capacity_bytes)),
-                human_bytes(i(u.used_bytes)),
-                human_bytes(i(u.available_bytes)),
+                human_bytes(int64(u.capacity_bytes)),
+                human_bytes(int64(u.used_bytes)),
+                human_bytes(int64(u.available_bytes)),
                 percent(u.used_bytes, u.used_bytes + u.available_bytes),
-                human_count(i(u.inodes)),
-                human_count(i(u.inodes_used)),
-                human_count(i(u.inodes_free)),
+                human_count(int64(u.inodes)),
+                human_count(int64(u.inodes_used)),
+                human_count(int64(u.inodes_free)),
                 percent(u.inodes_used, u.inodes),
                 fs.path.clone(),
             ]
@@ -186,7 +183,10 @@ pub fn render(snapshot: &Snapshot) -> String {
     let policy = snapshot.kubelet.image_gc;
     out.push('\n');
     match snapshot.image_fs() {
-        Ok(fs) => match policy.evaluate(i(fs.usage.capacity_bytes), i(fs.usage.available_bytes)) {
+        Ok(fs) => match policy.evaluate(
+            int64(fs.usage.capacity_bytes),
+            int64(fs.usage.available_bytes),
+        ) {
             Ok(gc) if gc.usage_percent >= i64::from(policy.high_threshold_percent) => {
                 let _ = writeln!(
                     out,
@@ -320,12 +320,12 @@ fn render_volumes(out: &mut String, volumes: &VolumeTable, errors: &mut Vec<Stri
         match &row.stats {
             Some(Ok(u)) => table.rows.push(vec![
                 name,
-                human_bytes(i(u.capacity_bytes)),
-                human_bytes(i(u.used_bytes)),
-                human_bytes(i(u.available_bytes)),
+                human_bytes(int64(u.capacity_bytes)),
+                human_bytes(int64(u.used_bytes)),
+                human_bytes(int64(u.available_bytes)),
                 percent(u.used_bytes, u.capacity_bytes),
-                human_count(i(u.inodes)),
-                human_count(i(u.inodes_used)),
+                human_count(int64(u.inodes)),
+                human_count(int64(u.inodes_used)),
                 percent(u.inodes_used, u.inodes),
                 method,
             ]),

@@ -17,6 +17,7 @@
 //! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page, with TLS and
 //!   basic auth from [`web_config`].
 //! - [`df`]: the `kubedf df` table.
+//! - [`yaml`]: configuration files into typed settings, errors naming the field.
 //! - [`cli`], [`app`]: the command line and the wiring of the above.
 
 #![forbid(unsafe_code)]
@@ -34,3 +35,4 @@ pub mod sources;
 pub mod volume_sampler;
 pub mod volumes;
 pub mod web_config;
+pub mod yaml;

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
@@ -265,24 +264,6 @@ fn encode_value(metric: &mut MetricEncoder<'_>, value: Value) -> Result<(), std:
         Value::Uint(v) => metric.encode_gauge(&v),
         Value::Float(v) => metric.encode_gauge(&v),
     }
-}
-
-/// Writes the families as a plain list, one `name{labels} value` per line,
-/// for debugging and tests.
-pub fn debug_lines(families: &[(&'static Desc, Vec<Sample<'_>>)]) -> String {
-    let mut out = String::new();
-    for (desc, samples) in families {
-        for s in samples {
-            let labels: Vec<String> = desc
-                .labels
-                .iter()
-                .zip(&s.labels)
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect();
-            let _ = writeln!(out, "{}{{{}}} {:?}", desc.name, labels.join(","), s.value);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -71,10 +71,6 @@ impl Sampler {
         }
     }
 
-    pub fn kubelet(&self) -> &Arc<KubeletConfig> {
-        &self.kubelet
-    }
-
     /// Reads every configured source once and builds a snapshot.
     pub async fn sample(&self) -> Snapshot {
         let ((runtime, mut reports), (nodefs, nodefs_report), (rlimit, rlimit_report)) = tokio::join!(

@@ -64,19 +64,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A snapshot with nothing sampled yet.
-    pub fn empty(kubelet: Arc<KubeletConfig>) -> Snapshot {
-        Snapshot {
-            taken_at: SystemTime::now(),
-            kubelet,
-            runtime: None,
-            nodefs: None,
-            rlimit: None,
-            volumes: None,
-            sources: Vec::new(),
-        }
-    }
-
     /// The image filesystem, if the runtime and its statfs both answered.
     pub fn image_fs(&self) -> Result<&Filesystem, String> {
         match &self.runtime {

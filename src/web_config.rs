@@ -30,6 +30,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::yaml::YamlError;
+
 #[derive(Debug, Error)]
 pub enum WebConfigError {
     #[error("web config {path}: cannot read: {source}")]
@@ -155,16 +157,11 @@ impl WebConfig {
             field: field.to_owned(),
             message,
         };
-        let tree: serde_json::Value = if text.trim().is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_saphyr::from_str(&text).map_err(|e| invalid(format!("not valid YAML: {e}")))?
-        };
-        let raw: RawConfig = match tree {
-            serde_json::Value::Null => RawConfig::default(),
-            tree => serde_path_to_error::deserialize(tree)
-                .map_err(|e| field(&e.path().to_string(), e.inner().to_string()))?,
-        };
+        let raw: RawConfig = crate::yaml::from_str(&text).map_err(|e| match e {
+            YamlError::Syntax(e) => invalid(format!("not valid YAML: {e}")),
+            YamlError::NotAMapping => invalid("expected a mapping at the top level".into()),
+            YamlError::Field { path, message } => field(&path, message),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let tls = match raw.tls_server_config {
             None => None,

@@ -9,9 +9,9 @@
 //! Families: `kubedf_eviction_signal_available{signal}`,
 //! `kubedf_eviction_signal_capacity{signal}`, `kubedf_eviction_threshold{signal,kind}`.
 
-use super::image_gc::saturating_i64;
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::kubelet::eviction::{Kind, Signal};
+use crate::kubelet::int64;
 use crate::snapshot::Snapshot;
 use crate::sources::SourceId;
 
@@ -42,12 +42,9 @@ pub fn observe(snapshot: &Snapshot, signal: Signal) -> Result<(i64, i64), String
         fs.map(|fs| {
             let u = &fs.usage;
             if inodes {
-                (saturating_i64(u.inodes_free), saturating_i64(u.inodes))
+                (int64(u.inodes_free), int64(u.inodes))
             } else {
-                (
-                    saturating_i64(u.available_bytes),
-                    saturating_i64(u.capacity_bytes),
-                )
+                (int64(u.available_bytes), int64(u.capacity_bytes))
             }
         })
     };

@@ -8,6 +8,7 @@
 //! `kubedf_image_gc_low_threshold_percent`, `kubedf_image_gc_bytes_to_free`.
 
 use super::{Collector, Desc, Incomplete, Sink};
+use crate::kubelet::int64;
 use crate::snapshot::Snapshot;
 use crate::sources::SourceId;
 
@@ -79,18 +80,12 @@ impl Collector for ImageGcCollector {
         let fs = snapshot.image_fs()?;
         let status = policy
             .evaluate(
-                saturating_i64(fs.usage.capacity_bytes),
-                saturating_i64(fs.usage.available_bytes),
+                int64(fs.usage.capacity_bytes),
+                int64(fs.usage.available_bytes),
             )
             .map_err(|e| Incomplete(format!("{}: {e}", fs.path)))?;
         out.add(&USAGE_PERCENT, [""; 0], status.usage_percent);
         out.add(&BYTES_TO_FREE, [""; 0], status.bytes_to_free);
         Ok(())
     }
-}
-
-/// kubelet converts its uint64 byte counts with int64(); no real filesystem
-/// reaches 2^63 bytes, so saturating is only a guard against nonsense.
-pub(crate) fn saturating_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -161,10 +161,6 @@ impl<'s> Sink<'s> {
         self.slot(desc);
     }
 
-    pub fn families(&self) -> &[(&'static Desc, Vec<Sample<'s>>)] {
-        &self.families
-    }
-
     pub fn into_families(self) -> Vec<(&'static Desc, Vec<Sample<'s>>)> {
         self.families
     }

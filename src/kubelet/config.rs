@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use super::eviction::{EvictionConfig, ThresholdError};
 use super::image_gc::ImageGcPolicy;
+use crate::yaml::YamlError;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -92,33 +93,25 @@ impl KubeletConfig {
 
     pub fn parse(text: &str, path: &Path) -> Result<KubeletConfig, ConfigError> {
         let path_buf = || path.to_path_buf();
-        // YAML to a generic tree first, then into typed fields through
-        // serde_path_to_error, so a type error names the field it is in.
-        let tree: serde_json::Value = if text.trim().is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+        let raw: RawConfig = crate::yaml::from_str(text).map_err(|e| match e {
+            YamlError::Syntax(message) => ConfigError::Yaml {
                 path: path_buf(),
-                message: e.to_string(),
-            })?
-        };
-        let raw: RawConfig = match tree {
-            serde_json::Value::Null => RawConfig::default(),
-            serde_json::Value::Object(_) => {
-                serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Field {
-                    path: path_buf(),
-                    field: e.path().to_string(),
-                    message: e.inner().to_string(),
-                })?
-            }
-            _ => {
-                return Err(ConfigError::Yaml {
-                    path: path_buf(),
-                    message: "expected a mapping (a KubeletConfiguration object) at the top level"
-                        .into(),
-                });
-            }
-        };
+                message,
+            },
+            YamlError::NotAMapping => ConfigError::Yaml {
+                path: path_buf(),
+                message: "expected a mapping (a KubeletConfiguration object) at the top level"
+                    .into(),
+            },
+            YamlError::Field {
+                path: field,
+                message,
+            } => ConfigError::Field {
+                path: path_buf(),
+                field,
+                message,
+            },
+        })?;
         let field_error = |field: &str, message: String| ConfigError::Field {
             path: path_buf(),
             field: field.into(),

@@ -239,10 +239,6 @@ impl Kube {
         }
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, PodState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
