@@ -141,6 +141,18 @@ pub struct CommonArgs {
     /// once, all at nice 19).
     #[arg(long = "volume-stats-walk-threads", env = "KUBEDF_VOLUME_STATS_WALK_THREADS", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
     pub volume_stats_walk_threads: u16,
+    /// Which PVCs get kubelet's kubelet_volume_stats_* names: all, uncovered
+    /// (only hostPath-backed PVs, which kubelet does not report, so that a
+    /// Prometheus relabelling them to job="kubelet" sees no PVC twice) or
+    /// none. The others are reported as kubedf_volume_stats_*, same labels.
+    #[arg(
+        long = "volume-stats.kubelet-names",
+        env = "KUBEDF_VOLUME_STATS_KUBELET_NAMES",
+        default_value = "all",
+        value_enum,
+        global = true
+    )]
+    pub volume_kubelet_names: crate::collector::volume_stats::KubeletNames,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long = "log.format",

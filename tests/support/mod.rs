@@ -4,6 +4,7 @@
 
 pub mod containerd;
 pub mod fake_kube;
+pub mod manifests;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
