@@ -302,6 +302,10 @@ mod tests {
         assert_eq!(p.cli.common.volume_stats_walk_workers, 2);
         assert_eq!(p.cli.common.volume_stats_walk_threads, 2);
         assert_eq!(p.cli.common.kubeconfig, None);
+        use crate::collector::volume_stats::KubeletNames;
+        assert_eq!(p.cli.common.volume_kubelet_names, KubeletNames::All);
+        let p = parse_from(["kubedf", "df", "--volume-stats.kubelet-names", "uncovered"]).unwrap();
+        assert_eq!(p.cli.common.volume_kubelet_names, KubeletNames::Uncovered);
         let p = parse_from(["kubedf", "df", "--volume-stats-agg-period", "0"]).unwrap();
         assert!(p.cli.common.volume_stats_agg_period.is_zero());
         assert_eq!(p.collectors.len(), Registry::available().len());
@@ -337,6 +341,7 @@ mod tests {
             vec!["kubedf", "serve", "--web.telemetry-path", "metrics"],
             vec!["kubedf", "df", "--sample-timeout", "0s"],
             vec!["kubedf", "df", "--sample-interval", "soon"],
+            vec!["kubedf", "df", "--volume-stats.kubelet-names", "some"],
         ] {
             let err = parse_from(args.clone()).unwrap_err().to_string();
             assert!(err.contains(args[2]), "{args:?}: {err}");

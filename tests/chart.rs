@@ -309,20 +309,26 @@ fn monitor_off_values_drop_the_operator_objects_and_dashboards() {
     let base = render(test, None).unwrap_or_default();
     let dropped: BTreeSet<String> = base
         .iter()
-        .filter(|o| {
-            matches!(
-                kind(o),
-                "ServiceMonitor" | "PrometheusRule" | "ConfigMap"
-            )
-        })
+        .filter(|o| matches!(kind(o), "ServiceMonitor" | "PrometheusRule" | "ConfigMap"))
         .map(|o| format!("{}/{}", kind(o), name(o)))
         .collect();
-    assert_eq!(dropped.len(), 4, "ServiceMonitor, PrometheusRule, 2 dashboards");
+    assert_eq!(
+        dropped.len(),
+        4,
+        "ServiceMonitor, PrometheusRule, 2 dashboards"
+    );
     assert_eq!(diffs, dropped, "only those objects go");
     let kinds: BTreeSet<&str> = objs.iter().map(kind).collect();
     assert_eq!(
         kinds,
-        ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "Service", "ServiceAccount"].into()
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet",
+            "Service",
+            "ServiceAccount"
+        ]
+        .into()
     );
 }
 
@@ -343,7 +349,9 @@ fn kubelet_compat_values_relabel_kubelet_volume_stats_only() {
     assert_eq!(args_of(&objs)[7], "--volume-stats.kubelet-names=uncovered");
     let ep = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
     assert_eq!(ep["honorLabels"], true);
-    let rules = ep["metricRelabelings"].as_array().expect("metricRelabelings");
+    let rules = ep["metricRelabelings"]
+        .as_array()
+        .expect("metricRelabelings");
     let mut set_to = BTreeMap::new();
     for r in rules {
         assert_eq!(
@@ -431,7 +439,10 @@ fn the_chart_refuses_kubelet_names_that_would_duplicate_pvcs() {
             "prometheus: {monitor: {kubeletCompat: true}}\nvolumeStats: {kubeletNames: all}\n",
             "seen twice",
         ),
-        ("volumeStats: {kubeletNames: some}\n", "all, uncovered or none"),
+        (
+            "volumeStats: {kubeletNames: some}\n",
+            "all, uncovered or none",
+        ),
     ] {
         let file = dir.path().join("values.yaml");
         std::fs::write(&file, values).expect("write");
@@ -466,7 +477,8 @@ fn dashboards_and_rules_are_the_repository_files() {
     let mut shipped = BTreeMap::new();
     for cm in objs.iter().filter(|o| kind(o) == "ConfigMap") {
         assert_eq!(
-            cm["metadata"]["labels"]["grafana_dashboard"], "1",
+            cm["metadata"]["labels"]["grafana_dashboard"],
+            "1",
             "{}: Grafana's sidecar label",
             name(cm)
         );
@@ -478,7 +490,11 @@ fn dashboards_and_rules_are_the_repository_files() {
     for entry in std::fs::read_dir(root().join("dashboards")).expect("dashboards/") {
         let path = entry.expect("entry").path();
         if path.extension().and_then(|e| e.to_str()) == Some("json") {
-            let file = path.file_name().expect("name").to_string_lossy().into_owned();
+            let file = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
             let text = std::fs::read_to_string(&path).expect("read");
             files.insert(file, text.trim_end().to_owned());
         }

@@ -104,12 +104,32 @@ macro_rules! own_desc {
         );
     };
 }
-own_desc!(OWN_CAPACITY, "capacity_bytes", "Capacity in bytes of the volume");
-own_desc!(OWN_AVAILABLE, "available_bytes", "Number of available bytes in the volume");
+own_desc!(
+    OWN_CAPACITY,
+    "capacity_bytes",
+    "Capacity in bytes of the volume"
+);
+own_desc!(
+    OWN_AVAILABLE,
+    "available_bytes",
+    "Number of available bytes in the volume"
+);
 own_desc!(OWN_USED, "used_bytes", "Number of used bytes in the volume");
-own_desc!(OWN_INODES, "inodes", "Maximum number of inodes in the volume");
-own_desc!(OWN_INODES_FREE, "inodes_free", "Number of free inodes in the volume");
-own_desc!(OWN_INODES_USED, "inodes_used", "Number of used inodes in the volume");
+own_desc!(
+    OWN_INODES,
+    "inodes",
+    "Maximum number of inodes in the volume"
+);
+own_desc!(
+    OWN_INODES_FREE,
+    "inodes_free",
+    "Number of free inodes in the volume"
+);
+own_desc!(
+    OWN_INODES_USED,
+    "inodes_used",
+    "Number of used inodes in the volume"
+);
 
 pub static INFO: Desc = Desc::gauge(
     "kubedf_volume_info",

@@ -75,16 +75,16 @@ pub fn parse_docs(what: &str, text: &str) -> Vec<Value> {
 pub fn kustomize(test: &str, components: &[&str]) -> Option<Vec<Value>> {
     let dir = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(root().join("deploy"), dir.path().join("deploy")).expect("link");
-    let components: Vec<String> = components
-        .iter()
-        .map(|c| format!("deploy/{c}"))
-        .collect();
+    let components: Vec<String> = components.iter().map(|c| format!("deploy/{c}")).collect();
     std::fs::write(
         dir.path().join("kustomization.yaml"),
         json!({"resources": ["deploy"], "components": components}).to_string(),
     )
     .expect("kustomization.yaml");
-    let out = run(test, Command::new("kubectl").arg("kustomize").arg(dir.path()))?;
+    let out = run(
+        test,
+        Command::new("kubectl").arg("kustomize").arg(dir.path()),
+    )?;
     assert_success("kubectl kustomize deploy", &out);
     Some(parse_docs(
         "kustomize output",
@@ -268,9 +268,7 @@ pub fn operator_scrape_config(
     assert_eq!(endpoints.len(), 1, "one endpoint");
     let ep = &endpoints[0];
     let port = ep["port"].as_str().expect("named port");
-    let meta = |label: &str, target_label: &str| {
-        json!({"source_labels": [label], "target_label": target_label})
-    };
+    let meta = |label: &str, target_label: &str| json!({"source_labels": [label], "target_label": target_label});
     let mut relabel = vec![
         meta("__meta_kubernetes_namespace", "namespace"),
         meta("__meta_kubernetes_service_name", "service"),
