@@ -631,14 +631,7 @@ fn kubelet_names_choose_the_family_of_each_pvc() {
 
     let uncovered = render(KubeletNames::Uncovered);
     let hostpath = ("uploads".to_owned(), "52428800".to_owned());
-    for suffix in [
-        "capacity_bytes",
-        "available_bytes",
-        "used_bytes",
-        "inodes",
-        "inodes_free",
-        "inodes_used",
-    ] {
+    for suffix in FS_FIGURES {
         let kubelet = claims(&uncovered, &format!("kubelet_volume_stats_{suffix}"));
         let own = claims(&uncovered, &format!("kubedf_volume_stats_{suffix}"));
         assert_eq!(

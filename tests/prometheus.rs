@@ -277,17 +277,34 @@ fn node_with_pvcs(d: &Path, uploads_bytes: usize, uploads_capacity: &str, args: 
     }
 }
 
-/// deploy/'s ServiceMonitor (with `components`), as the scrape config the
-/// operator generates for kubedf's pod at `target`; None when skipped.
-fn operator_scrape(test: &str, components: &[&str], target: &str) -> Option<Value> {
+/// What both tests need: root, the peers, and kubectl for deploy/.
+fn ready(test: &str) -> bool {
+    prerequisites(
+        test,
+        need_root_and(&["prometheus", "containerd", "ctr", "kubectl"]),
+    )
+}
+
+/// Prometheus scraping `node` with the scrape config the operator generates
+/// from deploy/'s ServiceMonitor (with `components`) for kubedf's pod, with
+/// `rules` loaded; None when skipped.
+fn scraped_by_operator(
+    test: &str,
+    d: &Path,
+    node: &Node,
+    components: &[&str],
+    rules: &[PathBuf],
+) -> Option<Prometheus> {
     let objs = manifests::kustomize(test, components)?;
     let monitor = manifests::the(&objs, "ServiceMonitor");
-    Some(manifests::operator_scrape_config(
+    let scrape = manifests::operator_scrape_config(
         monitor,
-        target,
+        &node.served.addr.to_string(),
         &KUBEDF_POD,
         "1s",
-    ))
+    );
+    assert_eq!(scrape["honor_labels"], true, "deploy/servicemonitor.yaml");
+    Some(Prometheus::start(d, scrape, rules))
 }
 
 fn deploy_rules() -> PathBuf {
@@ -412,20 +429,15 @@ fn assert_dashboards_work(prometheus: &Prometheus, pvcs: &[&str]) {
 #[test]
 fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let test = "every_dashboard_query_returns_data_from_a_real_prometheus";
-    if !prerequisites(
-        test,
-        need_root_and(&["prometheus", "containerd", "ctr", "kubectl"]),
-    ) {
+    if !ready(test) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let node = node_with_pvcs(d, 100_000, "1Gi", &[]);
-    let Some(scrape) = operator_scrape(test, &[], &node.served.addr.to_string()) else {
+    let Some(prometheus) = scraped_by_operator(test, d, &node, &[], &[deploy_rules()]) else {
         return;
     };
-    assert_eq!(scrape["honor_labels"], true, "deploy/servicemonitor.yaml");
-    let prometheus = Prometheus::start(d, scrape, &[deploy_rules()]);
     // The operator's target labels are on the target...
     prometheus.wait_for(
         "a scrape of kubedf",
@@ -458,10 +470,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
 #[test]
 fn the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all() {
     let test = "the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all";
-    if !prerequisites(
-        test,
-        need_root_and(&["prometheus", "containerd", "ctr", "kubectl"]),
-    ) {
+    if !ready(test) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -473,12 +482,16 @@ fn the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all() {
         "1Mi",
         &["--volume-stats.kubelet-names", "uncovered"],
     );
-    let Some(scrape) = operator_scrape(test, &["kubelet-compat"], &node.served.addr.to_string())
-    else {
+    let mixin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mixin/kubernetes-storage.yaml");
+    let Some(prometheus) = scraped_by_operator(
+        test,
+        d,
+        &node,
+        &["kubelet-compat"],
+        &[deploy_rules(), mixin],
+    ) else {
         return;
     };
-    let mixin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mixin/kubernetes-storage.yaml");
-    let prometheus = Prometheus::start(d, scrape, &[deploy_rules(), mixin]);
     prometheus.wait_for(
         "a scrape of kubedf",
         Duration::from_secs(60),
