@@ -521,9 +521,12 @@ fn the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all() {
         &format!("kubedf_volume_stats_capacity_bytes{{job=\"{JOB}\", persistentvolumeclaim=\"data\", namespace=\"shop\"}}"),
     );
     assert_eq!(own[0]["value"][1], (32u64 << 20).to_string());
-    // Only the volume stats samples moved: kubelet's up is not masked.
+    // Only the volume stats samples moved: kubelet's up is not masked. (The
+    // mixin's ALERTS series carry the alerting series' job="kubelet".)
     assert_eq!(
-        prometheus.query("{job=\"kubelet\", __name__!~\"kubelet_volume_stats_.+\"}"),
+        prometheus.query(
+            "{job=\"kubelet\", __name__!~\"kubelet_volume_stats_.+|ALERTS|ALERTS_FOR_STATE\"}"
+        ),
         Ok(vec![])
     );
     // The unmodified mixin alert fires, once, for the hostPath PVC. for: 1m.
