@@ -349,19 +349,22 @@ fn bounded(s: &str, d: Duration, min: Duration, max: Duration) -> Result<Duratio
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// At least 1s: each sample reads every source, and below that kubedf
-/// would cost the node a core.
+/// The shortest period between two samples. Each sample reads every
+/// source; `1ns` kept a core busy. 100ms (a few percent of a core at most)
+/// still lets tests and demos see changes quickly; production uses 15s.
+const MIN_PERIOD: Duration = Duration::from_millis(100);
+
 fn parse_sample_interval(s: &str) -> Result<Duration, String> {
-    bounded(s, parse_duration(s)?, Duration::from_secs(1), DAY)
+    bounded(s, parse_duration(s)?, MIN_PERIOD, DAY)
 }
 
-/// 0 (off), or 1s to a day, as for the sample interval.
+/// 0 (off), or 100ms to a day, as for the sample interval.
 fn parse_agg_period(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Ok(d);
     }
-    bounded(s, d, Duration::from_secs(1), DAY)
+    bounded(s, d, MIN_PERIOD, DAY)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -371,14 +374,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15s, 1m, 500ms)"))
 }
 
-/// A timeout: 1ms to a day (longer ones are mistakes, and would overflow
-/// the arithmetic on them).
+/// A timeout: longer than 0 and at most a day (longer ones are mistakes,
+/// and would overflow the arithmetic on them). A tiny timeout costs no CPU:
+/// the read just gives up.
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("{s:?} must be longer than 0"));
     }
-    bounded(s, d, Duration::from_millis(1), DAY)
+    bounded(s, d, Duration::from_nanos(1), DAY)
 }
 
 #[cfg(test)]
@@ -509,15 +513,15 @@ mod tests {
     fn absurd_durations_are_refused() {
         for (flag, value) in [
             ("--sample-interval", "1ns"),
-            ("--sample-interval", "999ms"),
+            ("--sample-interval", "99ms"),
             ("--sample-interval", "0"),
             ("--sample-interval", "1000y"),
-            ("--sample-timeout", "1ns"),
+            ("--sample-timeout", "0s"),
             ("--sample-timeout", "2days"),
             ("--volume-stats-agg-period", "1ms"),
             ("--volume-stats-agg-period", "1000y"),
             ("--volume-stats-timeout", "100y"),
-            ("--volume-stats-walk-timeout", "1us"),
+            ("--volume-stats-walk-timeout", "25h"),
         ] {
             let err = parse_from(["kubedf", "df", flag, value])
                 .unwrap_err()
@@ -527,8 +531,8 @@ mod tests {
                 "{flag} {value}: {err}"
             );
         }
-        let p = parse_from(["kubedf", "df", "--sample-interval", "1s"]).unwrap();
-        assert_eq!(p.cli.common.sample_interval, Duration::from_secs(1));
+        let p = parse_from(["kubedf", "df", "--sample-interval", "100ms"]).unwrap();
+        assert_eq!(p.cli.common.sample_interval, Duration::from_millis(100));
     }
 
     #[test]

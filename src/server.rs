@@ -607,6 +607,7 @@ pub async fn serve(
                 tracker: Arc::clone(&tracker),
                 conn: Arc::clone(&conn),
             };
+            let clock = Arc::clone(&tracker);
             let service = {
                 let conn = Arc::clone(&conn);
                 hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -647,7 +648,10 @@ pub async fn serve(
                                     }
                                 };
                             if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                // From now on reads are frames: only the idle timeout applies.
                                 conn.h2.store(true, Ordering::Relaxed);
+                                conn.reading_since.store(0, Ordering::Relaxed);
+                                conn.idle_since.store(clock.now(), Ordering::Relaxed);
                                 let mut http =
                                     hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                                 http.timer(TokioTimer::new());

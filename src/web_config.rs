@@ -489,6 +489,7 @@ fn tls_config(
                 inner,
                 anchors,
                 mandatory,
+                hint_roots: !cas.is_empty(),
                 allowed_sans: sans,
                 algorithms,
             }))
@@ -863,6 +864,9 @@ struct ClientVerifier {
     /// CA:TRUE listed as its own CA.
     anchors: Vec<CertificateDer<'static>>,
     mandatory: bool,
+    /// Whether the CAs came from the file (named in the certificate
+    /// request) rather than from the system.
+    hint_roots: bool,
     allowed_sans: Option<Vec<String>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -939,7 +943,12 @@ impl ClientCertVerifier for ClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.as_ref().map_or(&[], |v| v.root_hint_subjects())
+        // Go names the configured CAs in its certificate request, and none
+        // when it falls back to the system's roots.
+        match &self.inner {
+            Some(v) if self.hint_roots => v.root_hint_subjects(),
+            _ => &[],
+        }
     }
 
     fn verify_client_cert(
