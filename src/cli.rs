@@ -4,10 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{
     Arg, ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
 };
@@ -26,6 +27,8 @@ pub const DEFAULT_PORT: u16 = 9842;
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub web: WebArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,7 +36,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve /metrics over HTTP, sampling in the background.
-    Serve(ServeArgs),
+    Serve,
     /// Sample once, print the exposition to stdout and exit.
     Metrics,
     /// Sample once and print a df-like table of the node's filesystems and PIDs,
@@ -41,18 +44,31 @@ pub enum Command {
     Df,
 }
 
+/// The `--web.*` flags. Only `serve` uses them; they are global so that
+/// they may come before the subcommand too.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on: host:port, or :port for every interface.
-    #[arg(long = "web.listen-address", env = "KUBEDF_WEB_LISTEN_ADDRESS", default_value = ":9842", value_parser = parse_listen_address)]
+pub struct WebArgs {
+    /// Address to listen on: host:port (a host name is resolved, IPv4
+    /// first), or :port for every interface.
+    #[arg(long = "web.listen-address", env = "KUBEDF_WEB_LISTEN_ADDRESS", default_value = ":9842", value_parser = parse_listen_address, global = true)]
     pub listen_address: SocketAddr,
-    /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", env = "KUBEDF_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    /// Path under which to expose metrics: a plain path other than /,
+    /// /healthz and /stats/summary.
+    #[arg(long = "web.telemetry-path", env = "KUBEDF_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_telemetry_path, global = true)]
     pub telemetry_path: String,
     /// Exporter-toolkit web config file (TLS, client certificates, basic
-    /// auth); re-read when it changes and on SIGHUP.
-    #[arg(long = "web.config.file", env = "KUBEDF_WEB_CONFIG_FILE")]
+    /// auth, headers, rate limit); re-read when it changes and on SIGHUP.
+    #[arg(
+        long = "web.config.file",
+        env = "KUBEDF_WEB_CONFIG_FILE",
+        global = true
+    )]
     pub web_config_file: Option<PathBuf>,
+    /// Most connections open at once; at the cap, a new connection closes
+    /// the longest-idle one, so a flood of idle clients cannot lock
+    /// scrapers out.
+    #[arg(long = "web.max-connections", env = "KUBEDF_WEB_MAX_CONNECTIONS", default_value = "64", value_parser = clap::value_parser!(u16).range(1..=4096), global = true)]
+    pub max_connections: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -110,7 +126,7 @@ pub struct CommonArgs {
     #[arg(long = "cri.endpoint", env = "KUBEDF_CRI_ENDPOINT", global = true)]
     pub cri_endpoint: Option<String>,
     /// How often sources are read in `serve`.
-    #[arg(long = "sample-interval", env = "KUBEDF_SAMPLE_INTERVAL", default_value = "15s", value_parser = parse_positive_duration, global = true)]
+    #[arg(long = "sample-interval", env = "KUBEDF_SAMPLE_INTERVAL", default_value = "15s", value_parser = parse_sample_interval, global = true)]
     pub sample_interval: Duration,
     /// How long one source read (a CRI call, a statfs) may take before it is
     /// given up on.
@@ -126,7 +142,7 @@ pub struct CommonArgs {
     pub kubeconfig: Option<PathBuf>,
     /// How often each PVC volume is measured, jittered to 1x-2x as kubelet's
     /// volumeStatsAggPeriod; 0 turns volume stats off.
-    #[arg(long = "volume-stats-agg-period", env = "KUBEDF_VOLUME_STATS_AGG_PERIOD", default_value = "1m", value_parser = parse_duration, global = true)]
+    #[arg(long = "volume-stats-agg-period", env = "KUBEDF_VOLUME_STATS_AGG_PERIOD", default_value = "1m", value_parser = parse_agg_period, global = true)]
     pub volume_stats_agg_period: Duration,
     /// How long one volume statfs, device read or Kubernetes API call may take.
     #[arg(long = "volume-stats-timeout", env = "KUBEDF_VOLUME_STATS_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, global = true)]
@@ -222,7 +238,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = command().try_get_matches_from(args)?;
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let matches = command()
+        .try_get_matches_from(&args)
+        .map_err(|e| blame_environment(e, &args))?;
     let cli = Cli::from_arg_matches(&matches)?;
     Ok(Parsed {
         collectors: enabled_collectors(&matches),
@@ -234,27 +253,130 @@ pub fn parse() -> Parsed {
     parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
-fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') {
-        format!("0.0.0.0{s}")
-    } else {
-        s.to_owned()
+/// A value that failed validation and came from an environment variable
+/// (not from the command line) is reported under the variable's name.
+fn blame_environment(e: clap::Error, args: &[OsString]) -> clap::Error {
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
     };
-    full.parse().map_err(|_| {
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("--")
+        .to_owned();
+    let cmd = command();
+    let Some(env) = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+    else {
+        return e;
+    };
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    let Some(value) = std::env::var_os(&env) else {
+        return e;
+    };
+    if on_command_line {
+        return e;
+    }
+    let reason = std::error::Error::source(&e)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "invalid value".into());
+    let mut cmd = cmd;
+    cmd.error(
+        ErrorKind::ValueValidation,
         format!(
-            "{s:?} is not host:port or :port (e.g. :{DEFAULT_PORT} or 127.0.0.1:{DEFAULT_PORT})"
+            "invalid value {:?} in environment variable {env} (which sets {flag}): {reason}",
+            value.to_string_lossy()
+        ),
+    )
+}
+
+/// host:port, [v6]:port or :port; a host name is resolved (IPv4 first, as
+/// Go's net.Listen does for localhost).
+fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let usage = || {
+        format!(
+            "{s:?} is not host:port or :port (e.g. :{DEFAULT_PORT}, localhost:{DEFAULT_PORT} or 127.0.0.1:{DEFAULT_PORT})"
         )
-    })
+    };
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| usage())?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(usage)?;
+    if host.is_empty()
+        || port.parse::<u16>().is_err()
+        || host.contains(|c: char| c.is_whitespace() || c == '/')
+    {
+        return Err(usage());
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?}: cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: {host:?} resolves to no address"))
 }
 
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
-    if s.starts_with('/') && s.len() > 1 && !s.contains(char::is_whitespace) {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "{s:?} must be an absolute URL path other than /, such as /metrics"
-        ))
+    crate::server::check_telemetry_path(s).map(|()| s.to_owned())
+}
+
+/// A duration within [min, max], with an error that says which bound.
+fn bounded(s: &str, d: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
+    if d < min {
+        return Err(format!(
+            "{s:?} is too short: the minimum is {}",
+            humantime::format_duration(min)
+        ));
     }
+    if d > max {
+        return Err(format!(
+            "{s:?} is too long: the maximum is {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// The shortest period between two samples. Each sample reads every
+/// source; `1ns` kept a core busy. 100ms (a few percent of a core at most)
+/// still lets tests and demos see changes quickly; production uses 15s.
+const MIN_PERIOD: Duration = Duration::from_millis(100);
+
+fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+    bounded(s, parse_duration(s)?, MIN_PERIOD, DAY)
+}
+
+/// 0 (off), or 100ms to a day, as for the sample interval.
+fn parse_agg_period(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Ok(d);
+    }
+    bounded(s, d, MIN_PERIOD, DAY)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -264,12 +386,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 15s, 1m, 500ms)"))
 }
 
+/// A timeout: longer than 0 and at most a day (longer ones are mistakes,
+/// and would overflow the arithmetic on them). A tiny timeout costs no CPU:
+/// the read just gives up.
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("{s:?} must be longer than 0"));
     }
-    Ok(d)
+    bounded(s, d, Duration::from_nanos(1), DAY)
 }
 
 #[cfg(test)]
@@ -279,11 +404,11 @@ mod tests {
     #[test]
     fn defaults() {
         let p = parse_from(["kubedf", "serve"]).unwrap();
-        let Command::Serve(serve) = &p.cli.command else {
-            panic!("not serve")
-        };
+        assert!(matches!(p.cli.command, Command::Serve));
+        let serve = &p.cli.web;
         assert_eq!(serve.listen_address, "0.0.0.0:9842".parse().unwrap());
         assert_eq!(serve.telemetry_path, "/metrics");
+        assert_eq!(serve.max_connections, 64);
         assert_eq!(p.cli.common.rootfs, PathBuf::from("/"));
         assert_eq!(p.cli.common.procfs, PathBuf::from("/proc"));
         assert_eq!(p.cli.common.kubelet_root_dir, "/var/lib/kubelet");
@@ -362,5 +487,100 @@ mod tests {
             parse_listen_address("[::1]:9842"),
             Ok("[::1]:9842".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn web_flags_may_come_before_the_subcommand() {
+        let p = parse_from([
+            "kubedf",
+            "--web.listen-address",
+            "127.0.0.1:9999",
+            "--web.telemetry-path",
+            "/kubedf/metrics",
+            "--web.max-connections",
+            "8",
+            "serve",
+        ])
+        .unwrap();
+        assert_eq!(p.cli.web.listen_address, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(p.cli.web.telemetry_path, "/kubedf/metrics");
+        assert_eq!(p.cli.web.max_connections, 8);
+        assert!(parse_from(["kubedf", "--web.max-connections", "0", "serve"]).is_err());
+    }
+
+    #[test]
+    fn host_names_are_resolved() {
+        let addr = parse_listen_address("localhost:9860").unwrap();
+        assert_eq!(addr.port(), 9860);
+        assert!(addr.ip().is_loopback(), "{addr}");
+        for bad in [
+            "localhost",
+            "localhost:",
+            "localhost:99999",
+            ":x",
+            "a b:1",
+            "no-such-host.invalid:1",
+        ] {
+            let err = parse_listen_address(bad).unwrap_err();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn absurd_durations_are_refused() {
+        for (flag, value) in [
+            ("--sample-interval", "1ns"),
+            ("--sample-interval", "99ms"),
+            ("--sample-interval", "0"),
+            ("--sample-interval", "1000y"),
+            ("--sample-timeout", "0s"),
+            ("--sample-timeout", "2days"),
+            ("--volume-stats-agg-period", "1ms"),
+            ("--volume-stats-agg-period", "1000y"),
+            ("--volume-stats-timeout", "100y"),
+            ("--volume-stats-walk-timeout", "25h"),
+        ] {
+            let err = parse_from(["kubedf", "df", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(flag) && err.contains(value),
+                "{flag} {value}: {err}"
+            );
+        }
+        let p = parse_from(["kubedf", "df", "--sample-interval", "100ms"]).unwrap();
+        assert_eq!(p.cli.common.sample_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn telemetry_paths_are_plain_and_free() {
+        for bad in [
+            "/healthz",
+            "/",
+            "/stats/summary",
+            "/*rest",
+            "/:x",
+            "/{x}",
+            "/{*rest}",
+            "/metrics?x=1",
+            "/metrics#x",
+            "metrics",
+            "",
+            "/a b",
+            "/%2e",
+            "//",
+            "/a/../b",
+        ] {
+            let err = parse_from(["kubedf", "serve", "--web.telemetry-path", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--web.telemetry-path"), "{bad:?}: {err}");
+        }
+        for good in ["/metrics", "/kubedf/metrics", "/metrics/", "/x-y_z.~1"] {
+            assert!(
+                parse_from(["kubedf", "serve", "--web.telemetry-path", good]).is_ok(),
+                "{good}"
+            );
+        }
     }
 }

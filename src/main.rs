@@ -8,8 +8,8 @@ use tracing::info;
 use kubedf::app::{App, collected_anything};
 use kubedf::cli::{self, Command, LogFormat};
 use kubedf::model::{Board, Snapshot};
-use kubedf::server::{self, AppState};
-use kubedf::web_config::WebConfig;
+use kubedf::server::{self, AppState, ServeOptions};
+use kubedf::web_config::{ReloadStatus, WebConfig};
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -48,8 +48,9 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(once(&snapshot))
         }
-        Command::Serve(args) => {
+        Command::Serve => {
             let common = &parsed.cli.common;
+            let args = &parsed.cli.web;
             let board = Arc::new(Board::new(Arc::clone(&app.kubelet), node));
             if let Some(v) = &volumes {
                 // Until the first list of pods arrives, volume_stats says so.
@@ -67,11 +68,17 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 None => WebConfig::plain(),
                 Some(path) => WebConfig::load(path).context("--web.config.file")?,
             };
+            let rate_limit = web.rate_limit.clone();
             let web = Arc::new(ArcSwap::from_pointee(web));
+            let cache: Arc<server::ExpositionCache> = Arc::default();
             if let Some(path) = &args.web_config_file {
+                let status = Arc::new(ReloadStatus::loaded());
+                app.registry.expose_web_config_status(Arc::clone(&status));
                 tokio::spawn(server::reload_web_config(
                     path.clone(),
                     Arc::clone(&web),
+                    status,
+                    Arc::clone(&cache),
                     stop_rx.clone(),
                 ));
             }
@@ -81,8 +88,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     args.listen_address
                 )
             })?;
-            let tls = web.load().tls.is_some();
-            info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "serving metrics");
+            let (tls, http2) = {
+                let w = web.load();
+                (w.tls.is_some(), w.tls.is_some() && w.http2)
+            };
+            info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, http2, max_connections = args.max_connections, "serving metrics");
             let state = AppState {
                 registry: Arc::clone(&app.registry),
                 snapshot: board,
@@ -91,9 +101,13 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     + common.sample_timeout * 2
                     + Duration::from_secs(5),
                 web,
-                cache: Arc::default(),
+                cache,
+                rate_limit,
             };
-            server::serve(listener, state, shutdown_signal()).await?;
+            let options = ServeOptions {
+                max_connections: usize::from(args.max_connections),
+            };
+            server::serve(listener, state, options, shutdown_signal()).await?;
             let _ = stop_tx.send(true);
             let _ = sampler.await;
             info!("stopped");

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, UNIX_EPOCH};
 
 use prometheus_client::encoding::{
@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::collector::{self, Collector, Desc, Incomplete, MetricKind, Sample, Sink, Value};
 use crate::model::Snapshot;
 use crate::model::SourceId;
+use crate::web_config::ReloadStatus;
 
 pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
     "kubedf_scrape_collector_success",
@@ -53,14 +54,35 @@ pub static BUILD_INFO: Desc = Desc::gauge(
     &["version"],
 );
 
+pub static WEB_CONFIG_RELOAD_OK: Desc = Desc::gauge(
+    "kubedf_web_config_last_reload_successful",
+    "Whether the last reload of --web.config.file put it in force (1), or was refused because the file was invalid or would have turned TLS off or dropped basic auth (0); absent without --web.config.file.",
+    None,
+    &[],
+);
+pub static WEB_CONFIG_RELOAD_SUCCESS: Desc = Desc::gauge(
+    "kubedf_web_config_last_reload_success_timestamp_seconds",
+    "Unix time at which --web.config.file was last loaded successfully, at start or on a reload.",
+    Some(prometheus_client::registry::Unit::Seconds),
+    &[],
+);
+pub static WEB_CONFIG_RELOADS_FAILED: Desc = Desc::counter(
+    "kubedf_web_config_reloads_failed_total",
+    "Reloads of --web.config.file that were refused (invalid file, or one that would turn TLS off or drop basic auth); the config in force stayed.",
+    &[],
+);
+
 /// kubedf's own families, after the collectors'.
-pub static SELF_DESCS: [&Desc; 6] = [
+pub static SELF_DESCS: [&Desc; 9] = [
     &COLLECTOR_SUCCESS,
     &COLLECTOR_DURATION,
     &SOURCE_UP,
     &SOURCE_LAST_SUCCESS,
     &SOURCE_DURATION,
     &BUILD_INFO,
+    &WEB_CONFIG_RELOAD_OK,
+    &WEB_CONFIG_RELOAD_SUCCESS,
+    &WEB_CONFIG_RELOADS_FAILED,
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -80,6 +102,8 @@ pub struct Collected<'s> {
 #[derive(Debug)]
 pub struct Registry {
     collectors: Arc<Vec<Box<dyn Collector>>>,
+    /// The web config's reload status, once `serve` has one.
+    web: OnceLock<Arc<ReloadStatus>>,
 }
 
 impl Registry {
@@ -115,7 +139,13 @@ impl Registry {
             .collect();
         Ok(Registry {
             collectors: Arc::new(collectors),
+            web: OnceLock::new(),
         })
+    }
+
+    /// Adds the `kubedf_web_config_*` families to every render from now on.
+    pub fn expose_web_config_status(&self, status: Arc<ReloadStatus>) {
+        let _ = self.web.set(status);
     }
 
     pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
@@ -132,7 +162,7 @@ impl Registry {
 
     /// Runs every collector on the snapshot, then adds kubedf's own families.
     pub fn collect<'s>(&self, snapshot: &'s Snapshot) -> Collected<'s> {
-        collect_with(&self.collectors, snapshot)
+        collect_with(&self.collectors, snapshot, self.web.get().map(Arc::as_ref))
     }
 
     /// The OpenMetrics text exposition of a snapshot, `# EOF` included.
@@ -145,6 +175,7 @@ impl Registry {
         registry.register_collector(Box::new(Exposition {
             collectors: Arc::clone(&self.collectors),
             snapshot: Arc::new(snapshot.clone()),
+            web: self.web.get().cloned(),
         }));
         // Not pre-sized: a fresh multi-megabyte buffer costs a page fault
         // per page, where growing one is a cheap mremap (measured: twice as
@@ -157,7 +188,11 @@ impl Registry {
 }
 
 /// Runs `collectors` on the snapshot, then adds kubedf's own families.
-fn collect_with<'s>(collectors: &[Box<dyn Collector>], snapshot: &'s Snapshot) -> Collected<'s> {
+fn collect_with<'s>(
+    collectors: &[Box<dyn Collector>],
+    snapshot: &'s Snapshot,
+    web: Option<&ReloadStatus>,
+) -> Collected<'s> {
     let mut sink = Sink::default();
     let mut outcomes = Vec::with_capacity(collectors.len());
     for c in collectors {
@@ -193,6 +228,12 @@ fn collect_with<'s>(collectors: &[Box<dyn Collector>], snapshot: &'s Snapshot) -
         }
     }
     sink.add(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1i64);
+    if let Some(web) = web {
+        let (ok, last_success, failed) = web.values();
+        sink.add(&WEB_CONFIG_RELOAD_OK, [], i64::from(ok));
+        sink.add(&WEB_CONFIG_RELOAD_SUCCESS, [], last_success);
+        sink.add(&WEB_CONFIG_RELOADS_FAILED, [], failed);
+    }
     Collected {
         families: sink.into_families(),
         incomplete,
@@ -204,6 +245,7 @@ fn collect_with<'s>(collectors: &[Box<dyn Collector>], snapshot: &'s Snapshot) -
 struct Exposition {
     collectors: Arc<Vec<Box<dyn Collector>>>,
     snapshot: Arc<Snapshot>,
+    web: Option<Arc<ReloadStatus>>,
 }
 
 /// A sample's labels, zipped from the descriptor's names and the sample's
@@ -225,6 +267,9 @@ impl EncodeLabelSet for SampleLabels<'_> {
 /// The family name prometheus-client wants: without the unit suffix, which
 /// it appends itself.
 pub fn base_name(desc: &Desc) -> Cow<'static, str> {
+    if desc.kind == MetricKind::Counter {
+        return Cow::Borrowed(desc.name.strip_suffix("_total").unwrap_or(desc.name));
+    }
     match &desc.unit {
         Some(unit) => {
             let suffix = format!("_{}", unit.as_str());
@@ -241,10 +286,11 @@ pub fn base_name(desc: &Desc) -> Cow<'static, str> {
 
 impl prometheus_client::collector::Collector for Exposition {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let collected = collect_with(&self.collectors, &self.snapshot);
+        let collected = collect_with(&self.collectors, &self.snapshot, self.web.as_deref());
         for (desc, samples) in collected.families.iter().filter(|(_, s)| !s.is_empty()) {
-            let metric_type = match desc.kind {
-                MetricKind::Gauge => MetricType::Gauge,
+            let (metric_type, counter) = match desc.kind {
+                MetricKind::Gauge => (MetricType::Gauge, false),
+                MetricKind::Counter => (MetricType::Counter, true),
             };
             let name = base_name(desc);
             let help = format!("{}{}", desc.stability.help_prefix(), desc.help);
@@ -252,7 +298,13 @@ impl prometheus_client::collector::Collector for Exposition {
                 encoder.encode_descriptor(&name, &help, desc.unit.as_ref(), metric_type)?;
             for sample in samples {
                 // An unlabelled series is written without `{}`.
-                if sample.labels.is_empty() {
+                if counter && sample.labels.is_empty() {
+                    if let Value::Uint(v) = sample.value {
+                        metric.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
+                            &v, None,
+                        )?;
+                    }
+                } else if sample.labels.is_empty() {
                     encode_value(&mut metric, sample.value)?;
                 } else {
                     let labels = SampleLabels {

@@ -1,13 +1,20 @@
 //! HTTP: `/metrics` renders the current snapshot (never samples), `/` is a
 //! landing page, `/healthz` says whether the sampler is keeping up. GET and
 //! HEAD only; gzip (fast level) when the scraper asks for it; rendered once
-//! per snapshot however many scrapers ask; TLS and basic auth from
-//! `--web.config.file`, reloaded without a restart.
+//! per snapshot however many scrapers ask; TLS, basic auth, headers and a
+//! rate limit from `--web.config.file`, reloaded without a restart but never
+//! weakened by a reload. Every connection is bounded: a header-read and an
+//! idle timeout, and a cap on how many are open at once, where a new
+//! connection evicts the longest-idle one so that scrapers always get in.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -18,21 +25,36 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 use tracing::{debug, error, info, warn};
 
 use crate::model::snapshot::SnapshotHandle;
 use crate::registry::Registry;
-use crate::web_config::{Auth, WebConfig, fingerprint};
+use crate::web_config::{Auth, RateLimit, ReloadStatus, WebConfig, fingerprint};
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers, from its first
+/// byte (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may sit with no request in flight and nothing sent
+/// (keep-alive, or connected and silent). Longer than common scrape
+/// intervals, so Prometheus keeps its connection between scrapes.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// How often connections are checked against the two timeouts above.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+/// The default of `--web.max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// Paths kubedf serves besides the exposition, which `--web.telemetry-path`
+/// must not take.
+pub const RESERVED_PATHS: [&str; 3] = ["/", "/healthz", "/stats/summary"];
 /// How long in-flight requests may take to finish on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often `--web.config.file` is checked for changes.
@@ -49,6 +71,9 @@ pub struct AppState {
     pub max_snapshot_age: Duration,
     pub web: WebConfigHandle,
     pub cache: Arc<ExpositionCache>,
+    /// `rate_limit` of the web config in force at start (fixed at start, as
+    /// in exporter-toolkit).
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -60,7 +85,35 @@ pub fn router(state: AppState) -> Router {
         // probes need no credentials, and it tells nothing about the node.
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
         .route("/healthz", get(healthz))
+        .layer(middleware::from_fn_with_state(state.clone(), web_policy))
         .with_state(state)
+}
+
+/// Whether `path` may be the telemetry path: a plain absolute path (no
+/// pattern syntax, query, fragment or escapes) that collides with none of
+/// kubedf's other paths. Checked at start, so the router cannot panic on it.
+pub fn check_telemetry_path(path: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()+,;=@/".contains(c);
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with / (such as /metrics)"));
+    }
+    if let Some(bad) = path.chars().find(|c| !plain(*c)) {
+        return Err(format!(
+            "{path:?} must be a plain URL path such as /metrics: {bad:?} is not allowed (no patterns such as /{{x}}, /:x or /*x, no query, fragment, %-escapes or spaces)"
+        ));
+    }
+    if path[1..].split('/').any(|seg| seg == "." || seg == "..") || path.contains("//") {
+        return Err(format!(
+            "{path:?} must be a plain URL path such as /metrics: no empty, . or .. segments"
+        ));
+    }
+    if RESERVED_PATHS.contains(&path) {
+        return Err(format!(
+            "{path:?} is taken by kubedf itself ({}); choose another path such as /metrics",
+            RESERVED_PATHS.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// The exposition of the latest snapshot, rendered once and gzipped at most
@@ -69,6 +122,14 @@ pub fn router(state: AppState) -> Router {
 #[derive(Default)]
 pub struct ExpositionCache {
     current: tokio::sync::Mutex<Option<Cached>>,
+}
+
+impl ExpositionCache {
+    /// Drops the cached exposition, for when something it shows changed
+    /// between snapshots (the web config reload status).
+    pub async fn invalidate(&self) {
+        *self.current.lock().await = None;
+    }
 }
 
 struct Cached {
@@ -87,21 +148,56 @@ fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
     Ok(Bytes::from(encoder.finish()?))
 }
 
-/// Whether the client accepts gzip (`Accept-Encoding: gzip`, not with q=0).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+/// Whether the client accepts gzip, per RFC 9110 section 12.5.3: `gzip`
+/// (or its alias `x-gzip`) with a q-value above 0, or else `*` with one; an
+/// explicit `gzip;q=0` wins over `*`. A malformed q-value makes its element
+/// count as a refusal.
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip: Option<bool> = None;
+    let mut any: Option<bool> = None;
+    for item in headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or("");
-            let zero = parts.any(|p| {
-                p.replace(' ', "").eq_ignore_ascii_case("q=0") || p.replace(' ', "") == "q=0.0"
-            });
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero
-        })
+    {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let mut q = Some(1000);
+        for param in parts {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            if name.trim().eq_ignore_ascii_case("q") {
+                q = qvalue(value.trim());
+            }
+        }
+        let accepted = q.is_some_and(|q| q > 0);
+        let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            &mut gzip
+        } else if coding == "*" {
+            &mut any
+        } else {
+            continue;
+        };
+        // Repeated elements: the most favourable one counts.
+        *slot = Some(slot.unwrap_or(false) || accepted);
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// An RFC 9110 qvalue in thousandths: `0`, `0.`, up to three decimals after
+/// `0.`, or `1` with only zeros after the point; anything else is None.
+pub fn qvalue(s: &str) -> Option<u16> {
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = format!("{frac:0<3}");
+    let thousandths: u16 = digits.parse().ok()?;
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -206,16 +302,268 @@ async fn basic_auth(State(state): State<AppState>, request: Request, next: Next)
     }
 }
 
+/// What the web config asks of every response, on every path: the rate
+/// limit first (429, as exporter-toolkit), then its headers.
+async fn web_policy(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(limit) = &state.rate_limit
+        && !limit.allow()
+    {
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
+    }
+    let web = state.web.load_full();
+    let mut response = next.run(request).await;
+    for (name, value) in &web.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// One open connection, as the connection tracker sees it.
+struct Conn {
+    /// Requests being answered.
+    in_flight: AtomicUsize,
+    /// When it last became idle (accepted, or a response done), in ms since
+    /// the tracker's epoch.
+    idle_since: AtomicU64,
+    /// When the first byte of the next request arrived while idle (ms since
+    /// the epoch, plus one; 0 = none): the header-read timeout runs from it.
+    reading_since: AtomicU64,
+    /// HTTP/2: reads are frames (pings, settings), so any read is activity
+    /// and only the idle timeout applies.
+    h2: AtomicBool,
+    close: tokio::sync::Notify,
+}
+
+/// The open connections: the cap, and the two timeouts.
+struct Tracker {
+    epoch: Instant,
+    max: usize,
+    conns: Mutex<(u64, HashMap<u64, Arc<Conn>>)>,
+    /// Whether the cap was hit since the last time the count fell below it,
+    /// so that reaching it is logged once per episode.
+    at_cap: AtomicBool,
+}
+
+impl Tracker {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Admits a new connection. At the cap, the longest-idle connection is
+    /// closed to make room; with none idle, the new one is refused (None).
+    fn admit(self: &Arc<Self>) -> Option<ConnGuard> {
+        let mut guard = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        let (next_id, conns) = &mut *guard;
+        if conns.len() >= self.max {
+            if !self.at_cap.swap(true, Ordering::Relaxed) {
+                warn!(
+                    max = self.max,
+                    "--web.max-connections reached; closing the longest-idle connections to admit new ones"
+                );
+            }
+            let victim = conns
+                .iter()
+                .filter(|(_, c)| c.in_flight.load(Ordering::Relaxed) == 0)
+                .min_by_key(|(_, c)| c.idle_since.load(Ordering::Relaxed))
+                .map(|(id, _)| *id);
+            let victim = victim.and_then(|id| conns.remove(&id))?;
+            victim.close.notify_one();
+        } else if conns.len() + 1 < self.max {
+            self.at_cap.store(false, Ordering::Relaxed);
+        }
+        let id = *next_id;
+        *next_id += 1;
+        let conn = Arc::new(Conn {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(self.now()),
+            reading_since: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            close: tokio::sync::Notify::new(),
+        });
+        conns.insert(id, Arc::clone(&conn));
+        Some(ConnGuard {
+            tracker: Arc::clone(self),
+            id,
+            conn,
+        })
+    }
+
+    /// Closes the connections past their header-read or idle timeout.
+    fn reap(&self) {
+        let now = self.now();
+        let header = u64::try_from(HEADER_READ_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        let idle = u64::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        let mut guard = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.1.retain(|_, c| {
+            if c.in_flight.load(Ordering::Relaxed) > 0 {
+                return true;
+            }
+            let reading = c.reading_since.load(Ordering::Relaxed);
+            let expired = if reading > 0 {
+                now.saturating_sub(reading - 1) > header
+            } else {
+                now.saturating_sub(c.idle_since.load(Ordering::Relaxed)) > idle
+            };
+            if expired {
+                c.close.notify_one();
+            }
+            !expired
+        });
+    }
+}
+
+/// A tracked connection; leaving the tracker when dropped.
+struct ConnGuard {
+    tracker: Arc<Tracker>,
+    id: u64,
+    conn: Arc<Conn>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.tracker
+            .conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .remove(&self.id);
+    }
+}
+
+/// Marks a request in flight until dropped (answered or abandoned).
+struct InFlight {
+    tracker: Arc<Tracker>,
+    conn: Arc<Conn>,
+}
+
+impl InFlight {
+    fn new(tracker: &Arc<Tracker>, conn: &Arc<Conn>) -> InFlight {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        conn.reading_since.store(0, Ordering::Relaxed);
+        InFlight {
+            tracker: Arc::clone(tracker),
+            conn: Arc::clone(conn),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.conn
+            .idle_since
+            .store(self.tracker.now(), Ordering::Relaxed);
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket that tells the tracker when a request starts to arrive.
+struct Watched<T> {
+    io: T,
+    tracker: Arc<Tracker>,
+    conn: Arc<Conn>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let c = &self.conn;
+            let now = self.tracker.now();
+            if c.h2.load(Ordering::Relaxed) {
+                c.idle_since.store(now, Ordering::Relaxed);
+            } else if c.in_flight.load(Ordering::Relaxed) == 0 {
+                let _ = c.reading_since.compare_exchange(
+                    0,
+                    now + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// How the server runs: fixed at start.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// `--web.max-connections`.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
-/// (bounded). Each connection is served over TLS when the web config in force
-/// at accept time has TLS.
+/// (bounded). TLS is on or off for the whole run, as the web config in
+/// force at start says (a reload cannot change it, see
+/// [`reload_web_config`]); each handshake uses the config in force then.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
     let graceful = GracefulShutdown::new();
+    let tls_on = state.web.load().tls.is_some();
+    let tracker = Arc::new(Tracker {
+        epoch: Instant::now(),
+        max: options.max_connections.max(1),
+        conns: Mutex::default(),
+        at_cap: AtomicBool::new(false),
+    });
+    let reaper = {
+        let tracker = Arc::clone(&tracker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REAP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                tracker.reap();
+            }
+        })
+    };
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -230,41 +578,111 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(app.clone());
-        let tls = state.web.load().tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let http = hyper::server::conn::http1::Builder::new();
-            let result = match tls {
+        let Some(guard) = tracker.admit() else {
+            debug!(%peer, "connection refused: every connection has a request in flight");
+            drop(tcp);
+            continue;
+        };
+        let tls = if tls_on {
+            match state.web.load().tls.clone() {
+                Some(config) => Some(config),
                 None => {
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(tcp), service))
-                        .await
+                    // Unreachable by construction; fail closed all the same.
+                    error!(
+                        "TLS is on but the web config in force has none; refusing the connection"
+                    );
+                    continue;
                 }
-                Some(config) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
+            }
+        } else {
+            None
+        };
+        let watcher = graceful.watcher();
+        let app = app.clone();
+        let tracker = Arc::clone(&tracker);
+        tokio::spawn(async move {
+            let conn = Arc::clone(&guard.conn);
+            let io = Watched {
+                io: tcp,
+                tracker: Arc::clone(&tracker),
+                conn: Arc::clone(&conn),
+            };
+            let clock = Arc::clone(&tracker);
+            let service = {
+                let conn = Arc::clone(&conn);
+                hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let in_flight = InFlight::new(&tracker, &conn);
+                    let app = app.clone();
+                    async move {
+                        let response = app.oneshot(request.map(axum::body::Body::new)).await;
+                        drop(in_flight);
+                        response
+                    }
+                })
+            };
+            let served =
+                async {
+                    match tls {
+                        None => {
+                            let mut http = hyper::server::conn::http1::Builder::new();
+                            http.timer(TokioTimer::new())
+                                .header_read_timeout(HEADER_READ_TIMEOUT + IDLE_TIMEOUT);
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(io), service))
+                                .await
+                        }
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            let stream =
+                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+                                    .await
+                                {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(e)) => {
+                                        debug!(%peer, error = %e, "TLS handshake failed");
+                                        return Ok(());
+                                    }
+                                    Err(_) => {
+                                        debug!(%peer, "TLS handshake timed out");
+                                        return Ok(());
+                                    }
+                                };
+                            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                // From now on reads are frames: only the idle timeout applies.
+                                conn.h2.store(true, Ordering::Relaxed);
+                                conn.reading_since.store(0, Ordering::Relaxed);
+                                conn.idle_since.store(clock.now(), Ordering::Relaxed);
+                                let mut http =
+                                    hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                                http.timer(TokioTimer::new());
+                                watcher
+                                    .watch(http.serve_connection(TokioIo::new(stream), service))
+                                    .await
+                            } else {
+                                let mut http = hyper::server::conn::http1::Builder::new();
+                                http.timer(TokioTimer::new())
+                                    .header_read_timeout(HEADER_READ_TIMEOUT + IDLE_TIMEOUT);
+                                watcher
+                                    .watch(http.serve_connection(TokioIo::new(stream), service))
+                                    .await
                             }
-                            Err(_) => {
-                                debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(stream), service))
-                        .await
+                        }
+                    }
+                };
+            let result = tokio::select! {
+                r = served => r,
+                () = conn.close.notified() => {
+                    debug!(%peer, "connection closed: idle, too slow, or evicted at the cap");
+                    Ok(())
                 }
             };
             if let Err(e) = result {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(guard);
         });
     }
+    reaper.abort();
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()
@@ -279,10 +697,14 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Re-reads `path` when it or a file it names changes, and on SIGHUP. A bad
-/// file is logged and the config in force stays.
+/// file, or one that would turn TLS off (or on) or drop basic auth, is
+/// logged, counted in `status`, and the config in force stays: a
+/// half-written or truncated file never weakens what is served.
 pub async fn reload_web_config(
     path: PathBuf,
     handle: WebConfigHandle,
+    status: Arc<ReloadStatus>,
+    cache: Arc<ExpositionCache>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -309,17 +731,46 @@ pub async fn reload_web_config(
             let path = path.clone();
             tokio::task::spawn_blocking(move || WebConfig::load(&path)).await
         };
-        match load {
-            Ok(Ok(config)) => {
-                handle.store(Arc::new(config));
+        let outcome = match load {
+            Ok(Ok(next)) => apply_reload(&handle, next),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                status.succeeded();
                 info!(file = %path.display(), "web config reloaded");
             }
-            Ok(Err(e)) => {
-                error!(error = %e, "web config not reloaded; the previous one stays in force")
+            Err(e) => {
+                status.failed();
+                error!(file = %path.display(), error = %e, "web config not reloaded; the previous one stays in force");
             }
-            Err(e) => error!(error = %e, "web config not reloaded"),
+        }
+        cache.invalidate().await;
+    }
+}
+
+/// Puts `next` in force unless it would weaken the one in force. What
+/// exporter-toolkit fixes at start (http2, rate_limit) stays as it was.
+fn apply_reload(handle: &WebConfigHandle, mut next: WebConfig) -> Result<(), String> {
+    let current = handle.load_full();
+    if let Some(why) = current.downgrade(&next) {
+        return Err(format!("refused: {why}"));
+    }
+    if next.http2 != current.http2 {
+        warn!("web config: http_server_config.http2 takes effect on restart only");
+        next.http2 = current.http2;
+        if let (Some(tls), Some(old)) = (next.tls.as_mut(), current.tls.as_ref())
+            && let Some(tls) = Arc::get_mut(tls)
+        {
+            tls.alpn_protocols = old.alpn_protocols.clone();
         }
     }
+    if next.rate_limit.is_some() != current.rate_limit.is_some() {
+        warn!("web config: rate_limit takes effect on restart only");
+    }
+    handle.store(Arc::new(next));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -342,5 +793,102 @@ mod tests {
         assert!(!accepts_gzip(&headers("gzip;q=0")));
         assert!(!accepts_gzip(&headers("identity")));
         assert!(!accepts_gzip(&HeaderMap::new()));
+        // RFC 9110 qvalues: every spelling of zero refuses.
+        for zero in ["0", "0.", "0.0", "0.00", "0.000"] {
+            assert!(!accepts_gzip(&headers(&format!("gzip;q={zero}"))), "{zero}");
+            assert!(
+                !accepts_gzip(&headers(&format!("gzip ; Q = {zero}"))),
+                "{zero}"
+            );
+            assert!(!accepts_gzip(&headers(&format!("*;q={zero}"))), "{zero}");
+        }
+        assert!(accepts_gzip(&headers("gzip;q=0.001")));
+        assert!(accepts_gzip(&headers("gzip;q=1.000")));
+        assert!(accepts_gzip(&headers("x-gzip")));
+        // An explicit refusal beats the wildcard; malformed q-values refuse.
+        assert!(!accepts_gzip(&headers("gzip;q=0, *")));
+        assert!(accepts_gzip(&headers("br, *;q=0.1")));
+        for bad in [
+            "gzip;q=2",
+            "gzip;q=1.5",
+            "gzip;q=0.0001",
+            "gzip;q=",
+            "gzip;q=-1",
+            "gzip;q=abc",
+        ] {
+            assert!(!accepts_gzip(&headers(bad)), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn accept_encoding_never_panics(v in "[ -~]{0,64}") {
+            if let Ok(value) = HeaderValue::from_str(&v) {
+                let mut h = HeaderMap::new();
+                h.insert(header::ACCEPT_ENCODING, value);
+                let _ = accepts_gzip(&h);
+            }
+        }
+
+        #[test]
+        fn qvalues_match_the_grammar(int in 0u8..3, frac in "[0-9]{0,4}") {
+            let s = format!("{int}.{frac}");
+            let got = qvalue(&s);
+            let digits_ok = frac.len() <= 3;
+            let want = match (int, digits_ok) {
+                (0, true) => Some(format!("{frac:0<3}").parse::<u16>().unwrap()),
+                (1, true) if frac.bytes().all(|b| b == b'0') => Some(1000),
+                _ => None,
+            };
+            proptest::prop_assert_eq!(got, want);
+            let zero = got == Some(0);
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(&format!("gzip;q={s}")).unwrap());
+            proptest::prop_assert_eq!(accepts_gzip(&h), got.is_some() && !zero);
+        }
+
+        #[test]
+        fn telemetry_path_check_never_panics(p in "\\PC{0,24}") {
+            if check_telemetry_path(&p).is_ok() {
+                // Whatever passes, the router takes without panicking.
+                let _ = axum::Router::<()>::new().route(&p, get(|| async { "" }));
+            }
+        }
+    }
+
+    #[test]
+    fn trackers_close_idle_and_slow_connections_and_evict_at_the_cap() {
+        let tracker = Arc::new(Tracker {
+            epoch: Instant::now() - Duration::from_secs(1000),
+            max: 2,
+            conns: Mutex::default(),
+            at_cap: AtomicBool::new(false),
+        });
+        let a = tracker.admit().unwrap();
+        let b = tracker.admit().unwrap();
+        // b is answering a request: at the cap, the idle one (a) goes.
+        let busy = InFlight::new(&tracker, &b.conn);
+        a.conn.idle_since.store(0, Ordering::Relaxed);
+        let c = tracker.admit().expect("room made by evicting a");
+        assert!(!tracker.conns.lock().unwrap().1.contains_key(&a.id));
+        // All busy: a new connection is refused.
+        let busy_c = InFlight::new(&tracker, &c.conn);
+        assert!(tracker.admit().is_none());
+        drop((busy, busy_c));
+        // Idle past IDLE_TIMEOUT, or reading headers past HEADER_READ_TIMEOUT: reaped.
+        let now = tracker.now();
+        b.conn
+            .idle_since
+            .store(now - IDLE_TIMEOUT.as_millis() as u64 - 1, Ordering::Relaxed);
+        c.conn.reading_since.store(
+            now - HEADER_READ_TIMEOUT.as_millis() as u64 - 1 + 1,
+            Ordering::Relaxed,
+        );
+        tracker.reap();
+        assert!(tracker.conns.lock().unwrap().1.is_empty());
+        // A fresh one stays.
+        let d = tracker.admit().unwrap();
+        tracker.reap();
+        assert!(tracker.conns.lock().unwrap().1.contains_key(&d.id));
     }
 }

@@ -38,6 +38,8 @@ impl Stability {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
     Gauge,
+    /// Named with its `_total` suffix.
+    Counter,
 }
 
 /// A metric family's descriptor.
@@ -67,6 +69,22 @@ impl Desc {
             help,
             kind: MetricKind::Gauge,
             unit,
+            stability: Stability::Alpha,
+            labels,
+        }
+    }
+
+    /// An ALPHA counter; `name` ends in `_total`.
+    pub const fn counter(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Desc {
+        Desc {
+            name,
+            help,
+            kind: MetricKind::Counter,
+            unit: None,
             stability: Stability::Alpha,
             labels,
         }

@@ -167,7 +167,22 @@ impl Served {
     /// Starts `kubedf serve` on 127.0.0.1:0 with the given extra arguments and
     /// waits for it to say where it listens.
     pub fn start(args: &[&str]) -> Served {
-        let mut child = Command::new(kubedf_bin())
+        Served::start_with(&[], &[], args)
+    }
+
+    /// As [`Served::start`], run through `wrapper` (e.g. `sh -c 'ulimit -n
+    /// 128; exec "$0" "$@"'`) with extra environment variables.
+    pub fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Served {
+        let mut command = match wrapper.split_first() {
+            None => Command::new(kubedf_bin()),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(kubedf_bin());
+                c
+            }
+        };
+        let mut child = command
+            .envs(env.iter().copied())
             .arg("serve")
             .args([
                 "--web.listen-address",
