@@ -1424,7 +1424,10 @@ def main():
     ap.add_argument("--out-dir", required=True, help="where results.json (and the report) go")
     ap.add_argument("--only", help="comma-separated steps to run: scrape,rest,hung,walk,render")
     args = ap.parse_args()
-    cfg = MODES[args.mode]
+    cfg = dict(MODES[args.mode])
+    if os.environ.get("BENCH_REST_NS"):
+        # e.g. BENCH_REST_NS=0,1000 to measure the cost at rest at fewer N.
+        cfg["rest_ns"] = [int(x) for x in os.environ["BENCH_REST_NS"].split(",")]
 
     if os.geteuid() != 0:
         log("needs root (it mounts tmpfs and FUSE filesystems)")
