@@ -70,6 +70,10 @@ MODES = {
         sample_warmup=6.0,
         sample_seconds=30.0,
         idle_seconds=120.0,
+        rest_ns=[0, 100, 1000, 5000],
+        rest_seconds=180.0,  # per N: both exporters side by side, gzip scrapes
+        rest_pace=15.0,  # seconds between scrapes, as Prometheus' default interval
+        rest_warmup=20.0,
         ready_timeout=180.0,
         criterion=["--noplot"],
         criterion_timeout=900,
@@ -98,6 +102,10 @@ MODES = {
         sample_warmup=1.0,
         sample_seconds=3.0,
         idle_seconds=2.0,
+        rest_ns=[0, 10],
+        rest_seconds=4.0,
+        rest_pace=1.0,
+        rest_warmup=1.0,
         ready_timeout=30.0,
         criterion=[
             "--noplot",
@@ -642,8 +650,8 @@ class Bench:
     def sequential(self, exporters, gz):
         """Alternating blocks of back-to-back scrapes over keep-alive connections."""
         cfg = self.cfg
-        out = {}
         conns = {}
+        out = {}
         for p in exporters:
             conns[p.name] = http.client.HTTPConnection("127.0.0.1", p.port, timeout=60)
             out[p.name] = dict(lat=[], bytes=[], cpu=0.0)
@@ -844,6 +852,70 @@ class Bench:
             k, e = out[enc][KUBEDF], out[enc][NE]
             log(f"N={n} {enc} rendering every scrape, p50/p99 ms: kubedf {k['p50_ms']:.2f}/{k['p99_ms']:.2f}, node_exporter {e['p50_ms']:.2f}/{e['p99_ms']:.2f}")
         self.res.stop(kd)
+        return out
+
+    # -- (f) cost at rest ---------------------------------------------------
+
+    def rest_scenario(self, n):
+        """What a node pays per minute: kubedf (default 1m period) and
+        node_exporter side by side on the same N filesystems, both scraped with
+        gzip every rest_pace seconds, as Prometheus scrapes, for rest_seconds."""
+        cfg = self.cfg
+        tag = f"rest{n}"
+        root = os.path.join(self.work, tag, "kubelet")
+        os.makedirs(root, exist_ok=True)
+        prefix = root + "/pods/"
+        fake, kubeconfig, volumes = self.start_fake(tag, generate=n)
+        for v in volumes:
+            self.res.mount_tmpfs(os.path.join(root, v["path"]), "1M")
+        kd = self.start_kubedf(tag, root, kubeconfig)
+        ne = self.start_node_exporter(tag, prefix)
+        self.wait_kubedf(kd, n)
+        self.wait_node_exporter(ne, n, prefix)
+        time.sleep(cfg["rest_warmup"])
+        log(f"N={n}: at rest for {cfg['rest_seconds']:.0f}s, gzip scrapes every {cfg['rest_pace']:.0f}s, side by side")
+        procs = ((kd, KUBEDF), (ne, NE))
+        c0 = {name: cpu_sample(p.pid) for p, name in procs}
+        t0 = time.monotonic()
+        scrapes = {KUBEDF: 0, NE: 0}
+        i = 0
+        while True:
+            at = t0 + i * cfg["rest_pace"]
+            if at > t0 + cfg["rest_seconds"]:
+                break
+            delay = at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for p, name in procs:
+                s = scrape(p.port, gz=True, timeout=30)
+                if s.status != 200:
+                    raise Fail(f"{name} answered {s.status} at rest")
+                scrapes[name] += 1
+            i += 1
+        wall = time.monotonic() - t0
+        c1 = {name: cpu_sample(p.pid) for p, name in procs}
+        mem = {name: memory_kib(p.pid) for p, name in procs}
+        threads = {name: len(os.listdir(f"/proc/{p.pid}/task")) for p, name in procs}
+        self.res.stop(kd)
+        self.res.stop(ne)
+        self.res.stop(fake)
+        if not self.res.umount_all(under=root):
+            raise Fail(f"could not unmount everything under {root}")
+        cpu = {name: cpu_used(c0[name], c1[name]) / wall * 60 for name in c0}
+        out = dict(
+            n=n,
+            seconds=wall,
+            scrapes=scrapes,
+            cpu_seconds_per_minute=cpu,
+            cpu_us_per_volume_per_minute={k: (v / n * 1e6 if n else None) for k, v in cpu.items()},
+            rss_kib={k: v["VmRSS"] for k, v in mem.items()},
+            peak_rss_kib={k: v["VmHWM"] for k, v in mem.items()},
+            threads=threads,
+        )
+        log(
+            f"N={n} at rest: CPU/min kubedf {cpu[KUBEDF] * 1e3:.1f} ms, node_exporter {cpu[NE] * 1e3:.1f} ms; "
+            f"RSS kubedf {out['rss_kib'][KUBEDF] / 1024:.1f} MiB, node_exporter {out['rss_kib'][NE] / 1024:.1f} MiB"
+        )
         return out
 
     # -- (e) background cost -------------------------------------------------
@@ -1350,9 +1422,12 @@ def main():
     ap.add_argument("--render-bench", help="the benches/render.rs executable")
     ap.add_argument("--profile", help="the cargo profile the binaries were built with (for the report)")
     ap.add_argument("--out-dir", required=True, help="where results.json (and the report) go")
-    ap.add_argument("--only", help="comma-separated steps to run: scrape,hung,walk,render")
+    ap.add_argument("--only", help="comma-separated steps to run: scrape,rest,hung,walk,render")
     args = ap.parse_args()
-    cfg = MODES[args.mode]
+    cfg = dict(MODES[args.mode])
+    if os.environ.get("BENCH_REST_NS"):
+        # e.g. BENCH_REST_NS=0,1000 to measure the cost at rest at fewer N.
+        cfg["rest_ns"] = [int(x) for x in os.environ["BENCH_REST_NS"].split(",")]
 
     if os.geteuid() != 0:
         log("needs root (it mounts tmpfs and FUSE filesystems)")
@@ -1375,7 +1450,7 @@ def main():
     fcntl.flock(lockfd, fcntl.LOCK_EX)
     res = Resources(work)
     bench = Bench(args, cfg, res)
-    steps = set((args.only or "scrape,hung,walk,render").split(","))
+    steps = set((args.only or "scrape,rest,hung,walk,render").split(","))
     results = dict(mode=args.mode, profile=args.profile or os.path.basename(os.path.normpath(args.bin_dir)), config={k: v for k, v in cfg.items()}, machine=machine(), steps={})
     busy0, total0 = machine_busy()
     own0 = own_cpu()
@@ -1387,6 +1462,9 @@ def main():
         if "scrape" in steps:
             for i, n in enumerate(cfg["ns"]):
                 plan.append((f"scrape N={n}", lambda n=n, last=(i == len(cfg["ns"]) - 1): bench.scrape_scenario(n, last)))
+        if "rest" in steps:
+            for n in cfg["rest_ns"]:
+                plan.append((f"rest N={n}", lambda n=n: bench.rest_scenario(n)))
         if "hung" in steps:
             plan.append(("hung mount", bench.hung_scenario))
         if "walk" in steps:

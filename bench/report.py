@@ -507,6 +507,68 @@ def method_section(r):
   as a timeout, when walk results differ, or when criterion's estimates are missing."""
 
 
+def rest_section(r):
+    rest = {}
+    for name, s in r["steps"].items():
+        if name.startswith("rest N=") and s.get("ok"):
+            rest[s["result"]["n"]] = s["result"]
+    failed = [name for name, s in r["steps"].items() if name.startswith("rest N=") and not s.get("ok")]
+    if not rest:
+        return "Not measured." + (f" Failed: {', '.join(failed)}." if failed else "")
+    base = rest.get(0)
+    rows = []
+    for n in sorted(rest):
+        x = rest[n]
+        cpu, rss = x["cpu_seconds_per_minute"], x["rss_kib"]
+        per_vol = x["cpu_us_per_volume_per_minute"][KD]
+        above = f"{(rss[KD] - base['rss_kib'][KD]) / 1024 / (n / 1000):.2f} MiB" if base and n else "–"
+        rows.append(
+            (
+                f"{n:,}",
+                f"{cpu[KD] * 1e3:.1f} ms",
+                f"{cpu[NE] * 1e3:.1f} ms",
+                f"{cpu[KD] / cpu[NE]:.2f}" if cpu[NE] else "–",
+                f"{per_vol:.1f} µs" if per_vol is not None else "–",
+                mib(rss[KD]),
+                mib(rss[NE]),
+                above,
+                f"{x['threads'][KD]} / {x['threads'][NE]}",
+            )
+        )
+    out = table(
+        [
+            "N volumes",
+            "kubedf CPU/min",
+            "node_exporter CPU/min",
+            "ratio",
+            "kubedf CPU/min per volume",
+            "kubedf RSS",
+            "node_exporter RSS",
+            "kubedf RSS above N=0, per 1,000 volumes",
+            "threads (kubedf / node_exporter)",
+        ],
+        rows,
+    )
+    checks = []
+    k = rest.get(1000)
+    if k:
+        c = k["cpu_seconds_per_minute"]
+        ok = c[KD] <= c[NE] / 10
+        checks.append(f"- CPU per minute at N = 1,000 at most 1/10 of node_exporter's: **{'met' if ok else 'missed'}** ({c[KD] * 1e3:.1f} ms against {c[NE] * 1e3:.1f} ms, ratio {c[KD] / c[NE]:.2f}).")
+    for n in sorted(rest):
+        x = rest[n]["rss_kib"]
+        ok = x[KD] <= x[NE]
+        checks.append(f"- RSS at N = {n:,} at most node_exporter's: **{'met' if ok else 'missed'}** ({mib(x[KD])} against {mib(x[NE])}).")
+    if base:
+        for n in sorted(rest):
+            if n:
+                per = (rest[n]["rss_kib"][KD] - base["rss_kib"][KD]) / 1024 / (n / 1000)
+                checks.append(f"- RSS at N = {n:,} at most 2 MiB per 1,000 volumes above N = 0: **{'met' if per <= 2 else 'missed'}** ({per:.2f} MiB per 1,000).")
+    if failed:
+        checks.append(f"- Failed steps: {', '.join(failed)}.")
+    return out + "\n\n" + "\n".join(checks)
+
+
 def markdown(r, png_name, results_path):
     m = r["machine"]
     scr = {}
@@ -649,6 +711,18 @@ def markdown(r, png_name, results_path):
     out.append("## Rendering\n")
     rd = step(r, "render")
     out.append(render_section(rd) if rd else missing(r, "render"))
+    out.append("")
+
+    out.append("## Cost at rest: what a node pays per minute\n")
+    cfg = r["config"]
+    out.append(
+        f"kubedf (default `--volume-stats-agg-period 1m`) and node_exporter side by side on the same N tmpfs "
+        f"filesystems, in one run, each scraped with `Accept-Encoding: gzip` every {cfg.get('rest_pace', 15):g} s "
+        f"for {cfg.get('rest_seconds', 180):g} s after a warm-up, as Prometheus scrapes. CPU is the process's "
+        f"CPU time over the window, per minute; RSS is VmRSS at its end. This is what the node pays all day, "
+        f"scrapes and background measurements together.\n"
+    )
+    out.append(rest_section(r))
     out.append("")
 
     out.append("## kubedf's sampling cost\n")

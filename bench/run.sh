@@ -10,7 +10,8 @@
 #                           once the debug build is done (the test suite runs it).
 #
 # Options: --out-dir DIR (where the report goes), --only scrape,hung,walk,render.
-# Env: BENCH_NOTE="text" adds a note under the machine description.
+# Env: BENCH_NOTE="text" adds a note under the machine description;
+# BENCH_REST_NS=0,1000 measures the cost at rest at those N only.
 #
 # What it measures, for kubedf and node_exporter 1.5.0 (Debian's
 # prometheus-node-exporter with only the filesystem collector) looking at the same

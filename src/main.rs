@@ -23,8 +23,27 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<std::process::ExitCode> {
+/// Async worker threads: kubedf's async work is light (a scrape renders a
+/// cached exposition), and tokio's default of one per core would cost a
+/// 64-core node 64 stacks and allocator arenas.
+const WORKER_THREADS: usize = 2;
+/// Threads for blocking calls (statfs, /proc, directory listings): each call
+/// runs under a timeout with one in flight per path, so only hung mounts
+/// keep threads; tokio's default cap of 512 would let a burst of due
+/// volumes grow the process by hundreds of threads.
+const MAX_BLOCKING_THREADS: usize = 32;
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<std::process::ExitCode> {
     let parsed = cli::parse();
     init_tracing(parsed.cli.common.log_format);
     let app = App::build(&parsed.cli.common, &parsed.collectors).await?;

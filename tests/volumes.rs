@@ -791,3 +791,59 @@ fn a_hung_mount_never_slows_a_scrape() {
     drop(served);
     drop(hung);
 }
+
+/// Issue 9, finding 3: with the API server unreachable, nothing counts as a
+/// success of the kubernetes source, and the failure is logged once (kube's
+/// watcher emits `Init` before each list attempt; that used to "recover" the
+/// source every retry and advance its last-success timestamp).
+#[test]
+fn an_unreachable_api_server_never_looks_healthy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\n\
+         clusters:\n- name: gone\n  cluster:\n    server: https://127.0.0.1:1\n\
+         users:\n- name: gone\n  user: {}\n\
+         contexts:\n- name: gone\n  context:\n    cluster: gone\n    user: gone\n\
+         current-context: gone\n",
+    )
+    .expect("write kubeconfig");
+    let root = dir.path().to_str().expect("utf-8");
+    let served = Served::start(&[
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
+        "--kubelet.root-dir",
+        root,
+        "--cri.endpoint",
+        "unix:///nonexistent/kubedf/cri.sock",
+    ]);
+    let up = |text: &str| value(text, "kubedf_source_up", &[("source", "kubernetes")]);
+    // Several of the watcher's retries (its backoff starts below a second).
+    let text = served.scrape_until(Duration::from_secs(30), "a failed kubernetes source", |t| {
+        up(t).as_deref() == Some("0")
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let text2 = served.scrape();
+    for t in [&text, &text2] {
+        assert_eq!(up(t).as_deref(), Some("0"), "{t}");
+        assert_eq!(
+            value(
+                t,
+                "kubedf_source_last_success_timestamp_seconds",
+                &[("source", "kubernetes")]
+            ),
+            None,
+            "the API was never reached: no last success\n{t}"
+        );
+    }
+    let log = served.log_text();
+    assert_eq!(
+        log.matches("kubernetes API failed").count(),
+        1,
+        "one failure, logged once:\n{log}"
+    );
+    assert!(!log.contains("kubernetes API recovered"), "{log}");
+}

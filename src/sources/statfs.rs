@@ -32,6 +32,43 @@ pub enum FsError {
     StillHung { path: PathBuf },
     #[error("statfs {path} failed: {message}")]
     Task { path: PathBuf, message: String },
+    #[error("statx {path}: {errno}")]
+    Statx {
+        path: PathBuf,
+        errno: rustix::io::Errno,
+    },
+}
+
+/// Whether a path is the root of a mount, as statx says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountRoot {
+    Yes,
+    No,
+    /// The kernel does not report `STATX_ATTR_MOUNT_ROOT` (before Linux 5.8).
+    Unknown,
+}
+
+/// statx's `STATX_ATTR_MOUNT_ROOT` of `path` (bind mounts included), without
+/// following a final symlink or triggering an automount.
+pub fn mount_root(path: &Path) -> Result<MountRoot, FsError> {
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
+    match statx(
+        CWD,
+        path,
+        AtFlags::NO_AUTOMOUNT | AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::empty(),
+    ) {
+        Ok(st) if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) => {
+            Ok(MountRoot::Unknown)
+        }
+        Ok(st) if st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT) => Ok(MountRoot::Yes),
+        Ok(_) => Ok(MountRoot::No),
+        Err(rustix::io::Errno::NOSYS) => Ok(MountRoot::Unknown),
+        Err(errno) => Err(FsError::Statx {
+            path: path.to_path_buf(),
+            errno,
+        }),
+    }
 }
 
 /// Blocking statfs + stat of `path`.
@@ -66,6 +103,31 @@ pub struct FsProber {
 
 impl FsProber {
     pub async fn probe(&self, path: &Path, timeout: Duration) -> Result<FsReading, FsError> {
+        self.guarded(path, timeout, read_fs).await
+    }
+
+    /// statfs of `path` only when statx says it is the root of a mount, in
+    /// one guarded call (a directory that is not a mount point is never
+    /// statfs'ed: that would report the filesystem it sits on). With
+    /// [`MountRoot::No`] or [`MountRoot::Unknown`] there is no reading.
+    pub async fn probe_mount(
+        &self,
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<(MountRoot, Option<FsReading>), FsError> {
+        self.guarded(path, timeout, |p| match mount_root(p)? {
+            MountRoot::Yes => Ok((MountRoot::Yes, Some(read_fs(p)?))),
+            other => Ok((other, None)),
+        })
+        .await
+    }
+
+    async fn guarded<T: Send + 'static>(
+        &self,
+        path: &Path,
+        timeout: Duration,
+        call: fn(&Path) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
         let Some(guard) = self.in_flight.claim(path) else {
             return Err(FsError::StillHung {
                 path: path.to_path_buf(),
@@ -74,7 +136,7 @@ impl FsProber {
         let owned = path.to_path_buf();
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            read_fs(&owned)
+            call(&owned)
         });
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
@@ -112,6 +174,28 @@ mod tests {
             err.to_string().contains("/nonexistent/kubedf-test"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn only_mount_roots_are_statfsed() {
+        let prober = FsProber::default();
+        let t = Duration::from_secs(5);
+        let (root, reading) = prober.probe_mount(Path::new("/proc"), t).await.unwrap();
+        assert_eq!(root, MountRoot::Yes, "/proc is a mount root on Linux 5.8+");
+        assert!(reading.is_some());
+        let dir = tempfile::tempdir().unwrap();
+        let (root, reading) = prober.probe_mount(dir.path(), t).await.unwrap();
+        assert_eq!(root, MountRoot::No);
+        assert!(reading.is_none(), "a plain directory is never statfs'ed");
+        let err = prober
+            .probe_mount(Path::new("/nonexistent/kubedf-test"), t)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/kubedf-test"),
+            "{err}"
+        );
+        assert_eq!(prober.in_flight(), 0);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use crate::model::{FsUsage, Method, Reason, VolumeError};
 use crate::sources::block::device_size;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::mounts::mount_points;
-use crate::sources::statfs::{FsError, FsProber};
+use crate::sources::statfs::{FsError, FsProber, MountRoot};
 use crate::sources::walk::{PoolError, WalkError, WalkPool};
 
 /// The I/O of one measurement, shared by the spawned tasks.
@@ -25,44 +25,69 @@ pub struct Measurer {
     pub walkers: WalkPool,
     /// Block devices being read, one read at a time per device.
     pub reading: InFlightSet,
+    /// The mount table, for kernels whose statx does not say.
+    pub mounts: tokio::sync::Mutex<MountTable>,
 }
 
 fn fs_error(e: FsError) -> VolumeError {
     let reason = match &e {
         FsError::Timeout { .. } | FsError::StillHung { .. } => Reason::Timeout,
         FsError::Statfs { errno, .. } if *errno == nix::errno::Errno::ENOENT => Reason::NotFound,
+        FsError::Statx { errno, .. } if *errno == rustix::io::Errno::NOENT => Reason::NotFound,
         _ => Reason::IoError,
     };
     VolumeError::new(reason, e.to_string())
 }
 
 impl Measurer {
-    pub async fn measure(
-        &self,
-        target: &Target,
-        mounts: &HashSet<PathBuf>,
-    ) -> Result<(FsUsage, Method), VolumeError> {
+    pub async fn measure(&self, target: &Target) -> Result<(FsUsage, Method), VolumeError> {
         let path = self.locate(&target.location).await?;
         match target.method {
-            Method::Statfs => {
-                if !mounts.contains(&path) {
-                    return Err(VolumeError::new(
-                        Reason::NotMounted,
-                        format!(
-                            "{} is not a mount point; statfs would report the node's root filesystem",
-                            path.display()
-                        ),
-                    ));
-                }
-                Ok((self.statfs(&path).await?, Method::Statfs))
-            }
-            Method::LocalPath if mounts.contains(&path) => {
-                Ok((self.statfs(&path).await?, Method::Statfs))
-            }
-            Method::Walk | Method::LocalPath => {
-                Ok((self.walk(&path, target.capacity).await?, Method::Walk))
-            }
+            Method::Statfs => match self.statfs_mount(&path).await? {
+                Some(usage) => Ok((usage, Method::Statfs)),
+                None => Err(VolumeError::new(
+                    Reason::NotMounted,
+                    format!(
+                        "{} is not a mount point; statfs would report the node's root filesystem",
+                        path.display()
+                    ),
+                )),
+            },
+            Method::LocalPath => match self.statfs_mount(&path).await? {
+                Some(usage) => Ok((usage, Method::Statfs)),
+                None => Ok((self.walk(&path, target.capacity).await?, Method::Walk)),
+            },
+            Method::Walk => Ok((self.walk(&path, target.capacity).await?, Method::Walk)),
             Method::Block => Ok((self.block(&path).await?, Method::Block)),
+        }
+    }
+
+    /// statfs of `path` if it is a mount point, else None. statx answers
+    /// in the same guarded call as the statfs; only on kernels before 5.8
+    /// is the mount table read (and kept for a second).
+    async fn statfs_mount(&self, path: &Path) -> Result<Option<FsUsage>, VolumeError> {
+        let (root, reading) = self
+            .prober
+            .probe_mount(path, self.timeout)
+            .await
+            .map_err(fs_error)?;
+        match root {
+            MountRoot::Yes => Ok(reading.map(|r| r.usage)),
+            MountRoot::No => Ok(None),
+            MountRoot::Unknown => {
+                let mounts = self
+                    .mounts
+                    .lock()
+                    .await
+                    .get()
+                    .await
+                    .map_err(|e| VolumeError::new(Reason::IoError, e))?;
+                if mounts.contains(path) {
+                    Ok(Some(self.statfs(path).await?))
+                } else {
+                    Ok(None)
+                }
+            }
         }
     }
 
@@ -195,7 +220,8 @@ impl Measurer {
 }
 
 /// The mount points this process sees, read from mountinfo at most once per
-/// [`MOUNTS_TTL`] and only when a measurement is due.
+/// [`MOUNTS_TTL`], and only on kernels whose statx does not report
+/// `STATX_ATTR_MOUNT_ROOT` (before Linux 5.8).
 pub struct MountTable {
     procfs: PathBuf,
     timeout: Duration,

@@ -93,7 +93,6 @@ pub struct VolumeSampler {
     events: watch::Receiver<u64>,
     kubelet_root: PathBuf,
     measurer: Arc<Measurer>,
-    mounts: MountTable,
     entries: HashMap<Key, Entry>,
     lookups: Scheduler<Key, ()>,
     measures: Scheduler<Key, Target>,
@@ -128,6 +127,7 @@ impl VolumeSampler {
             prober: FsProber::default(),
             walkers,
             reading: InFlightSet::default(),
+            mounts: tokio::sync::Mutex::new(MountTable::new(cfg.procfs.clone(), cfg.timeout)),
         });
         let (looked_tx, looked_rx) = mpsc::unbounded_channel();
         let (measured_tx, measured_rx) = mpsc::unbounded_channel();
@@ -142,7 +142,6 @@ impl VolumeSampler {
             max_retry: cfg.period,
         });
         Ok(VolumeSampler {
-            mounts: MountTable::new(cfg.procfs.clone(), cfg.timeout),
             events: kube.subscribe(),
             cfg,
             kube,
@@ -202,7 +201,7 @@ impl VolumeSampler {
         loop {
             let now = Instant::now();
             self.start_lookups(now);
-            self.start_measurements(now).await;
+            self.start_measurements(now);
             if self.lookups_in_flight == 0 && self.measures.in_flight() == 0 {
                 break;
             }
@@ -223,7 +222,7 @@ impl VolumeSampler {
                 self.sync_claims(now);
             }
             self.start_lookups(now);
-            self.start_measurements(now).await;
+            self.start_measurements(now);
             self.publish(&board);
             let next = [self.lookups.next_due(), self.measures.next_due()]
                 .into_iter()
@@ -429,20 +428,12 @@ impl VolumeSampler {
         }
     }
 
-    async fn start_measurements(&mut self, now: Instant) {
-        if self.measures.next_due().is_none_or(|at| at > now) {
-            return;
-        }
-        let mounts = self.mounts.get().await;
+    fn start_measurements(&mut self, now: Instant) {
         for due in self.measures.drain_due(now) {
             let measurer = Arc::clone(&self.measurer);
-            let mounts = mounts.clone();
             let tx = self.measured_tx.clone();
             tokio::spawn(async move {
-                let result = match mounts {
-                    Ok(mounts) => measurer.measure(&due.plan, &mounts).await,
-                    Err(e) => Err(VolumeError::new(Reason::IoError, e)),
-                };
+                let result = measurer.measure(&due.plan).await;
                 let _ = tx.send(Measured {
                     key: due.key,
                     ticket: due.ticket,
