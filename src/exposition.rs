@@ -280,7 +280,7 @@ fn go_format_g(out: &mut String, v: f64) {
     if negative {
         out.push('-');
     }
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         out.push_str(&digits[..1]);
         if digits.len() > 1 {
             out.push('.');
