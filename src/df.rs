@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use crate::collector::eviction::observe;
 use crate::kubelet::eviction::{Kind, Signal, SignalUnit, ThresholdValue};
 use crate::kubelet::int64;
-use crate::snapshot::{Filesystem, Snapshot};
-use crate::volume_sampler::VolumeTable;
+use crate::model::VolumeTable;
+use crate::model::{Filesystem, Snapshot};
 
 /// Bytes the way df -h writes them: 1024-based, one decimal under 10.
 pub fn human_bytes(bytes: i64) -> String {
@@ -325,7 +325,7 @@ fn filesystems(snapshot: &Snapshot, errors: &mut Vec<String>) -> Table {
     table
         .rows
         .push(fs_cells("imagefs", snapshot.image_fs(), errors));
-    if let Some(Ok(rt)) = &snapshot.runtime
+    if let Some(Ok(rt)) = snapshot.runtime()
         && let Some(container_fs) = &rt.container_fs
     {
         table.rows.push(fs_cells(
@@ -468,8 +468,9 @@ fn pvcs(volumes: &VolumeTable, errors: &mut Vec<String>) -> Section {
     );
     for row in &volumes.rows {
         let name = format!("{}/{}", row.namespace, row.claim);
-        let method = row.method.map(|m| m.name()).unwrap_or("-").to_owned();
-        match &row.stats {
+        let reading = row.reading();
+        let method = reading.method.map(|m| m.name()).unwrap_or("-").to_owned();
+        match &reading.stats {
             Some(Ok(u)) => table.rows.push(vec![
                 Cell::text(name),
                 Cell::text(human_bytes(int64(u.capacity_bytes))),

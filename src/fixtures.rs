@@ -7,13 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::kubelet::config::KubeletConfig;
-use crate::snapshot::{Filesystem, Runtime, Snapshot, SourceStatus};
-use crate::sources::SourceId;
-use crate::sources::cri::RuntimeVersion;
-use crate::sources::procfs::Rlimit;
-use crate::sources::statfs::FsUsage;
-use crate::volume_sampler::{VolumeRow, VolumeTable};
-use crate::volumes::{Method, Reason, VolumeError, VolumeMode};
+use crate::model::{
+    Filesystem, FsUsage, Method, NodeSample, Reading, Reason, Rlimit, Runtime, RuntimeVersion,
+    Snapshot, SourceId, SourceStatus, VolumeError, VolumeMode, VolumeRow, VolumeTable,
+};
 
 /// When the fixed snapshot was taken (November 2026).
 pub fn taken_at() -> SystemTime {
@@ -43,7 +40,21 @@ pub fn node_with_pvcs(n: usize) -> Snapshot {
     with_volumes((0..n).map(pvc).collect())
 }
 
-fn with_volumes(rows: Vec<VolumeRow>) -> Snapshot {
+/// [`node`] with its first PVC (`shop/data-db-0`, 10 GiB, 10% used) under
+/// another namespace and name, for tests of escaping.
+pub fn first_pvc_renamed(namespace: &str, claim: &str) -> Snapshot {
+    let mut rows = golden_volumes();
+    let first = &rows[0];
+    let renamed = VolumeRow::new(namespace, claim, &first.pod, first.reading());
+    let renamed = match (&first.pv, &first.driver, first.mode) {
+        (Some(pv), Some(driver), Some(mode)) => renamed.with_pv(pv, driver, mode),
+        _ => renamed,
+    };
+    rows[0] = Arc::new(renamed);
+    with_volumes(rows)
+}
+
+fn with_volumes(rows: Vec<Arc<VolumeRow>>) -> Snapshot {
     // A literal that parses: a failure here is a bug in this file.
     let config = KubeletConfig::parse(
         "kind: KubeletConfiguration\n\
@@ -54,9 +65,8 @@ fn with_volumes(rows: Vec<VolumeRow>) -> Snapshot {
         Path::new("/var/lib/kubelet/config.yaml"),
     )
     .expect("the fixture's kubelet config is valid");
-    Snapshot {
+    let node = NodeSample {
         taken_at: taken_at(),
-        kubelet: Arc::new(config),
         runtime: Some(Ok(Runtime {
             version: RuntimeVersion {
                 runtime_name: "containerd".into(),
@@ -104,32 +114,34 @@ fn with_volumes(rows: Vec<VolumeRow>) -> Snapshot {
             maxpid: 254_751,
             curproc: 1_187,
         })),
-        volumes: Some(Arc::new(VolumeTable {
-            rows,
-            source: SourceStatus {
-                duration: None,
-                ..status(SourceId::Kubernetes)
-            },
-        })),
         sources: vec![
             status(SourceId::Cri),
             status(SourceId::ImageFs),
             status(SourceId::NodeFs),
             status(SourceId::Procfs),
         ],
-    }
+    };
+    // Not `VolumeTable::new`: the golden order is the order given here.
+    let volumes = VolumeTable {
+        rows,
+        source: SourceStatus {
+            duration: None,
+            ..status(SourceId::Kubernetes)
+        },
+    };
+    Snapshot::new(Arc::new(config), node, Some(volumes))
 }
 
-fn golden_volumes() -> Vec<VolumeRow> {
-    let row = |claim: &str, pv: &str, driver: &str, mode, method, stats| VolumeRow {
-        namespace: "shop".into(),
-        claim: claim.into(),
-        pod: format!("{claim}-pod"),
-        pv: Some(pv.into()),
-        driver: Some(driver.into()),
-        mode: Some(mode),
-        method: Some(method),
-        stats: Some(stats),
+fn golden_volumes() -> Vec<Arc<VolumeRow>> {
+    let row = |claim: &str, pv: &str, driver: &str, mode, method, stats| {
+        let reading = Reading {
+            method: Some(method),
+            stats: Some(stats),
+        };
+        Arc::new(
+            VolumeRow::new("shop", claim, &format!("{claim}-pod"), reading)
+                .with_pv(pv, driver, mode),
+        )
     };
     let fs = |capacity: u64, used: u64| FsUsage {
         capacity_bytes: capacity,
@@ -183,23 +195,18 @@ fn golden_volumes() -> Vec<VolumeRow> {
 
 /// A StatefulSet's claim, its pod, and a dynamically provisioned `pvc-<uid>`
 /// PV, with realistic label lengths.
-fn pvc(i: usize) -> VolumeRow {
+fn pvc(i: usize) -> Arc<VolumeRow> {
     let capacity = 10_737_418_240 + (i as u64) * 4096;
     let used = capacity / 3 + i as u64;
-    VolumeRow {
-        namespace: format!("team-{}", i % 50),
-        claim: format!("data-postgres-{i}"),
-        pod: format!("postgres-{i}"),
-        pv: Some(format!(
-            "pvc-{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-            i.wrapping_mul(2_654_435_761) % (1 << 32),
-            i % 65_536,
-            i % 4096,
-            (i * 7) % 4096,
-            i * 1_000_003
-        )),
-        driver: Some("ebs.csi.aws.com".into()),
-        mode: Some(VolumeMode::Filesystem),
+    let pv = format!(
+        "pvc-{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        i.wrapping_mul(2_654_435_761) % (1 << 32),
+        i % 65_536,
+        i % 4096,
+        (i * 7) % 4096,
+        i * 1_000_003
+    );
+    let reading = Reading {
         method: Some(Method::Statfs),
         stats: Some(Ok(FsUsage {
             capacity_bytes: capacity,
@@ -209,5 +216,14 @@ fn pvc(i: usize) -> VolumeRow {
             inodes_free: 6_500_000,
             inodes_used: 53_600,
         })),
-    }
+    };
+    Arc::new(
+        VolumeRow::new(
+            &format!("team-{}", i % 50),
+            &format!("data-postgres-{i}"),
+            &format!("postgres-{i}"),
+            reading,
+        )
+        .with_pv(&pv, "ebs.csi.aws.com", VolumeMode::Filesystem),
+    )
 }

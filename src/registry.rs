@@ -10,8 +10,8 @@ use thiserror::Error;
 
 use crate::collector::{self, Collector, Desc, Incomplete, MetricKind, Sample, Sink};
 use crate::exposition::{Format, Writer};
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::Snapshot;
+use crate::model::SourceId;
 
 pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
     "kubedf_scrape_collector_success",

@@ -26,8 +26,9 @@ use tokio::net::TcpListener;
 use tracing::{debug, error, info, warn};
 
 use crate::exposition::Format;
+use crate::model::Snapshot;
+use crate::model::snapshot::SnapshotHandle;
 use crate::registry::Registry;
-use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::web_config::{Auth, WebConfig, fingerprint};
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -63,8 +64,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The exposition of the latest snapshot, rendered once per format and
-/// gzipped at most once per format however many scrapers ask: a snapshot
-/// only changes when the sampler or the volume sampler publishes one.
+/// gzipped at most once per format however many scrapers ask: it is
+/// rendered again only when the board's version says a part changed.
 #[derive(Default)]
 pub struct ExpositionCache {
     current: tokio::sync::Mutex<Option<Cached>>,
@@ -74,7 +75,7 @@ pub struct ExpositionCache {
 }
 
 struct Cached {
-    snapshot: Arc<Snapshot>,
+    version: u64,
     text: Option<Rendered>,
     /// OpenMetrics 1.0.0 and 0.0.1 share one body.
     openmetrics: Option<Rendered>,
@@ -91,15 +92,15 @@ impl ExpositionCache {
     pub async fn body(
         &self,
         registry: &Registry,
-        snapshot: Arc<Snapshot>,
+        snapshot: &Snapshot,
         format: Format,
         want_gzip: bool,
     ) -> (Bytes, bool) {
         let mut guard = self.current.lock().await;
         let cached = match &mut *guard {
-            Some(c) if Arc::ptr_eq(&c.snapshot, &snapshot) => c,
+            Some(c) if c.version == snapshot.version => c,
             slot => slot.insert(Cached {
-                snapshot: Arc::clone(&snapshot),
+                version: snapshot.version,
                 text: None,
                 openmetrics: None,
             }),
@@ -112,7 +113,7 @@ impl ExpositionCache {
         let rendered = slot.get_or_insert_with(|| {
             self.renders.fetch_add(1, Ordering::Relaxed);
             Rendered {
-                plain: Bytes::from(registry.render_as(&snapshot, format)),
+                plain: Bytes::from(registry.render_as(snapshot, format)),
                 gzip: None,
             }
         });
@@ -171,12 +172,12 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// promhttp negotiates it: OpenMetrics for Prometheus, the text format
 /// 0.0.4 for anything that does not ask for OpenMetrics).
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = state.snapshot.load_full();
+    let snapshot = state.snapshot.snapshot();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
     let (body, gzipped) = state
         .cache
-        .body(&state.registry, snapshot, format, accepts_gzip(&headers))
+        .body(&state.registry, &snapshot, format, accepts_gzip(&headers))
         .await;
     let content_type = (header::CONTENT_TYPE, format.content_type());
     let vary = (header::VARY, "Accept, Accept-Encoding");
@@ -194,13 +195,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 /// What `kubedf df` shows, as a page: the latest snapshot's filesystems,
 /// PIDs, GC and eviction headroom and PVCs, with links to the endpoints.
 async fn landing(State(state): State<AppState>) -> Html<String> {
-    let snapshot = state.snapshot.load_full();
+    let snapshot = state.snapshot.snapshot();
     let path = state.telemetry_path.as_str();
     Html(crate::df::report(&snapshot).html("kubedf", &[(path, path), ("/healthz", "/healthz")]))
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
-    let taken_at = state.snapshot.load().taken_at;
+    let taken_at = state.snapshot.snapshot().taken_at();
     let age = SystemTime::now()
         .duration_since(taken_at)
         .unwrap_or_default();
@@ -397,13 +398,11 @@ mod tests {
     async fn each_format_is_rendered_and_gzipped_once_per_snapshot() {
         let registry = Registry::new(None).expect("registry");
         let cache = ExpositionCache::default();
-        let first = Arc::new(crate::fixtures::node());
+        let first = crate::fixtures::node();
         for _ in 0..3 {
             for format in [Format::OpenMetrics100, Format::OpenMetrics001, Format::Text] {
                 for gzip in [false, true] {
-                    let (body, gzipped) = cache
-                        .body(&registry, Arc::clone(&first), format, gzip)
-                        .await;
+                    let (body, gzipped) = cache.body(&registry, &first, format, gzip).await;
                     assert_eq!(gzipped, gzip);
                     if !gzip {
                         let text = std::str::from_utf8(&body).expect("utf-8");
@@ -415,8 +414,11 @@ mod tests {
         // OpenMetrics 1.0.0 and 0.0.1 share their body.
         assert_eq!(cache.work_done(), (2, 2));
         // A new snapshot is rendered anew, and only in the format asked for.
-        let second = Arc::new(crate::fixtures::node());
-        cache.body(&registry, second, Format::Text, false).await;
+        let second = Snapshot {
+            version: first.version + 1,
+            ..crate::fixtures::node()
+        };
+        cache.body(&registry, &second, Format::Text, false).await;
         assert_eq!(cache.work_done(), (3, 2));
     }
 }

@@ -4,11 +4,12 @@
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use kubedf::exposition::Format;
+use kubedf::model::Snapshot;
 use kubedf::registry::Registry;
-use kubedf::snapshot::Snapshot;
 use support::*;
 
 /// The golden node, shared with benches/render.rs.
@@ -88,10 +89,7 @@ fn golden_text_exposition_of_a_fixed_snapshot() {
 
 #[test]
 fn label_values_and_help_are_escaped_per_format() {
-    let mut snapshot = fixed_snapshot();
-    let mut volumes = (**snapshot.volumes.as_ref().expect("volumes")).clone();
-    volumes.rows[0].claim = "we\\ird\"claim\nname".into();
-    snapshot.volumes = Some(std::sync::Arc::new(volumes));
+    let snapshot = kubedf::fixtures::first_pvc_renamed("shop", "we\\ird\"claim\nname");
     let registry = Registry::new(None).expect("registry");
     for format in [Format::Text, Format::OpenMetrics100] {
         let text = registry.render_as(&snapshot, format);
@@ -257,7 +255,7 @@ fn fixed_snapshot_figures_follow_kubelet() {
 #[test]
 fn a_failed_source_leaves_its_series_out_and_says_so() {
     let mut snapshot = fixed_snapshot();
-    snapshot.runtime = Some(Err(
+    Arc::make_mut(&mut snapshot.node).runtime = Some(Err(
         "CRI unix:///run/containerd/containerd.sock: connection refused".into(),
     ));
     let text = Registry::new(None).expect("registry").render(&snapshot);
@@ -319,7 +317,7 @@ fn a_failed_source_leaves_its_series_out_and_says_so() {
 #[test]
 fn zero_capacity_is_reported_as_a_failure_not_a_division() {
     let mut snapshot = fixed_snapshot();
-    if let Some(Ok(rt)) = &mut snapshot.runtime
+    if let Some(Ok(rt)) = &mut Arc::make_mut(&mut snapshot.node).runtime
         && let Ok(fs) = &mut rt.image_fs
     {
         fs.usage.capacity_bytes = 0;
@@ -389,11 +387,12 @@ fn df_survives_odd_figures() {
     // A filesystem whose used and available add up past u64 (a broken FUSE
     // driver), and more processes than PIDs (a racy /proc): df says what
     // it sees instead of overflowing.
-    if let Some(Ok(fs)) = &mut snapshot.nodefs {
+    let node = Arc::make_mut(&mut snapshot.node);
+    if let Some(Ok(fs)) = &mut node.nodefs {
         fs.usage.used_bytes = u64::MAX;
         fs.usage.available_bytes = 4096;
     }
-    snapshot.rlimit = Some(Ok(kubedf::sources::procfs::Rlimit {
+    node.rlimit = Some(Ok(kubedf::model::Rlimit {
         maxpid: 10,
         curproc: i64::MAX,
     }));
@@ -543,5 +542,5 @@ fn bad_flags_are_refused() {
 #[test]
 fn snapshot_times_are_plausible() {
     // Guards the fixed snapshot against drifting into the future of this machine.
-    assert!(fixed_snapshot().taken_at <= SystemTime::now());
+    assert!(fixed_snapshot().taken_at() <= SystemTime::now());
 }

@@ -286,11 +286,7 @@ fn the_landing_page_needs_the_same_auth_as_metrics() {
 
 #[test]
 fn names_on_the_page_are_html_escaped() {
-    let mut snapshot = kubedf::fixtures::node();
-    let mut volumes = (**snapshot.volumes.as_ref().expect("volumes")).clone();
-    volumes.rows[0].namespace = "<script>alert(1)</script>".into();
-    volumes.rows[0].claim = "a&b\"c'd".into();
-    snapshot.volumes = Some(std::sync::Arc::new(volumes));
+    let snapshot = kubedf::fixtures::first_pvc_renamed("<script>alert(1)</script>", "a&b\"c'd");
     let page = kubedf::df::report(&snapshot).html("kubedf", &[("/metrics", "/metrics")]);
     assert!(!page.contains("<script"), "{page}");
     assert!(
