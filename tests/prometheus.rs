@@ -552,6 +552,12 @@ fn the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all() {
     drop(node);
 }
 
+/// A plain scrape config of one target, as a Prometheus without the
+/// operator has it.
+fn static_scrape(target: &str) -> Value {
+    json!({"job_name": JOB, "static_configs": [{"targets": [target]}]})
+}
+
 /// Answers the first HTTP request on `listener` (within `limit`) with an
 /// empty exposition and returns its `Accept` header.
 fn first_accept_header(listener: &TcpListener, limit: Duration) -> String {
@@ -615,7 +621,7 @@ fn scrapers_get_the_format_they_ask_for() {
     let accept = {
         let probe = dir.path().join("probe");
         std::fs::create_dir(&probe).expect("mkdir");
-        let prometheus = Prometheus::start(&probe, &recorder_addr);
+        let prometheus = Prometheus::start(&probe, static_scrape(&recorder_addr), &[]);
         let accept = first_accept_header(&recorder, Duration::from_secs(60));
         drop(prometheus);
         accept
@@ -679,7 +685,7 @@ fn scrapers_get_the_format_they_ask_for() {
     // OpenMetrics.
     let scraping = dir.path().join("scraping");
     std::fs::create_dir(&scraping).expect("mkdir");
-    let prometheus = Prometheus::start(&scraping, &served.addr.to_string());
+    let prometheus = Prometheus::start(&scraping, static_scrape(&served.addr.to_string()), &[]);
     prometheus.wait_for(
         "kubedf's series",
         Duration::from_secs(90),
