@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests talk to: containerd (a real CRI runtime),
 # prometheus (promtool and a real Prometheus), fuse3 (the hung-mount tests),
-# curl and openssl (the TLS tests), kubectl (kustomize; the machine image may
+# curl and openssl (the TLS tests), chromium (the landing page, headless),
+# kubectl (kustomize; the machine image may
 # already ship one from another package, which Debian's would conflict with).
 missing=()
 need() { command -v "$1" >/dev/null || missing+=("$2"); }
@@ -23,6 +24,7 @@ need curl curl
 need openssl openssl
 need losetup mount
 need kubectl kubernetes-client
+need chromium chromium
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: need root to install ${missing[*]} (or install them yourself)" >&2

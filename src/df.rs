@@ -1,10 +1,15 @@
-//! `kubedf df`: the snapshot as a table a person reads, like df(1), with the
-//! distance of each filesystem and of PIDs to image GC and eviction.
+//! `kubedf df` and the landing page: the snapshot as tables a person reads,
+//! like df(1), with the distance of each filesystem and of PIDs to image GC
+//! and eviction, and the PVCs of the node's pods.
+//!
+//! [`report`] builds one model of what is shown ([`Report`]: sections of
+//! tables and lines, notes, errors); [`Report::text`] and [`Report::html`]
+//! only lay it out. A new view (pods, say) is one more [`Section`].
 
 use std::fmt::Write as _;
 
 use crate::collector::eviction::observe;
-use crate::kubelet::eviction::{Kind, Signal, SignalUnit};
+use crate::kubelet::eviction::{Kind, Signal, SignalUnit, ThresholdValue};
 use crate::kubelet::int64;
 use crate::model::VolumeTable;
 use crate::model::{Filesystem, Snapshot};
@@ -36,50 +41,500 @@ fn human(value: i64, base: f64, units: &[&str]) -> String {
     }
 }
 
-fn in_unit(value: i64, unit: SignalUnit) -> String {
+/// A signed amount (i128, so that differences of i64 figures never
+/// overflow) in a signal's unit.
+fn in_unit(value: i128, unit: SignalUnit) -> String {
+    let clamped = i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX });
     match unit {
-        SignalUnit::Bytes => human_bytes(value),
-        SignalUnit::Inodes | SignalUnit::Pids => human_count(value),
+        SignalUnit::Bytes => human_bytes(clamped),
+        SignalUnit::Inodes | SignalUnit::Pids => human_count(clamped),
     }
 }
 
-fn percent(used: u64, total: u64) -> String {
-    if total == 0 {
-        "-".into()
+/// A threshold as the kubelet config means it: `15%` for the float32 0.15
+/// (the shortest decimal that is that float32, moved two places), not the
+/// `15.000001%` that multiplying in float32 gives; quantities as they are.
+pub fn threshold_text(value: ThresholdValue) -> String {
+    match value {
+        ThresholdValue::Quantity(q) => q.to_string(),
+        ThresholdValue::Percentage(p) => format!("{}%", shift_decimal(&format!("{p:e}"), 2)),
+    }
+}
+
+/// `mantissa e exp` (Rust's `{:e}` of a float, shortest digits) times
+/// 10^`by`, as a plain decimal.
+fn shift_decimal(sci: &str, by: i32) -> String {
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
+    let exp = exp.parse::<i32>().unwrap_or(0) + by;
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if digits.chars().all(|c| c == '0') {
+        return "0".into();
+    }
+    // The point goes after `exp + 1` digits.
+    let point = exp + 1;
+    let body = if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
     } else {
-        // df rounds use% up.
-        format!("{}%", (u128::from(used) * 100).div_ceil(u128::from(total)))
+        let point = point.unsigned_abs() as usize;
+        if digits.len() <= point {
+            format!("{digits}{}", "0".repeat(point - digits.len()))
+        } else {
+            format!("{}.{}", &digits[..point], &digits[point..])
+        }
+    };
+    format!("{sign}{body}")
+}
+
+/// How full something is, as df shows it and as a bar.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    /// Whole percent, rounded up as df does.
+    pub percent: u128,
+    /// The exact fraction, for a bar (0..=1 unless the figures are odd).
+    pub fraction: f64,
+}
+
+impl Usage {
+    /// `used` of `total`; None when total is 0.
+    pub fn of(used: u64, total: u64) -> Option<Usage> {
+        if total == 0 {
+            return None;
+        }
+        Some(Usage {
+            // u128: `used * 100` never overflows.
+            percent: (u128::from(used) * 100).div_ceil(u128::from(total)),
+            fraction: used as f64 / total as f64,
+        })
+    }
+
+    /// The colour a person reads: orange from 80%, red from 90%, as the
+    /// kubernetes-mixin's Persistent Volumes dashboard.
+    pub fn level(&self) -> Level {
+        if self.percent >= 90 {
+            Level::Critical
+        } else if self.percent >= 80 {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
     }
 }
 
-/// A simple left/right aligned table.
-struct Table {
-    rows: Vec<Vec<String>>,
-    /// Columns aligned left; the rest align right.
-    left: Vec<usize>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+}
+
+/// One table cell: its text and, for a use% cell, how full.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    pub text: String,
+    pub usage: Option<Usage>,
+    /// A threshold met, GC due: shown as an alarm.
+    pub alert: bool,
+}
+
+impl Cell {
+    pub fn text(text: impl Into<String>) -> Cell {
+        Cell {
+            text: text.into(),
+            usage: None,
+            alert: false,
+        }
+    }
+
+    /// A use% cell (`-` when there is no total).
+    pub fn usage(used: u64, total: u64) -> Cell {
+        let usage = Usage::of(used, total);
+        Cell {
+            text: usage.map_or_else(|| "-".into(), |u| format!("{}%", u.percent)),
+            usage,
+            alert: false,
+        }
+    }
+
+    fn alert(text: impl Into<String>) -> Cell {
+        Cell {
+            alert: true,
+            ..Cell::text(text)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    pub title: &'static str,
+    pub align: Align,
+}
+
+/// A table: a title (the landing page's heading; the text table has none),
+/// columns, rows of cells (one per column).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    pub title: &'static str,
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Cell>>,
 }
 
 impl Table {
-    fn render(&self, out: &mut String) {
-        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let widths: Vec<usize> = (0..columns)
+    /// Columns named `titles`, aligned right except those in `left`.
+    pub fn new(title: &'static str, titles: &[&'static str], left: &[usize]) -> Table {
+        Table {
+            title,
+            columns: titles
+                .iter()
+                .enumerate()
+                .map(|(i, title)| Column {
+                    title,
+                    align: if left.contains(&i) {
+                        Align::Left
+                    } else {
+                        Align::Right
+                    },
+                })
+                .collect(),
+            rows: Vec::new(),
+        }
+    }
+}
+
+/// One part of the report, in the order shown.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Section {
+    Table(Table),
+    /// A sentence on its own (the image GC verdict, "no PVCs"), with its
+    /// heading on the landing page, and whether it is an alarm.
+    Line {
+        title: &'static str,
+        text: String,
+        alert: bool,
+    },
+}
+
+/// Everything `kubedf df` and the landing page show.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub sections: Vec<Section>,
+    /// Where the thresholds come from, and warnings about them.
+    pub notes: Vec<String>,
+    /// Each failure once, naming what failed.
+    pub errors: Vec<String>,
+}
+
+/// Builds the report of a snapshot.
+pub fn report(snapshot: &Snapshot) -> Report {
+    let mut report = Report::default();
+    let fs = filesystems(snapshot, &mut report.errors);
+    report.sections.push(Section::Table(fs));
+    report.sections.push(image_gc(snapshot));
+    report.sections.push(Section::Table(eviction(snapshot)));
+    if let Some(volumes) = &snapshot.volumes {
+        report.sections.push(pvcs(volumes, &mut report.errors));
+    }
+    let config = &snapshot.kubelet;
+    report.notes.push(format!(
+        "thresholds from {}{}",
+        config.path.display(),
+        if config.from_file {
+            ""
+        } else {
+            " (not found: kubelet defaults)"
+        }
+    ));
+    let eviction = &config.eviction;
+    if !eviction.dropped_defaults.is_empty() {
+        let names: Vec<&str> = eviction.dropped_defaults.iter().map(|s| s.name()).collect();
+        report.notes.push(format!(
+            "warning: evictionHard in {} does not name {}; kubelet then leaves them without a threshold \
+             instead of its defaults, so those filesystems are not protected by eviction. \
+             Name them, or set mergeDefaultEvictionSettings: true.",
+            config.path.display(),
+            names.join(", ")
+        ));
+    }
+    report
+}
+
+/// The `kubedf df` text of a snapshot.
+pub fn render(snapshot: &Snapshot) -> String {
+    report(snapshot).text()
+}
+
+fn fs_cells(kind: &str, fs: Result<&Filesystem, String>, errors: &mut Vec<String>) -> Vec<Cell> {
+    match fs {
+        Ok(fs) => {
+            let u = &fs.usage;
+            vec![
+                Cell::text(kind),
+                Cell::text(human_bytes(int64(u.capacity_bytes))),
+                Cell::text(human_bytes(int64(u.used_bytes))),
+                Cell::text(human_bytes(int64(u.available_bytes))),
+                // df's use%: used of what unprivileged users can have.
+                Cell::usage(u.used_bytes, u.used_bytes.saturating_add(u.available_bytes)),
+                Cell::text(human_count(int64(u.inodes))),
+                Cell::text(human_count(int64(u.inodes_used))),
+                Cell::text(human_count(int64(u.inodes_free))),
+                Cell::usage(u.inodes_used, u.inodes),
+                Cell::text(fs.path.clone()),
+            ]
+        }
+        Err(e) => {
+            errors.push(format!("{kind}: {e}"));
+            let mut row = vec![Cell::text(kind)];
+            row.extend(std::iter::repeat_n(Cell::text("?"), 8));
+            row.push(Cell::text("(unavailable, see below)"));
+            row
+        }
+    }
+}
+
+fn filesystems(snapshot: &Snapshot, errors: &mut Vec<String>) -> Table {
+    let mut table = Table::new(
+        "Filesystems and PIDs",
+        &[
+            "FILESYSTEM",
+            "SIZE",
+            "USED",
+            "AVAIL",
+            "USE%",
+            "INODES",
+            "IUSED",
+            "IFREE",
+            "IUSE%",
+            "PATH",
+        ],
+        &[0, 9],
+    );
+    table
+        .rows
+        .push(fs_cells("nodefs", snapshot.nodefs(), errors));
+    // The runtime's failure is said once, under imagefs: containerfs is the
+    // runtime's too.
+    table
+        .rows
+        .push(fs_cells("imagefs", snapshot.image_fs(), errors));
+    if let Some(Ok(rt)) = snapshot.runtime()
+        && let Some(container_fs) = &rt.container_fs
+    {
+        table.rows.push(fs_cells(
+            "containerfs",
+            container_fs.as_ref().map_err(Clone::clone),
+            errors,
+        ));
+    }
+    match snapshot.rlimit() {
+        Ok(r) => table.rows.push(vec![
+            Cell::text("pids"),
+            Cell::text(human_count(r.maxpid)),
+            Cell::text(human_count(r.curproc)),
+            Cell::text(in_unit(
+                i128::from(r.maxpid) - i128::from(r.curproc),
+                SignalUnit::Pids,
+            )),
+            Cell::usage(
+                r.curproc.max(0).unsigned_abs(),
+                r.maxpid.max(0).unsigned_abs(),
+            ),
+            Cell::text(""),
+            Cell::text(""),
+            Cell::text(""),
+            Cell::text(""),
+            Cell::text("(maxpid, processes and threads)"),
+        ]),
+        Err(e) => errors.push(format!("pids: {e}")),
+    }
+    table
+}
+
+fn image_gc(snapshot: &Snapshot) -> Section {
+    let title = "Image garbage collection";
+    let policy = snapshot.kubelet.image_gc;
+    let (text, alert) = match snapshot.image_fs() {
+        Ok(fs) => match policy.evaluate(
+            int64(fs.usage.capacity_bytes),
+            int64(fs.usage.available_bytes),
+        ) {
+            Ok(gc) if gc.usage_percent >= i64::from(policy.high_threshold_percent) => (
+                format!(
+                    "image GC: DUE. imagefs usage is {}% (kubelet's rounding), at or over the high threshold {}%; \
+                     GC must free {} to get down to {}%.",
+                    gc.usage_percent,
+                    policy.high_threshold_percent,
+                    human_bytes(gc.bytes_to_free),
+                    policy.low_threshold_percent
+                ),
+                true,
+            ),
+            Ok(gc) => (
+                format!(
+                    "image GC: imagefs usage is {}% (kubelet's rounding); GC starts at {}% (in {}) and frees down to {}%.",
+                    gc.usage_percent,
+                    policy.high_threshold_percent,
+                    human_bytes(gc.bytes_until_gc),
+                    policy.low_threshold_percent
+                ),
+                false,
+            ),
+            Err(e) => (format!("image GC: unknown: {e}"), false),
+        },
+        // The imagefs error itself is in the errors, once.
+        Err(_) => ("image GC: unknown (imagefs unavailable)".into(), false),
+    };
+    Section::Line { title, text, alert }
+}
+
+fn eviction(snapshot: &Snapshot) -> Table {
+    let layout = snapshot.fs_layout();
+    let eviction = &snapshot.kubelet.eviction;
+    let mut table = Table::new(
+        "Eviction",
+        &[
+            "EVICTION SIGNAL",
+            "AVAILABLE",
+            "HARD AT",
+            "HEADROOM",
+            "SOFT AT",
+            "HEADROOM",
+        ],
+        &[0],
+    );
+    for signal in Signal::ALL {
+        let Ok((available, capacity)) = observe(snapshot, signal) else {
+            continue;
+        };
+        let unit = signal.unit();
+        let mut row = vec![
+            Cell::text(signal.name()),
+            Cell::text(in_unit(available.into(), unit)),
+        ];
+        for kind in [Kind::Hard, Kind::Soft] {
+            match eviction.threshold(kind, signal, layout) {
+                Some(t) => {
+                    let at = t.resolve(capacity);
+                    // i128: odd figures (a negative available, a huge
+                    // quantity) never overflow.
+                    let headroom = i128::from(available) - i128::from(at);
+                    row.push(Cell::text(format!(
+                        "{} ({})",
+                        in_unit(at.into(), unit),
+                        threshold_text(t)
+                    )));
+                    row.push(if headroom < 0 {
+                        Cell::alert(format!("MET by {}", in_unit(-headroom, unit)))
+                    } else {
+                        Cell::text(in_unit(headroom, unit))
+                    });
+                }
+                None => {
+                    row.push(Cell::text("-"));
+                    row.push(Cell::text("-"));
+                }
+            }
+        }
+        table.rows.push(row);
+    }
+    table
+}
+
+fn pvcs(volumes: &VolumeTable, errors: &mut Vec<String>) -> Section {
+    if let Some(e) = &volumes.source.error {
+        errors.push(format!("kubernetes: {e}"));
+    }
+    if volumes.rows.is_empty() {
+        return Section::Line {
+            title: "PVCs",
+            text: "no PVCs in use by running pods on this node".into(),
+            alert: false,
+        };
+    }
+    let mut table = Table::new(
+        "PVCs",
+        &[
+            "PVC", "SIZE", "USED", "AVAIL", "USE%", "INODES", "IUSED", "IUSE%", "METHOD",
+        ],
+        &[0, 8],
+    );
+    for row in &volumes.rows {
+        let name = format!("{}/{}", row.namespace, row.claim);
+        let reading = row.reading();
+        let method = reading.method.map(|m| m.name()).unwrap_or("-").to_owned();
+        match &reading.stats {
+            Some(Ok(u)) => table.rows.push(vec![
+                Cell::text(name),
+                Cell::text(human_bytes(int64(u.capacity_bytes))),
+                Cell::text(human_bytes(int64(u.used_bytes))),
+                Cell::text(human_bytes(int64(u.available_bytes))),
+                Cell::usage(u.used_bytes, u.capacity_bytes),
+                Cell::text(human_count(int64(u.inodes))),
+                Cell::text(human_count(int64(u.inodes_used))),
+                Cell::usage(u.inodes_used, u.inodes),
+                Cell::text(method),
+            ]),
+            other => {
+                let why = match other {
+                    Some(Err(e)) => {
+                        errors.push(format!("{name}: {e}"));
+                        e.reason.name().to_owned()
+                    }
+                    _ => "not measured yet".to_owned(),
+                };
+                let mut cells = vec![Cell::text(name)];
+                cells.extend(std::iter::repeat_n(Cell::text("?"), 7));
+                cells.push(Cell::text(format!("{method} ({why})")));
+                table.rows.push(cells);
+            }
+        }
+    }
+    Section::Table(table)
+}
+
+impl Table {
+    /// The table aligned in columns, as df(1) does, header first.
+    fn text(&self, out: &mut String) {
+        let header: Vec<&str> = self.columns.iter().map(|c| c.title).collect();
+        let rows = std::iter::once(header).chain(
+            self.rows
+                .iter()
+                .map(|r| r.iter().map(|c| c.text.as_str()).collect()),
+        );
+        let rows: Vec<Vec<&str>> = rows.collect();
+        let widths: Vec<usize> = (0..self.columns.len())
             .map(|c| {
-                self.rows
-                    .iter()
+                rows.iter()
                     .filter_map(|r| r.get(c))
                     .map(|s| s.chars().count())
                     .max()
                     .unwrap_or(0)
             })
             .collect();
-        for row in &self.rows {
+        for row in &rows {
             let mut line = String::new();
             for (c, cell) in row.iter().enumerate() {
                 if c > 0 {
                     line.push_str("  ");
                 }
-                let pad = widths[c].saturating_sub(cell.chars().count());
-                if self.left.contains(&c) {
+                let pad = widths
+                    .get(c)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count());
+                let left = self
+                    .columns
+                    .get(c)
+                    .is_some_and(|col| col.align == Align::Left);
+                if left {
                     line.push_str(cell);
                     if c + 1 < row.len() {
                         line.push_str(&" ".repeat(pad));
@@ -94,258 +549,154 @@ impl Table {
     }
 }
 
-fn fs_row(kind: &str, fs: Result<&Filesystem, String>, errors: &mut Vec<String>) -> Vec<String> {
-    match fs {
-        Ok(fs) => {
-            let u = &fs.usage;
-            vec![
-                kind.into(),
-                human_bytes(int64(u.capacity_bytes)),
-                human_bytes(int64(u.used_bytes)),
-                human_bytes(int64(u.available_bytes)),
-                percent(u.used_bytes, u.used_bytes + u.available_bytes),
-                human_count(int64(u.inodes)),
-                human_count(int64(u.inodes_used)),
-                human_count(int64(u.inodes_free)),
-                percent(u.inodes_used, u.inodes),
-                fs.path.clone(),
-            ]
-        }
-        Err(e) => {
-            errors.push(format!("{kind}: {e}"));
-            let mut row = vec![kind.to_owned()];
-            row.extend(std::iter::repeat_n("?".to_owned(), 8));
-            row.push("(unavailable, see below)".into());
-            row
-        }
-    }
-}
-
-/// Renders the whole report.
-pub fn render(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    let mut errors = Vec::new();
-
-    let mut usage = Table {
-        rows: vec![
-            [
-                "FILESYSTEM",
-                "SIZE",
-                "USED",
-                "AVAIL",
-                "USE%",
-                "INODES",
-                "IUSED",
-                "IFREE",
-                "IUSE%",
-                "PATH",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ],
-        left: vec![0, 9],
-    };
-    usage
-        .rows
-        .push(fs_row("nodefs", snapshot.nodefs(), &mut errors));
-    usage
-        .rows
-        .push(fs_row("imagefs", snapshot.image_fs(), &mut errors));
-    if let Some(Ok(rt)) = snapshot.runtime()
-        && let Some(container_fs) = &rt.container_fs
-    {
-        usage.rows.push(fs_row(
-            "containerfs",
-            container_fs.as_ref().map_err(Clone::clone),
-            &mut errors,
-        ));
-    }
-    match snapshot.rlimit() {
-        Ok(r) => usage.rows.push(vec![
-            "pids".into(),
-            human_count(r.maxpid),
-            human_count(r.curproc),
-            human_count(r.available()),
-            percent(
-                r.curproc.max(0).unsigned_abs(),
-                r.maxpid.max(0).unsigned_abs(),
-            ),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            "(maxpid, processes and threads)".into(),
-        ]),
-        Err(e) => errors.push(format!("pids: {e}")),
-    }
-    usage.render(&mut out);
-
-    let policy = snapshot.kubelet.image_gc;
-    out.push('\n');
-    match snapshot.image_fs() {
-        Ok(fs) => match policy.evaluate(
-            int64(fs.usage.capacity_bytes),
-            int64(fs.usage.available_bytes),
-        ) {
-            Ok(gc) if gc.usage_percent >= i64::from(policy.high_threshold_percent) => {
-                let _ = writeln!(
-                    out,
-                    "image GC: DUE. imagefs usage is {}% (kubelet's rounding), at or over the high threshold {}%; \
-                     GC must free {} to get down to {}%.",
-                    gc.usage_percent,
-                    policy.high_threshold_percent,
-                    human_bytes(gc.bytes_to_free),
-                    policy.low_threshold_percent
-                );
+impl Report {
+    /// The `kubedf df` text: sections apart by a blank line, then the notes
+    /// and each error once.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for (i, section) in self.sections.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
             }
-            Ok(gc) => {
-                let _ = writeln!(
-                    out,
-                    "image GC: imagefs usage is {}% (kubelet's rounding); GC starts at {}% (in {}) and frees down to {}%.",
-                    gc.usage_percent,
-                    policy.high_threshold_percent,
-                    human_bytes(gc.bytes_until_gc),
-                    policy.low_threshold_percent
-                );
+            match section {
+                Section::Table(table) => table.text(&mut out),
+                Section::Line { text, .. } => {
+                    let _ = writeln!(out, "{text}");
+                }
             }
-            Err(e) => {
-                let _ = writeln!(out, "image GC: unknown: {e}");
-            }
-        },
-        Err(_) => {
-            let _ = writeln!(out, "image GC: unknown (imagefs unavailable)");
         }
+        if !self.notes.is_empty() {
+            out.push('\n');
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "{note}");
+        }
+        for e in &self.errors {
+            let _ = writeln!(out, "error: {e}");
+        }
+        out
     }
 
-    out.push('\n');
-    let layout = snapshot.fs_layout();
-    let eviction = &snapshot.kubelet.eviction;
-    let mut table = Table {
-        rows: vec![
-            [
-                "EVICTION SIGNAL",
-                "AVAILABLE",
-                "HARD AT",
-                "HEADROOM",
-                "SOFT AT",
-                "HEADROOM",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ],
-        left: vec![0],
-    };
-    for signal in Signal::ALL {
-        let Ok((available, capacity)) = observe(snapshot, signal) else {
-            continue;
-        };
-        let unit = signal.unit();
-        let mut row = vec![signal.name().to_owned(), in_unit(available, unit)];
-        for kind in [Kind::Hard, Kind::Soft] {
-            match eviction.threshold(kind, signal, layout) {
-                Some(t) => {
-                    let at = t.resolve(capacity);
-                    let headroom = available - at;
-                    row.push(format!("{} ({t})", in_unit(at, unit)));
-                    row.push(if headroom < 0 {
-                        format!("MET by {}", in_unit(-headroom, unit))
+    /// The landing page: the same sections as HTML tables, use% as bars
+    /// drawn with CSS only (no JavaScript), every text escaped. `links` are
+    /// (href, label) pairs shown at the top.
+    pub fn html(&self, title: &str, links: &[(&str, &str)]) -> String {
+        let mut out = String::with_capacity(16 << 10);
+        out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>");
+        push_html(&mut out, title);
+        out.push_str("</title>\n<style>\n");
+        out.push_str(STYLE);
+        out.push_str("</style></head>\n<body>\n<h1>");
+        push_html(&mut out, title);
+        out.push_str("</h1>\n<p>Disk, inode and PID headroom of this Kubernetes node and its volumes.</p>\n<nav>");
+        for (href, label) in links {
+            out.push_str("<a href=\"");
+            push_html(&mut out, href);
+            out.push_str("\">");
+            push_html(&mut out, label);
+            out.push_str("</a> ");
+        }
+        out.push_str("</nav>\n");
+        for section in &self.sections {
+            match section {
+                Section::Table(table) => table.html(&mut out),
+                Section::Line { title, text, alert } => {
+                    out.push_str("<h2>");
+                    push_html(&mut out, title);
+                    out.push_str(if *alert {
+                        "</h2>\n<p class=\"alert\">"
                     } else {
-                        in_unit(headroom, unit)
+                        "</h2>\n<p>"
                     });
-                }
-                None => {
-                    row.push("-".into());
-                    row.push("-".into());
+                    push_html(&mut out, text);
+                    out.push_str("</p>\n");
                 }
             }
         }
-        table.rows.push(row);
-    }
-    table.render(&mut out);
-
-    if let Some(volumes) = &snapshot.volumes {
-        render_volumes(&mut out, volumes, &mut errors);
-    }
-
-    let config = &snapshot.kubelet;
-    let _ = writeln!(
-        out,
-        "\nthresholds from {}{}",
-        config.path.display(),
-        if config.from_file {
-            ""
-        } else {
-            " (not found: kubelet defaults)"
+        for note in &self.notes {
+            out.push_str("<p class=\"note\">");
+            push_html(&mut out, note);
+            out.push_str("</p>\n");
         }
-    );
-    if !eviction.dropped_defaults.is_empty() {
-        let names: Vec<&str> = eviction.dropped_defaults.iter().map(|s| s.name()).collect();
-        let _ = writeln!(
-            out,
-            "warning: evictionHard in {} does not name {}; kubelet then leaves them without a threshold \
-             instead of its defaults, so those filesystems are not protected by eviction. \
-             Name them, or set mergeDefaultEvictionSettings: true.",
-            config.path.display(),
-            names.join(", ")
-        );
+        for e in &self.errors {
+            out.push_str("<p class=\"error\">error: ");
+            push_html(&mut out, e);
+            out.push_str("</p>\n");
+        }
+        out.push_str("</body></html>\n");
+        out
     }
-    for e in errors {
-        let _ = writeln!(out, "error: {e}");
-    }
-    out
 }
 
-fn render_volumes(out: &mut String, volumes: &VolumeTable, errors: &mut Vec<String>) {
-    out.push('\n');
-    if let Some(e) = &volumes.source.error {
-        errors.push(format!("kubernetes: {e}"));
-    }
-    if volumes.rows.is_empty() {
-        let _ = writeln!(out, "no PVCs in use by running pods on this node");
-        return;
-    }
-    let mut table = Table {
-        rows: vec![
-            [
-                "PVC", "SIZE", "USED", "AVAIL", "USE%", "INODES", "IUSED", "IUSE%", "METHOD",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ],
-        left: vec![0, 8],
-    };
-    for row in &volumes.rows {
-        let name = format!("{}/{}", row.namespace, row.claim);
-        let reading = row.reading();
-        let method = reading.method.map(|m| m.name()).unwrap_or("-").to_owned();
-        match &reading.stats {
-            Some(Ok(u)) => table.rows.push(vec![
-                name,
-                human_bytes(int64(u.capacity_bytes)),
-                human_bytes(int64(u.used_bytes)),
-                human_bytes(int64(u.available_bytes)),
-                percent(u.used_bytes, u.capacity_bytes),
-                human_count(int64(u.inodes)),
-                human_count(int64(u.inodes_used)),
-                percent(u.inodes_used, u.inodes),
-                method,
-            ]),
-            other => {
-                let why = match other {
-                    Some(Err(e)) => {
-                        errors.push(format!("{name}: {e}"));
-                        e.reason.name().to_owned()
-                    }
-                    _ => "not measured yet".to_owned(),
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\n\
+table{border-collapse:collapse;margin-bottom:1em}\n\
+th,td{padding:.2em .6em;border-bottom:1px solid #ddd;white-space:nowrap}\n\
+th{background:#f3f3f3}\n\
+td.r,th.r{text-align:right}td.l,th.l{text-align:left}\n\
+.bar{display:inline-block;width:6em;height:.8em;background:#e6e6e6;margin-right:.4em;vertical-align:middle}\n\
+.bar>span{display:block;height:100%;background:#3c8d2f}\n\
+.bar>span.warning{background:#e08a00}.bar>span.critical{background:#c62828}\n\
+.alert,td.alert{color:#c62828;font-weight:bold}\n\
+.error{color:#c62828}.note{color:#555}\n\
+nav a{margin-right:1em}\n";
+
+impl Table {
+    fn html(&self, out: &mut String) {
+        out.push_str("<h2>");
+        push_html(out, self.title);
+        out.push_str("</h2>\n<table>\n<thead><tr>");
+        for column in &self.columns {
+            out.push_str(match column.align {
+                Align::Left => "<th class=\"l\">",
+                Align::Right => "<th class=\"r\">",
+            });
+            push_html(out, column.title);
+            out.push_str("</th>");
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
+        for row in &self.rows {
+            out.push_str("<tr>");
+            for (cell, column) in row.iter().zip(&self.columns) {
+                let class = match (column.align, cell.alert) {
+                    (Align::Left, false) => "l",
+                    (Align::Right, false) => "r",
+                    (Align::Left, true) => "l alert",
+                    (Align::Right, true) => "r alert",
                 };
-                let mut cells = vec![name];
-                cells.extend(std::iter::repeat_n("?".to_owned(), 7));
-                cells.push(format!("{method} ({why})"));
-                table.rows.push(cells);
+                let _ = write!(out, "<td class=\"{class}\">");
+                if let Some(usage) = cell.usage {
+                    let level = match usage.level() {
+                        Level::Ok => "ok",
+                        Level::Warning => "warning",
+                        Level::Critical => "critical",
+                    };
+                    let width = (usage.fraction.clamp(0.0, 1.0) * 100.0).round();
+                    let _ = write!(
+                        out,
+                        "<span class=\"bar\"><span class=\"{level}\" style=\"width:{width}%\"></span></span>"
+                    );
+                }
+                push_html(out, &cell.text);
+                out.push_str("</td>");
             }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</tbody></table>\n");
+    }
+}
+
+/// Appends `s` escaped for HTML text and attribute values.
+fn push_html(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
         }
     }
-    table.render(out);
 }
 
 #[cfg(test)]
@@ -362,12 +713,45 @@ mod tests {
         assert_eq!(human_count(1187), "1.2k");
         assert_eq!(human_count(4_194_304), "4.2M");
         assert_eq!(human_count(999), "999");
+        assert_eq!(human_bytes(i64::MIN), "-8.0E");
     }
 
     #[test]
     fn percent_rounds_up_like_df() {
-        assert_eq!(percent(1, 3), "34%");
-        assert_eq!(percent(0, 0), "-");
-        assert_eq!(percent(5, 5), "100%");
+        assert_eq!(Cell::usage(1, 3).text, "34%");
+        assert_eq!(Cell::usage(0, 0).text, "-");
+        assert_eq!(Cell::usage(5, 5).text, "100%");
+        assert_eq!(Cell::usage(u64::MAX, u64::MAX).text, "100%");
+        assert_eq!(Usage::of(9, 10).map(|u| u.level()), Some(Level::Critical));
+        assert_eq!(Usage::of(8, 10).map(|u| u.level()), Some(Level::Warning));
+        assert_eq!(Usage::of(79, 100).map(|u| u.level()), Some(Level::Ok));
+    }
+
+    #[test]
+    fn thresholds_read_as_written() {
+        for (written, want) in [
+            (0.15f32, "15%"),
+            (0.1, "10%"),
+            (0.05, "5%"),
+            (0.105, "10.5%"),
+            (0.0001, "0.01%"),
+            (0.333_333_34, "33.333334%"),
+            (1.0, "100%"),
+            (0.0, "0%"),
+        ] {
+            assert_eq!(
+                threshold_text(ThresholdValue::Percentage(written)),
+                want,
+                "{written}"
+            );
+        }
+        assert_eq!(threshold_text(ThresholdValue::Quantity(1000)), "1000");
+    }
+
+    #[test]
+    fn html_escapes_everything() {
+        let mut out = String::new();
+        push_html(&mut out, "<a href=\"x\">&'</a>");
+        assert_eq!(out, "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
     }
 }

@@ -16,8 +16,9 @@
 //! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
 //!   node's running pods.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
-//! - [`registry`]: the enabled collectors and kubedf's own families, rendered
-//!   with prometheus-client.
+//! - [`registry`]: the enabled collectors and kubedf's own families.
+//! - [`exposition`]: the OpenMetrics and Prometheus text formats, and which
+//!   one a scraper gets.
 //! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page, with TLS and
 //!   basic auth from [`web_config`].
 //! - [`df`]: the `kubedf df` table.
@@ -30,6 +31,9 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod df;
+pub mod exposition;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod kubelet;
 pub mod model;
 pub mod registry;

@@ -11,9 +11,16 @@ use kubedf::model::{Board, Snapshot};
 use kubedf::server::{self, AppState, ServeOptions};
 use kubedf::web_config::{ReloadStatus, WebConfig};
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+fn init_tracing(format: LogFormat, quiet_sampler: bool) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let asked_for_sampler = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kubedf::sampler"));
+    if quiet_sampler
+        && !asked_for_sampler
+        && let Ok(directive) = "kubedf::sampler=error".parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -45,7 +52,11 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
 
 async fn run() -> anyhow::Result<std::process::ExitCode> {
     let parsed = cli::parse();
-    init_tracing(parsed.cli.common.log_format);
+    // `df` reports every source failure itself, once, among its errors: the
+    // sampler's warnings would say each one a second time (unless RUST_LOG
+    // asks for them by name).
+    let quiet_sampler = matches!(parsed.cli.command, Command::Df);
+    init_tracing(parsed.cli.common.log_format, quiet_sampler);
     let app = App::build(&parsed.cli.common, &parsed.collectors).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut volumes = app.volumes.map(|(kube, sampler)| {

@@ -1,18 +1,15 @@
-//! The one registry: the enabled collectors, rendered from a snapshot with
-//! prometheus-client (OpenMetrics text), plus kubedf's own health families.
+//! The one registry: the enabled collectors, plus kubedf's own health
+//! families, rendered from a snapshot in either text format ([`crate::exposition`]).
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, UNIX_EPOCH};
 
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabel as _, EncodeLabelSet, LabelSetEncoder, MetricEncoder,
-};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
 use thiserror::Error;
 
-use crate::collector::{self, Collector, Desc, Incomplete, MetricKind, Sample, Sink, Value};
+use crate::collector::{self, Collector, Desc, Incomplete, MetricKind, Sample, Sink};
+use crate::exposition::{Format, Writer};
 use crate::model::Snapshot;
 use crate::model::SourceId;
 use crate::web_config::ReloadStatus;
@@ -167,23 +164,41 @@ impl Registry {
 
     /// The OpenMetrics text exposition of a snapshot, `# EOF` included.
     pub fn render(&self, snapshot: &Snapshot) -> String {
-        // prometheus-client's collectors must be 'static: hand it shared
-        // handles (a snapshot clone is cheap, its volume table is shared)
-        // and let it collect and encode in one pass, with no copy of the
-        // samples in between.
-        let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(Exposition {
-            collectors: Arc::clone(&self.collectors),
-            snapshot: Arc::new(snapshot.clone()),
-            web: self.web.get().cloned(),
-        }));
-        // Not pre-sized: a fresh multi-megabyte buffer costs a page fault
-        // per page, where growing one is a cheap mremap (measured: twice as
-        // slow pre-sized, benches/render.rs).
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        out
+        self.render_as(snapshot, Format::OpenMetrics100)
+    }
+
+    /// The exposition of a snapshot in `format`.
+    ///
+    /// Written directly rather than through prometheus-client's encoder: at
+    /// 10,000 PVCs the encoder's per-sample dispatch was most of a render
+    /// (benches/render.rs). The text is the same, but that floats are
+    /// written as client_golang writes them.
+    pub fn render_as(&self, snapshot: &Snapshot, format: Format) -> String {
+        let collected = collect_with(&self.collectors, snapshot, self.web.get().map(Arc::as_ref));
+        let mut writer = Writer::new(format);
+        for (desc, samples) in collected.families.iter().filter(|(_, s)| !s.is_empty()) {
+            // An OpenMetrics counter family is named without its `_total`
+            // suffix, which only its samples carry; the text format names
+            // the family as its samples.
+            let (kind, family) = match desc.kind {
+                MetricKind::Gauge => ("gauge", desc.name),
+                MetricKind::Counter if format.is_openmetrics() => (
+                    "counter",
+                    desc.name.strip_suffix("_total").unwrap_or(desc.name),
+                ),
+                MetricKind::Counter => ("counter", desc.name),
+            };
+            writer.family(
+                family,
+                [desc.stability.help_prefix(), desc.help],
+                kind,
+                desc.unit.as_ref().map(Unit::as_str),
+            );
+            for sample in samples {
+                writer.sample(desc.name, desc.labels, &sample.labels, sample.value);
+            }
+        }
+        writer.finish()
     }
 }
 
@@ -240,93 +255,6 @@ fn collect_with<'s>(
     }
 }
 
-/// What one render encodes.
-#[derive(Debug)]
-struct Exposition {
-    collectors: Arc<Vec<Box<dyn Collector>>>,
-    snapshot: Arc<Snapshot>,
-    web: Option<Arc<ReloadStatus>>,
-}
-
-/// A sample's labels, zipped from the descriptor's names and the sample's
-/// values as prometheus-client encodes them, without building pairs.
-struct SampleLabels<'a> {
-    names: &'static [&'static str],
-    values: &'a [&'a str],
-}
-
-impl EncodeLabelSet for SampleLabels<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        for (name, value) in self.names.iter().zip(self.values) {
-            (*name, *value).encode(encoder.encode_label())?;
-        }
-        Ok(())
-    }
-}
-
-/// The family name prometheus-client wants: without the unit suffix, which
-/// it appends itself.
-pub fn base_name(desc: &Desc) -> Cow<'static, str> {
-    if desc.kind == MetricKind::Counter {
-        return Cow::Borrowed(desc.name.strip_suffix("_total").unwrap_or(desc.name));
-    }
-    match &desc.unit {
-        Some(unit) => {
-            let suffix = format!("_{}", unit.as_str());
-            Cow::Owned(
-                desc.name
-                    .strip_suffix(&suffix)
-                    .unwrap_or(desc.name)
-                    .to_owned(),
-            )
-        }
-        None => Cow::Borrowed(desc.name),
-    }
-}
-
-impl prometheus_client::collector::Collector for Exposition {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let collected = collect_with(&self.collectors, &self.snapshot, self.web.as_deref());
-        for (desc, samples) in collected.families.iter().filter(|(_, s)| !s.is_empty()) {
-            let (metric_type, counter) = match desc.kind {
-                MetricKind::Gauge => (MetricType::Gauge, false),
-                MetricKind::Counter => (MetricType::Counter, true),
-            };
-            let name = base_name(desc);
-            let help = format!("{}{}", desc.stability.help_prefix(), desc.help);
-            let mut metric =
-                encoder.encode_descriptor(&name, &help, desc.unit.as_ref(), metric_type)?;
-            for sample in samples {
-                // An unlabelled series is written without `{}`.
-                if counter && sample.labels.is_empty() {
-                    if let Value::Uint(v) = sample.value {
-                        metric.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(
-                            &v, None,
-                        )?;
-                    }
-                } else if sample.labels.is_empty() {
-                    encode_value(&mut metric, sample.value)?;
-                } else {
-                    let labels = SampleLabels {
-                        names: desc.labels,
-                        values: &sample.labels,
-                    };
-                    encode_value(&mut metric.encode_family(&labels)?, sample.value)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn encode_value(metric: &mut MetricEncoder<'_>, value: Value) -> Result<(), std::fmt::Error> {
-    match value {
-        Value::Int(v) => metric.encode_gauge(&v),
-        Value::Uint(v) => metric.encode_gauge(&v),
-        Value::Float(v) => metric.encode_gauge(&v),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,7 +282,6 @@ mod tests {
                     "{} has unit {unit:?}",
                     d.name
                 );
-                assert_eq!(format!("{}_{}", base_name(d), unit.as_str()), d.name);
             }
             // kubelet's own HELP texts are kept verbatim, without a full stop.
             if !d.name.starts_with("kubelet_") {

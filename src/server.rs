@@ -32,12 +32,11 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use tracing::{debug, error, info, warn};
 
+use crate::exposition::Format;
+use crate::model::Snapshot;
 use crate::model::snapshot::SnapshotHandle;
 use crate::registry::Registry;
 use crate::web_config::{Auth, RateLimit, ReloadStatus, WebConfig, fingerprint};
-
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,12 +115,15 @@ pub fn check_telemetry_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The exposition of the latest snapshot, rendered once and gzipped at most
-/// once however many scrapers ask: it is rendered again only when the
-/// board's version says a part changed.
+/// The exposition of the latest snapshot, rendered once per format and
+/// gzipped at most once per format however many scrapers ask: it is
+/// rendered again only when the board's version says a part changed.
 #[derive(Default)]
 pub struct ExpositionCache {
     current: tokio::sync::Mutex<Option<Cached>>,
+    /// Renders and gzips done so far, for the tests of this cache.
+    renders: AtomicU64,
+    gzips: AtomicU64,
 }
 
 impl ExpositionCache {
@@ -134,8 +136,69 @@ impl ExpositionCache {
 
 struct Cached {
     version: u64,
+    text: Option<Rendered>,
+    /// OpenMetrics 1.0.0 and 0.0.1 share one body.
+    openmetrics: Option<Rendered>,
+}
+
+struct Rendered {
     plain: Bytes,
     gzip: Option<Bytes>,
+}
+
+impl ExpositionCache {
+    /// The body for `snapshot` in `format`, gzipped when `want_gzip` (and
+    /// gzip worked), and whether it is gzipped.
+    pub async fn body(
+        &self,
+        registry: &Registry,
+        snapshot: &Snapshot,
+        format: Format,
+        want_gzip: bool,
+    ) -> (Bytes, bool) {
+        let mut guard = self.current.lock().await;
+        let cached = match &mut *guard {
+            Some(c) if c.version == snapshot.version => c,
+            slot => slot.insert(Cached {
+                version: snapshot.version,
+                text: None,
+                openmetrics: None,
+            }),
+        };
+        let slot = if format.is_openmetrics() {
+            &mut cached.openmetrics
+        } else {
+            &mut cached.text
+        };
+        let rendered = slot.get_or_insert_with(|| {
+            self.renders.fetch_add(1, Ordering::Relaxed);
+            Rendered {
+                plain: Bytes::from(registry.render_as(snapshot, format)),
+                gzip: None,
+            }
+        });
+        if want_gzip {
+            if rendered.gzip.is_none() {
+                self.gzips.fetch_add(1, Ordering::Relaxed);
+                match gzip(&rendered.plain) {
+                    Ok(body) => rendered.gzip = Some(body),
+                    Err(e) => warn!(error = %e, "gzip failed; answering uncompressed"),
+                }
+            }
+            if let Some(body) = &rendered.gzip {
+                return (body.clone(), true);
+            }
+        }
+        (rendered.plain.clone(), false)
+    }
+
+    /// (renders, gzips) done so far.
+    pub fn work_done(&self) -> (u64, u64) {
+        (
+            self.renders.load(Ordering::Relaxed),
+            self.gzips.load(Ordering::Relaxed),
+        )
+    }
 }
 
 fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
@@ -200,50 +263,36 @@ pub fn qvalue(s: &str) -> Option<u16> {
     }
 }
 
+/// The exposition in the format the scraper asks for (`Accept`, as
+/// promhttp negotiates it: OpenMetrics for Prometheus, the text format
+/// 0.0.4 for anything that does not ask for OpenMetrics).
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let snapshot = state.snapshot.snapshot();
-    let want_gzip = accepts_gzip(&headers);
-    let mut cache = state.cache.current.lock().await;
-    let fresh = matches!(&*cache, Some(c) if c.version == snapshot.version);
-    if !fresh {
-        let plain = Bytes::from(state.registry.render(&snapshot));
-        *cache = Some(Cached {
-            version: snapshot.version,
-            plain,
-            gzip: None,
-        });
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let (body, gzipped) = state
+        .cache
+        .body(&state.registry, &snapshot, format, accepts_gzip(&headers))
+        .await;
+    let content_type = (header::CONTENT_TYPE, format.content_type());
+    let vary = (header::VARY, "Accept, Accept-Encoding");
+    if gzipped {
+        (
+            [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
+            body,
+        )
+            .into_response()
+    } else {
+        ([content_type, vary], body).into_response()
     }
-    let Some(cached) = cache.as_mut() else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
-    let content_type = (header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE);
-    let vary = (header::VARY, "Accept-Encoding");
-    if want_gzip {
-        if cached.gzip.is_none() {
-            match gzip(&cached.plain) {
-                Ok(body) => cached.gzip = Some(body),
-                Err(e) => warn!(error = %e, "gzip failed; answering uncompressed"),
-            }
-        }
-        if let Some(body) = &cached.gzip {
-            return (
-                [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
-                body.clone(),
-            )
-                .into_response();
-        }
-    }
-    ([content_type, vary], cached.plain.clone()).into_response()
 }
 
+/// What `kubedf df` shows, as a page: the latest snapshot's filesystems,
+/// PIDs, GC and eviction headroom and PVCs, with links to the endpoints.
 async fn landing(State(state): State<AppState>) -> Html<String> {
-    let path = &state.telemetry_path;
-    Html(format!(
-        "<!DOCTYPE html>\n<html><head><title>kubedf</title></head><body>\n\
-         <h1>kubedf</h1>\n<p>Disk, inode and PID headroom of this Kubernetes node and its volumes.</p>\n\
-         <ul><li><a href=\"{path}\">{path}</a></li><li><a href=\"/healthz\">/healthz</a></li></ul>\n\
-         </body></html>\n"
-    ))
+    let snapshot = state.snapshot.snapshot();
+    let path = state.telemetry_path.as_str();
+    Html(crate::df::report(&snapshot).html("kubedf", &[(path, path), ("/healthz", "/healthz")]))
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
@@ -890,5 +939,33 @@ mod tests {
         let d = tracker.admit().unwrap();
         tracker.reap();
         assert!(tracker.conns.lock().unwrap().1.contains_key(&d.id));
+    }
+
+    #[tokio::test]
+    async fn each_format_is_rendered_and_gzipped_once_per_snapshot() {
+        let registry = Registry::new(None).expect("registry");
+        let cache = ExpositionCache::default();
+        let first = crate::fixtures::node();
+        for _ in 0..3 {
+            for format in [Format::OpenMetrics100, Format::OpenMetrics001, Format::Text] {
+                for gzip in [false, true] {
+                    let (body, gzipped) = cache.body(&registry, &first, format, gzip).await;
+                    assert_eq!(gzipped, gzip);
+                    if !gzip {
+                        let text = std::str::from_utf8(&body).expect("utf-8");
+                        assert_eq!(text.ends_with("# EOF\n"), format.is_openmetrics());
+                    }
+                }
+            }
+        }
+        // OpenMetrics 1.0.0 and 0.0.1 share their body.
+        assert_eq!(cache.work_done(), (2, 2));
+        // A new snapshot is rendered anew, and only in the format asked for.
+        let second = Snapshot {
+            version: first.version + 1,
+            ..crate::fixtures::node()
+        };
+        cache.body(&registry, &second, Format::Text, false).await;
+        assert_eq!(cache.work_done(), (3, 2));
     }
 }

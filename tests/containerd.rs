@@ -154,11 +154,10 @@ fn http_behaviour(served: &Served) {
     let client = http();
     let plain = client.get(served.url("/metrics")).send().expect("scrape");
     assert_eq!(plain.status(), 200);
-    assert!(
-        plain.headers()["content-type"]
-            .to_str()
-            .expect("ascii")
-            .starts_with("application/openmetrics-text")
+    // No format asked for: the Prometheus text format.
+    assert_eq!(
+        plain.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     assert!(plain.headers().get("content-encoding").is_none());
     let plain = plain.text().expect("body");
@@ -166,6 +165,7 @@ fn http_behaviour(served: &Served) {
     let gz = client
         .get(served.url("/metrics"))
         .header("Accept-Encoding", "gzip")
+        .header("Accept", "application/openmetrics-text;version=1.0.0")
         .send()
         .expect("gzip scrape");
     assert_eq!(gz.headers()["content-encoding"], "gzip");

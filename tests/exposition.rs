@@ -5,166 +5,16 @@ mod support;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use kubedf::kubelet::config::KubeletConfig;
-use kubedf::model::FsUsage;
-use kubedf::model::Rlimit;
-use kubedf::model::RuntimeVersion;
-use kubedf::model::SourceId;
-use kubedf::model::{Filesystem, NodeSample, Reading, Runtime, Snapshot, SourceStatus};
-use kubedf::model::{Method, Reason, VolumeError, VolumeMode};
-use kubedf::model::{VolumeRow, VolumeTable};
+use kubedf::exposition::Format;
+use kubedf::model::Snapshot;
 use kubedf::registry::Registry;
 use support::*;
 
-/// A node with a split image filesystem, a dedicated imagefs and custom
-/// thresholds, figures taken from a real node's /stats/summary.
+/// The golden node, shared with benches/render.rs.
 fn fixed_snapshot() -> Snapshot {
-    let config = KubeletConfig::parse(
-        "kind: KubeletConfiguration\n\
-         imageGCHighThresholdPercent: 85\n\
-         imageGCLowThresholdPercent: 80\n\
-         evictionHard:\n  nodefs.available: 10%\n  imagefs.available: 15%\n  nodefs.inodesFree: 5%\n  pid.available: 1k\n\
-         evictionSoft:\n  imagefs.available: 20%\nevictionSoftGracePeriod:\n  imagefs.available: 1m\n",
-        Path::new("/var/lib/kubelet/config.yaml"),
-    )
-    .expect("valid config");
-    let at = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-    let status = |source, up: bool| SourceStatus {
-        source,
-        up,
-        last_success: Some(at),
-        duration: Some(Duration::from_millis(3)),
-        error: None,
-    };
-    let node = NodeSample {
-        taken_at: at,
-        runtime: Some(Ok(Runtime {
-            version: RuntimeVersion {
-                runtime_name: "containerd".into(),
-                runtime_version: "v1.7.20".into(),
-                runtime_api_version: "v1".into(),
-            },
-            image_fs: Ok(Filesystem {
-                path: "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs".into(),
-                usage: FsUsage {
-                    capacity_bytes: 21_462_233_088,
-                    available_bytes: 17_310_752_768,
-                    used_bytes: 2_846_437_376,
-                    inodes: 1_310_720,
-                    inodes_free: 1_227_393,
-                    inodes_used: 41_513,
-                },
-                device: 2049,
-            }),
-            container_fs: Some(Ok(Filesystem {
-                path: "/var/lib/containers/storage/overlay-containers".into(),
-                usage: FsUsage {
-                    capacity_bytes: 107_374_182_400,
-                    available_bytes: 96_636_764_160,
-                    used_bytes: 524_288_000,
-                    inodes: 6_553_600,
-                    inodes_free: 6_500_000,
-                    inodes_used: 2_048,
-                },
-                device: 2065,
-            })),
-        })),
-        nodefs: Some(Ok(Filesystem {
-            path: "/var/lib/kubelet".into(),
-            usage: FsUsage {
-                capacity_bytes: 107_374_182_400,
-                available_bytes: 96_636_764_160,
-                used_bytes: 10_737_418_240,
-                inodes: 6_553_600,
-                inodes_free: 6_500_000,
-                inodes_used: 53_600,
-            },
-            device: 2065,
-        })),
-        rlimit: Some(Ok(Rlimit {
-            maxpid: 254_751,
-            curproc: 1_187,
-        })),
-        sources: vec![
-            status(SourceId::Cri, true),
-            status(SourceId::ImageFs, true),
-            status(SourceId::NodeFs, true),
-            status(SourceId::Procfs, true),
-        ],
-    };
-    Snapshot::new(Arc::new(config), node, Some(fixed_volumes(at)))
-}
-
-fn fixed_volumes(at: SystemTime) -> VolumeTable {
-    let row = |claim: &str, pv: &str, driver: &str, mode, method, stats| {
-        let reading = Reading {
-            method: Some(method),
-            stats: Some(stats),
-        };
-        Arc::new(
-            VolumeRow::new("shop", claim, &format!("{claim}-pod"), reading)
-                .with_pv(pv, driver, mode),
-        )
-    };
-    let fs = |capacity: u64, used: u64| FsUsage {
-        capacity_bytes: capacity,
-        available_bytes: capacity - used,
-        used_bytes: used,
-        inodes: 655_360,
-        inodes_free: 655_000,
-        inodes_used: 360,
-    };
-    VolumeTable {
-        rows: vec![
-            row(
-                "data-db-0",
-                "pvc-6d1c",
-                "ebs.csi.aws.com",
-                VolumeMode::Filesystem,
-                Method::Statfs,
-                Ok(fs(10_737_418_240, 1_073_741_824)),
-            ),
-            row(
-                "uploads",
-                "pvc-77aa",
-                "kubernetes.io/host-path",
-                VolumeMode::Filesystem,
-                Method::Walk,
-                Ok(fs(2_147_483_648, 52_428_800)),
-            ),
-            row(
-                "raw",
-                "pvc-0b0e",
-                "ebs.csi.aws.com",
-                VolumeMode::Block,
-                Method::Block,
-                Ok(FsUsage {
-                    capacity_bytes: 5_368_709_120,
-                    ..FsUsage::default()
-                }),
-            ),
-            row(
-                "nfs-share",
-                "pvc-4e21",
-                "kubernetes.io/nfs",
-                VolumeMode::Filesystem,
-                Method::Statfs,
-                Err(VolumeError::new(
-                    Reason::Timeout,
-                    "statfs did not answer within 5s",
-                )),
-            ),
-        ],
-        source: SourceStatus {
-            source: SourceId::Kubernetes,
-            up: true,
-            last_success: Some(at),
-            duration: None,
-            error: None,
-        },
-    }
+    kubedf::fixtures::node()
 }
 
 /// Durations measured during the render vary; everything else is fixed.
@@ -185,12 +35,12 @@ fn normalize(text: &str) -> String {
         + "\n"
 }
 
-#[test]
-fn golden_exposition_of_a_fixed_snapshot() {
-    let registry = Registry::new(None).expect("registry");
-    let rendered = registry.render(&fixed_snapshot());
-    let got = normalize(&rendered);
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/exposition.txt");
+/// Compares a render with its golden file (UPDATE_GOLDEN=1 rewrites it).
+fn check_golden(file: &str, rendered: &str) {
+    let got = normalize(rendered);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(file);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&golden, &got).expect("write golden");
     }
@@ -201,7 +51,58 @@ fn golden_exposition_of_a_fixed_snapshot() {
         golden.display(),
         diff(&want, &got)
     );
+}
+
+#[test]
+fn golden_exposition_of_a_fixed_snapshot() {
+    let registry = Registry::new(None).expect("registry");
+    let rendered = registry.render(&fixed_snapshot());
+    check_golden("exposition.txt", &rendered);
     assert!(rendered.ends_with("# EOF\n"));
+    assert_eq!(
+        normalize(&rendered),
+        normalize(&registry.render_as(&fixed_snapshot(), Format::OpenMetrics100))
+    );
+}
+
+#[test]
+fn golden_text_exposition_of_a_fixed_snapshot() {
+    let registry = Registry::new(None).expect("registry");
+    let text = registry.render_as(&fixed_snapshot(), Format::Text);
+    check_golden("exposition-text-0.0.4.txt", &text);
+    assert!(!text.contains("# EOF"), "no # EOF in the text format");
+    assert!(!text.contains("# UNIT"), "no # UNIT in the text format");
+    // The same samples as the OpenMetrics one, line for line.
+    let openmetrics = registry.render(&fixed_snapshot());
+    let series = |t: &str| -> Vec<String> {
+        normalize(t)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                // Floats differ only in OpenMetrics' `.0`.
+                l.strip_suffix(".0").unwrap_or(l).to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(series(&text), series(&openmetrics));
+}
+
+#[test]
+fn label_values_and_help_are_escaped_per_format() {
+    let snapshot = kubedf::fixtures::first_pvc_renamed("shop", "we\\ird\"claim\nname");
+    let registry = Registry::new(None).expect("registry");
+    for format in [Format::Text, Format::OpenMetrics100] {
+        let text = registry.render_as(&snapshot, format);
+        assert!(
+            text.contains(
+                "kubelet_volume_stats_capacity_bytes{namespace=\"shop\",persistentvolumeclaim=\"we\\\\ird\\\"claim\\nname\"} 10737418240\n"
+            ),
+            "{format:?}: {text}"
+        );
+        if have_tool("promtool") && format == Format::Text {
+            promtool_check(&text).unwrap();
+        }
+    }
 }
 
 fn diff(want: &str, got: &str) -> String {
@@ -445,10 +346,9 @@ fn golden_exposition_passes_promtool() {
     ) {
         return;
     }
-    let text = Registry::new(None)
-        .expect("registry")
-        .render(&fixed_snapshot());
-    promtool_check(&text).unwrap();
+    let registry = Registry::new(None).expect("registry");
+    promtool_check(&registry.render(&fixed_snapshot())).unwrap();
+    promtool_check(&registry.render_as(&fixed_snapshot(), Format::Text)).unwrap();
 }
 
 #[test]
@@ -469,6 +369,62 @@ fn df_shows_headroom_and_the_dropped_defaults() {
         text.contains("shop/nfs-share") && text.contains("statfs (timeout)"),
         "{text}"
     );
+}
+
+#[test]
+fn df_shows_thresholds_as_written() {
+    let text = kubedf::df::render(&fixed_snapshot());
+    // 15% is the float32 0.15: shown as 15%, not 15.000001%.
+    assert!(text.contains("(15%)"), "{text}");
+    assert!(text.contains("(10%)") && text.contains("(20%)"), "{text}");
+    assert!(!text.contains("15.000001"), "{text}");
+    assert!(text.contains("(1000)"), "a quantity as it is: {text}");
+}
+
+#[test]
+fn df_survives_odd_figures() {
+    let mut snapshot = fixed_snapshot();
+    // A filesystem whose used and available add up past u64 (a broken FUSE
+    // driver), and more processes than PIDs (a racy /proc): df says what
+    // it sees instead of overflowing.
+    let node = Arc::make_mut(&mut snapshot.node);
+    if let Some(Ok(fs)) = &mut node.nodefs {
+        fs.usage.used_bytes = u64::MAX;
+        fs.usage.available_bytes = 4096;
+    }
+    node.rlimit = Some(Ok(kubedf::model::Rlimit {
+        maxpid: 10,
+        curproc: i64::MAX,
+    }));
+    let text = kubedf::df::render(&snapshot);
+    let pids = text
+        .lines()
+        .find(|l| l.starts_with("pid.available"))
+        .expect("pid.available row");
+    assert!(pids.contains("MET by 9.2E"), "{pids}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("nodefs ") && l.contains("100%")),
+        "{text}"
+    );
+}
+
+#[test]
+fn df_says_each_error_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = "/nonexistent/kubedf/df-once.sock";
+    let out = run_kubedf(&[
+        "df",
+        "--kubelet.root-dir",
+        dir.path().to_str().expect("utf-8"),
+        "--cri.endpoint",
+        &format!("unix://{socket}"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stdout.matches(socket).count() + stderr.matches(socket).count();
+    assert_eq!(said, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("error: imagefs: "), "{stdout}");
 }
 
 #[test]

@@ -551,3 +551,167 @@ fn the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all() {
     drop(prometheus);
     drop(node);
 }
+
+/// A plain scrape config of one target, as a Prometheus without the
+/// operator has it.
+fn static_scrape(target: &str) -> Value {
+    json!({"job_name": JOB, "static_configs": [{"targets": [target]}]})
+}
+
+/// Answers the first HTTP request on `listener` (within `limit`) with an
+/// empty exposition and returns its `Accept` header.
+fn first_accept_header(listener: &TcpListener, limit: Duration) -> String {
+    use std::io::{Read as _, Write as _};
+    listener.set_nonblocking(true).expect("nonblocking");
+    let start = Instant::now();
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(start.elapsed() < limit, "no scrape within {limit:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).expect("read the request");
+        assert!(n > 0, "the scraper hung up mid-request");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let _ = stream.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    let head = String::from_utf8_lossy(&head).into_owned();
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("accept")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no Accept header in {head}"))
+}
+
+/// Content negotiation with real peers: the exact Accept header a real
+/// Prometheus sends gets OpenMetrics, a real Prometheus scraping kubedf
+/// stores the units only OpenMetrics carries, and plain curl gets the
+/// Prometheus text format, which promtool accepts.
+#[test]
+fn scrapers_get_the_format_they_ask_for() {
+    let test = "scrapers_get_the_format_they_ask_for";
+    if !prerequisites(
+        test,
+        ["prometheus", "promtool", "curl"]
+            .into_iter()
+            .find(|t| !have_tool(t))
+            .map(|t| format!("`{t}` is not installed (the README's test command installs it)")),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // What Prometheus asks for, recorded by a listener in kubedf's place.
+    let recorder = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let recorder_addr = recorder.local_addr().expect("addr").to_string();
+    let accept = {
+        let probe = dir.path().join("probe");
+        std::fs::create_dir(&probe).expect("mkdir");
+        let prometheus = Prometheus::start(&probe, static_scrape(&recorder_addr), &[]);
+        let accept = first_accept_header(&recorder, Duration::from_secs(60));
+        drop(prometheus);
+        accept
+    };
+    assert!(
+        accept.contains("application/openmetrics-text"),
+        "Prometheus asks for OpenMetrics: {accept}"
+    );
+
+    let root = dir.path().join("kubelet");
+    std::fs::create_dir(&root).expect("mkdir");
+    let served = Served::start(&[
+        "--kubelet.root-dir",
+        root.to_str().expect("utf-8"),
+        "--cri.endpoint",
+        "unix:///nonexistent/kubedf/cri.sock",
+    ]);
+    let url = served.url("/metrics");
+    let r = http()
+        .get(&url)
+        .header("Accept", &accept)
+        .send()
+        .expect("scrape as Prometheus");
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "for Accept: {accept}"
+    );
+    let openmetrics = r.text().expect("body");
+    assert!(openmetrics.ends_with("# EOF\n"));
+    assert!(openmetrics.contains("# UNIT kubedf_nodefs_capacity_bytes bytes\n"));
+
+    // Plain curl sends `Accept: */*`: the text format.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-D", "-", &url])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reply = String::from_utf8_lossy(&out.stdout);
+    let (head, body) = reply.split_once("\r\n\r\n").expect("headers and body");
+    assert!(
+        head.lines()
+            .any(|l| l
+                .eq_ignore_ascii_case("content-type: text/plain; version=0.0.4; charset=utf-8")),
+        "{head}"
+    );
+    assert!(
+        !body.contains("# EOF") && !body.contains("# UNIT"),
+        "{body}"
+    );
+    assert!(has_family(body, "kubedf_nodefs_capacity_bytes"), "{body}");
+    promtool_check(body).unwrap();
+
+    // A real Prometheus scraping kubedf: the units it stores come only with
+    // OpenMetrics.
+    let scraping = dir.path().join("scraping");
+    std::fs::create_dir(&scraping).expect("mkdir");
+    let prometheus = Prometheus::start(&scraping, static_scrape(&served.addr.to_string()), &[]);
+    prometheus.wait_for(
+        "kubedf's series",
+        Duration::from_secs(90),
+        &format!("kubedf_nodefs_capacity_bytes{{job=\"{JOB}\"}}"),
+    );
+    let start = Instant::now();
+    let unit = loop {
+        let v: Value = http()
+            .get(format!("{}/api/v1/targets/metadata", prometheus.url))
+            .query(&[("metric", "kubedf_nodefs_capacity_bytes")])
+            .send()
+            .and_then(|r| r.json())
+            .expect("target metadata");
+        if let Some(unit) = v["data"][0]["unit"].as_str() {
+            break unit.to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no metadata: {v}\n{}",
+            prometheus.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(unit, "bytes", "Prometheus parsed OpenMetrics");
+    let up = prometheus
+        .query(&format!("up{{job=\"{JOB}\"}}"))
+        .expect("query up");
+    assert_eq!(up[0]["value"][1], "1", "{up:?}");
+}

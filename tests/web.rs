@@ -178,8 +178,9 @@ fn tls_client_certificates_and_basic_auth() {
     right.extend(["-u", "prometheus:s3cret"]);
     let (code, status, body) = curl(d, &https, &right);
     assert_eq!((code, status), (0, 200));
+    // curl asks for no format: the text format, which ends with kubedf_build_info.
     assert!(
-        body.contains("kubedf_nodefs_capacity_bytes") && body.ends_with("# EOF\n"),
+        body.contains("kubedf_nodefs_capacity_bytes") && body.contains("\nkubedf_build_info{"),
         "{body}"
     );
     // Probes need no password (still TLS with a client certificate).
