@@ -144,7 +144,7 @@ impl WebConfig {
 
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
+        let text = crate::yaml::read_file(path).map_err(|source| WebConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -187,7 +187,7 @@ impl WebConfig {
     /// The files whose change means the config must be re-read.
     pub fn watched_files(path: &Path) -> Vec<PathBuf> {
         let mut files = vec![path.to_path_buf()];
-        let Ok(text) = std::fs::read_to_string(path) else {
+        let Ok(text) = crate::yaml::read_file(path) else {
             return files;
         };
         let Ok(raw) = serde_saphyr::from_str::<serde_json::Value>(&text) else {

@@ -16,7 +16,8 @@ pub struct Rlimit {
 impl Rlimit {
     /// kubelet's pid.available: maxpid - curproc.
     pub fn available(&self) -> i64 {
-        self.maxpid - self.curproc
+        // Saturating: the figures come from files under --path.procfs.
+        self.maxpid.saturating_sub(self.curproc)
     }
 }
 
@@ -63,6 +64,15 @@ pub fn read_rlimit(procfs: &Path) -> Result<Rlimit, ProcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_available_of_nonsense_figures_saturates() {
+        let rl = Rlimit {
+            maxpid: i64::MIN,
+            curproc: 5,
+        };
+        assert_eq!(rl.available(), i64::MIN);
+    }
 
     fn fake_proc(pid_max: &str, threads_max: &str, loadavg: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
