@@ -53,14 +53,22 @@ pub static BUILD_INFO: Desc = Desc::gauge(
     &["version"],
 );
 
+pub static KUBELET_CONFIG_INFO: Desc = Desc::gauge(
+    "kubedf_kubelet_config_info",
+    "The kubelet configuration kubedf's thresholds come from: source is file when they were read from path, defaults when that file does not exist and kubelet's defaults apply. Always 1.",
+    None,
+    &["path", "source"],
+);
+
 /// kubedf's own families, after the collectors'.
-pub static SELF_DESCS: [&Desc; 6] = [
+pub static SELF_DESCS: [&Desc; 7] = [
     &COLLECTOR_SUCCESS,
     &COLLECTOR_DURATION,
     &SOURCE_UP,
     &SOURCE_LAST_SUCCESS,
     &SOURCE_DURATION,
     &BUILD_INFO,
+    &KUBELET_CONFIG_INFO,
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -184,6 +192,16 @@ fn collect_with<'s>(collectors: &[Box<dyn Collector>], snapshot: &'s Snapshot) -
         }
     }
     sink.add(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1i64);
+    let kubelet = &snapshot.kubelet;
+    let source = if kubelet.from_file {
+        "file"
+    } else {
+        "defaults"
+    };
+    // The path comes from a UTF-8 flag; a label value must borrow it.
+    if let Some(path) = kubelet.path.to_str() {
+        sink.add(&KUBELET_CONFIG_INFO, [path, source], 1i64);
+    }
     Collected {
         families: sink.into_families(),
         incomplete,
