@@ -188,10 +188,10 @@ proptest! {
         for m in &mutations {
             m.apply(&mut doc);
         }
-        if let Ok(pod) = serde_json::from_value::<Pod>(doc) {
-            if let Err(e) = pod_volumes(&pod) {
-                prop_assert!(e.contains("pod") && e.contains("metadata."), "{e}");
-            }
+        if let Ok(pod) = serde_json::from_value::<Pod>(doc)
+            && let Err(e) = pod_volumes(&pod)
+        {
+            prop_assert!(e.contains("pod") && e.contains("metadata."), "{e}");
         }
     }
 
@@ -208,10 +208,10 @@ proptest! {
         if let Ok(pvc) = serde_json::from_value::<PersistentVolumeClaim>(pvc) {
             let _ = claim_state(&pvc);
         }
-        if let Ok(pv) = serde_json::from_value::<PersistentVolume>(pv) {
-            if let Err(e) = pv_info(&pv) {
-                prop_assert!(e.contains("persistent volume"), "{e}");
-            }
+        if let Ok(pv) = serde_json::from_value::<PersistentVolume>(pv)
+            && let Err(e) = pv_info(&pv)
+        {
+            prop_assert!(e.contains("persistent volume"), "{e}");
         }
     }
 }
