@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod containerd;
+pub mod cri;
 pub mod fake_kube;
 
 use std::collections::BTreeMap;
