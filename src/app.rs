@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use thiserror::Error;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::cli::CommonArgs;
 use crate::kubelet::config::{ConfigError, KubeletConfig};
@@ -30,6 +30,8 @@ pub enum BuildError {
     Cri(#[from] CriError),
     #[error("--collector: {0}")]
     Registry(#[from] RegistryError),
+    #[error("--path.rootfs {path}: {problem}")]
+    Rootfs { path: String, problem: String },
 }
 
 pub struct App {
@@ -45,13 +47,20 @@ impl App {
         args: &CommonArgs,
         collectors: &BTreeSet<String>,
     ) -> Result<App, BuildError> {
+        check_rootfs(&args.rootfs)?;
         let mut collectors = collectors.clone();
         let volumes = if collectors.contains(VOLUME_STATS) {
-            let volumes = volume_side(args).await;
-            if volumes.is_none() {
-                collectors.remove(VOLUME_STATS);
+            match volume_side(args).await {
+                VolumeSide::On(kube, sampler) => Some((kube, *sampler)),
+                VolumeSide::SwitchedOff => {
+                    collectors.remove(VOLUME_STATS);
+                    None
+                }
+                // The collector stays, with no volume table: its
+                // kubedf_scrape_collector_success is 0, so an alert sees
+                // that the main feature is off. The reason was logged.
+                VolumeSide::Failed => None,
             }
-            volumes
         } else {
             None
         };
@@ -62,6 +71,16 @@ impl App {
         let config_file =
             host_path(&args.rootfs, &args.kubelet_config).map_err(BuildError::KubeletConfigPath)?;
         let kubelet = KubeletConfig::load(&config_file, Path::new(&args.kubelet_config))?;
+        let shown = kubelet.path.display().to_string();
+        if kubelet.from_file {
+            info!(path = %shown, source = "file", "kubelet config in force");
+        } else {
+            warn!(
+                path = %shown,
+                source = "defaults",
+                "kubelet config file does not exist; kubelet's defaults are in force"
+            );
+        }
         let endpoint = args.cri_endpoint.clone().unwrap_or_else(default_endpoint);
         let cri = CriClient::new(&endpoint)?;
         let sampler = Sampler::new(
@@ -83,22 +102,50 @@ impl App {
     }
 }
 
-/// The Kubernetes side, or None (with one log line saying why) when volume
-/// stats cannot work here; the rest of kubedf runs either way.
-async fn volume_side(args: &CommonArgs) -> Option<(Kube, VolumeSampler)> {
+/// Refuses a --path.rootfs that is not a directory: every host path would
+/// silently be missing under it.
+fn check_rootfs(rootfs: &Path) -> Result<(), BuildError> {
+    let problem = match std::fs::metadata(rootfs) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => "not a directory".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    Err(BuildError::Rootfs {
+        path: rootfs.display().to_string(),
+        problem,
+    })
+}
+
+/// What became of the Kubernetes side.
+enum VolumeSide {
+    On(Kube, Box<VolumeSampler>),
+    /// Switched off on purpose (`--volume-stats-agg-period 0`).
+    SwitchedOff,
+    /// Wanted but cannot work here; one log line says why.
+    Failed,
+}
+
+/// The Kubernetes side, or why not (with one log line saying why); the rest
+/// of kubedf runs either way.
+async fn volume_side(args: &CommonArgs) -> VolumeSide {
     if args.volume_stats_agg_period.is_zero() {
-        warn!("volume_stats collector off: --volume-stats-agg-period is 0");
-        return None;
+        info!("volume_stats collector off: --volume-stats-agg-period is 0");
+        return VolumeSide::SwitchedOff;
     }
     let Some(node) = args.node_name.as_deref().filter(|n| !n.is_empty()) else {
-        warn!("volume_stats collector off: no node name (set --node-name or NODE_NAME)");
-        return None;
+        warn!(
+            "volume_stats collector failing: no node name (set --node-name or NODE_NAME); kubedf_scrape_collector_success{{collector=\"volume_stats\"}} is 0"
+        );
+        return VolumeSide::Failed;
     };
     let client = match client(args.kubeconfig.as_deref()).await {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "volume_stats collector off: cannot reach the Kubernetes API");
-            return None;
+            warn!(
+                error = %e,
+                "volume_stats collector failing: cannot use the Kubernetes API; kubedf_scrape_collector_success{{collector=\"volume_stats\"}} is 0"
+            );
+            return VolumeSide::Failed;
         }
     };
     let kube = Kube::new(client, node);
@@ -114,10 +161,10 @@ async fn volume_side(args: &CommonArgs) -> Option<(Kube, VolumeSampler)> {
         walk_threads: usize::from(args.volume_stats_walk_threads),
     };
     match VolumeSampler::new(cfg, kube.clone()) {
-        Ok(sampler) => Some((kube, sampler)),
+        Ok(sampler) => VolumeSide::On(kube, Box::new(sampler)),
         Err(e) => {
-            warn!(error = %e, "volume_stats collector off");
-            None
+            warn!(error = %e, "volume_stats collector failing");
+            VolumeSide::Failed
         }
     }
 }

@@ -21,8 +21,12 @@ fn init_tracing(format: LogFormat, quiet_sampler: bool) {
     {
         filter = filter.add_directive(directive);
     }
+    // Colour only for a person at a terminal: a log collector reading a pipe
+    // or a file would otherwise store escape codes.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -69,8 +69,15 @@ pub static WEB_CONFIG_RELOADS_FAILED: Desc = Desc::counter(
     &[],
 );
 
+pub static KUBELET_CONFIG_INFO: Desc = Desc::gauge(
+    "kubedf_kubelet_config_info",
+    "The kubelet configuration kubedf's thresholds come from: source is file when they were read from path, defaults when that file does not exist and kubelet's defaults apply. Always 1.",
+    None,
+    &["path", "source"],
+);
+
 /// kubedf's own families, after the collectors'.
-pub static SELF_DESCS: [&Desc; 9] = [
+pub static SELF_DESCS: [&Desc; 10] = [
     &COLLECTOR_SUCCESS,
     &COLLECTOR_DURATION,
     &SOURCE_UP,
@@ -80,6 +87,7 @@ pub static SELF_DESCS: [&Desc; 9] = [
     &WEB_CONFIG_RELOAD_OK,
     &WEB_CONFIG_RELOAD_SUCCESS,
     &WEB_CONFIG_RELOADS_FAILED,
+    &KUBELET_CONFIG_INFO,
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -248,6 +256,16 @@ fn collect_with<'s>(
         sink.add(&WEB_CONFIG_RELOAD_OK, [], i64::from(ok));
         sink.add(&WEB_CONFIG_RELOAD_SUCCESS, [], last_success);
         sink.add(&WEB_CONFIG_RELOADS_FAILED, [], failed);
+    }
+    let kubelet = &snapshot.kubelet;
+    let source = if kubelet.from_file {
+        "file"
+    } else {
+        "defaults"
+    };
+    // The path comes from a UTF-8 flag; a label value must borrow it.
+    if let Some(path) = kubelet.path.to_str() {
+        sink.add(&KUBELET_CONFIG_INFO, [path, source], 1i64);
     }
     Collected {
         families: sink.into_families(),

@@ -243,7 +243,7 @@ impl WebConfig {
 
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
-        let text = read_file(path).map_err(|source| WebConfigError::Read {
+        let text = crate::yaml::read_file(path).map_err(|source| WebConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -304,7 +304,7 @@ impl WebConfig {
     /// The files whose change means the config must be re-read.
     pub fn watched_files(path: &Path) -> Vec<PathBuf> {
         let mut files = vec![path.to_path_buf()];
-        let Ok(text) = read_file(path) else {
+        let Ok(text) = crate::yaml::read_file(path) else {
             return files;
         };
         let Ok(raw) = serde_saphyr::from_str::<serde_json::Value>(&text) else {
@@ -1006,10 +1006,6 @@ impl ClientCertVerifier for ClientVerifier {
 
 /// Reads the config file. Developer "config"'s shared reader (regular files
 /// only, size cap) replaces this when it lands in src/yaml.rs.
-fn read_file(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
-}
-
 /// A fingerprint of the config file and the files it names, to notice a change.
 pub fn fingerprint(path: &Path) -> Vec<Option<Vec<u8>>> {
     WebConfig::watched_files(path)

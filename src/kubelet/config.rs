@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
-use super::eviction::{EvictionConfig, ThresholdError};
+use super::eviction::{EvictionConfig, EvictionStatements, ThresholdError};
 use super::image_gc::ImageGcPolicy;
 use crate::yaml::YamlError;
 
@@ -24,6 +24,9 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// kubelet refuses an empty file too ("no configuration is an error").
+    #[error("kubelet config file {path} was empty")]
+    Empty { path: PathBuf },
     #[error("kubelet config {path} is not valid YAML: {message}")]
     Yaml { path: PathBuf, message: String },
     #[error("kubelet config {path}: field {field}: {message}")]
@@ -52,6 +55,7 @@ struct RawConfig {
     eviction_hard: Option<HashMap<String, String>>,
     eviction_soft: Option<HashMap<String, String>>,
     eviction_soft_grace_period: Option<HashMap<String, String>>,
+    eviction_minimum_reclaim: Option<HashMap<String, String>>,
     merge_default_eviction_settings: Option<bool>,
 }
 
@@ -78,8 +82,10 @@ impl KubeletConfig {
     }
 
     /// Reads `file` (the path on this machine); `shown` is the name errors use.
+    /// Only a regular file of bounded size is read (see [`crate::yaml::read_file`]).
     pub fn load(file: &Path, shown: &Path) -> Result<KubeletConfig, ConfigError> {
-        match std::fs::read_to_string(file) {
+        match crate::yaml::read_file(file) {
+            Ok(text) if text.is_empty() => Err(ConfigError::Empty { path: shown.into() }),
             Ok(text) => KubeletConfig::parse(&text, shown),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 Ok(KubeletConfig::defaults(shown.into()))
@@ -133,18 +139,25 @@ impl KubeletConfig {
                 .image_gc_low_threshold_percent
                 .unwrap_or(ImageGcPolicy::default().low_threshold_percent),
         };
-        // kubelet's own validation of these two fields.
-        for (field, value) in [
+        // kubelet's own validation of these two fields, in its words.
+        for (field, flag, value) in [
             (
                 "imageGCHighThresholdPercent",
+                "--image-gc-high-threshold",
                 image_gc.high_threshold_percent,
             ),
-            ("imageGCLowThresholdPercent", image_gc.low_threshold_percent),
+            (
+                "imageGCLowThresholdPercent",
+                "--image-gc-low-threshold",
+                image_gc.low_threshold_percent,
+            ),
         ] {
             if !(0..=100).contains(&value) {
                 return Err(field_error(
                     field,
-                    format!("{value} must be between 0 and 100, inclusive"),
+                    format!(
+                        "invalid configuration: {field} ({flag}) {value} must be between 0 and 100, inclusive"
+                    ),
                 ));
             }
         }
@@ -152,17 +165,18 @@ impl KubeletConfig {
             return Err(field_error(
                 "imageGCLowThresholdPercent",
                 format!(
-                    "{} must be less than imageGCHighThresholdPercent {}",
+                    "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {} must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) {}",
                     image_gc.low_threshold_percent, image_gc.high_threshold_percent
                 ),
             ));
         }
-        let eviction = EvictionConfig::from_kubelet(
-            raw.eviction_hard.as_ref(),
-            raw.eviction_soft.as_ref(),
-            raw.eviction_soft_grace_period.as_ref(),
-            raw.merge_default_eviction_settings.unwrap_or(false),
-        )
+        let eviction = EvictionConfig::from_statements(EvictionStatements {
+            hard: raw.eviction_hard.as_ref(),
+            soft: raw.eviction_soft.as_ref(),
+            soft_grace: raw.eviction_soft_grace_period.as_ref(),
+            minimum_reclaim: raw.eviction_minimum_reclaim.as_ref(),
+            merge_defaults: raw.merge_default_eviction_settings.unwrap_or(false),
+        })
         .map_err(|source| ConfigError::Eviction {
             path: path_buf(),
             source,
@@ -227,8 +241,8 @@ evictionSoftGracePeriod:
     }
 
     #[test]
-    fn empty_and_minimal_files_mean_defaults() {
-        for text in ["", "kind: KubeletConfiguration\n", "{}"] {
+    fn minimal_files_mean_defaults() {
+        for text in ["kind: KubeletConfiguration\n", "{}", "# nothing set\n"] {
             let cfg = parse(text).unwrap();
             assert_eq!(cfg.image_gc, ImageGcPolicy::default());
             assert_eq!(cfg.eviction, EvictionConfig::kubelet_defaults());
@@ -244,6 +258,30 @@ evictionSoftGracePeriod:
             parse("mergeDefaultEvictionSettings: true\nevictionHard:\n  imagefs.available: 20%\n")
                 .unwrap();
         assert_eq!(merged.eviction.hard.len(), 4);
+    }
+
+    #[test]
+    fn files_kubelet_would_not_read_are_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "").unwrap();
+        for (file, want) in [
+            (
+                Path::new("/dev/zero"),
+                "not a regular file (a character device)",
+            ),
+            (fifo.as_path(), "not a regular file (a FIFO)"),
+            (dir.path(), "not a regular file (a directory)"),
+            (empty.as_path(), "was empty"),
+        ] {
+            let err = KubeletConfig::load(file, Path::new("/var/lib/kubelet/config.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("/var/lib/kubelet/config.yaml"), "{err}");
+            assert!(err.contains(want), "{file:?}: {err}");
+        }
     }
 
     #[test]
@@ -281,6 +319,38 @@ evictionSoftGracePeriod:
             ),
             ("- just\n- a list\n", "mapping"),
             ("key: [unclosed\n", "not valid YAML"),
+            (
+                "imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 50\n",
+                "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) 50 must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) 50",
+            ),
+            (
+                "imageGCLowThresholdPercent: -1\n",
+                "(--image-gc-low-threshold) -1 must be between 0 and 100, inclusive",
+            ),
+            (
+                "evictionHard:\n  nodefs.available: \"1Gi \"\n",
+                "must match the regular expression",
+            ),
+            (
+                "evictionHard:\n  nodefs.available: 0\n",
+                "field evictionHard.nodefs.available",
+            ),
+            (
+                "evictionSoft:\n  nodefs.available: 1Gi\nevictionSoftGracePeriod:\n  nodefs.available: abc\n",
+                "time: invalid duration \"abc\"",
+            ),
+            (
+                "evictionSoft:\n  nodefs.available: 1Gi\nevictionSoftGracePeriod:\n  nodefs.available: -1m\n",
+                "must be a positive value",
+            ),
+            (
+                "evictionSoftGracePeriod:\n  disk.free: 1m\n",
+                "unsupported eviction signal disk.free",
+            ),
+            (
+                "evictionMinimumReclaim:\n  nodefs.available: -1Gi\n",
+                "negative eviction minimum reclaim",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -10,6 +10,7 @@ use std::fmt;
 
 use thiserror::Error;
 
+use super::duration::{DurationError, parse_go_duration};
 use super::quantity::{QuantityError, parse_quantity};
 
 /// The disk and PID signals kubedf reports. Memory signals are accepted in the
@@ -121,14 +122,25 @@ impl fmt::Display for ThresholdValue {
     }
 }
 
+/// Refusals of kubelet's `ParseThresholdConfig`, in kubelet's words, each
+/// naming the signal and the value.
 #[derive(Debug, Error, PartialEq)]
 pub enum ThresholdError {
-    #[error("unsupported eviction signal {0:?}")]
+    #[error("unsupported eviction signal {0}")]
     UnsupportedSignal(String),
-    #[error("eviction threshold {signal} has an invalid percentage {value:?}")]
-    BadPercentage { signal: String, value: String },
-    #[error("eviction percentage threshold {signal} must be between 0% and 100%: {value}")]
-    PercentageOutOfRange { signal: String, value: String },
+    #[error(
+        "eviction threshold {signal} has an invalid percentage {value:?}: strconv.ParseFloat: parsing {number:?}: {reason}"
+    )]
+    BadPercentage {
+        signal: String,
+        value: String,
+        number: String,
+        reason: &'static str,
+    },
+    #[error("eviction percentage threshold {signal} must be >= 0%: {value}")]
+    PercentageBelowZero { signal: String, value: String },
+    #[error("eviction percentage threshold {signal} must be <= 100%: {value}")]
+    PercentageAboveHundred { signal: String, value: String },
     #[error("eviction threshold {signal} has an invalid quantity: {source}")]
     BadQuantity {
         signal: String,
@@ -139,10 +151,62 @@ pub enum ThresholdError {
     NotPositive { signal: String, value: String },
     #[error("grace period must be specified for the soft eviction threshold {0}")]
     MissingGracePeriod(String),
+    #[error("evictionSoftGracePeriod {signal}: {source}")]
+    BadGracePeriod {
+        signal: String,
+        #[source]
+        source: DurationError,
+    },
+    #[error(
+        "invalid eviction grace period specified: {value}, must be a positive value (evictionSoftGracePeriod {signal})"
+    )]
+    NegativeGracePeriod { signal: String, value: String },
+    #[error("eviction percentage minimum reclaim {signal} must be positive: {value}")]
+    MinimumReclaimNotPositive { signal: String, value: String },
+    #[error("negative eviction minimum reclaim specified for {signal}: {value}")]
+    MinimumReclaimNegative { signal: String, value: String },
 }
 
 /// Resolved disk and PID thresholds of one kind (hard or soft).
 pub type Thresholds = BTreeMap<Signal, ThresholdValue>;
+
+/// Whether kubelet knows the signal (`validSignal`).
+fn check_signal(signal: &str) -> Result<Option<Signal>, ThresholdError> {
+    let known = Signal::from_name(signal);
+    if known.is_none() && !OTHER_VALID_SIGNALS.contains(&signal) {
+        return Err(ThresholdError::UnsupportedSignal(signal.to_owned()));
+    }
+    Ok(known)
+}
+
+/// kubelet's `parsePercentage`: every trailing `%` trimmed, then Go's
+/// `strconv.ParseFloat(s, 32)`, then `float32(value) / 100`.
+fn parse_percentage(signal: &str, value: &str) -> Result<f32, ThresholdError> {
+    let number = value.trim_end_matches('%');
+    let bad = |reason| ThresholdError::BadPercentage {
+        signal: signal.to_owned(),
+        value: value.to_owned(),
+        number: number.to_owned(),
+        reason,
+    };
+    let unsigned = number.strip_prefix(['+', '-']).unwrap_or(number);
+    let spelled_special = ["inf", "infinity", "nan"]
+        .iter()
+        .any(|w| unsigned.eq_ignore_ascii_case(w));
+    // Rust's float syntax is Go's minus hex floats; Go refuses a signed NaN.
+    if (unsigned.eq_ignore_ascii_case("nan") && unsigned.len() != number.len())
+        || unsigned.starts_with(['i', 'I', 'n', 'N']) && !spelled_special
+    {
+        return Err(bad("invalid syntax"));
+    }
+    let percent: f32 = number.parse().map_err(|_| bad("invalid syntax"))?;
+    // Go returns ErrRange where a finite number overflows float32; an
+    // explicit Inf parses and is refused below as above 100%.
+    if percent.is_infinite() && !spelled_special {
+        return Err(bad("value out of range"));
+    }
+    Ok(percent / 100.0)
+}
 
 /// Parses one `signal: value` statement as kubelet's `parseThresholdStatement`.
 /// `Ok(None)` means kubelet ignores it (`0%`, `100%`) or it is a signal kubedf
@@ -151,26 +215,22 @@ fn parse_statement(
     signal: &str,
     value: &str,
 ) -> Result<Option<(Signal, ThresholdValue)>, ThresholdError> {
-    let known = Signal::from_name(signal);
-    if known.is_none() && !OTHER_VALID_SIGNALS.contains(&signal) {
-        return Err(ThresholdError::UnsupportedSignal(signal.to_owned()));
-    }
-    let parsed = if let Some(number) = value.strip_suffix('%') {
+    let known = check_signal(signal)?;
+    let parsed = if value.ends_with('%') {
         if value == "0%" || value == "100%" {
             return Ok(None);
         }
-        let bad = || ThresholdError::BadPercentage {
-            signal: signal.to_owned(),
-            value: value.to_owned(),
-        };
-        // Go's strconv.ParseFloat(s, 32), then float32(value) / 100.
-        let percent: f32 = number.trim_end_matches('%').parse().map_err(|_| bad())?;
-        if !percent.is_finite() {
-            return Err(bad());
+        let fraction = parse_percentage(signal, value)?;
+        // kubelet's two checks; a NaN passes both, as it does in kubelet
+        // (its threshold then resolves to no bytes and is never met).
+        if fraction < 0.0 {
+            return Err(ThresholdError::PercentageBelowZero {
+                signal: signal.to_owned(),
+                value: value.to_owned(),
+            });
         }
-        let fraction = percent / 100.0;
-        if !(0.0..=1.0).contains(&fraction) {
-            return Err(ThresholdError::PercentageOutOfRange {
+        if fraction > 1.0 {
+            return Err(ThresholdError::PercentageAboveHundred {
                 signal: signal.to_owned(),
                 value: value.to_owned(),
             });
@@ -192,6 +252,59 @@ fn parse_statement(
     Ok(known.map(|s| (s, parsed)))
 }
 
+/// kubelet's `parseGracePeriods`: every key a known signal, every value a
+/// Go duration that is not negative.
+fn parse_grace_periods(
+    statements: &HashMap<String, String>,
+) -> Result<BTreeMap<String, i64>, ThresholdError> {
+    let mut out = BTreeMap::new();
+    for (signal, value) in statements {
+        check_signal(signal)?;
+        let nanos = parse_go_duration(value).map_err(|source| ThresholdError::BadGracePeriod {
+            signal: signal.clone(),
+            source,
+        })?;
+        if nanos < 0 {
+            return Err(ThresholdError::NegativeGracePeriod {
+                signal: signal.clone(),
+                value: value.clone(),
+            });
+        }
+        out.insert(signal.clone(), nanos);
+    }
+    Ok(out)
+}
+
+/// kubelet's `parseMinimumReclaims`, for its refusals only: kubedf does
+/// not report minimum reclaims.
+fn check_minimum_reclaims(statements: &HashMap<String, String>) -> Result<(), ThresholdError> {
+    for (signal, value) in statements {
+        check_signal(signal)?;
+        if value.ends_with('%') {
+            let fraction = parse_percentage(signal, value)?;
+            // `percentage <= 0` in Go is false for NaN, as here.
+            if fraction <= 0.0 {
+                return Err(ThresholdError::MinimumReclaimNotPositive {
+                    signal: signal.clone(),
+                    value: value.clone(),
+                });
+            }
+        } else {
+            let quantity = parse_quantity(value).map_err(|source| ThresholdError::BadQuantity {
+                signal: signal.clone(),
+                source,
+            })?;
+            if quantity < 0 {
+                return Err(ThresholdError::MinimumReclaimNegative {
+                    signal: signal.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse_statements<'a>(
     statements: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<Thresholds, ThresholdError> {
@@ -202,6 +315,16 @@ fn parse_statements<'a>(
         }
     }
     Ok(out)
+}
+
+/// The eviction maps of a KubeletConfiguration, as written.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvictionStatements<'a> {
+    pub hard: Option<&'a HashMap<String, String>>,
+    pub soft: Option<&'a HashMap<String, String>>,
+    pub soft_grace: Option<&'a HashMap<String, String>>,
+    pub minimum_reclaim: Option<&'a HashMap<String, String>>,
+    pub merge_defaults: bool,
 }
 
 /// The eviction settings of a kubelet configuration, merged as kubelet does.
@@ -229,6 +352,25 @@ impl EvictionConfig {
         soft_grace: Option<&HashMap<String, String>>,
         merge_defaults: bool,
     ) -> Result<EvictionConfig, ThresholdError> {
+        EvictionConfig::from_statements(EvictionStatements {
+            hard,
+            soft,
+            soft_grace,
+            minimum_reclaim: None,
+            merge_defaults,
+        })
+    }
+
+    /// [`EvictionConfig::from_kubelet`] with every map kubelet's
+    /// `ParseThresholdConfig` validates.
+    pub fn from_statements(raw: EvictionStatements<'_>) -> Result<EvictionConfig, ThresholdError> {
+        let EvictionStatements {
+            hard,
+            soft,
+            soft_grace,
+            minimum_reclaim,
+            merge_defaults,
+        } = raw;
         let mut dropped_defaults = Vec::new();
         let hard = match hard {
             None => parse_statements(DEFAULT_EVICTION_HARD)?,
@@ -254,13 +396,20 @@ impl EvictionConfig {
             None => Thresholds::new(),
             Some(map) => parse_statements(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
         };
+        let periods = match soft_grace {
+            None => BTreeMap::new(),
+            Some(map) => parse_grace_periods(map)?,
+        };
+        if let Some(map) = minimum_reclaim {
+            check_minimum_reclaims(map)?;
+        }
         let mut grace = BTreeMap::new();
         for signal in soft.keys() {
-            match soft_grace.and_then(|g| g.get(signal.name())) {
-                Some(period) if !period.trim().is_empty() => {
-                    grace.insert(*signal, period.clone());
-                }
-                _ => return Err(ThresholdError::MissingGracePeriod(signal.name().to_owned())),
+            if !periods.contains_key(signal.name()) {
+                return Err(ThresholdError::MissingGracePeriod(signal.name().to_owned()));
+            }
+            if let Some(period) = soft_grace.and_then(|g| g.get(signal.name())) {
+                grace.insert(*signal, period.clone());
             }
         }
         Ok(EvictionConfig {
@@ -428,11 +577,29 @@ mod tests {
         let cases = [
             (
                 ("disk.available", "10%"),
-                "unsupported eviction signal \"disk.available\"",
+                "unsupported eviction signal disk.available",
             ),
             (("nodefs.available", "ten%"), "nodefs.available"),
-            (("nodefs.available", "150%"), "between 0% and 100%"),
-            (("nodefs.available", "-5%"), "between 0% and 100%"),
+            (("nodefs.available", "150%"), "must be <= 100%: 150%"),
+            (("nodefs.available", "-5%"), "must be >= 0%: -5%"),
+            (("nodefs.available", "inf%"), "must be <= 100%"),
+            (("nodefs.available", "1e39%"), "value out of range"),
+            (("nodefs.available", "-nan%"), "invalid syntax"),
+            (("nodefs.available", "0x1p-2%"), "invalid syntax"),
+            (("nodefs.available", "%"), "invalid syntax"),
+            (
+                ("nodefs.available", "1Gi "),
+                "must match the regular expression",
+            ),
+            (
+                ("nodefs.available", " 1Gi"),
+                "must match the regular expression",
+            ),
+            (
+                ("nodefs.available", "10% "),
+                "must match the regular expression",
+            ),
+            (("nodefs.available", "Mi"), "must be positive: Mi"),
             (("nodefs.available", "0"), "must be positive"),
             (("nodefs.available", "-1Gi"), "must be positive"),
             (("nodefs.available", "1GB"), "invalid quantity"),
@@ -536,5 +703,109 @@ mod tests {
             Some(ThresholdValue::Quantity(1000))
         );
         assert_eq!(t(Signal::PidAvailable, single), None);
+    }
+
+    #[test]
+    fn grace_periods_follow_kubelets_parse_grace_periods() {
+        let soft = map(&[("nodefs.available", "15%")]);
+        let with = |grace: &[(&str, &str)]| {
+            let grace = map(grace);
+            EvictionConfig::from_kubelet(None, Some(&soft), Some(&grace), false)
+        };
+        assert!(with(&[("nodefs.available", "1m30s")]).is_ok());
+        assert!(with(&[("nodefs.available", "0")]).is_ok());
+        // A grace period for a signal with no soft threshold is fine.
+        assert!(with(&[("nodefs.available", "1m"), ("memory.available", "1h")]).is_ok());
+        for (grace, want) in [
+            (
+                ("nodefs.available", "abc"),
+                "time: invalid duration \"abc\"",
+            ),
+            (
+                ("nodefs.available", "-1m"),
+                "invalid eviction grace period specified: -1m, must be a positive value",
+            ),
+            (
+                ("nodefs.available", "90"),
+                "time: missing unit in duration \"90\"",
+            ),
+            (("nodefs.available", "1d"), "time: unknown unit \"d\""),
+            (("nodefs.available", ""), "time: invalid duration \"\""),
+            (("nodefs.available", " 1m"), "time: invalid duration"),
+            (
+                ("nodefs.avail", "1m"),
+                "unsupported eviction signal nodefs.avail",
+            ),
+        ] {
+            let err = with(&[grace]).unwrap_err().to_string();
+            assert!(err.contains(want), "{grace:?}: {err}");
+            assert!(err.contains(grace.0), "{grace:?} names the signal: {err}");
+        }
+        // The missing grace period is reported even when others are valid.
+        let err = with(&[("imagefs.available", "1m")]).unwrap_err();
+        assert_eq!(
+            err,
+            ThresholdError::MissingGracePeriod("nodefs.available".into())
+        );
+    }
+
+    #[test]
+    fn minimum_reclaims_are_validated_like_kubelet() {
+        let check = |pairs: &[(&str, &str)]| {
+            let reclaim = map(pairs);
+            EvictionConfig::from_statements(EvictionStatements {
+                minimum_reclaim: Some(&reclaim),
+                ..EvictionStatements::default()
+            })
+        };
+        assert!(check(&[("nodefs.available", "500Mi"), ("imagefs.available", "2%")]).is_ok());
+        assert!(
+            check(&[("nodefs.available", "0")]).is_ok(),
+            "zero is not negative"
+        );
+        for (pair, want) in [
+            (
+                ("nodefs.available", "0%"),
+                "minimum reclaim nodefs.available must be positive: 0%",
+            ),
+            (
+                ("nodefs.available", "-1Gi"),
+                "negative eviction minimum reclaim specified for nodefs.available",
+            ),
+            (
+                ("nodefs.available", "1 Gi"),
+                "must match the regular expression",
+            ),
+            (
+                ("disk.free", "1Gi"),
+                "unsupported eviction signal disk.free",
+            ),
+        ] {
+            let err = check(&[pair]).unwrap_err().to_string();
+            assert!(err.contains(want), "{pair:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn percentages_kubelet_accepts() {
+        for (value, want) in [
+            ("10%%", 0.1f32),
+            ("+5%", 0.05),
+            ("1e1%", 0.1),
+            ("0.0%", 0.0),
+            ("-0%", 0.0),
+        ] {
+            let hard = map(&[("nodefs.available", value)]);
+            let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
+            assert_eq!(
+                cfg.hard[&Signal::NodeFsAvailable],
+                ThresholdValue::Percentage(want),
+                "{value}"
+            );
+        }
+        // NaN passes both of kubelet's range checks; it resolves to no bytes.
+        let hard = map(&[("nodefs.available", "NaN%")]);
+        let cfg = EvictionConfig::from_kubelet(Some(&hard), None, None, false).unwrap();
+        assert_eq!(cfg.hard[&Signal::NodeFsAvailable].resolve(1 << 30), 0);
     }
 }

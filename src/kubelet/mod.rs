@@ -3,6 +3,7 @@
 //! no I/O but reading the configuration file.
 
 pub mod config;
+pub mod duration;
 pub mod eviction;
 pub mod image_gc;
 pub mod quantity;

@@ -1,88 +1,98 @@
-//! Kubernetes resource quantities (`100Mi`, `1Gi`, `500k`, `1.5G`, `2e3`), parsed
-//! exactly and rounded up to a whole number the way apimachinery's
-//! `Quantity.Value()` does, so that a threshold reads the same here as in kubelet.
+//! Kubernetes resource quantities (`100Mi`, `1Gi`, `500k`, `1.5G`, `2e3`),
+//! accepted and refused exactly as apimachinery's `resource.ParseQuantity`
+//! does, and rounded up to a whole number as `Quantity.Value()` does, so that
+//! a threshold reads the same here as in kubelet.
+//!
+//! ParseQuantity's scanner, restated: an optional sign; digits; optionally
+//! `.` and more digits; then any run of the letters `eEinumkKMGTP`, an
+//! optional sign and digits. Nothing else, no whitespace anywhere. It is
+//! laxer than it looks: the number may be empty (`Mi`, `+`, `.` are zero).
+//! The suffix must then be one of `Ki`..`Ei`, `n u m k M G T P E`, or `e`/`E`
+//! with an int64 exponent, which apimachinery truncates to int32.
+//!
+//! Values beyond int64 saturate: apimachinery caps binary quantities at
+//! 2^63-1 and kubelet compares decimal ones as exact decimals, so a
+//! threshold of `1e30` is above every filesystem either way.
 
 use thiserror::Error;
 
+/// apimachinery's ErrFormatWrong text, which names the accepted syntax.
+const FORMAT: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum QuantityError {
-    #[error("quantity {0:?} is empty")]
-    Empty(String),
-    #[error("quantity {0:?} does not start with a number")]
-    NoNumber(String),
+    /// apimachinery's ErrFormatWrong.
+    #[error("quantity {0:?}: {FORMAT}")]
+    Format(String),
+    /// apimachinery's ErrSuffix.
     #[error(
-        "quantity {input:?} has an unknown suffix {suffix:?} (expected Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or an exponent)"
+        "quantity {input:?}: unable to parse quantity's suffix {suffix:?} (expected Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or an exponent such as e3)"
     )]
-    UnknownSuffix { input: String, suffix: String },
-    #[error("quantity {0:?} is too large")]
-    TooLarge(String),
+    Suffix { input: String, suffix: String },
 }
 
-/// Parses a quantity and returns its value rounded up to an integer, as
-/// `resource.MustParse(s).Value()` does. Negative quantities are returned as
-/// such; deciding whether they are allowed is the caller's business.
+/// Parses a quantity and returns its value rounded up (away from zero) to an
+/// integer, as `resource.ParseQuantity(s)` then `.Value()` do, saturating at
+/// ±(2^63-1). Negative quantities are returned as such; deciding whether
+/// they are allowed is the caller's business.
 pub fn parse_quantity(input: &str) -> Result<i64, QuantityError> {
-    let s = input.trim();
-    if s.is_empty() {
-        return Err(QuantityError::Empty(input.to_owned()));
+    let b = input.as_bytes();
+    if b.is_empty() {
+        return Err(QuantityError::Format(input.to_owned()));
     }
-    let (negative, rest) = match s.as_bytes()[0] {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
+    let end = b.len();
+    let mut pos = 0;
+    let negative = b[0] == b'-';
+    if b[0] == b'-' || b[0] == b'+' {
+        pos += 1;
+    }
+    let digits_from = |mut i: usize| {
+        while i < end && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
     };
-    let number_len = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(rest.len());
-    let (number, suffix) = rest.split_at(number_len);
-    let too_large = || QuantityError::TooLarge(input.to_owned());
-
-    // The number as an integer mantissa and a count of fractional digits.
-    let (int_part, frac_part) = match number.split_once('.') {
-        Some((i, f)) if !f.contains('.') => (i, f),
-        Some(_) => return Err(QuantityError::NoNumber(input.to_owned())),
-        None => (number, ""),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err(QuantityError::NoNumber(input.to_owned()));
+    while pos < end && b[pos] == b'0' {
+        pos += 1;
     }
-    let mut mantissa: u128 = 0;
-    for digit in int_part.bytes().chain(frac_part.bytes()) {
-        mantissa = mantissa
-            .checked_mul(10)
-            .and_then(|m| m.checked_add(u128::from(digit - b'0')))
-            .ok_or_else(too_large)?;
+    let num_start = pos;
+    pos = digits_from(pos);
+    let num = &input[num_start..pos];
+    let mut denom = "";
+    if pos < end && b[pos] == b'.' {
+        let start = pos + 1;
+        pos = digits_from(start);
+        denom = &input[start..pos];
     }
-    let frac_digits = i32::try_from(frac_part.len()).map_err(|_| too_large())?;
-
+    let suffix_start = pos;
+    while pos < end && b"eEinumkKMGTP".contains(&b[pos]) {
+        pos += 1;
+    }
+    if pos < end {
+        if b[pos] == b'-' || b[pos] == b'+' {
+            pos += 1;
+        }
+        pos = digits_from(pos);
+        if pos < end {
+            return Err(QuantityError::Format(input.to_owned()));
+        }
+    }
+    let suffix = &input[suffix_start..];
     let (binary_shift, decimal_exponent) =
-        parse_suffix(suffix).ok_or_else(|| QuantityError::UnknownSuffix {
+        interpret_suffix(suffix).ok_or_else(|| QuantityError::Suffix {
             input: input.to_owned(),
             suffix: suffix.to_owned(),
         })?;
-    let mut value = mantissa
-        .checked_mul(1u128.checked_shl(binary_shift).ok_or_else(too_large)?)
-        .ok_or_else(too_large)?;
-    let exponent = decimal_exponent - frac_digits;
-    if exponent >= 0 {
-        let scale = 10u128
-            .checked_pow(exponent.unsigned_abs())
-            .ok_or_else(too_large)?;
-        value = value.checked_mul(scale).ok_or_else(too_large)?;
-    } else {
-        // Round away from zero, as Value() does for a fractional quantity.
-        match 10u128.checked_pow(exponent.unsigned_abs()) {
-            Some(scale) => value = value.div_ceil(scale),
-            // A divisor beyond u128 leaves a non-zero value in (0, 1): rounds to 1.
-            None => value = u128::from(value != 0),
-        }
-    }
-    let value = i64::try_from(value).map_err(|_| too_large())?;
-    Ok(if negative { -value } else { value })
+    // frac_digits is at most the input's length, which fits i64.
+    let exponent = i64::from(decimal_exponent) - denom.len() as i64;
+    let magnitude = round_up(num, denom, binary_shift, exponent);
+    Ok(if negative { -magnitude } else { magnitude })
 }
 
-/// Maps a suffix to (binary shift, decimal exponent).
-fn parse_suffix(suffix: &str) -> Option<(u32, i32)> {
+/// Maps a suffix to (binary shift, decimal exponent), as apimachinery's
+/// suffixer does.
+fn interpret_suffix(suffix: &str) -> Option<(u32, i32)> {
     let pair = match suffix {
         "" => (0, 0),
         "Ki" => (10, 0),
@@ -101,15 +111,70 @@ fn parse_suffix(suffix: &str) -> Option<(u32, i32)> {
         "P" => (0, 15),
         "E" => (0, 18),
         _ => {
-            let exponent = suffix.strip_prefix(['e', 'E'])?;
+            let exponent = suffix.strip_prefix(['e', 'E']).filter(|e| !e.is_empty())?;
+            // strconv.ParseInt(s, 10, 64): an optional sign and digits.
             let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
                 return None;
             }
-            (0, exponent.parse().ok()?)
+            let parsed: i64 = exponent.parse().ok()?;
+            // apimachinery converts with int32(parsed): keep the low 32 bits.
+            (0, parsed as i32)
         }
     };
     Some(pair)
+}
+
+/// ceil(digits(num.denom-without-point) * 2^shift * 10^exponent), saturated
+/// to i64::MAX, computed exactly on decimal digits so no input overflows.
+fn round_up(num: &str, denom: &str, shift: u32, exponent: i64) -> i64 {
+    let mut digits: Vec<u8> = num.bytes().chain(denom.bytes()).map(|c| c - b'0').collect();
+    let lead = digits.iter().take_while(|&&d| d == 0).count();
+    digits.drain(..lead);
+    if digits.is_empty() {
+        return 0;
+    }
+    // i64::MAX has 19 digits: a value with more integer digits saturates.
+    const MAX_DIGITS: i64 = 19;
+    let int_len = digits.len() as i64 + exponent;
+    // Each doubling adds at most one digit; past this the value is too large.
+    if int_len > MAX_DIGITS + 1 {
+        return i64::MAX;
+    }
+    for _ in 0..shift {
+        let mut carry = 0;
+        for d in digits.iter_mut().rev() {
+            let v = *d * 2 + carry;
+            *d = v % 10;
+            carry = v / 10;
+        }
+        if carry > 0 {
+            digits.insert(0, carry);
+        }
+    }
+    let int_len = digits.len() as i64 + exponent;
+    if int_len > MAX_DIGITS {
+        return i64::MAX;
+    }
+    if int_len <= 0 {
+        // A positive value below 1 rounds up to 1.
+        return 1;
+    }
+    let split = usize::try_from(int_len)
+        .unwrap_or(usize::MAX)
+        .min(digits.len());
+    let mut value: u128 = 0;
+    for &d in &digits[..split] {
+        value = value * 10 + u128::from(d);
+    }
+    // Trailing zeros implied by a positive exponent.
+    for _ in digits.len() as i64..int_len {
+        value *= 10;
+    }
+    if digits[split..].iter().any(|&d| d != 0) {
+        value += 1;
+    }
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -127,6 +192,7 @@ mod tests {
         assert_eq!(parse_quantity("2G"), Ok(2_000_000_000));
         assert_eq!(parse_quantity("12345"), Ok(12345));
         assert_eq!(parse_quantity("1E"), Ok(1_000_000_000_000_000_000));
+        assert_eq!(parse_quantity("007Ki"), Ok(7168));
     }
 
     #[test]
@@ -140,56 +206,84 @@ mod tests {
         assert_eq!(parse_quantity("5."), Ok(5));
         assert_eq!(parse_quantity("1n"), Ok(1));
         assert_eq!(parse_quantity("0.1Ki"), Ok(103));
+        assert_eq!(parse_quantity("1e-400"), Ok(1));
+        assert_eq!(
+            parse_quantity(&format!("{}e-1000", "1".repeat(1003))),
+            Ok(112)
+        );
     }
 
     #[test]
     fn exponents_and_signs() {
         assert_eq!(parse_quantity("2e3"), Ok(2000));
         assert_eq!(parse_quantity("2E3"), Ok(2000));
+        assert_eq!(parse_quantity("2e+3"), Ok(2000));
         assert_eq!(parse_quantity("25e-1"), Ok(3));
         assert_eq!(parse_quantity("+7"), Ok(7));
         assert_eq!(parse_quantity("-100Mi"), Ok(-104_857_600));
+        assert_eq!(parse_quantity("-1.5"), Ok(-2), "away from zero");
         assert_eq!(parse_quantity("0"), Ok(0));
+        // apimachinery truncates the exponent to int32: 2^32 wraps to 0.
+        assert_eq!(parse_quantity("3e4294967296"), Ok(3));
     }
 
     #[test]
-    fn garbage_is_rejected() {
-        assert!(matches!(parse_quantity(""), Err(QuantityError::Empty(_))));
-        assert!(matches!(
-            parse_quantity("Mi"),
-            Err(QuantityError::NoNumber(_))
-        ));
-        assert!(matches!(
-            parse_quantity("1.2.3"),
-            Err(QuantityError::NoNumber(_))
-        ));
-        assert!(matches!(
-            parse_quantity("10MB"),
-            Err(QuantityError::UnknownSuffix { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("10 Gi"),
-            Err(QuantityError::UnknownSuffix { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("1e"),
-            Err(QuantityError::UnknownSuffix { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("10%"),
-            Err(QuantityError::UnknownSuffix { .. })
-        ));
-        assert!(matches!(
-            parse_quantity("100Ei"),
-            Err(QuantityError::TooLarge(_))
-        ));
-        assert!(matches!(
-            parse_quantity("1e400"),
-            Err(QuantityError::TooLarge(_))
-        ));
-        assert!(matches!(
+    fn what_parse_quantity_reads_as_zero() {
+        // Its scanner lets the number be empty.
+        for zero in ["+", "-", ".", "Mi", "k", "0.0", "-0", "000", "e5"] {
+            assert_eq!(parse_quantity(zero), Ok(0), "{zero:?}");
+        }
+    }
+
+    #[test]
+    fn beyond_int64_saturates_like_kubelet_compares() {
+        assert_eq!(parse_quantity("100Ei"), Ok(i64::MAX));
+        assert_eq!(parse_quantity("1e400"), Ok(i64::MAX));
+        assert_eq!(parse_quantity("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(parse_quantity("9223372036854775808"), Ok(i64::MAX));
+        assert_eq!(parse_quantity("8Ei"), Ok(i64::MAX));
+        assert_eq!(parse_quantity("7Ei"), Ok(7 << 60));
+        assert_eq!(
             parse_quantity("99999999999999999999999999999999999999999"),
-            Err(QuantityError::TooLarge(_))
-        ));
+            Ok(i64::MAX)
+        );
+        assert_eq!(parse_quantity("-1e400"), Ok(-i64::MAX));
+    }
+
+    #[test]
+    fn garbage_is_refused_in_apimachinery_words() {
+        for bad in [
+            "", "1.2.3", "10 Gi", "1Gi ", " 1Gi", "10%", "1_000", "0x10", "1e3.5", "1g", "10MB",
+            "١",
+        ] {
+            let err = parse_quantity(bad).unwrap_err();
+            assert_eq!(err, QuantityError::Format(bad.into()), "{bad:?}");
+            assert!(
+                err.to_string()
+                    .contains("must match the regular expression")
+            );
+        }
+        for bad in [
+            "10MM",
+            "1e",
+            "1K",
+            "1mi",
+            "1Ki3",
+            "1ee3",
+            "1+3",
+            "1e99999999999999999999",
+        ] {
+            assert!(
+                matches!(parse_quantity(bad), Err(QuantityError::Suffix { .. })),
+                "{bad:?}: {:?}",
+                parse_quantity(bad)
+            );
+        }
+        assert!(
+            parse_quantity("10MM")
+                .unwrap_err()
+                .to_string()
+                .contains("unable to parse quantity's suffix")
+        );
     }
 }

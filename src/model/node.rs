@@ -31,6 +31,7 @@ pub struct Rlimit {
 impl Rlimit {
     /// kubelet's pid.available: maxpid - curproc.
     pub fn available(&self) -> i64 {
-        self.maxpid - self.curproc
+        // Saturating: the figures come from files under --path.procfs.
+        self.maxpid.saturating_sub(self.curproc)
     }
 }

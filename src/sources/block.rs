@@ -41,7 +41,16 @@ pub fn device_size(rootfs: &Path, sysfs: &Path, path: &Path) -> io::Result<u64> 
         if let Ok(text) = std::fs::read_to_string(&sectors)
             && let Ok(n) = text.trim().parse::<u64>()
         {
-            return Ok(n * 512);
+            // A size no device has is bad input, not a figure to wrap.
+            return n.checked_mul(512).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: {n} sectors of 512 bytes is more bytes than 64 bits hold",
+                        sectors.display()
+                    ),
+                )
+            });
         }
     }
     let mut file = File::open(&target)?;
@@ -81,6 +90,38 @@ mod tests {
             12_345
         );
         assert!(device_size(root.path(), Path::new("/sys"), &root.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_sysfs_size_past_u64_is_an_error_not_an_overflow() {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let root = tempfile::tempdir().unwrap();
+        let node = root.path().join("disk");
+        // A block device node of a device that need not exist: only its
+        // numbers are used, to find the size in the fake sysfs below.
+        if mknod(
+            &node,
+            SFlag::S_IFBLK,
+            Mode::from_bits_truncate(0o600),
+            makedev(250, 77),
+        )
+        .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "mknod needs root, which CI has"
+            );
+            return;
+        }
+        let sysfs = root.path().join("sys");
+        let dev = sysfs.join("dev/block/250:77");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("size"), format!("{}\n", u64::MAX / 256)).unwrap();
+        let err = device_size(root.path(), &sysfs, &node).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("250:77/size"), "{err}");
+        std::fs::write(dev.join("size"), "8\n").unwrap();
+        assert_eq!(device_size(root.path(), &sysfs, &node).unwrap(), 4096);
     }
 
     #[test]

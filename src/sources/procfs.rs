@@ -53,6 +53,15 @@ pub fn read_rlimit(procfs: &Path) -> Result<Rlimit, ProcError> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pid_available_of_nonsense_figures_saturates() {
+        let rl = Rlimit {
+            maxpid: i64::MIN,
+            curproc: 5,
+        };
+        assert_eq!(rl.available(), i64::MIN);
+    }
+
     fn fake_proc(pid_max: &str, threads_max: &str, loadavg: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("sys/kernel")).unwrap();

@@ -108,7 +108,7 @@ pub fn walk(root: &Path, budget: Duration, threads: usize) -> Result<DirUsage, W
         }),
         wake: Condvar::new(),
         linked: Mutex::default(),
-        bytes: AtomicU64::new(meta.blocks() * 512),
+        bytes: AtomicU64::new(meta.blocks().saturating_mul(512)),
         inodes: AtomicU64::new(1),
     };
     std::thread::scope(|scope| {
@@ -216,7 +216,8 @@ impl Shared<'_> {
             {
                 continue;
             }
-            bytes += meta.blocks() * 512;
+            // Saturating: st_blocks is whatever the filesystem says.
+            bytes = bytes.saturating_add(meta.blocks().saturating_mul(512));
             inodes += 1;
             if meta.is_dir() {
                 subdirs.push(entry.path());
@@ -225,7 +226,12 @@ impl Shared<'_> {
                 return Err(self.over_budget());
             }
         }
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        // fetch_add would wrap; the closure always returns Some.
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_add(bytes))
+            });
         self.inodes.fetch_add(inodes, Ordering::Relaxed);
         Ok(subdirs)
     }
