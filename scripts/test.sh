@@ -16,6 +16,8 @@ need containerd containerd
 need ctr containerd
 # busybox-static: the tests build their container images from it.
 need busybox busybox-static
+# The CA bundle that kubedf's image carries, as its distroless base does.
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 need promtool prometheus
 need prometheus prometheus
 need fusermount3 fuse3
