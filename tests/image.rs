@@ -242,6 +242,13 @@ fn image_binary() -> std::path::PathBuf {
 /// and fails without any, even for a plain-HTTP API server.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// The Dockerfile's runtime shape (checked against it by
+/// `the_dockerfile_has_the_test_images_runtime_shape`).
+const BINARY: &str = "/kubedf";
+const USER: &str = "65532:65532";
+const ENTRYPOINT: &[&str] = &["/kubedf"];
+const CMD: &[&str] = &["serve"];
+
 /// The Dockerfile's runtime shape: `/kubedf`, the libraries it links (the
 /// distroless cc base has glibc, libgcc_s and libm) and the CA bundle, user
 /// 65532, entrypoint `/kubedf`, command `serve`.
@@ -250,15 +257,61 @@ fn kubedf_image(binary: &Path) -> Image {
         .unwrap_or_else(|e| panic!("read {CA_BUNDLE}: {e} (apt-get install ca-certificates)"));
     let mut image = Image::new("kubedf")
         .file(CA_BUNDLE, ca, 0o644)
-        .host_binary("/kubedf", binary)
+        .host_binary(BINARY, binary)
         .expect("package kubedf")
-        .entrypoint(&["/kubedf"])
-        .cmd(&["serve"])
-        .user("65532:65532");
+        .entrypoint(ENTRYPOINT)
+        .cmd(CMD)
+        .user(USER);
     for dir in ["/etc", "/proc", "/sys", "/dev", "/tmp", "/run"] {
         image = image.dir(dir, 0o755);
     }
     image
+}
+
+/// The Dockerfile's final stage says what the test image does: the binary's
+/// path, the user, the entrypoint and command, and the port the probe uses.
+#[test]
+fn the_dockerfile_has_the_test_images_runtime_shape() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
+        .expect("read Dockerfile");
+    let last_stage: Vec<&str> = text
+        .lines()
+        .collect::<Vec<_>>()
+        .rsplit(|l| l.starts_with("FROM "))
+        .next()
+        .expect("a final stage")
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let instruction = |name: &str| -> Vec<&str> {
+        last_stage
+            .iter()
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .collect()
+    };
+    let json = |v: &str| serde_json::from_str::<Vec<String>>(v).expect("exec-form JSON array");
+    assert_eq!(
+        instruction("COPY"),
+        [format!("--from=builder /kubedf {BINARY}")]
+    );
+    assert_eq!(instruction("USER"), [USER]);
+    assert_eq!(
+        instruction("ENTRYPOINT")
+            .iter()
+            .map(|v| json(v))
+            .collect::<Vec<_>>(),
+        [ENTRYPOINT]
+    );
+    assert_eq!(
+        instruction("CMD")
+            .iter()
+            .map(|v| json(v))
+            .collect::<Vec<_>>(),
+        [CMD]
+    );
+    let port = manifest().probe_port.to_string();
+    assert_eq!(instruction("EXPOSE"), [port.as_str()]);
 }
 
 /// The test's stand-in for the node's `/`: a directory bind-mounted onto
