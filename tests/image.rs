@@ -883,8 +883,19 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
     let mountpoint = containerd.snapshotter_dir().display().to_string();
     let labels = [("mountpoint", mountpoint.as_str())];
     let capacity = statfs_figures(&containerd.snapshotter_dir())[0].to_string();
-    ds.until("imagefs", |t| {
+    // Capacity from statfs under /host; used bytes as containerd answers
+    // ImageFsInfo (asked here directly; stable once the containers are idle).
+    let client = kubedf::sources::cri::CriClient::new(
+        containerd.socket().to_str().expect("utf-8 socket path"),
+    )
+    .expect("CRI client");
+    ds.until("imagefs: statfs and the runtime's figure", |t| {
+        let runtime = cri
+            .block_on(client.image_fs_info(Duration::from_secs(10)))
+            .expect("ImageFsInfo");
+        let used = runtime.image_filesystems[0].used_bytes.to_string();
         value(t, "kubedf_imagefs_capacity_bytes", &labels).as_deref() == Some(capacity.as_str())
+            && value(t, "kubedf_imagefs_used_bytes", &labels).as_deref() == Some(used.as_str())
     });
 
     // The 0700 hostPath PV of uid 1234, walked: du's figures.
@@ -939,6 +950,8 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
     });
     assert_eq!(error_of(&t, "private").as_deref(), Some("io_error"));
     // As the image's own user (65532), the root-owned CRI socket is refused.
+    let uid = status_field(by("image-user").pid(), "Uid");
+    assert_eq!(uid.split_whitespace().next(), Some("65532"), "{uid}");
     let t = by("image-user").until("imagefs to fail", |t| {
         value(
             t,
