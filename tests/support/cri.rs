@@ -210,15 +210,16 @@ impl Cri {
             }
             None => None,
         };
+        let metadata = proto::PodSandboxMetadata {
+            name: spec.name.clone(),
+            uid: spec.uid.clone(),
+            namespace: spec.namespace.clone(),
+            attempt: 0,
+        };
         let mut labels = spec.labels.clone();
-        labels.extend(pod_labels(spec));
+        labels.extend(pod_labels(&metadata));
         let config = proto::PodSandboxConfig {
-            metadata: Some(proto::PodSandboxMetadata {
-                name: spec.name.clone(),
-                uid: spec.uid.clone(),
-                namespace: spec.namespace.clone(),
-                attempt: 0,
-            }),
+            metadata: Some(metadata),
             // No hostname: kubelet sends none for a host-network pod, and
             // containerd refuses to set one in the node's UTS namespace.
             hostname: String::new(),
@@ -257,11 +258,11 @@ impl Cri {
 }
 
 /// The kubelet-set labels of a pod's sandbox and containers.
-fn pod_labels(spec: &PodSpec) -> [(String, String); 3] {
+fn pod_labels(meta: &proto::PodSandboxMetadata) -> [(String, String); 3] {
     [
-        ("io.kubernetes.pod.name".into(), spec.name.clone()),
-        ("io.kubernetes.pod.namespace".into(), spec.namespace.clone()),
-        ("io.kubernetes.pod.uid".into(), spec.uid.clone()),
+        ("io.kubernetes.pod.name".into(), meta.name.clone()),
+        ("io.kubernetes.pod.namespace".into(), meta.namespace.clone()),
+        ("io.kubernetes.pod.uid".into(), meta.uid.clone()),
     ]
 }
 
@@ -439,15 +440,7 @@ impl Pod {
         let meta = self.config.metadata.clone().unwrap_or_default();
         mkdir_0755(&self.log_dir.join(&spec.name))?;
         let log_path = format!("{}/{}.log", spec.name, spec.restart_count);
-        let mut labels: HashMap<String, String> = [
-            ("io.kubernetes.pod.name".to_owned(), meta.name.clone()),
-            (
-                "io.kubernetes.pod.namespace".to_owned(),
-                meta.namespace.clone(),
-            ),
-            ("io.kubernetes.pod.uid".to_owned(), meta.uid.clone()),
-        ]
-        .into();
+        let mut labels: HashMap<String, String> = pod_labels(&meta).into();
         labels.insert("io.kubernetes.container.name".into(), spec.name.clone());
         let annotations: HashMap<String, String> = [(
             "io.kubernetes.container.restartCount".to_owned(),
