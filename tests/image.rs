@@ -863,6 +863,12 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
         );
     }
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    let _ = writeln!(
+        std::io::stderr(),
+        "image test: kubedf in its container: VmRSS {}, image binary {} bytes",
+        status_field(pid, "VmRSS"),
+        std::fs::metadata(&binary).map(|m| m.len()).unwrap_or(0)
+    );
     assert_eq!(status_field(pid, "Seccomp"), "2");
     let (root_opts, _) = mount_of(pid, "/");
     assert!(
