@@ -9,13 +9,13 @@ use tracing::warn;
 
 use crate::cli::CommonArgs;
 use crate::kubelet::config::{ConfigError, KubeletConfig};
+use crate::model::Snapshot;
 use crate::registry::{Registry, RegistryError};
 use crate::sampler::{Sampler, SamplerConfig};
-use crate::snapshot::Snapshot;
 use crate::sources::cri::{CriClient, CriError, default_endpoint};
 use crate::sources::kube::{Kube, client};
 use crate::sources::{HostPathError, host_path};
-use crate::volume_sampler::{VolumeConfig, VolumeSampler};
+use crate::volume::{VolumeConfig, VolumeSampler};
 
 /// The collector that needs the Kubernetes API.
 pub const VOLUME_STATS: &str = "volume_stats";
@@ -34,6 +34,7 @@ pub enum BuildError {
 
 pub struct App {
     pub registry: Arc<Registry>,
+    pub kubelet: Arc<KubeletConfig>,
     pub sampler: Arc<Sampler>,
     /// The PVC side, when volume_stats is on and the cluster can be reached.
     pub volumes: Option<(Kube, VolumeSampler)>,
@@ -68,11 +69,11 @@ impl App {
                 timeout: args.sample_timeout,
                 sources: registry.sources(),
             },
-            Arc::new(kubelet),
             cri,
         );
         Ok(App {
             registry: Arc::new(registry),
+            kubelet: Arc::new(kubelet),
             sampler: Arc::new(sampler),
             volumes,
         })

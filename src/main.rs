@@ -7,6 +7,7 @@ use tracing::info;
 
 use kubedf::app::{App, collected_anything};
 use kubedf::cli::{self, Command, LogFormat};
+use kubedf::model::{Board, Snapshot};
 use kubedf::server::{self, AppState};
 use kubedf::web_config::WebConfig;
 
@@ -32,37 +33,35 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         tokio::spawn(kube.watch_pods(stop_rx.clone()));
         sampler
     });
-    let mut snapshot = app.sampler.sample().await;
-    let once = |snapshot: &kubedf::snapshot::Snapshot| exit_code(collected_anything(snapshot));
+    let node = app.sampler.sample().await;
+    let once = |snapshot: &Snapshot| exit_code(collected_anything(snapshot));
     match parsed.cli.command {
-        Command::Metrics => {
-            if let Some(v) = volumes.as_mut() {
-                snapshot.volumes = Some(Arc::new(v.sample_once().await));
+        Command::Metrics | Command::Df => {
+            let table = match volumes.as_mut() {
+                Some(v) => Some(v.sample_once().await),
+                None => None,
+            };
+            let snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
+            match parsed.cli.command {
+                Command::Df => print!("{}", kubedf::df::render(&snapshot)),
+                _ => print!("{}", app.registry.render(&snapshot)),
             }
-            print!("{}", app.registry.render(&snapshot));
-            Ok(once(&snapshot))
-        }
-        Command::Df => {
-            if let Some(v) = volumes.as_mut() {
-                snapshot.volumes = Some(Arc::new(v.sample_once().await));
-            }
-            print!("{}", kubedf::df::render(&snapshot));
             Ok(once(&snapshot))
         }
         Command::Serve(args) => {
             let common = &parsed.cli.common;
+            let board = Arc::new(Board::new(Arc::clone(&app.kubelet), node));
             if let Some(v) = &volumes {
                 // Until the first list of pods arrives, volume_stats says so.
-                snapshot.volumes = Some(Arc::new(v.table()));
+                board.publish_volumes(Some(Arc::new(v.table())));
             }
-            let handle = Arc::new(ArcSwap::from_pointee(snapshot));
             let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
-                Arc::clone(&handle),
+                Arc::clone(&board),
                 common.sample_interval,
                 stop_rx.clone(),
             ));
             if let Some(v) = volumes {
-                tokio::spawn(v.run(Arc::clone(&handle), stop_rx.clone()));
+                tokio::spawn(v.run(Arc::clone(&board), stop_rx.clone()));
             }
             let web = match &args.web_config_file {
                 None => WebConfig::plain(),
@@ -86,7 +85,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "serving metrics");
             let state = AppState {
                 registry: Arc::clone(&app.registry),
-                snapshot: handle,
+                snapshot: board,
                 telemetry_path: args.telemetry_path.clone(),
                 max_snapshot_age: common.sample_interval * 3
                     + common.sample_timeout * 2
