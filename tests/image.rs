@@ -99,9 +99,14 @@ fn a_pod_writes_its_rootfs_and_logs_as_under_kubelet() {
     let container = ContainerSpec::new("writer", &image).shell(&script);
     let started = pod.start(&container).expect("start container");
     assert_eq!(
-        started.log_path,
-        logs.join("team-a_writer_0b1c2d3e-0000-4000-8000-000000000001/writer/0.log")
+        pod.log_dir(),
+        logs.join("team-a_writer_0b1c2d3e-0000-4000-8000-000000000001")
     );
+    assert_eq!(started.log_path, pod.log_dir().join("writer/0.log"));
+    // containerd's own view of it: running, logging where kubelet said.
+    let status = cri.container_status(&started.id).expect("ContainerStatus");
+    assert_eq!(status.state, proto::ContainerState::ContainerRunning as i32);
+    assert_eq!(Path::new(&status.log_path), started.log_path);
 
     // The CRI log file: one `<time> stdout F <line>` record per line.
     let deadline = Instant::now() + Duration::from_secs(120);

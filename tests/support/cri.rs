@@ -28,7 +28,7 @@ use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use kubedf::sources::cri::proto::runtime_service_client::RuntimeServiceClient;
@@ -430,11 +430,6 @@ impl Pod {
         &self.log_dir
     }
 
-    /// The ids of the containers created so far, in order.
-    pub fn containers(&self) -> &[String] {
-        &self.containers
-    }
-
     /// Creates and starts a container in this pod as kubelet does.
     pub fn start(&mut self, spec: &ContainerSpec) -> Result<Started, String> {
         let meta = self.config.metadata.clone().unwrap_or_default();
@@ -523,24 +518,6 @@ impl Pod {
             id,
             log_path: self.log_dir.join(log_path),
         })
-    }
-
-    /// Waits until container `id` has exited; returns its exit code.
-    pub fn wait_exit(&self, id: &str, timeout: Duration) -> Result<i32, String> {
-        let start = Instant::now();
-        loop {
-            let status = self.cri.container_status(id)?;
-            if status.state == proto::ContainerState::ContainerExited as i32 {
-                return Ok(status.exit_code);
-            }
-            if start.elapsed() > timeout {
-                return Err(format!(
-                    "container {id} still {:?} after {timeout:?}",
-                    proto::ContainerState::try_from(status.state)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Stops and removes the containers, then the sandbox; the first error.
