@@ -55,7 +55,10 @@ impl App {
         } else {
             None
         };
-        let registry = Registry::new(Some(&collectors))?;
+        let options = crate::collector::Options {
+            volume_kubelet_names: args.volume_kubelet_names,
+        };
+        let registry = Registry::with_options(Some(&collectors), &options)?;
         let config_file =
             host_path(&args.rootfs, &args.kubelet_config).map_err(BuildError::KubeletConfigPath)?;
         let kubelet = KubeletConfig::load(&config_file, Path::new(&args.kubelet_config))?;
