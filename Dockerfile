@@ -8,7 +8,13 @@
 # (edition 2024 needs Rust 1.88 or later). build.rs compiles proto/ with
 # protox, a pure-Rust protobuf compiler, so no protoc is installed.
 # Stage 2 is distroless cc (Debian 12): glibc, libgcc_s and libm, which is all
-# the dynamically linked binary needs; no shell, no package manager.
+# the dynamically linked binary needs, and a CA bundle, without which the
+# Kubernetes client refuses to start; no shell, no package manager.
+#
+# tests/image.rs assembles an image of the same runtime shape (the path of the
+# binary, the user, the entrypoint and command, the port: it checks them
+# against this file) from the release binary without a Docker engine, and runs
+# it under containerd with deploy/daemonset.yaml's security context.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src

@@ -17,6 +17,8 @@ need containerd containerd
 need ctr containerd
 # busybox-static: the tests build their container images from it.
 need busybox busybox-static
+# The CA bundle that kubedf's image carries, as its distroless base does.
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 need promtool prometheus
 need prometheus prometheus
 need fusermount3 fuse3
@@ -50,6 +52,10 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # Examples are helpers the tests run (hangfs: a FUSE mount that hangs).
 cargo build --examples --locked
+# tests/image.rs packages the release binary into kubedf's image, as the
+# Dockerfile does.
+cargo build --release --locked --bin kubedf
+export KUBEDF_IMAGE_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/release/kubedf"
 cargo test --all-targets --locked
 # A smoke run of the benchmark harness (small N, under a minute), so that it
 # cannot rot; it installs node_exporter and wrk itself if they are missing.

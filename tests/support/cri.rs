@@ -28,7 +28,7 @@ use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use kubedf::sources::cri::proto::runtime_service_client::RuntimeServiceClient;
@@ -210,15 +210,16 @@ impl Cri {
             }
             None => None,
         };
+        let metadata = proto::PodSandboxMetadata {
+            name: spec.name.clone(),
+            uid: spec.uid.clone(),
+            namespace: spec.namespace.clone(),
+            attempt: 0,
+        };
         let mut labels = spec.labels.clone();
-        labels.extend(pod_labels(spec));
+        labels.extend(pod_labels(&metadata));
         let config = proto::PodSandboxConfig {
-            metadata: Some(proto::PodSandboxMetadata {
-                name: spec.name.clone(),
-                uid: spec.uid.clone(),
-                namespace: spec.namespace.clone(),
-                attempt: 0,
-            }),
+            metadata: Some(metadata),
             // No hostname: kubelet sends none for a host-network pod, and
             // containerd refuses to set one in the node's UTS namespace.
             hostname: String::new(),
@@ -257,11 +258,11 @@ impl Cri {
 }
 
 /// The kubelet-set labels of a pod's sandbox and containers.
-fn pod_labels(spec: &PodSpec) -> [(String, String); 3] {
+fn pod_labels(meta: &proto::PodSandboxMetadata) -> [(String, String); 3] {
     [
-        ("io.kubernetes.pod.name".into(), spec.name.clone()),
-        ("io.kubernetes.pod.namespace".into(), spec.namespace.clone()),
-        ("io.kubernetes.pod.uid".into(), spec.uid.clone()),
+        ("io.kubernetes.pod.name".into(), meta.name.clone()),
+        ("io.kubernetes.pod.namespace".into(), meta.namespace.clone()),
+        ("io.kubernetes.pod.uid".into(), meta.uid.clone()),
     ]
 }
 
@@ -429,25 +430,12 @@ impl Pod {
         &self.log_dir
     }
 
-    /// The ids of the containers created so far, in order.
-    pub fn containers(&self) -> &[String] {
-        &self.containers
-    }
-
     /// Creates and starts a container in this pod as kubelet does.
     pub fn start(&mut self, spec: &ContainerSpec) -> Result<Started, String> {
         let meta = self.config.metadata.clone().unwrap_or_default();
         mkdir_0755(&self.log_dir.join(&spec.name))?;
         let log_path = format!("{}/{}.log", spec.name, spec.restart_count);
-        let mut labels: HashMap<String, String> = [
-            ("io.kubernetes.pod.name".to_owned(), meta.name.clone()),
-            (
-                "io.kubernetes.pod.namespace".to_owned(),
-                meta.namespace.clone(),
-            ),
-            ("io.kubernetes.pod.uid".to_owned(), meta.uid.clone()),
-        ]
-        .into();
+        let mut labels: HashMap<String, String> = pod_labels(&meta).into();
         labels.insert("io.kubernetes.container.name".into(), spec.name.clone());
         let annotations: HashMap<String, String> = [(
             "io.kubernetes.container.restartCount".to_owned(),
@@ -530,24 +518,6 @@ impl Pod {
             id,
             log_path: self.log_dir.join(log_path),
         })
-    }
-
-    /// Waits until container `id` has exited; returns its exit code.
-    pub fn wait_exit(&self, id: &str, timeout: Duration) -> Result<i32, String> {
-        let start = Instant::now();
-        loop {
-            let status = self.cri.container_status(id)?;
-            if status.state == proto::ContainerState::ContainerExited as i32 {
-                return Ok(status.exit_code);
-            }
-            if start.elapsed() > timeout {
-                return Err(format!(
-                    "container {id} still {:?} after {timeout:?}",
-                    proto::ContainerState::try_from(status.state)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Stops and removes the containers, then the sandbox; the first error.
