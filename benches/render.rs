@@ -107,6 +107,7 @@ fn snapshot(volumes: usize) -> Snapshot {
                 ..status(SourceId::Kubernetes, at)
             },
         })),
+        pods: None,
         sources: vec![
             status(SourceId::Cri, at),
             status(SourceId::ImageFs, at),

@@ -11,11 +11,14 @@
 //! - [`snapshot`]: what was last seen, immutable, swapped atomically.
 //! - [`volumes`], [`volume_sampler`]: which PVCs the node's running pods use,
 //!   how each is measured, and the per-volume refresh loop.
+//! - [`pods`]: the pod half: which parts of a pod kubelet counts as local
+//!   ephemeral storage, which limits it enforces, and the per-pod refresh loop.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families, rendered
 //!   with prometheus-client.
 //! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page, with TLS and
 //!   basic auth from [`web_config`].
+//! - [`summary`]: `/stats/summary` in kubelet's Summary API shape.
 //! - [`df`]: the `kubedf df` table.
 //! - [`yaml`]: configuration files into typed settings, errors naming the field.
 //! - [`cli`], [`app`]: the command line and the wiring of the above.
@@ -27,11 +30,13 @@ pub mod cli;
 pub mod collector;
 pub mod df;
 pub mod kubelet;
+pub mod pods;
 pub mod registry;
 pub mod sampler;
 pub mod server;
 pub mod snapshot;
 pub mod sources;
+pub mod summary;
 pub mod volume_sampler;
 pub mod volumes;
 pub mod web_config;

@@ -88,6 +88,7 @@ impl Sampler {
             nodefs,
             rlimit,
             volumes: None,
+            pods: None,
             sources,
         }
     }
@@ -112,6 +113,7 @@ impl Sampler {
                     handle.rcu(|old| {
                         let mut next = (*snapshot).clone();
                         next.volumes = old.volumes.clone();
+                        next.pods = old.pods.clone();
                         next
                     });
                 }

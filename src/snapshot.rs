@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use crate::kubelet::config::KubeletConfig;
 use crate::kubelet::eviction::FsLayout;
+use crate::pods::model::PodTable;
 use crate::sources::SourceId;
 use crate::sources::cri::RuntimeVersion;
 use crate::sources::procfs::Rlimit;
@@ -60,6 +61,9 @@ pub struct Snapshot {
     /// PVC volume stats, published by the volume sampler on its own
     /// schedule; `None` when the volume_stats collector is off.
     pub volumes: Option<Arc<VolumeTable>>,
+    /// The pod half (per-pod ephemeral storage), published by the pod
+    /// sampler on its own schedule; `None` when pod_storage is off.
+    pub pods: Option<Arc<PodTable>>,
     pub sources: Vec<SourceStatus>,
 }
 
@@ -94,6 +98,7 @@ impl Snapshot {
         self.sources
             .iter()
             .chain(self.volumes.as_ref().map(|v| &v.source))
+            .chain(self.pods.as_ref().map(|p| &p.source))
     }
 
     pub fn rlimit(&self) -> Result<&Rlimit, String> {

@@ -89,6 +89,7 @@ fn fixed_snapshot() -> Snapshot {
             curproc: 1_187,
         })),
         volumes: Some(Arc::new(fixed_volumes(at))),
+        pods: None,
         sources: vec![
             status(SourceId::Cri, true),
             status(SourceId::ImageFs, true),

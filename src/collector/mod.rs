@@ -6,6 +6,7 @@ pub mod eviction;
 pub mod image_gc;
 pub mod imagefs;
 pub mod nodefs;
+pub mod pod_storage;
 pub mod rlimit;
 pub mod volume_stats;
 
@@ -248,6 +249,7 @@ pub fn all() -> Vec<Box<dyn Collector>> {
         Box::new(image_gc::ImageGcCollector),
         Box::new(eviction::EvictionCollector),
         Box::new(volume_stats::VolumeStatsCollector),
+        Box::new(pod_storage::PodStorageCollector),
     ]
 }
 
