@@ -14,6 +14,8 @@ missing=()
 need() { command -v "$1" >/dev/null || missing+=("$2"); }
 need containerd containerd
 need ctr containerd
+# busybox-static: the tests build their container images from it.
+need busybox busybox-static
 need promtool prometheus
 need prometheus prometheus
 need fusermount3 fuse3

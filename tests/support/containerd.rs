@@ -57,6 +57,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 /// The CRI plugin answers ImageFsInfo/Version for this namespace.
 const CRI_NAMESPACE: &str = "k8s.io";
+/// The pod sandbox image in the CRI config (containerd's default would be
+/// pulled from registry.k8s.io); tests/support/cri.rs builds and imports it.
+const SANDBOX_IMAGE: &str = "docker.io/kubedf-test/pause:latest";
 /// Forces the snapshotter (`overlayfs` or `native`) instead of probing, e.g.
 /// to exercise the native fallback on a machine where overlayfs works.
 pub const SNAPSHOTTER_ENV: &str = "KUBEDF_TEST_SNAPSHOTTER";
@@ -246,22 +249,51 @@ impl Containerd {
     /// `docker.io/kubedf-test/<name>:latest`, after checking that the image and
     /// its committed snapshot are listed.
     pub fn import_tiny_image(&self, name: &str, layer_bytes: usize) -> Result<String, String> {
-        let valid = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
-        if !valid {
-            return Err(format!("invalid image name {name:?}: use [a-z0-9._-]+"));
-        }
-        let reference = format!("docker.io/kubedf-test/{name}:latest");
+        check_image_name(name)?;
+        let reference = image_reference(name);
         let dir = self.base.join("images");
         fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let archive = dir.join(format!("{name}.oci.tar"));
         let layer_digest = write_oci_archive(&archive, &reference, name, layer_bytes)?;
 
+        self.import_archive(&archive, &reference, &layer_digest)?;
+        Ok(reference)
+    }
+
+    /// Assembles `image` (one uncompressed layer, written directly as an OCI
+    /// layout; no Docker engine, no registry) and imports it as
+    /// [`Containerd::import_tiny_image`] does. Returns the image reference,
+    /// `docker.io/kubedf-test/<name>:latest`.
+    pub fn import_image(&self, image: &Image) -> Result<String, String> {
+        check_image_name(&image.name)?;
+        let reference = image_reference(&image.name);
+        let dir = self.base.join("images");
+        fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let archive = dir.join(format!("{}.oci.tar", image.name));
+        let layer = image.layer()?;
+        let layer_digest = write_image_archive(&archive, &reference, layer, image.run_config())?;
+        self.import_archive(&archive, &reference, &layer_digest)?;
+        Ok(reference)
+    }
+
+    /// The reference of the pod sandbox ("pause") image this containerd is
+    /// configured with; [`crate::support::cri::Cri::connect`] imports it.
+    pub fn sandbox_image(&self) -> &'static str {
+        SANDBOX_IMAGE
+    }
+
+    /// `ctr images import` of a single-layer archive into the CRI namespace
+    /// and snapshotter, then checks that the image and its committed snapshot
+    /// are listed.
+    fn import_archive(
+        &self,
+        archive: &Path,
+        reference: &str,
+        layer_digest: &str,
+    ) -> Result<(), String> {
         self.ctr_ns()
             .args(["images", "import", "--snapshotter", self.snapshotter])
-            .arg(&archive)
+            .arg(archive)
             .run(CTR_TIMEOUT)?;
 
         let images = self
@@ -281,7 +313,7 @@ impl Containerd {
             .run(CTR_TIMEOUT)?;
         let committed = snapshots.lines().any(|l| {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.first() == Some(&layer_digest.as_str()) && cols.last() == Some(&"Committed")
+            cols.first() == Some(&layer_digest) && cols.last() == Some(&"Committed")
         });
         if !committed {
             return Err(format!(
@@ -289,7 +321,7 @@ impl Containerd {
                 self.snapshotter
             ));
         }
-        Ok(reference)
+        Ok(())
     }
 
     /// A `ctr` command bound to this instance's socket (no namespace set).
@@ -665,8 +697,15 @@ required_plugins = [
 
 [plugins]
   [plugins."io.containerd.grpc.v1.cri"]
-    # Seconds between CRI snapshot usage refreshes behind ImageFsInfo (default 10).
+    # Seconds between CRI snapshot usage refreshes behind ImageFsInfo and
+    # ListContainerStats' writable_layer (default 10).
     stats_collect_period = 1
+    # The sandbox ("pause") image, built and imported by the tests.
+    sandbox_image = "{sandbox_image}"
+    # Root here lacks CAP_SYS_RESOURCE, so containerd may not lower a
+    # process' oom_score_adj below its own (the sandbox's default is -998):
+    # clamp to containerd's own score instead of failing RunPodSandbox.
+    restrict_oom_score_adj = true
     [plugins."io.containerd.grpc.v1.cri".containerd]
       # The snapshotter CRI uses and reports as the image filesystem.
       snapshotter = "{snapshotter}"
@@ -680,8 +719,235 @@ required_plugins = [
         socket = q(socket)?,
         cni_bin = q(&base.join("cni/bin"))?,
         cni_conf = q(&base.join("cni/conf"))?,
+        sandbox_image = SANDBOX_IMAGE,
     );
     fs::write(path, config).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn check_image_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("invalid image name {name:?}: use [a-z0-9._-]+"))
+    }
+}
+
+fn image_reference(name: &str) -> String {
+    format!("docker.io/kubedf-test/{name}:latest")
+}
+
+/// A single-layer image that a test assembles from files of this machine,
+/// e.g. Debian's `busybox-static` or kubedf's release binary, imported with
+/// [`Containerd::import_image`]. Parent directories are added (mode 0755);
+/// every entry is owned by root, with mtime 0, so digests are reproducible.
+#[derive(Clone, Debug)]
+pub struct Image {
+    name: String,
+    entries: std::collections::BTreeMap<String, Entry>,
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    user: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Dir(u32),
+    File { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+}
+
+impl Image {
+    /// An empty image named `name` (`[a-z0-9._-]+`), with `PATH=/bin`.
+    pub fn new(name: &str) -> Image {
+        Image {
+            name: name.to_owned(),
+            entries: Default::default(),
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
+            env: vec!["PATH=/bin".to_owned()],
+            user: None,
+        }
+    }
+
+    /// Debian's static busybox at `/bin/busybox`, with a `/bin/<applet>`
+    /// symlink for each applet it lists, plus the empty directories a root
+    /// filesystem has (`/etc`, `/proc`, `/sys`, `/dev`, `/tmp`).
+    pub fn busybox(name: &str) -> Result<Image, String> {
+        let bin = Path::new(BUSYBOX);
+        let mut image = Image::new(name).host_binary("/bin/busybox", bin)?;
+        let out = Command::new(bin).arg("--list").output().map_err(|e| {
+            format!("run {BUSYBOX} --list: {e} (apt-get install -y busybox-static)")
+        })?;
+        if !out.status.success() {
+            return Err(format!("{BUSYBOX} --list failed ({})", out.status));
+        }
+        for applet in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if applet != "busybox" {
+                image = image.symlink(&format!("/bin/{applet}"), "busybox");
+            }
+        }
+        for dir in ["/etc", "/proc", "/sys", "/dev", "/tmp"] {
+            image = image.dir(dir, 0o755);
+        }
+        Ok(image)
+    }
+
+    pub fn dir(mut self, path: &str, mode: u32) -> Image {
+        self.entries.insert(clean(path), Entry::Dir(mode));
+        self
+    }
+
+    pub fn file(mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> Image {
+        let data = data.into();
+        self.entries.insert(clean(path), Entry::File { data, mode });
+        self
+    }
+
+    pub fn symlink(mut self, path: &str, target: &str) -> Image {
+        self.entries
+            .insert(clean(path), Entry::Symlink(target.to_owned()));
+        self
+    }
+
+    /// An executable from this machine at `path` (mode 0755), plus the shared
+    /// libraries and dynamic loader it needs (from `ldd`) at their own paths,
+    /// so a dynamically linked binary runs in an image with nothing else.
+    pub fn host_binary(self, path: &str, host: &Path) -> Result<Image, String> {
+        let data = fs::read(host).map_err(|e| format!("read {}: {e}", host.display()))?;
+        let mut image = self.file(path, data, 0o755);
+        for lib in shared_libraries(host)? {
+            let data = fs::read(&lib).map_err(|e| format!("read {}: {e}", lib.display()))?;
+            let in_image = lib
+                .to_str()
+                .ok_or_else(|| format!("library path {} is not UTF-8", lib.display()))?;
+            image = image.file(in_image, data, 0o755);
+        }
+        Ok(image)
+    }
+
+    pub fn entrypoint(mut self, argv: &[&str]) -> Image {
+        self.entrypoint = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn cmd(mut self, argv: &[&str]) -> Image {
+        self.cmd = argv.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The image's `User` (e.g. `"65532:65532"`).
+    pub fn user(mut self, user: &str) -> Image {
+        self.user = Some(user.to_owned());
+        self
+    }
+
+    fn run_config(&self) -> serde_json::Value {
+        let mut config = serde_json::json!({ "Env": self.env });
+        if !self.entrypoint.is_empty() {
+            config["Entrypoint"] = serde_json::json!(self.entrypoint);
+        }
+        if !self.cmd.is_empty() {
+            config["Cmd"] = serde_json::json!(self.cmd);
+        }
+        if let Some(user) = &self.user {
+            config["User"] = serde_json::json!(user);
+        }
+        config
+    }
+
+    /// The layer tar: every entry after its parent directories.
+    fn layer(&self) -> Result<Vec<u8>, String> {
+        let mut entries = self.entries.clone();
+        for path in self.entries.keys() {
+            let mut parent = Path::new(path).parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                let key = p.to_string_lossy().into_owned();
+                entries.entry(key).or_insert(Entry::Dir(0o755));
+                parent = p.parent();
+            }
+        }
+        let mut ar = tar::Builder::new(Vec::new());
+        // BTreeMap order puts "a" before "a/b": parents come first.
+        for (path, entry) in &entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            let result = match entry {
+                Entry::Dir(mode) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(*mode);
+                    h.set_size(0);
+                    ar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                }
+                Entry::File { data, mode } => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(*mode);
+                    h.set_size(data.len() as u64);
+                    ar.append_data(&mut h, path, data.as_slice())
+                }
+                Entry::Symlink(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_mode(0o777);
+                    h.set_size(0);
+                    ar.append_link(&mut h, path, target)
+                }
+            };
+            result.map_err(|e| format!("image {}: layer entry {path}: {e}", self.name))?;
+        }
+        ar.into_inner()
+            .map_err(|e| format!("image {}: layer tar: {e}", self.name))
+    }
+}
+
+/// Debian's `busybox-static` installs its binary here.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// A path inside an image as a tar member name: no leading or trailing `/`.
+fn clean(path: &str) -> String {
+    path.trim_matches('/').to_owned()
+}
+
+/// The shared libraries (and the dynamic loader) `ldd` lists for `binary`,
+/// as absolute paths; none for a static binary.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| format!("run ldd {}: {e}", binary.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // ldd exits 1 with "not a dynamic executable" for a static binary.
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if text.contains("not a dynamic executable") || err.contains("not a dynamic executable") {
+            return Ok(Vec::new());
+        }
+        return Err(format!(
+            "ldd {} failed ({}): {err}",
+            binary.display(),
+            out.status
+        ));
+    }
+    // Lines: "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)",
+    // "/lib64/ld-linux-x86-64.so.2 (0x...)", "linux-vdso.so.1 (0x...)".
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        } else if line.contains("not found") {
+            return Err(format!("ldd {}: {line}", binary.display()));
+        }
+    }
+    Ok(libs)
 }
 
 /// Writes an OCI image-layout tar archive at `path` holding one image for the
@@ -693,6 +959,20 @@ fn write_oci_archive(
     layer_bytes: usize,
 ) -> Result<String, String> {
     let layer = build_layer(seed, layer_bytes)?;
+    let config = serde_json::json!({ "Env": ["PATH=/bin"], "Cmd": ["/bin/true"] });
+    write_image_archive(path, reference, layer, config)
+}
+
+/// Writes an OCI image-layout tar archive at `path` holding one single-layer
+/// image for the host platform, named `reference`, whose image config's
+/// `config` object (Entrypoint, Cmd, Env, User, ...) is `run_config`; returns
+/// the layer digest (`sha256:...`), which is also its diff ID.
+fn write_image_archive(
+    path: &Path,
+    reference: &str,
+    layer: Vec<u8>,
+    run_config: serde_json::Value,
+) -> Result<String, String> {
     let layer_digest = sha256_digest(&layer);
     let arch = go_arch();
 
@@ -700,12 +980,13 @@ fn write_oci_archive(
         "created": "1970-01-01T00:00:00Z",
         "architecture": arch,
         "os": "linux",
-        "config": { "Env": ["PATH=/bin"], "Cmd": ["/bin/true"] },
+        "config": run_config,
         // Uncompressed layer: diff ID == layer digest.
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
         "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "kubedf test harness" }],
     }))
     .map_err(|e| format!("serialize image config: {e}"))?;
+
     let config_digest = sha256_digest(&config);
 
     let manifest = serde_json::to_vec(&serde_json::json!({

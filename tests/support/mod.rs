@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod containerd;
+pub mod cri;
 pub mod fake_kube;
 
 use std::collections::BTreeMap;
