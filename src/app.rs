@@ -9,6 +9,7 @@ use tracing::warn;
 
 use crate::cli::CommonArgs;
 use crate::kubelet::config::{ConfigError, KubeletConfig};
+use crate::pods::sampler::{PodConfig, PodSampler};
 use crate::registry::{Registry, RegistryError};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::snapshot::Snapshot;
@@ -17,8 +18,9 @@ use crate::sources::kube::{Kube, client};
 use crate::sources::{HostPathError, host_path};
 use crate::volume_sampler::{VolumeConfig, VolumeSampler};
 
-/// The collector that needs the Kubernetes API.
+/// The collectors that need the Kubernetes API.
 pub const VOLUME_STATS: &str = "volume_stats";
+pub const POD_STORAGE: &str = "pod_storage";
 
 #[derive(Debug, Error)]
 pub enum BuildError {
@@ -35,8 +37,15 @@ pub enum BuildError {
 pub struct App {
     pub registry: Arc<Registry>,
     pub sampler: Arc<Sampler>,
-    /// The PVC side, when volume_stats is on and the cluster can be reached.
-    pub volumes: Option<(Kube, VolumeSampler)>,
+    /// The watch of this node's pods, when a collector needs it and the
+    /// cluster can be reached.
+    pub kube: Option<Kube>,
+    /// The PVC side, when volume_stats is on.
+    pub volumes: Option<VolumeSampler>,
+    /// The pod half, when pod_storage is on.
+    pub pods: Option<PodSampler>,
+    /// `--node-name`, for the summary's `node.nodeName`.
+    pub node_name: String,
 }
 
 impl App {
@@ -45,20 +54,33 @@ impl App {
         collectors: &BTreeSet<String>,
     ) -> Result<App, BuildError> {
         let mut collectors = collectors.clone();
-        let volumes = if collectors.contains(VOLUME_STATS) {
-            let volumes = volume_side(args).await;
-            if volumes.is_none() {
-                collectors.remove(VOLUME_STATS);
-            }
-            volumes
-        } else {
-            None
-        };
-        let registry = Registry::new(Some(&collectors))?;
         let config_file =
             host_path(&args.rootfs, &args.kubelet_config).map_err(BuildError::KubeletConfigPath)?;
         let kubelet = KubeletConfig::load(&config_file, Path::new(&args.kubelet_config))?;
         let endpoint = args.cri_endpoint.clone().unwrap_or_else(default_endpoint);
+        let wants_kube = [VOLUME_STATS, POD_STORAGE]
+            .iter()
+            .any(|c| collectors.contains(*c));
+        let kube = if wants_kube {
+            kube_side(args).await
+        } else {
+            None
+        };
+        let volumes = match (&kube, collectors.contains(VOLUME_STATS)) {
+            (Some(kube), true) => volume_sampler(args, kube.clone()),
+            _ => None,
+        };
+        let pods = match (&kube, collectors.contains(POD_STORAGE)) {
+            (Some(kube), true) => pod_sampler(args, kube.clone(), &kubelet, &endpoint)?,
+            _ => None,
+        };
+        if volumes.is_none() {
+            collectors.remove(VOLUME_STATS);
+        }
+        if pods.is_none() {
+            collectors.remove(POD_STORAGE);
+        }
+        let registry = Registry::new(Some(&collectors))?;
         let cri = CriClient::new(&endpoint)?;
         let sampler = Sampler::new(
             SamplerConfig {
@@ -74,30 +96,38 @@ impl App {
         Ok(App {
             registry: Arc::new(registry),
             sampler: Arc::new(sampler),
+            kube: (volumes.is_some() || pods.is_some())
+                .then_some(kube)
+                .flatten(),
             volumes,
+            pods,
+            node_name: args.node_name.clone().unwrap_or_default(),
         })
     }
 }
 
-/// The Kubernetes side, or None (with one log line saying why) when volume
-/// stats cannot work here; the rest of kubedf runs either way.
-async fn volume_side(args: &CommonArgs) -> Option<(Kube, VolumeSampler)> {
+/// The watch of this node's pods, or None (with one log line saying why)
+/// when it cannot work here; the rest of kubedf runs either way.
+async fn kube_side(args: &CommonArgs) -> Option<Kube> {
+    const OFF: &str = "volume_stats and pod_storage collectors off";
     if args.volume_stats_agg_period.is_zero() {
-        warn!("volume_stats collector off: --volume-stats-agg-period is 0");
+        warn!("{OFF}: --volume-stats-agg-period is 0");
         return None;
     }
     let Some(node) = args.node_name.as_deref().filter(|n| !n.is_empty()) else {
-        warn!("volume_stats collector off: no node name (set --node-name or NODE_NAME)");
+        warn!("{OFF}: no node name (set --node-name or NODE_NAME)");
         return None;
     };
-    let client = match client(args.kubeconfig.as_deref()).await {
-        Ok(c) => c,
+    match client(args.kubeconfig.as_deref()).await {
+        Ok(c) => Some(Kube::new(c, node)),
         Err(e) => {
-            warn!(error = %e, "volume_stats collector off: cannot reach the Kubernetes API");
-            return None;
+            warn!(error = %e, "{OFF}: cannot reach the Kubernetes API");
+            None
         }
-    };
-    let kube = Kube::new(client, node);
+    }
+}
+
+fn volume_sampler(args: &CommonArgs, kube: Kube) -> Option<VolumeSampler> {
     let cfg = VolumeConfig {
         rootfs: args.rootfs.clone(),
         procfs: args.procfs.clone(),
@@ -109,13 +139,41 @@ async fn volume_side(args: &CommonArgs) -> Option<(Kube, VolumeSampler)> {
         walk_workers: usize::from(args.volume_stats_walk_workers),
         walk_threads: usize::from(args.volume_stats_walk_threads),
     };
-    match VolumeSampler::new(cfg, kube.clone()) {
-        Ok(sampler) => Some((kube, sampler)),
+    match VolumeSampler::new(cfg, kube) {
+        Ok(sampler) => Some(sampler),
         Err(e) => {
             warn!(error = %e, "volume_stats collector off");
             None
         }
     }
+}
+
+fn pod_sampler(
+    args: &CommonArgs,
+    kube: Kube,
+    kubelet: &KubeletConfig,
+    endpoint: &str,
+) -> Result<Option<PodSampler>, BuildError> {
+    let cfg = PodConfig {
+        rootfs: args.rootfs.clone(),
+        kubelet_root_dir: args.kubelet_root_dir.clone(),
+        pod_logs_dir: kubelet.pod_logs_dir.clone(),
+        period: args.volume_stats_agg_period,
+        cri_period: args.sample_interval,
+        timeout: args.volume_stats_timeout,
+        walk_budget: args.volume_stats_walk_timeout,
+        walk_workers: usize::from(args.volume_stats_walk_workers),
+        walk_threads: usize::from(args.volume_stats_walk_threads),
+    };
+    Ok(
+        match PodSampler::new(cfg, kube, CriClient::new(endpoint)?) {
+            Ok(sampler) => Some(sampler),
+            Err(e) => {
+                warn!(error = %e, "pod_storage collector off");
+                None
+            }
+        },
+    )
 }
 
 /// True when at least one source was read successfully.

@@ -347,6 +347,129 @@ fn render_volumes(out: &mut String, volumes: &VolumeTable, errors: &mut Vec<Stri
     table.render(out);
 }
 
+/// `kubedf df --pods`: the node's pods ranked by local ephemeral storage,
+/// each with its limit and headroom (what is left before kubelet evicts it),
+/// then the emptyDirs that have a sizeLimit.
+pub fn render_pods(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let Some(table) = &snapshot.pods else {
+        out.push_str(
+            "pods: not measured (the pod_storage collector is off or has no cluster access)\n",
+        );
+        return out;
+    };
+    let mut pods: Vec<(&crate::pods::model::PodRow, Option<u64>)> = table
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r,
+                r.ephemeral_storage().and_then(Result::ok).map(|u| u.bytes),
+            )
+        })
+        .collect();
+    // Largest first; pods without a figure last.
+    pods.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)))
+    });
+    let mut t = Table {
+        rows: vec![
+            [
+                "NAMESPACE",
+                "POD",
+                "EPHEMERAL",
+                "INODES",
+                "LIMIT",
+                "HEADROOM",
+                "USE%",
+                "NOTE",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ],
+        left: vec![0, 1, 7],
+    };
+    for (row, used) in &pods {
+        let total = row.ephemeral_storage();
+        let inodes = match &total {
+            Some(Ok(u)) => human_count(int64(u.inodes)),
+            _ => "?".into(),
+        };
+        let note = match &total {
+            None => "not measured yet".to_owned(),
+            Some(Ok(_)) => String::new(),
+            Some(Err(e)) => format!("{}: {}", e.reason.name(), e.message),
+        };
+        let (limit, headroom, use_pct) = match (row.limit, used) {
+            (Some(l), Some(u)) => {
+                let l64 = u64::try_from(l).unwrap_or(0);
+                (
+                    human_bytes(l),
+                    human_bytes(l.saturating_sub(int64(*u))),
+                    percent(*u, l64),
+                )
+            }
+            (Some(l), None) => (human_bytes(l), "?".into(), "?".into()),
+            (None, _) => ("-".into(), "-".into(), "-".into()),
+        };
+        t.rows.push(vec![
+            row.namespace.clone(),
+            row.name.clone(),
+            used.map_or_else(|| "?".into(), |u| human_bytes(int64(u))),
+            inodes,
+            limit,
+            headroom,
+            use_pct,
+            note,
+        ]);
+    }
+    t.render(&mut out);
+    let mut dirs = Table {
+        rows: vec![
+            [
+                "NAMESPACE",
+                "POD",
+                "EMPTYDIR",
+                "USED",
+                "SIZELIMIT",
+                "HEADROOM",
+                "USE%",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ],
+        left: vec![0, 1, 2],
+    };
+    for (row, _) in &pods {
+        for v in row.volumes.iter().filter(|v| v.size_limit.is_some()) {
+            let limit = v.size_limit.unwrap_or(0);
+            let (used, headroom, pct) = match &v.usage {
+                Some(Ok(u)) => (
+                    human_bytes(int64(u.bytes)),
+                    human_bytes(limit.saturating_sub(int64(u.bytes))),
+                    percent(u.bytes, u64::try_from(limit).unwrap_or(0)),
+                ),
+                _ => ("?".into(), "?".into(), "?".into()),
+            };
+            dirs.rows.push(vec![
+                row.namespace.clone(),
+                row.name.clone(),
+                v.name.clone(),
+                used,
+                human_bytes(limit),
+                headroom,
+                pct,
+            ]);
+        }
+    }
+    if dirs.rows.len() > 1 {
+        out.push('\n');
+        dirs.render(&mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

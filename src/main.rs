@@ -28,10 +28,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     init_tracing(parsed.cli.common.log_format);
     let app = App::build(&parsed.cli.common, &parsed.collectors).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut volumes = app.volumes.map(|(kube, sampler)| {
-        tokio::spawn(kube.watch_pods(stop_rx.clone()));
-        sampler
-    });
+    if let Some(kube) = &app.kube {
+        tokio::spawn(kube.clone().watch_pods(stop_rx.clone()));
+    }
+    let mut volumes = app.volumes;
+    let mut pods = app.pods;
     let mut snapshot = app.sampler.sample().await;
     let once = |snapshot: &kubedf::snapshot::Snapshot| exit_code(collected_anything(snapshot));
     match parsed.cli.command {
@@ -39,14 +40,26 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             if let Some(v) = volumes.as_mut() {
                 snapshot.volumes = Some(Arc::new(v.sample_once().await));
             }
+            if let Some(p) = pods.as_mut() {
+                snapshot.pods = Some(Arc::new(p.sample_once().await));
+            }
             print!("{}", app.registry.render(&snapshot));
             Ok(once(&snapshot))
         }
-        Command::Df => {
+        Command::Df(args) => {
             if let Some(v) = volumes.as_mut() {
                 snapshot.volumes = Some(Arc::new(v.sample_once().await));
             }
-            print!("{}", kubedf::df::render(&snapshot));
+            if args.pods
+                && let Some(p) = pods.as_mut()
+            {
+                snapshot.pods = Some(Arc::new(p.sample_once().await));
+            }
+            if args.pods {
+                print!("{}", kubedf::df::render_pods(&snapshot));
+            } else {
+                print!("{}", kubedf::df::render(&snapshot));
+            }
             Ok(once(&snapshot))
         }
         Command::Serve(args) => {
@@ -54,6 +67,9 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             if let Some(v) = &volumes {
                 // Until the first list of pods arrives, volume_stats says so.
                 snapshot.volumes = Some(Arc::new(v.table()));
+            }
+            if let Some(p) = &pods {
+                snapshot.pods = Some(Arc::new(p.table()));
             }
             let handle = Arc::new(ArcSwap::from_pointee(snapshot));
             let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
@@ -63,6 +79,9 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             ));
             if let Some(v) = volumes {
                 tokio::spawn(v.run(Arc::clone(&handle), stop_rx.clone()));
+            }
+            if let Some(p) = pods {
+                tokio::spawn(p.run(Arc::clone(&handle), stop_rx.clone()));
             }
             let web = match &args.web_config_file {
                 None => WebConfig::plain(),
@@ -93,6 +112,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                     + Duration::from_secs(5),
                 web,
                 cache: Arc::default(),
+                node_name: app.node_name.clone(),
             };
             server::serve(listener, state, shutdown_signal()).await?;
             let _ = stop_tx.send(true);

@@ -1,4 +1,5 @@
-//! HTTP: `/metrics` renders the current snapshot (never samples), `/` is a
+//! HTTP: `/metrics` renders the current snapshot (never samples),
+//! `/stats/summary` serves it in kubelet's Summary API shape, `/` is a
 //! landing page, `/healthz` says whether the sampler is keeping up. GET and
 //! HEAD only; gzip (fast level) when the scraper asks for it; rendered once
 //! per snapshot however many scrapers ask; TLS and basic auth from
@@ -49,6 +50,8 @@ pub struct AppState {
     pub max_snapshot_age: Duration,
     pub web: WebConfigHandle,
     pub cache: Arc<ExpositionCache>,
+    /// `node.nodeName` of `/stats/summary`.
+    pub node_name: String,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(&telemetry_path, get(metrics))
         .route("/", get(landing))
+        .route("/stats/summary", get(stats_summary))
         // Basic auth guards the routes above; /healthz stays open so kubelet's
         // probes need no credentials, and it tells nothing about the node.
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
@@ -145,9 +149,22 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     Html(format!(
         "<!DOCTYPE html>\n<html><head><title>kubedf</title></head><body>\n\
          <h1>kubedf</h1>\n<p>Disk, inode and PID headroom of this Kubernetes node and its volumes.</p>\n\
-         <ul><li><a href=\"{path}\">{path}</a></li><li><a href=\"/healthz\">/healthz</a></li></ul>\n\
+         <ul><li><a href=\"{path}\">{path}</a></li><li><a href=\"/stats/summary\">/stats/summary</a></li><li><a href=\"/healthz\">/healthz</a></li></ul>\n\
          </body></html>\n"
     ))
+}
+
+/// kubelet's Summary API shape for what kubedf measures, from the snapshot.
+async fn stats_summary(State(state): State<AppState>) -> Response {
+    let snapshot = state.snapshot.load_full();
+    let summary = crate::summary::summary(&snapshot, &state.node_name);
+    match serde_json::to_vec_pretty(&summary) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => {
+            error!(error = %e, "cannot encode /stats/summary");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {

@@ -30,6 +30,8 @@ pub struct PodVolumes {
     pub running: bool,
     /// Claim names of the pod's PVC-backed volumes, in spec order.
     pub claims: Vec<String>,
+    /// What the pod half needs: local ephemeral volumes and limits.
+    pub storage: crate::pods::spec::PodStorageSpec,
 }
 
 /// The claims of running pods, one per PVC: the first pod (in the given
@@ -323,6 +325,7 @@ mod tests {
             uid: format!("uid-{name}"),
             running,
             claims: claims.iter().map(|c| (*c).to_owned()).collect(),
+            storage: Default::default(),
         }
     }
 

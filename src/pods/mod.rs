@@ -8,5 +8,5 @@
 //! - [`sampler`]: the per-pod refresh loop (I/O: CRI, du-method walks).
 
 pub mod model;
-
+pub mod sampler;
 pub mod spec;

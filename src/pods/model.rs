@@ -123,6 +123,8 @@ pub struct PodRow {
     /// The running containers as the runtime lists them; empty when
     /// `containers_error` says the runtime could not be asked.
     pub containers: Vec<ContainerRow>,
+    /// The runtime has not answered yet, so the containers are unknown.
+    pub containers_pending: bool,
     pub containers_error: Option<Failure>,
     pub volumes: Vec<EphemeralVolumeRow>,
     /// Files directly in the pod's log dir (runtimes such as kata keep
@@ -146,6 +148,9 @@ impl PodRow {
     pub fn ephemeral_storage(&self) -> Option<Result<Usage, Failure>> {
         if let Some(e) = &self.containers_error {
             return Some(Err(e.clone()));
+        }
+        if self.containers_pending {
+            return None;
         }
         let mut total = Usage {
             bytes: 0,
@@ -260,6 +265,7 @@ pub(crate) mod tests {
                     logs: Some(Ok(usage(0, 1, 90))),
                 },
             ],
+            containers_pending: false,
             containers_error: None,
             volumes: vec![EphemeralVolumeRow {
                 name: "cache".into(),
