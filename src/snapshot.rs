@@ -98,7 +98,13 @@ impl Snapshot {
         self.sources
             .iter()
             .chain(self.volumes.as_ref().map(|v| &v.source))
-            .chain(self.pods.as_ref().map(|p| &p.source))
+            // One watch feeds both tables: report it once.
+            .chain(
+                self.pods
+                    .as_ref()
+                    .filter(|_| self.volumes.is_none())
+                    .map(|p| &p.source),
+            )
     }
 
     pub fn rlimit(&self) -> Result<&Rlimit, String> {

@@ -89,7 +89,7 @@ fn fixed_snapshot() -> Snapshot {
             curproc: 1_187,
         })),
         volumes: Some(Arc::new(fixed_volumes(at))),
-        pods: None,
+        pods: Some(Arc::new(fixed_pods(at))),
         sources: vec![
             status(SourceId::Cri, true),
             status(SourceId::ImageFs, true),
@@ -170,6 +170,70 @@ fn fixed_volumes(at: SystemTime) -> VolumeTable {
 }
 
 /// Durations measured during the render vary; everything else is fixed.
+/// One measured pod with a limit, an emptyDir with a sizeLimit and a
+/// configMap, and one pod whose rootfs the runtime does not report.
+fn fixed_pods(at: SystemTime) -> kubedf::pods::model::PodTable {
+    use kubedf::pods::model::{
+        ContainerRow, EphemeralVolumeRow, Failure, PodRow, PodTable, Reason as PodReason, Usage,
+    };
+    use kubedf::pods::spec::VolumeKind;
+    let usage = |bytes, inodes| Usage {
+        bytes,
+        inodes,
+        time: at,
+    };
+    let pod = |name: &str, rootfs: Result<Usage, Failure>| PodRow {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        limit: Some(2 << 30),
+        containers: vec![ContainerRow {
+            name: "app".into(),
+            limit: Some(2 << 30),
+            rootfs,
+            logs: Some(Ok(usage(1_052_672, 3))),
+        }],
+        containers_pending: false,
+        containers_error: None,
+        volumes: vec![
+            EphemeralVolumeRow {
+                name: "cache".into(),
+                kind: VolumeKind::EmptyDir,
+                size_limit: Some(1 << 30),
+                usage: Some(Ok(usage(524_288_000, 1_001))),
+            },
+            EphemeralVolumeRow {
+                name: "config".into(),
+                kind: VolumeKind::ConfigMap,
+                size_limit: None,
+                usage: Some(Ok(usage(12_288, 5))),
+            },
+        ],
+        pod_logs: Some(Ok(usage(0, 0))),
+        etc_hosts: Some(Ok(usage(4_096, 1))),
+        claims: vec![],
+    };
+    PodTable {
+        rows: vec![
+            pod("web-0", Ok(usage(73_728, 12))),
+            pod(
+                "web-1",
+                Err(Failure::new(
+                    PodReason::NoCriStats,
+                    "the runtime reports no writable layer usage",
+                )),
+            ),
+        ],
+        source: SourceStatus {
+            source: SourceId::Kubernetes,
+            up: true,
+            last_success: Some(at),
+            duration: None,
+            error: None,
+        },
+    }
+}
+
 fn normalize(text: &str) -> String {
     text.lines()
         .map(|l| {
