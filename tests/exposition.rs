@@ -187,9 +187,9 @@ fn fixed_pods(at: SystemTime) -> kubedf::pods::model::PodTable {
         name: name.into(),
         uid: format!("uid-{name}"),
         limit: Some(2 << 30),
+        container_limits: vec![("app".into(), 2 << 30)],
         containers: vec![ContainerRow {
             name: "app".into(),
-            limit: Some(2 << 30),
             rootfs,
             logs: Some(Ok(usage(1_052_672, 3))),
         }],

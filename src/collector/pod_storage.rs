@@ -169,9 +169,9 @@ fn emit_pod<'s>(row: &'s PodRow, out: &mut Sink<'s>) {
         if let Some(Ok(u)) = &c.logs {
             figures(out, &LOGS_USED, &LOGS_INODES, &labels, u);
         }
-        if let Some(limit) = c.limit {
-            out.add(&CONTAINER_LIMIT, labels, limit);
-        }
+    }
+    for (name, limit) in &row.container_limits {
+        out.add(&CONTAINER_LIMIT, [ns, pod, name.as_str()], *limit);
     }
     for v in &row.volumes {
         let labels = [ns, pod, v.name.as_str(), v.kind.name()];

@@ -71,8 +71,6 @@ pub type Measured = Option<Result<Usage, Failure>>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerRow {
     pub name: String,
-    /// The container's non-zero ephemeral-storage limit.
-    pub limit: Option<i64>,
     /// The writable layer, from the runtime's ListContainerStats.
     pub rootfs: Result<Usage, Failure>,
     /// The du of `<podLogsDir>/<ns>_<pod>_<uid>/<container>/`.
@@ -120,6 +118,9 @@ pub struct PodRow {
     pub uid: String,
     /// The pod's ephemeral-storage limit by kubelet's `PodLimits`.
     pub limit: Option<i64>,
+    /// Regular containers' non-zero ephemeral-storage limits, from the spec
+    /// (whether or not the container is running now), by name.
+    pub container_limits: Vec<(String, i64)>,
     /// The running containers as the runtime lists them; empty when
     /// `containers_error` says the runtime could not be asked.
     pub containers: Vec<ContainerRow>,
@@ -251,16 +252,15 @@ pub(crate) mod tests {
             name: "web-0".into(),
             uid: "u-1".into(),
             limit: Some(2 << 30),
+            container_limits: vec![("app".into(), 1 << 30)],
             containers: vec![
                 ContainerRow {
                     name: "app".into(),
-                    limit: Some(1 << 30),
                     rootfs: Ok(usage(4096, 3, 100)),
                     logs: Some(Ok(usage(8192, 2, 101))),
                 },
                 ContainerRow {
                     name: "sidecar".into(),
-                    limit: None,
                     rootfs: Ok(usage(1000, 1, 99)),
                     logs: Some(Ok(usage(0, 1, 90))),
                 },

@@ -158,7 +158,6 @@ impl PodSampler {
                     .filter(|c| c.pod_uid == pod.uid)
                     .map(|c| ContainerRow {
                         name: c.name.clone(),
-                        limit: pod.storage.container_limits.get(&c.name).copied(),
                         rootfs: rootfs(c),
                         logs: slot(&Part::Logs(c.name.clone())),
                     })
@@ -171,6 +170,12 @@ impl PodSampler {
             name: pod.name.clone(),
             uid: pod.uid.clone(),
             limit: pod.storage.limit,
+            container_limits: pod
+                .storage
+                .container_limits
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             containers,
             containers_pending: self.containers.is_none(),
             containers_error,
