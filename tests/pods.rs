@@ -712,3 +712,41 @@ fn real_containers_rootfs_logs_and_kubelets_sum() {
         "containers left: {left}"
     );
 }
+
+#[test]
+fn the_summary_is_behind_the_same_web_config_as_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    std::fs::write(
+        &config,
+        format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
+    )
+    .expect("write web config");
+    let served = Served::start(&[
+        "--web.config.file",
+        config.to_str().expect("utf-8"),
+        "--kubelet.config",
+        "/nonexistent/config.yaml",
+        "--cri.endpoint",
+        "unix:///nonexistent/kubedf/cri.sock",
+        "--node-name",
+        NODE,
+        "--no-collector.volume_stats",
+        "--no-collector.pod_storage",
+    ]);
+    for path in ["/metrics", "/stats/summary"] {
+        let r = http().get(served.url(path)).send().expect("GET");
+        assert_eq!(r.status(), 401, "{path} without credentials");
+    }
+    let r = http()
+        .get(served.url("/stats/summary"))
+        .basic_auth("prometheus", Some("s3cret"))
+        .send()
+        .expect("GET /stats/summary");
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().expect("JSON");
+    assert_eq!(s["node"]["nodeName"], NODE);
+    assert_eq!(s["pods"], json!([]), "no pod half: no pods, not an error");
+    assert!(s["node"]["rlimit"]["maxpid"].is_u64(), "{s:#}");
+}
