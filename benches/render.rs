@@ -17,14 +17,14 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use kubedf::kubelet::config::KubeletConfig;
+use kubedf::model::FsUsage;
+use kubedf::model::Rlimit;
+use kubedf::model::RuntimeVersion;
+use kubedf::model::SourceId;
+use kubedf::model::{Filesystem, NodeSample, Reading, Runtime, Snapshot, SourceStatus};
+use kubedf::model::{Method, VolumeMode};
+use kubedf::model::{VolumeRow, VolumeTable};
 use kubedf::registry::Registry;
-use kubedf::snapshot::{Filesystem, Runtime, Snapshot, SourceStatus};
-use kubedf::sources::SourceId;
-use kubedf::sources::cri::RuntimeVersion;
-use kubedf::sources::procfs::Rlimit;
-use kubedf::sources::statfs::FsUsage;
-use kubedf::volume_sampler::{VolumeRow, VolumeTable};
-use kubedf::volumes::{Method, VolumeMode};
 
 const SIZES: [usize; 2] = [1_000, 10_000];
 
@@ -51,33 +51,37 @@ fn status(source: SourceId, at: SystemTime) -> SourceStatus {
 
 /// A volume as a real cluster names it: a StatefulSet's claim, its pod, and
 /// a dynamically provisioned `pvc-<uid>` PV.
-fn row(i: usize) -> VolumeRow {
+fn row(i: usize) -> Arc<VolumeRow> {
     let capacity = 10_737_418_240 + (i as u64) * 4096;
-    VolumeRow {
-        namespace: format!("team-{}", i % 50),
-        claim: format!("data-postgres-{i}"),
-        pod: format!("postgres-{i}"),
-        pv: Some(format!(
+    let reading = Reading {
+        method: Some(Method::Statfs),
+        stats: Some(Ok(usage(capacity, capacity / 3 + i as u64))),
+    };
+    let row = VolumeRow::new(
+        &format!("team-{}", i % 50),
+        &format!("data-postgres-{i}"),
+        &format!("postgres-{i}"),
+        reading,
+    );
+    Arc::new(row.with_pv(
+        &format!(
             "pvc-{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
             i * 2_654_435_761 % (1 << 32),
             i % 65_536,
             i % 4096,
             (i * 7) % 4096,
             i * 1_000_003
-        )),
-        driver: Some("ebs.csi.aws.com".into()),
-        mode: Some(VolumeMode::Filesystem),
-        method: Some(Method::Statfs),
-        stats: Some(Ok(usage(capacity, capacity / 3 + i as u64))),
-    }
+        ),
+        "ebs.csi.aws.com",
+        VolumeMode::Filesystem,
+    ))
 }
 
 fn snapshot(volumes: usize) -> Snapshot {
     let at = SystemTime::now();
     let kubelet = KubeletConfig::defaults("/var/lib/kubelet/config.yaml".into());
-    Snapshot {
+    let node = NodeSample {
         taken_at: at,
-        kubelet: Arc::new(kubelet),
         runtime: Some(Ok(Runtime {
             version: RuntimeVersion {
                 runtime_name: "containerd".into(),
@@ -100,21 +104,21 @@ fn snapshot(volumes: usize) -> Snapshot {
             maxpid: 254_751,
             curproc: 1_187,
         })),
-        volumes: Some(Arc::new(VolumeTable {
-            rows: (0..volumes).map(row).collect(),
-            source: SourceStatus {
-                duration: None,
-                ..status(SourceId::Kubernetes, at)
-            },
-        })),
-        pods: None,
         sources: vec![
             status(SourceId::Cri, at),
             status(SourceId::ImageFs, at),
             status(SourceId::NodeFs, at),
             status(SourceId::Procfs, at),
         ],
-    }
+    };
+    let table = VolumeTable {
+        rows: (0..volumes).map(row).collect(),
+        source: SourceStatus {
+            duration: None,
+            ..status(SourceId::Kubernetes, at)
+        },
+    };
+    Snapshot::new(Arc::new(kubelet), node, Some(table))
 }
 
 fn gzip_fast(text: &str) -> Vec<u8> {

@@ -22,6 +22,8 @@
 //!   `{"node": .., "volumes": [{"namespace", "pod", "pod_uid", "claim", "pv",
 //!   "path": "pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount"}]}`.
 
+// The tests use the rest of the fake server; what nothing uses is deleted.
+#[allow(dead_code)]
 #[path = "../tests/support/fake_kube.rs"]
 mod fake_kube;
 

@@ -9,14 +9,14 @@ use tracing::warn;
 
 use crate::cli::CommonArgs;
 use crate::kubelet::config::{ConfigError, KubeletConfig};
+use crate::model::Snapshot;
 use crate::pods::sampler::{PodConfig, PodSampler};
 use crate::registry::{Registry, RegistryError};
 use crate::sampler::{Sampler, SamplerConfig};
-use crate::snapshot::Snapshot;
 use crate::sources::cri::{CriClient, CriError, default_endpoint};
 use crate::sources::kube::{Kube, client};
 use crate::sources::{HostPathError, host_path};
-use crate::volume_sampler::{VolumeConfig, VolumeSampler};
+use crate::volume::{VolumeConfig, VolumeSampler};
 
 /// The collectors that need the Kubernetes API.
 pub const VOLUME_STATS: &str = "volume_stats";
@@ -36,6 +36,7 @@ pub enum BuildError {
 
 pub struct App {
     pub registry: Arc<Registry>,
+    pub kubelet: Arc<KubeletConfig>,
     pub sampler: Arc<Sampler>,
     /// The watch of this node's pods, when a collector needs it and the
     /// cluster can be reached.
@@ -90,11 +91,11 @@ impl App {
                 timeout: args.sample_timeout,
                 sources: registry.sources(),
             },
-            Arc::new(kubelet),
             cri,
         );
         Ok(App {
             registry: Arc::new(registry),
+            kubelet: Arc::new(kubelet),
             sampler: Arc::new(sampler),
             kube: (volumes.is_some() || pods.is_some())
                 .then_some(kube)

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use crate::collector::eviction::observe;
 use crate::kubelet::eviction::{Kind, Signal, SignalUnit};
 use crate::kubelet::int64;
-use crate::snapshot::{Filesystem, Snapshot};
-use crate::volume_sampler::VolumeTable;
+use crate::model::VolumeTable;
+use crate::model::{Filesystem, Snapshot};
 
 /// Bytes the way df -h writes them: 1024-based, one decimal under 10.
 pub fn human_bytes(bytes: i64) -> String {
@@ -151,7 +151,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     usage
         .rows
         .push(fs_row("imagefs", snapshot.image_fs(), &mut errors));
-    if let Some(Ok(rt)) = &snapshot.runtime
+    if let Some(Ok(rt)) = snapshot.runtime()
         && let Some(container_fs) = &rt.container_fs
     {
         usage.rows.push(fs_row(
@@ -316,8 +316,9 @@ fn render_volumes(out: &mut String, volumes: &VolumeTable, errors: &mut Vec<Stri
     };
     for row in &volumes.rows {
         let name = format!("{}/{}", row.namespace, row.claim);
-        let method = row.method.map(|m| m.name()).unwrap_or("-").to_owned();
-        match &row.stats {
+        let reading = row.reading();
+        let method = reading.method.map(|m| m.name()).unwrap_or("-").to_owned();
+        match &reading.stats {
             Some(Ok(u)) => table.rows.push(vec![
                 name,
                 human_bytes(int64(u.capacity_bytes)),
@@ -358,7 +359,7 @@ pub fn render_pods(snapshot: &Snapshot) -> String {
         );
         return out;
     };
-    let mut pods: Vec<(&crate::pods::model::PodRow, Option<u64>)> = table
+    let mut pods: Vec<(&crate::model::pod::PodRow, Option<u64>)> = table
         .rows
         .iter()
         .map(|r| {

@@ -3,14 +3,18 @@
 //!
 //! Data flows one way:
 //!
-//! - [`sources`]: the I/O: CRI over a unix socket, statfs (under a timeout, one
-//!   call in flight per path), /proc.
+//! - [`model`]: the plain types everyone shares (filesystem figures, source
+//!   statuses, volume rows, the snapshot and the board it is published on);
+//!   it depends on no other module but [`kubelet`]'s settings.
+//! - [`sources`]: the I/O: CRI over a unix socket, the Kubernetes API, statfs
+//!   (under a timeout, one call in flight per path), /proc.
 //! - [`kubelet`]: what kubelet computes, reproduced: quantities, eviction
 //!   thresholds and their merging, the image GC trigger, the config file.
-//! - [`sampler`]: when sources are read: periodically, concurrently, bounded.
-//! - [`snapshot`]: what was last seen, immutable, swapped atomically.
-//! - [`volumes`], [`volume_sampler`]: which PVCs the node's running pods use,
-//!   how each is measured, and the per-volume refresh loop.
+//! - [`sampler`]: the node's sources, read periodically, concurrently, bounded.
+//! - [`scheduler`]: the one timer queue for everything measured on its own
+//!   schedule (jitter, one call in flight per key, replans, backoff).
+//! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
+//!   node's running pods.
 //! - [`pods`]: the pod half: which parts of a pod kubelet counts as local
 //!   ephemeral storage, which limits it enforces, and the per-pod refresh loop.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
@@ -30,14 +34,14 @@ pub mod cli;
 pub mod collector;
 pub mod df;
 pub mod kubelet;
+pub mod model;
 pub mod pods;
 pub mod registry;
 pub mod sampler;
+pub mod scheduler;
 pub mod server;
-pub mod snapshot;
 pub mod sources;
 pub mod summary;
-pub mod volume_sampler;
-pub mod volumes;
+pub mod volume;
 pub mod web_config;
 pub mod yaml;

@@ -7,6 +7,7 @@ use tracing::info;
 
 use kubedf::app::{App, collected_anything};
 use kubedf::cli::{self, Command, LogFormat};
+use kubedf::model::{Board, Snapshot};
 use kubedf::server::{self, AppState};
 use kubedf::web_config::WebConfig;
 
@@ -33,13 +34,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     }
     let mut volumes = app.volumes;
     let mut pods = app.pods;
-    let mut snapshot = app.sampler.sample().await;
-    let once = |snapshot: &kubedf::snapshot::Snapshot| exit_code(collected_anything(snapshot));
+    let node = app.sampler.sample().await;
+    let once = |snapshot: &Snapshot| exit_code(collected_anything(snapshot));
     match parsed.cli.command {
         Command::Metrics => {
-            if let Some(v) = volumes.as_mut() {
-                snapshot.volumes = Some(Arc::new(v.sample_once().await));
-            }
+            let table = match volumes.as_mut() {
+                Some(v) => Some(v.sample_once().await),
+                None => None,
+            };
+            let mut snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
             if let Some(p) = pods.as_mut() {
                 snapshot.pods = Some(Arc::new(p.sample_once().await));
             }
@@ -47,15 +50,15 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             Ok(once(&snapshot))
         }
         Command::Df(args) => {
-            if let Some(v) = volumes.as_mut() {
-                snapshot.volumes = Some(Arc::new(v.sample_once().await));
-            }
-            if args.pods
-                && let Some(p) = pods.as_mut()
-            {
-                snapshot.pods = Some(Arc::new(p.sample_once().await));
-            }
+            let table = match volumes.as_mut() {
+                Some(v) => Some(v.sample_once().await),
+                None => None,
+            };
+            let mut snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
             if args.pods {
+                if let Some(p) = pods.as_mut() {
+                    snapshot.pods = Some(Arc::new(p.sample_once().await));
+                }
                 print!("{}", kubedf::df::render_pods(&snapshot));
             } else {
                 print!("{}", kubedf::df::render(&snapshot));
@@ -64,24 +67,24 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Serve(args) => {
             let common = &parsed.cli.common;
+            let board = Arc::new(Board::new(Arc::clone(&app.kubelet), node));
             if let Some(v) = &volumes {
                 // Until the first list of pods arrives, volume_stats says so.
-                snapshot.volumes = Some(Arc::new(v.table()));
+                board.publish_volumes(Some(Arc::new(v.table())));
             }
             if let Some(p) = &pods {
-                snapshot.pods = Some(Arc::new(p.table()));
+                board.publish_pods(Some(Arc::new(p.table())));
             }
-            let handle = Arc::new(ArcSwap::from_pointee(snapshot));
             let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
-                Arc::clone(&handle),
+                Arc::clone(&board),
                 common.sample_interval,
                 stop_rx.clone(),
             ));
             if let Some(v) = volumes {
-                tokio::spawn(v.run(Arc::clone(&handle), stop_rx.clone()));
+                tokio::spawn(v.run(Arc::clone(&board), stop_rx.clone()));
             }
             if let Some(p) = pods {
-                tokio::spawn(p.run(Arc::clone(&handle), stop_rx.clone()));
+                tokio::spawn(p.run(Arc::clone(&board), stop_rx.clone()));
             }
             let web = match &args.web_config_file {
                 None => WebConfig::plain(),
@@ -105,7 +108,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, "serving metrics");
             let state = AppState {
                 registry: Arc::clone(&app.registry),
-                snapshot: handle,
+                snapshot: board,
                 telemetry_path: args.telemetry_path.clone(),
                 max_snapshot_age: common.sample_interval * 3
                     + common.sample_timeout * 2

@@ -13,8 +13,8 @@ use prometheus_client::metrics::MetricType;
 use thiserror::Error;
 
 use crate::collector::{self, Collector, Desc, Incomplete, MetricKind, Sample, Sink, Value};
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::Snapshot;
+use crate::model::SourceId;
 
 pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
     "kubedf_scrape_collector_success",

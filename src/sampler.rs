@@ -11,12 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::kubelet::config::KubeletConfig;
-use crate::snapshot::{Filesystem, Runtime, Sampled, Snapshot, SnapshotHandle, SourceStatus};
+use crate::model::snapshot::SnapshotHandle;
+use crate::model::{
+    Filesystem, FsUsage, NodeSample, Rlimit, Runtime, Sampled, SourceId, SourceStatus,
+};
 use crate::sources::cri::{CriClient, ReportedFs};
-use crate::sources::procfs::{Rlimit, read_rlimit};
-use crate::sources::statfs::{FsProber, FsUsage};
-use crate::sources::{SourceId, host_path};
+use crate::sources::host_path;
+use crate::sources::procfs::read_rlimit;
+use crate::sources::statfs::FsProber;
 
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
@@ -54,25 +56,23 @@ struct History {
 
 pub struct Sampler {
     cfg: SamplerConfig,
-    kubelet: Arc<KubeletConfig>,
     cri: CriClient,
     prober: FsProber,
     history: Mutex<BTreeMap<SourceId, History>>,
 }
 
 impl Sampler {
-    pub fn new(cfg: SamplerConfig, kubelet: Arc<KubeletConfig>, cri: CriClient) -> Sampler {
+    pub fn new(cfg: SamplerConfig, cri: CriClient) -> Sampler {
         Sampler {
             cfg,
-            kubelet,
             cri,
             prober: FsProber::default(),
             history: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Reads every configured source once and builds a snapshot.
-    pub async fn sample(&self) -> Snapshot {
+    /// Reads every configured source once: the sampler's part of the snapshot.
+    pub async fn sample(&self) -> NodeSample {
         let ((runtime, mut reports), (nodefs, nodefs_report), (rlimit, rlimit_report)) = tokio::join!(
             self.sample_runtime(),
             self.sample_nodefs(),
@@ -81,22 +81,20 @@ impl Sampler {
         reports.extend(nodefs_report);
         reports.extend(rlimit_report);
         let sources = self.record(reports);
-        Snapshot {
+        NodeSample {
             taken_at: SystemTime::now(),
-            kubelet: Arc::clone(&self.kubelet),
             runtime,
             nodefs,
             rlimit,
-            volumes: None,
-            pods: None,
             sources,
         }
     }
 
-    /// Samples every `interval` until `shutdown` changes, storing each snapshot.
+    /// Samples every `interval` until `shutdown` changes, publishing each
+    /// sample as the node part of the board.
     pub async fn run(
         self: Arc<Self>,
-        handle: SnapshotHandle,
+        board: SnapshotHandle,
         interval: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -106,17 +104,7 @@ impl Sampler {
         ticker.tick().await;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    let snapshot = Arc::new(self.sample().await);
-                    // The volume sampler publishes its table on its own
-                    // schedule; keep whatever it last put in.
-                    handle.rcu(|old| {
-                        let mut next = (*snapshot).clone();
-                        next.volumes = old.volumes.clone();
-                        next.pods = old.pods.clone();
-                        next
-                    });
-                }
+                _ = ticker.tick() => board.publish_node(self.sample().await),
                 _ = shutdown.changed() => return,
             }
         }

@@ -25,8 +25,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, error, info, warn};
 
+use crate::model::snapshot::SnapshotHandle;
 use crate::registry::Registry;
-use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::web_config::{Auth, WebConfig, fingerprint};
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -68,15 +68,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The exposition of the latest snapshot, rendered once and gzipped at most
-/// once however many scrapers ask: a snapshot only changes when the sampler
-/// or the volume sampler publishes one.
+/// once however many scrapers ask: it is rendered again only when the
+/// board's version says a part changed.
 #[derive(Default)]
 pub struct ExpositionCache {
     current: tokio::sync::Mutex<Option<Cached>>,
 }
 
 struct Cached {
-    snapshot: Arc<Snapshot>,
+    version: u64,
     plain: Bytes,
     gzip: Option<Bytes>,
 }
@@ -109,14 +109,14 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snapshot = state.snapshot.load_full();
+    let snapshot = state.snapshot.snapshot();
     let want_gzip = accepts_gzip(&headers);
     let mut cache = state.cache.current.lock().await;
-    let fresh = matches!(&*cache, Some(c) if Arc::ptr_eq(&c.snapshot, &snapshot));
+    let fresh = matches!(&*cache, Some(c) if c.version == snapshot.version);
     if !fresh {
         let plain = Bytes::from(state.registry.render(&snapshot));
         *cache = Some(Cached {
-            snapshot,
+            version: snapshot.version,
             plain,
             gzip: None,
         });
@@ -156,7 +156,7 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
 
 /// kubelet's Summary API shape for what kubedf measures, from the snapshot.
 async fn stats_summary(State(state): State<AppState>) -> Response {
-    let snapshot = state.snapshot.load_full();
+    let snapshot = state.snapshot.snapshot();
     let summary = crate::summary::summary(&snapshot, &state.node_name);
     match serde_json::to_vec_pretty(&summary) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -168,7 +168,7 @@ async fn stats_summary(State(state): State<AppState>) -> Response {
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
-    let taken_at = state.snapshot.load().taken_at;
+    let taken_at = state.snapshot.snapshot().taken_at();
     let age = SystemTime::now()
         .duration_since(taken_at)
         .unwrap_or_default();

@@ -7,9 +7,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::pods::model::{Measured, PodRow, Usage};
-use crate::snapshot::{Filesystem, Snapshot};
-use crate::sources::statfs::FsUsage;
+use crate::model::pod::{Measured, PodRow, Usage};
+use crate::model::{Filesystem, FsUsage, Snapshot};
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Summary {
@@ -153,7 +152,7 @@ fn measured(m: &Measured, on: Option<&Filesystem>) -> Option<FsStats> {
 
 /// The summary of a snapshot, for the node `node_name`.
 pub fn summary(snapshot: &Snapshot, node_name: &str) -> Summary {
-    let at = snapshot.taken_at;
+    let at = snapshot.taken_at();
     let nodefs = snapshot.nodefs().ok();
     let image_fs = snapshot.image_fs().ok();
     let container_fs = snapshot.container_fs().ok();
@@ -214,11 +213,11 @@ fn pod_stats(
                 .rows
                 .iter()
                 .find(|r| r.namespace == row.namespace && &r.claim == claim)
-                .and_then(|r| r.stats.as_ref())
-                .and_then(|s| s.as_ref().ok());
+                .and_then(|r| r.reading().stats)
+                .and_then(Result::ok);
             if let Some(usage) = stats {
                 volume.push(VolumeStats {
-                    fs: whole(usage, snapshot.taken_at),
+                    fs: whole(&usage, snapshot.taken_at()),
                     name: name.clone(),
                     pvc_ref: Some(PvcReference {
                         name: claim.clone(),
@@ -248,8 +247,8 @@ fn pod_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::model::tests::{row, snapshot};
-    use crate::pods::model::{Failure, Reason};
+    use crate::model::pod::tests::{row, snapshot};
+    use crate::model::pod::{Failure, Reason};
 
     #[test]
     fn keys_follow_kubelets_json_tags_and_unset_numbers_are_absent() {

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kubedf::kubelet::config::KubeletConfig;
+use kubedf::model::FsUsage;
+use kubedf::model::Rlimit;
+use kubedf::model::RuntimeVersion;
+use kubedf::model::SourceId;
+use kubedf::model::{Filesystem, NodeSample, Reading, Runtime, Snapshot, SourceStatus};
+use kubedf::model::{Method, Reason, VolumeError, VolumeMode};
+use kubedf::model::{VolumeRow, VolumeTable};
 use kubedf::registry::Registry;
-use kubedf::snapshot::{Filesystem, Runtime, Snapshot, SourceStatus};
-use kubedf::sources::SourceId;
-use kubedf::sources::cri::RuntimeVersion;
-use kubedf::sources::procfs::Rlimit;
-use kubedf::sources::statfs::FsUsage;
-use kubedf::volume_sampler::{VolumeRow, VolumeTable};
-use kubedf::volumes::{Method, Reason, VolumeError, VolumeMode};
 use support::*;
 
 /// A node with a split image filesystem, a dedicated imagefs and custom
@@ -38,9 +38,8 @@ fn fixed_snapshot() -> Snapshot {
         duration: Some(Duration::from_millis(3)),
         error: None,
     };
-    Snapshot {
+    let node = NodeSample {
         taken_at: at,
-        kubelet: Arc::new(config),
         runtime: Some(Ok(Runtime {
             version: RuntimeVersion {
                 runtime_name: "containerd".into(),
@@ -88,27 +87,28 @@ fn fixed_snapshot() -> Snapshot {
             maxpid: 254_751,
             curproc: 1_187,
         })),
-        volumes: Some(Arc::new(fixed_volumes(at))),
-        pods: Some(Arc::new(fixed_pods(at))),
         sources: vec![
             status(SourceId::Cri, true),
             status(SourceId::ImageFs, true),
             status(SourceId::NodeFs, true),
             status(SourceId::Procfs, true),
         ],
-    }
+    };
+    let mut snapshot = Snapshot::new(Arc::new(config), node, Some(fixed_volumes(at)));
+    snapshot.pods = Some(Arc::new(fixed_pods(at)));
+    snapshot
 }
 
 fn fixed_volumes(at: SystemTime) -> VolumeTable {
-    let row = |claim: &str, pv: &str, driver: &str, mode, method, stats| VolumeRow {
-        namespace: "shop".into(),
-        claim: claim.into(),
-        pod: format!("{claim}-pod"),
-        pv: Some(pv.into()),
-        driver: Some(driver.into()),
-        mode: Some(mode),
-        method: Some(method),
-        stats: Some(stats),
+    let row = |claim: &str, pv: &str, driver: &str, mode, method, stats| {
+        let reading = Reading {
+            method: Some(method),
+            stats: Some(stats),
+        };
+        Arc::new(
+            VolumeRow::new("shop", claim, &format!("{claim}-pod"), reading)
+                .with_pv(pv, driver, mode),
+        )
     };
     let fs = |capacity: u64, used: u64| FsUsage {
         capacity_bytes: capacity,
@@ -172,11 +172,11 @@ fn fixed_volumes(at: SystemTime) -> VolumeTable {
 /// Durations measured during the render vary; everything else is fixed.
 /// One measured pod with a limit, an emptyDir with a sizeLimit and a
 /// configMap, and one pod whose rootfs the runtime does not report.
-fn fixed_pods(at: SystemTime) -> kubedf::pods::model::PodTable {
-    use kubedf::pods::model::{
+fn fixed_pods(at: SystemTime) -> kubedf::model::pod::PodTable {
+    use kubedf::model::pod::VolumeKind;
+    use kubedf::model::pod::{
         ContainerRow, EphemeralVolumeRow, Failure, PodRow, PodTable, Reason as PodReason, Usage,
     };
-    use kubedf::pods::spec::VolumeKind;
     let usage = |bytes, inodes| Usage {
         bytes,
         inodes,
@@ -420,7 +420,7 @@ fn fixed_snapshot_figures_follow_kubelet() {
 #[test]
 fn a_failed_source_leaves_its_series_out_and_says_so() {
     let mut snapshot = fixed_snapshot();
-    snapshot.runtime = Some(Err(
+    Arc::make_mut(&mut snapshot.node).runtime = Some(Err(
         "CRI unix:///run/containerd/containerd.sock: connection refused".into(),
     ));
     let text = Registry::new(None).expect("registry").render(&snapshot);
@@ -482,7 +482,7 @@ fn a_failed_source_leaves_its_series_out_and_says_so() {
 #[test]
 fn zero_capacity_is_reported_as_a_failure_not_a_division() {
     let mut snapshot = fixed_snapshot();
-    if let Some(Ok(rt)) = &mut snapshot.runtime
+    if let Some(Ok(rt)) = &mut Arc::make_mut(&mut snapshot.node).runtime
         && let Ok(fs) = &mut rt.image_fs
     {
         fs.usage.capacity_bytes = 0;
@@ -652,5 +652,5 @@ fn bad_flags_are_refused() {
 #[test]
 fn snapshot_times_are_plausible() {
     // Guards the fixed snapshot against drifting into the future of this machine.
-    assert!(fixed_snapshot().taken_at <= SystemTime::now());
+    assert!(fixed_snapshot().taken_at() <= SystemTime::now());
 }

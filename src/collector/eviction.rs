@@ -12,8 +12,8 @@
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::kubelet::eviction::{Kind, Signal};
 use crate::kubelet::int64;
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::Snapshot;
+use crate::model::SourceId;
 
 pub static SIGNAL_AVAILABLE: Desc = Desc::gauge(
     "kubedf_eviction_signal_available",
@@ -38,7 +38,7 @@ static DESCS: [&Desc; 3] = [&SIGNAL_AVAILABLE, &SIGNAL_CAPACITY, &THRESHOLD];
 
 /// (available, capacity) of a signal, as kubelet's `makeSignalObservations`.
 pub fn observe(snapshot: &Snapshot, signal: Signal) -> Result<(i64, i64), String> {
-    let fs_pair = |fs: Result<&crate::snapshot::Filesystem, String>, inodes: bool| {
+    let fs_pair = |fs: Result<&crate::model::Filesystem, String>, inodes: bool| {
         fs.map(|fs| {
             let u = &fs.usage;
             if inodes {

@@ -9,8 +9,8 @@
 
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::kubelet::int64;
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::Snapshot;
+use crate::model::SourceId;
 
 pub static USAGE_PERCENT: Desc = Desc::gauge(
     "kubedf_image_gc_usage_percent",

@@ -9,8 +9,8 @@
 //! `mountpoint`), `kubedf_cri_info`.
 
 use super::{Collector, Desc, FsDescs, Incomplete, Sink, emit_fs_usage, fs_descs};
-use crate::snapshot::{Filesystem, Snapshot};
-use crate::sources::SourceId;
+use crate::model::SourceId;
+use crate::model::{Filesystem, Snapshot};
 
 fs_descs!(
     IMAGEFS,
@@ -67,7 +67,7 @@ impl Collector for ImageFsCollector {
     }
 
     fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
-        let runtime = match &snapshot.runtime {
+        let runtime = match snapshot.runtime() {
             Some(Ok(rt)) => rt,
             Some(Err(e)) => return Err(Incomplete(e.clone())),
             None => return Err(Incomplete("the container runtime was not sampled".into())),

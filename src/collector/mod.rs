@@ -14,8 +14,8 @@ use std::fmt;
 
 use prometheus_client::registry::Unit;
 
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::Snapshot;
+use crate::model::SourceId;
 
 /// Kubernetes' metric stability levels; HELP is prefixed with `[LEVEL] ` as
 /// Kubernetes' metrics framework does.
@@ -203,7 +203,7 @@ pub fn emit_fs_usage<'s>(
     out: &mut Sink<'s>,
     descs: &FsDescs,
     labels: &[&'s str],
-    usage: &crate::sources::statfs::FsUsage,
+    usage: &crate::model::FsUsage,
 ) {
     out.add(descs.capacity, labels.iter().cloned(), usage.capacity_bytes);
     out.add(

@@ -5,8 +5,8 @@
 //! Families: `kubedf_nodefs_*` (six, label `path`).
 
 use super::{Collector, Desc, Incomplete, Sink, emit_fs_usage, fs_descs};
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::Snapshot;
+use crate::model::SourceId;
 
 fs_descs!(
     NODEFS,

@@ -16,9 +16,8 @@
 use prometheus_client::registry::Unit;
 
 use super::{Collector, Desc, Incomplete, Sink};
-use crate::pods::model::{PodRow, Usage};
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::pod::{PodRow, Usage};
+use crate::model::{Snapshot, SourceId};
 
 const P: &[&str] = &["namespace", "pod"];
 const C: &[&str] = &["namespace", "pod", "container"];
@@ -205,8 +204,8 @@ fn figures<'s>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pods::model::tests::{row, snapshot};
-    use crate::pods::model::{Failure, Reason};
+    use crate::model::pod::tests::{row, snapshot};
+    use crate::model::pod::{Failure, Reason};
 
     fn samples(s: &Snapshot) -> Vec<String> {
         let mut sink = Sink::default();

@@ -6,8 +6,8 @@
 //! Families: `kubedf_rlimit_maxpid`, `kubedf_rlimit_curproc`.
 
 use super::{Collector, Desc, Incomplete, Sink};
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
+use crate::model::Snapshot;
+use crate::model::SourceId;
 
 pub static MAXPID: Desc = Desc::gauge(
     "kubedf_rlimit_maxpid",

@@ -11,10 +11,10 @@
 //! `kubedf_volume_info`, `kubedf_volume_stats_error`.
 
 use super::{Collector, Desc, Incomplete, Sink};
-use crate::snapshot::Snapshot;
-use crate::sources::SourceId;
-use crate::sources::statfs::FsUsage;
-use crate::volume_sampler::VolumeRow;
+use crate::model::FsUsage;
+use crate::model::Snapshot;
+use crate::model::SourceId;
+use crate::model::{Reading, VolumeRow};
 
 const LABELS: &[&str] = &["namespace", "persistentvolumeclaim"];
 
@@ -114,12 +114,14 @@ impl Collector for VolumeStatsCollector {
         let Some(table) = &snapshot.volumes else {
             return Err(Incomplete("no volume table yet".into()));
         };
+        // Each row's reading is read once, so all its families agree.
+        let readings: Vec<(&VolumeRow, Reading)> =
+            table.rows.iter().map(|r| (&**r, r.reading())).collect();
         // Family by family, so each family's samples go in one run.
-        let measured: Vec<(&VolumeRow, &crate::sources::statfs::FsUsage)> = table
-            .rows
+        let measured: Vec<(&VolumeRow, FsUsage)> = readings
             .iter()
-            .filter_map(|r| match &r.stats {
-                Some(Ok(u)) => Some((r, u)),
+            .filter_map(|(r, reading)| match &reading.stats {
+                Some(Ok(u)) => Some((*r, *u)),
                 _ => None,
             })
             .collect();
@@ -140,9 +142,9 @@ impl Collector for VolumeStatsCollector {
                 );
             }
         }
-        for row in &table.rows {
+        for (row, reading) in &readings {
             if let (Some(pv), Some(driver), Some(mode), Some(method)) =
-                (&row.pv, &row.driver, row.mode, row.method)
+                (&row.pv, &row.driver, row.mode, reading.method)
             {
                 out.add(
                     &INFO,
@@ -160,8 +162,8 @@ impl Collector for VolumeStatsCollector {
             }
         }
         let mut failed = 0usize;
-        for row in &table.rows {
-            if let Some(Err(e)) = &row.stats {
+        for (row, reading) in &readings {
+            if let Some(Err(e)) = &reading.stats {
                 failed += 1;
                 out.add(
                     &ERROR,

@@ -3,10 +3,9 @@
 //! gitRepo volumes, pod log files, etc-hosts) and the limits kubelet's
 //! eviction manager enforces on it.
 //!
-//! - [`spec`]: what a pod's spec says (pure).
-//! - [`model`]: the table the sampler publishes and kubelet's sum (pure).
+//! - [`spec`]: what a pod's spec says (pure); its types and the table the
+//!   sampler publishes, with kubelet's sum, are in [`crate::model::pod`].
 //! - [`sampler`]: the per-pod refresh loop (I/O: CRI, du-method walks).
 
-pub mod model;
 pub mod sampler;
 pub mod spec;

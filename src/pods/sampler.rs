@@ -17,15 +17,17 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use super::model::{ContainerRow, EphemeralVolumeRow, Failure, PodRow, PodTable, Reason, Usage};
-use crate::snapshot::{SnapshotHandle, SourceStatus};
-use crate::sources::SourceId;
+use crate::model::PodVolumes;
+use crate::model::pod::{
+    ContainerRow, EphemeralVolumeRow, Failure, Measured, PodRow, PodTable, Reason, Usage,
+};
+use crate::model::snapshot::SnapshotHandle;
+use crate::model::{SourceId, SourceStatus};
 use crate::sources::cri::{CriClient, RunningContainer};
 use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::Kube;
 use crate::sources::walk::{PoolError, WalkError, WalkPool};
-use crate::volumes::PodVolumes;
 
 #[derive(Clone, Debug)]
 pub struct PodConfig {
@@ -60,7 +62,7 @@ enum Part {
 
 struct Slot {
     path: Result<PathBuf, Failure>,
-    result: super::model::Measured,
+    result: Measured,
     next_due: Instant,
     in_flight: bool,
     generation: u64,
@@ -224,13 +226,13 @@ impl PodSampler {
     /// Refreshes pods until `shutdown` changes, publishing each change into
     /// the snapshot.
     pub async fn run(mut self, handle: SnapshotHandle, mut shutdown: watch::Receiver<bool>) {
-        let kube = self.kube.clone();
+        let mut events = self.kube.subscribe();
         let mut published: Option<Arc<PodTable>> = None;
         loop {
             let wake = self.next_wake();
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => self.reconcile().await,
-                _ = kube.changed() => self.reconcile().await,
+                Ok(()) = events.changed() => self.reconcile().await,
                 Some(done) = self.rx.recv() => {
                     self.apply(done);
                     while let Ok(done) = self.rx.try_recv() {
@@ -245,11 +247,7 @@ impl PodSampler {
             let table = self.table();
             if published.as_deref() != Some(&table) {
                 let table = Arc::new(table);
-                handle.rcu(|old| {
-                    let mut next = (**old).clone();
-                    next.pods = Some(Arc::clone(&table));
-                    next
-                });
+                handle.publish_pods(Some(Arc::clone(&table)));
                 published = Some(table);
             }
         }

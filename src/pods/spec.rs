@@ -9,66 +9,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::kubelet::quantity::parse_quantity;
+use crate::model::pod::{EphemeralVolume, PodStorageSpec, VolumeKind};
 
 const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
-
-/// The local ephemeral volume kinds current kubelet counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum VolumeKind {
-    /// An emptyDir with the default medium (not Memory, not HugePages).
-    EmptyDir,
-    ConfigMap,
-    GitRepo,
-}
-
-impl VolumeKind {
-    /// The `kind` label.
-    pub fn name(self) -> &'static str {
-        match self {
-            VolumeKind::EmptyDir => "emptyDir",
-            VolumeKind::ConfigMap => "configMap",
-            VolumeKind::GitRepo => "gitRepo",
-        }
-    }
-
-    /// kubelet's plugin directory under `pods/<uid>/volumes/`.
-    pub fn plugin_dir(self) -> &'static str {
-        match self {
-            VolumeKind::EmptyDir => "kubernetes.io~empty-dir",
-            VolumeKind::ConfigMap => "kubernetes.io~configmap",
-            VolumeKind::GitRepo => "kubernetes.io~git-repo",
-        }
-    }
-}
-
-/// One local ephemeral volume of a pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EphemeralVolume {
-    pub name: String,
-    pub kind: VolumeKind,
-    /// An emptyDir's `sizeLimit`, only when positive: kubelet's eviction
-    /// manager ignores a zero or negative one.
-    pub size_limit: Option<i64>,
-}
-
-/// The storage side of a pod's spec.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodStorageSpec {
-    /// Regular containers with a non-zero ephemeral-storage limit, by name:
-    /// the only ones kubelet checks against rootfs + logs.
-    pub container_limits: BTreeMap<String, i64>,
-    /// The pod's ephemeral-storage limit as `PodLimits` computes it, when
-    /// any container (or the overhead of none) names one.
-    pub limit: Option<i64>,
-    /// The pod's local ephemeral volumes, in spec order.
-    pub volumes: Vec<EphemeralVolume>,
-    /// PVC-backed volumes as (volume name, claim name); a generic ephemeral
-    /// volume's claim is `<pod>-<volume>`.
-    pub claims: Vec<(String, String)>,
-    /// Spec fields kubedf could not read (an unparseable quantity), so the
-    /// limit they would set is unknown rather than absent.
-    pub problems: Vec<String>,
-}
 
 /// Reads the storage view of a pod. Never fails: a bad quantity is recorded
 /// in `problems` and leaves its limit out.

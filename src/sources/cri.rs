@@ -12,6 +12,8 @@ use thiserror::Error;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::model::RuntimeVersion;
+
 #[allow(clippy::all, missing_docs)]
 pub mod proto {
     tonic::include_proto!("runtime.v1");
@@ -63,14 +65,6 @@ fn socket_path(endpoint: &str) -> Option<PathBuf> {
     let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
     let path = Path::new(path);
     path.is_absolute().then(|| path.to_path_buf())
-}
-
-/// What the runtime says about itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuntimeVersion {
-    pub runtime_name: String,
-    pub runtime_version: String,
-    pub runtime_api_version: String,
 }
 
 /// One filesystem as the runtime reports it; a missing field reads as 0.

@@ -14,11 +14,11 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use thiserror::Error;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::kubelet::quantity::parse_quantity;
-use crate::volumes::{PodVolumes, PvInfo, PvSource, VolumeMode};
+use crate::model::{PodVolumes, PvInfo, PvSource, VolumeMode};
 
 #[derive(Debug, Error)]
 pub enum KubeError {
@@ -201,6 +201,22 @@ struct PodState {
 }
 
 impl PodState {
+    /// A list or watch response arrived.
+    fn succeeded(&mut self) {
+        if let Some(previous) = self.last_error.take() {
+            info!(previous_error = %previous, "kubernetes API recovered");
+        }
+        self.last_success = Some(SystemTime::now());
+    }
+
+    /// The watch failed: logged once per change of state, not per retry.
+    fn failed(&mut self, message: String) {
+        if self.last_error.is_none() {
+            warn!(error = %message, "kubernetes API failed; volume stats keep the last known pods");
+        }
+        self.last_error = Some(message);
+    }
+
     fn upsert(&mut self, pod: PodVolumes) {
         match self.pods.get_mut(&pod.uid) {
             Some(entry) => entry.1 = pod,
@@ -227,7 +243,9 @@ pub struct Kube {
     client: Client,
     node: String,
     state: Arc<Mutex<PodState>>,
-    changed: Arc<Notify>,
+    /// Counts the watch's events (errors included): each consumer holds its
+    /// own receiver, so none misses a change while it is busy.
+    events: watch::Sender<u64>,
 }
 
 impl Kube {
@@ -236,8 +254,14 @@ impl Kube {
             client,
             node: node.to_owned(),
             state: Arc::default(),
-            changed: Arc::new(Notify::new()),
+            events: watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that is marked changed after every event of the watch:
+    /// the pod set or the API's health may have changed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PodState> {
@@ -266,23 +290,17 @@ impl Kube {
         self.lock().version
     }
 
-    /// Resolves when the pod set may have changed.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
-    }
-
     /// Waits (bounded) until the first list has been received.
     pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        let mut events = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.lock().synced {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, self.changed())
-                .await
-                .is_err()
-            {
-                return self.lock().synced;
+            match tokio::time::timeout_at(deadline, events.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.lock().synced,
             }
         }
     }
@@ -303,7 +321,7 @@ impl Kube {
             };
             let Some(event) = event else { return };
             self.apply(event);
-            self.changed.notify_waiters();
+            self.events.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
@@ -312,19 +330,17 @@ impl Kube {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
-                let message = format!("watch of pods on node {}: {e}", self.node);
-                if state.last_error.as_deref() != Some(message.as_str()) {
-                    warn!(error = %message, "kubernetes API failed; volume stats keep the last known pods");
-                    state.last_error = Some(message);
-                }
+                state.failed(format!("watch of pods on node {}: {e}", self.node));
                 return;
             }
         };
-        if let Some(previous) = state.last_error.take() {
-            info!(previous_error = %previous, "kubernetes API recovered");
+        // `Init` is the watcher starting a list, before any request was
+        // answered: it says nothing about the API. Every other event carries
+        // what a list or watch response said.
+        if !matches!(event, watcher::Event::Init) {
+            state.succeeded();
+            state.version += 1;
         }
-        state.last_success = Some(SystemTime::now());
-        state.version += 1;
         let convert = |pod: &Pod| match pod_volumes(pod) {
             Ok(p) => Some(p),
             Err(e) => {

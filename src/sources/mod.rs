@@ -1,6 +1,6 @@
-//! Sources do the I/O: the container runtime over CRI, statfs of filesystems,
-//! and /proc. Each is called by the sampler, off the scrape path, under a
-//! timeout.
+//! Sources do the I/O: the container runtime over CRI, the Kubernetes API,
+//! statfs of filesystems, and /proc. Each is called by a sampler, off the
+//! scrape path, under a timeout; what they return are [`crate::model`] types.
 
 pub mod block;
 pub mod cri;
@@ -11,51 +11,9 @@ pub mod procfs;
 pub mod statfs;
 pub mod walk;
 
-use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use thiserror::Error;
-
-/// The things kubedf reads, as named in `kubedf_source_*{source}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SourceId {
-    /// The container runtime's CRI socket (Version, ImageFsInfo).
-    Cri,
-    /// statfs of the image (and container) filesystem the runtime reports.
-    ImageFs,
-    /// statfs of the kubelet root dir.
-    NodeFs,
-    /// /proc: pid_max, threads-max, loadavg.
-    Procfs,
-    /// The Kubernetes API: the watch of this node's pods, PVC and PV GETs.
-    Kubernetes,
-}
-
-impl SourceId {
-    pub const ALL: [SourceId; 5] = [
-        SourceId::Cri,
-        SourceId::ImageFs,
-        SourceId::NodeFs,
-        SourceId::Procfs,
-        SourceId::Kubernetes,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceId::Cri => "cri",
-            SourceId::ImageFs => "imagefs",
-            SourceId::NodeFs => "nodefs",
-            SourceId::Procfs => "procfs",
-            SourceId::Kubernetes => "kubernetes",
-        }
-    }
-}
-
-impl fmt::Display for SourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum HostPathError {

@@ -7,18 +7,7 @@ use std::path::{Path, PathBuf};
 use procfs_core::{FromRead, LoadAverage};
 use thiserror::Error;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rlimit {
-    pub maxpid: i64,
-    pub curproc: i64,
-}
-
-impl Rlimit {
-    /// kubelet's pid.available: maxpid - curproc.
-    pub fn available(&self) -> i64 {
-        self.maxpid - self.curproc
-    }
-}
+use crate::model::Rlimit;
 
 #[derive(Debug, Error)]
 pub enum ProcError {

@@ -4,7 +4,7 @@
 //! CRI `ImageFsInfo` reports non-zero used bytes.
 //!
 //! Requirements: root (to mount the tmpfs and for containerd itself) and the
-//! `containerd` and `ctr` binaries in `PATH`. Use [`require_root_or_skip`] first.
+//! `containerd` and `ctr` binaries in `PATH`. Check prerequisites with `support::prerequisites` first.
 //!
 //! Everything containerd touches lives under the caller's `base` directory:
 //!
@@ -474,29 +474,6 @@ impl Drop for Containerd {
             }
         }
     }
-}
-
-/// Returns true if the test may proceed (running as root with `containerd` and
-/// `ctr` in PATH). Otherwise, if `CI=true` it panics (tests must never silently
-/// skip in CI); locally it prints `skipping <test>: <reason>` and returns false.
-pub fn require_root_or_skip(test: &str) -> bool {
-    let reason = if effective_uid() != Some(0) {
-        Some("needs root (mounts a tmpfs and runs containerd)")
-    } else if find_in_path("containerd").is_none() || find_in_path("ctr").is_none() {
-        Some("`containerd`/`ctr` not in PATH (apt-get install -y containerd)")
-    } else {
-        None
-    };
-    let Some(reason) = reason else {
-        return true;
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {reason}; refusing to skip because CI=true");
-    }
-    // Straight to the stderr handle: libtest captures `eprintln!` of passing
-    // tests, which would hide that the test did nothing.
-    let _ = writeln!(std::io::stderr(), "skipping {test}: {reason}");
-    false
 }
 
 /// Whether `path` is a mount point in this mount namespace, according to
@@ -1110,15 +1087,6 @@ fn go_arch() -> &'static str {
         "loongarch64" => "loong64",
         other => other, // arm, riscv64, s390x, mips64 match GOARCH already
     }
-}
-
-/// The effective UID from /proc/self/status (nix's `geteuid` needs its `user`
-/// feature, which the project does not enable).
-fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    // Uid: real effective saved filesystem
-    line.split_whitespace().nth(2)?.parse().ok()
 }
 
 fn find_in_path(bin: &str) -> Option<PathBuf> {

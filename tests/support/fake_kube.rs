@@ -35,7 +35,6 @@
 
 // Each integration test binary compiles this module with `mod support;` and
 // uses only part of it.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -63,7 +62,7 @@ const MAX_HISTORY: usize = 10_000;
 /// The real server picks a random timeout of at least 30 minutes when the
 /// client gives none.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
-const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
 // Resources
@@ -334,17 +333,6 @@ pub struct LoggedRequest {
     pub query: Vec<(String, String)>,
 }
 
-impl LoggedRequest {
-    /// The last value of a query parameter.
-    pub fn param(&self, key: &str) -> Option<&str> {
-        query_param(&self.query, key)
-    }
-
-    pub fn is_watch(&self) -> bool {
-        matches!(self.param("watch"), Some("true" | "1"))
-    }
-}
-
 impl fmt::Display for LoggedRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.method, self.path)?;
@@ -353,14 +341,6 @@ impl fmt::Display for LoggedRequest {
         }
         Ok(())
     }
-}
-
-#[derive(Clone, Debug)]
-struct FailRule {
-    /// Substring of the logged request line; `None` matches everything.
-    pattern: Option<String>,
-    remaining: usize,
-    status: u16,
 }
 
 struct Store {
@@ -378,9 +358,6 @@ struct Store {
     /// A new watch from a version below this gets 410 Expired.
     expired_below: u64,
     requests: Vec<LoggedRequest>,
-    fail_rules: Vec<FailRule>,
-    bookmark_interval: Duration,
-    max_watch_timeout: Option<Duration>,
     open_watches: usize,
 }
 
@@ -543,9 +520,6 @@ impl FakeKube {
                 retained_from: INITIAL_RESOURCE_VERSION,
                 expired_below: INITIAL_RESOURCE_VERSION,
                 requests: Vec::new(),
-                fail_rules: Vec::new(),
-                bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
-                max_watch_timeout: None,
                 open_watches: 0,
             }),
             rv_tx: watch::Sender::new(INITIAL_RESOURCE_VERSION),
@@ -563,10 +537,6 @@ impl FakeKube {
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
         }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// `http://127.0.0.1:PORT`
@@ -596,12 +566,6 @@ impl FakeKube {
         std::fs::write(path, self.kubeconfig_yaml())
     }
 
-    /// A `kube::Client` for this server (no kubeconfig file involved).
-    pub fn client(&self) -> kube::Client {
-        let uri = self.url().parse().expect("fake-kube: url is a valid URI");
-        kube::Client::try_from(kube::Config::new(uri)).expect("fake-kube: build kube client")
-    }
-
     /// Adds or replaces (by namespace/name) a pod: ADDED or MODIFIED event.
     /// Returns the resourceVersion it was stored with.
     pub fn put_pod(&self, pod: Value) -> u64 {
@@ -618,21 +582,8 @@ impl FakeKube {
         self.shared.put(Kind::Pvc, pvc)
     }
 
-    pub fn delete_pvc(&self, namespace: &str, name: &str) -> Option<Value> {
-        self.shared.delete(Kind::Pvc, namespace, name)
-    }
-
     pub fn put_pv(&self, pv: Value) -> u64 {
         self.shared.put(Kind::Pv, pv)
-    }
-
-    pub fn delete_pv(&self, name: &str) -> Option<Value> {
-        self.shared.delete(Kind::Pv, "", name)
-    }
-
-    /// The current global resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.shared.lock().rv
     }
 
     /// Abruptly ends every open watch stream (the connection is dropped
@@ -668,9 +619,7 @@ impl FakeKube {
         self.shared.lock().open_watches
     }
 
-    /// Blocks until at least `n` watches are open; false on timeout. For
-    /// sync tests; async tests use `wait_for_open_watches_async` so as not to
-    /// block their runtime.
+    /// Blocks until at least `n` watches are open; false on timeout.
     pub fn wait_for_open_watches(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
@@ -684,19 +633,6 @@ impl FakeKube {
         }
     }
 
-    pub async fn wait_for_open_watches_async(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.open_watches() >= n {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
     /// Every request so far as `METHOD /path?k=v&...` (query decoded, in the
     /// client's order), e.g.
     /// `GET /api/v1/pods?fieldSelector=spec.nodeName=n1&limit=500` (a watcher's list).
@@ -707,50 +643,6 @@ impl FakeKube {
             .iter()
             .map(ToString::to_string)
             .collect()
-    }
-
-    /// Every request so far, structured.
-    pub fn requests(&self) -> Vec<LoggedRequest> {
-        self.shared.lock().requests.clone()
-    }
-
-    pub fn clear_request_log(&self) {
-        self.shared.lock().requests.clear();
-    }
-
-    /// The next `n` requests, whatever they are, fail with `status` and a
-    /// matching Status body. Note that kube's client retries 429, 503 and 504
-    /// by itself (exponential backoff from 5ms, up to 15 times).
-    pub fn set_fail_next(&self, n: usize, status: u16) {
-        self.push_fail_rule(None, n, status);
-    }
-
-    /// Like `set_fail_next`, for requests whose `request_log()` line contains
-    /// `pattern` (e.g. `"persistentvolumeclaims/data"` or `"watch=true"`).
-    pub fn set_fail_next_matching(&self, pattern: &str, n: usize, status: u16) {
-        self.push_fail_rule(Some(pattern.to_string()), n, status);
-    }
-
-    fn push_fail_rule(&self, pattern: Option<String>, n: usize, status: u16) {
-        self.shared.lock().fail_rules.push(FailRule {
-            pattern,
-            remaining: n,
-            status,
-        });
-    }
-
-    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK
-    /// (default 1s; one is also sent right after a watch starts). Applies to
-    /// watches started afterwards.
-    pub fn set_bookmark_interval(&self, interval: Duration) {
-        self.shared.lock().bookmark_interval = interval.max(Duration::from_millis(10));
-    }
-
-    /// Ends watch streams (cleanly) after at most this long, whatever
-    /// `timeoutSeconds` the client asked for. Applies to watches started
-    /// afterwards.
-    pub fn set_max_watch_timeout(&self, max: Option<Duration>) {
-        self.shared.lock().max_watch_timeout = max;
     }
 }
 
@@ -812,23 +704,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         path: req.uri().path().to_string(),
         query: parse_query(req.uri().query().unwrap_or("")),
     };
-    let injected = {
-        let mut st = shared.lock();
-        st.requests.push(logged.clone());
-        let line = logged.to_string();
-        st.fail_rules
-            .iter_mut()
-            .find(|r| {
-                r.remaining > 0 && r.pattern.as_ref().is_none_or(|p| line.contains(p.as_str()))
-            })
-            .map(|r| {
-                r.remaining -= 1;
-                r.status
-            })
-    };
-    if let Some(code) = injected {
-        return status_response(code, "fake-kube: injected failure", None);
-    }
+    shared.lock().requests.push(logged.clone());
     if req.method() != Method::GET {
         return status_response(
             405,
@@ -977,16 +853,10 @@ fn start_watch(shared: &Arc<Shared>, filter: Filter, query: &[(String, String)])
         .and_then(|s| s.parse::<u64>().ok())
         .filter(|&s| s > 0)
         .map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
-    let (bookmark_interval, timeout) = {
-        let mut st = shared.lock();
-        // Counted here rather than in the task so that a test that sees the
-        // response headers also sees the watch as open.
-        st.open_watches += 1;
-        let timeout = st
-            .max_watch_timeout
-            .map_or(requested, |max| requested.min(max));
-        (st.bookmark_interval, timeout)
-    };
+    // Counted here rather than in the task so that a test that sees the
+    // response headers also sees the watch as open.
+    shared.lock().open_watches += 1;
+    let (bookmark_interval, timeout) = (BOOKMARK_INTERVAL, requested);
     let guard = OpenWatch(Arc::clone(shared));
     let spec = WatchSpec {
         filter,
@@ -1473,22 +1343,6 @@ pub fn emptydir_volume(name: &str) -> Value {
     json!({"name": name, "emptyDir": {}})
 }
 
-/// The service account token volume every real pod has
-/// (`kube-api-access-xxxxx`).
-pub fn projected_token_volume(name: &str) -> Value {
-    json!({
-        "name": name,
-        "projected": {
-            "sources": [
-                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-            ],
-            "defaultMode": 420,
-        },
-    })
-}
-
 /// A claim for 1Gi of class `standard`. With `volume_name` it is bound to
 /// that PV (spec.volumeName, bind annotations, status capacity); `phase` is
 /// Bound, Pending or Lost.
@@ -1593,8 +1447,7 @@ pub fn pv_host_path(name: &str, path: &str, capacity: &str) -> Value {
     )
 }
 
-/// A local volume. Real ones also carry `spec.nodeAffinity`; add it with
-/// `pv_node_affinity`.
+/// A local volume (real ones also carry `spec.nodeAffinity`).
 pub fn pv_local(name: &str, path: &str, capacity: &str) -> Value {
     pv_object(
         name,
@@ -1615,16 +1468,6 @@ pub fn pv_nfs(name: &str, server: &str, path: &str, capacity: &str) -> Value {
         "Filesystem",
         ("nfs", json!({"server": server, "path": path})),
     )
-}
-
-/// Sets a required node affinity on `kubernetes.io/hostname` = `node`.
-pub fn pv_node_affinity(mut pv: Value, node: &str) -> Value {
-    pv["spec"]["nodeAffinity"] = json!({
-        "required": {"nodeSelectorTerms": [{"matchExpressions": [
-            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}
-        ]}]}
-    });
-    pv
 }
 
 /// Marks `pv` Bound to `pvc` (spec.claimRef with the claim's namespace, name,

@@ -1,5 +1,8 @@
 //! Shared test support: real peers (containerd, tmpfs mounts, promtool) and a
 //! driver for the kubedf binary. Each test binary uses part of it.
+// Each test binary compiles this module with `mod support;` and uses only
+// part of it, so per-binary dead-code warnings are noise here. What no binary
+// (nor examples/fake_kube_server.rs) uses is deleted instead.
 #![allow(dead_code)]
 
 pub mod containerd;

@@ -1,5 +1,5 @@
 //! Which PVCs the running pods of this node use, and how each is measured:
-//! the pure half of PVC volume stats. kubelet's volume layout (facts §2):
+//! the pure half of PVC volume stats (no I/O). kubelet's volume layout (facts §2):
 //!
 //! - CSI, filesystem mode: `<root>/pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount`
 //! - in-tree plugins: `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<pv>`
@@ -7,32 +7,10 @@
 //! - hostPath PVs: bind-mounted from `spec.hostPath.path`, nothing under pods/.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::model::{ClaimRef, FsUsage, Method, PodVolumes, PvInfo, PvSource, VolumeMode};
 use crate::sources::{HostPathError, host_path};
-
-/// A PVC used by a running pod on this node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClaimRef {
-    pub namespace: String,
-    pub claim: String,
-    pub pod: String,
-    pub pod_uid: String,
-}
-
-/// One pod as the PVC logic needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodVolumes {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub running: bool,
-    /// Claim names of the pod's PVC-backed volumes, in spec order.
-    pub claims: Vec<String>,
-    /// What the pod half needs: local ephemeral volumes and limits.
-    pub storage: crate::pods::spec::PodStorageSpec,
-}
 
 /// The claims of running pods, one per PVC: the first pod (in the given
 /// order) wins, as in kubelet.
@@ -52,92 +30,6 @@ pub fn claims_of(pods: &[PodVolumes]) -> Vec<ClaimRef> {
         }
     }
     out
-}
-
-/// Where a PV's data comes from, as far as measuring it goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PvSource {
-    Csi {
-        driver: String,
-    },
-    HostPath {
-        path: String,
-    },
-    Local {
-        path: String,
-    },
-    /// Any other in-tree plugin (nfs, iscsi, rbd, ...), by its spec field name.
-    InTree {
-        plugin: String,
-    },
-}
-
-impl PvSource {
-    /// The `driver` label: the CSI driver, or `kubernetes.io/<plugin>`.
-    pub fn driver(&self) -> String {
-        match self {
-            PvSource::Csi { driver } => driver.clone(),
-            PvSource::HostPath { .. } => "kubernetes.io/host-path".into(),
-            PvSource::Local { .. } => "kubernetes.io/local-volume".into(),
-            PvSource::InTree { plugin } => format!("kubernetes.io/{plugin}"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VolumeMode {
-    Filesystem,
-    Block,
-}
-
-impl VolumeMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            VolumeMode::Filesystem => "Filesystem",
-            VolumeMode::Block => "Block",
-        }
-    }
-}
-
-/// The parts of a PV kubedf uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PvInfo {
-    pub name: String,
-    pub source: PvSource,
-    pub mode: VolumeMode,
-    /// `spec.capacity.storage`, when set and parseable.
-    pub capacity: Option<i64>,
-}
-
-/// How a volume is measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Method {
-    /// statfs of a mounted filesystem, with kubelet's formulas.
-    Statfs,
-    /// A du-method walk for used bytes and inodes, statfs for the rest.
-    Walk,
-    /// The size of a block device.
-    Block,
-    /// A `local` PV: statfs when its path is a mount point, else a walk.
-    /// Decided when measuring, since it depends on the mount table.
-    LocalPath,
-}
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Statfs => "statfs",
-            Method::Walk => "walk",
-            Method::Block => "block",
-            Method::LocalPath => "local",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// Where to look for a volume under the kubelet root dir when kubedf does
@@ -221,89 +113,18 @@ pub fn plan(
     Ok(target)
 }
 
-/// Why a PVC has no figures; the `reason` label of `kubedf_volume_stats_error`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// A filesystem call did not answer in time (or is still hung from before).
-    Timeout,
-    /// The volume directory is not a mount point: statfs would report the
-    /// node's root filesystem.
-    NotMounted,
-    /// The volume's directory or device does not exist (yet).
-    NotFound,
-    /// The usage walk ran out of its time budget.
-    WalkBudgetExceeded,
-    /// The PVC does not exist.
-    PvcNotFound,
-    /// The PVC is not bound to a PV.
-    PvcUnbound,
-    /// The PV the PVC is bound to does not exist.
-    PvNotFound,
-    /// The PV names a path kubedf refuses (relative, `..`).
-    BadPath,
-    /// The Kubernetes API did not answer.
-    ApiError,
-    /// Any other I/O error.
-    IoError,
-}
-
-impl Reason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::Timeout => "timeout",
-            Reason::NotMounted => "not_mounted",
-            Reason::NotFound => "not_found",
-            Reason::WalkBudgetExceeded => "walk_budget_exceeded",
-            Reason::PvcNotFound => "pvc_not_found",
-            Reason::PvcUnbound => "pvc_unbound",
-            Reason::PvNotFound => "pv_not_found",
-            Reason::BadPath => "bad_path",
-            Reason::ApiError => "api_error",
-            Reason::IoError => "io_error",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A reason with the message that explains it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VolumeError {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl VolumeError {
-    pub fn new(reason: Reason, message: impl Into<String>) -> VolumeError {
-        VolumeError {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for VolumeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.message)
-    }
-}
-
 /// kubelet's figures for a walked volume: capacity as declared (else the
 /// filesystem's), available = max(0, min(capacity - used, fs available)).
 pub fn walked_usage(
     declared: Option<i64>,
     used_bytes: u64,
     used_inodes: u64,
-    fs: &crate::sources::statfs::FsUsage,
-) -> crate::sources::statfs::FsUsage {
+    fs: &FsUsage,
+) -> FsUsage {
     let capacity = declared
         .and_then(|c| u64::try_from(c).ok())
         .unwrap_or(fs.capacity_bytes);
-    crate::sources::statfs::FsUsage {
+    FsUsage {
         capacity_bytes: capacity,
         available_bytes: capacity.saturating_sub(used_bytes).min(fs.available_bytes),
         used_bytes,
@@ -316,7 +137,6 @@ pub fn walked_usage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::statfs::FsUsage;
 
     fn pod(ns: &str, name: &str, running: bool, claims: &[&str]) -> PodVolumes {
         PodVolumes {

@@ -1,12 +1,71 @@
-//! The pod half as last measured: one row per running pod, its containers'
-//! rootfs and logs, its local ephemeral volumes, and kubelet's sum of them.
-//! Built by the pod sampler, read by the pod_storage collector, the summary
-//! endpoint and `kubedf df --pods`.
+//! The pod half: what a pod's spec says about its local ephemeral storage
+//! (read by `pods::spec` from the API object), and, as last measured, one row
+//! per running pod: its containers' rootfs and logs, its local ephemeral
+//! volumes, and kubelet's sum of them. Built by the pod sampler, read by the
+//! pod_storage collector, the summary endpoint and `kubedf df --pods`.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use super::spec::VolumeKind;
-use crate::snapshot::SourceStatus;
+use super::source::SourceStatus;
+
+/// The local ephemeral volume kinds current kubelet counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VolumeKind {
+    /// An emptyDir with the default medium (not Memory, not HugePages).
+    EmptyDir,
+    ConfigMap,
+    GitRepo,
+}
+
+impl VolumeKind {
+    /// The `kind` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            VolumeKind::EmptyDir => "emptyDir",
+            VolumeKind::ConfigMap => "configMap",
+            VolumeKind::GitRepo => "gitRepo",
+        }
+    }
+
+    /// kubelet's plugin directory under `pods/<uid>/volumes/`.
+    pub fn plugin_dir(self) -> &'static str {
+        match self {
+            VolumeKind::EmptyDir => "kubernetes.io~empty-dir",
+            VolumeKind::ConfigMap => "kubernetes.io~configmap",
+            VolumeKind::GitRepo => "kubernetes.io~git-repo",
+        }
+    }
+}
+
+/// One local ephemeral volume of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EphemeralVolume {
+    pub name: String,
+    pub kind: VolumeKind,
+    /// An emptyDir's `sizeLimit`, only when positive: kubelet's eviction
+    /// manager ignores a zero or negative one.
+    pub size_limit: Option<i64>,
+}
+
+/// The storage side of a pod's spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodStorageSpec {
+    /// Regular containers with a non-zero ephemeral-storage limit, by name:
+    /// the only ones kubelet checks against rootfs + logs.
+    pub container_limits: BTreeMap<String, i64>,
+    /// The pod's ephemeral-storage limit as `PodLimits` computes it, when
+    /// any container (or the overhead of none) names one.
+    pub limit: Option<i64>,
+    /// The pod's local ephemeral volumes, in spec order.
+    pub volumes: Vec<EphemeralVolume>,
+    /// PVC-backed volumes as (volume name, claim name); a generic ephemeral
+    /// volume's claim is `<pod>-<volume>`.
+    pub claims: Vec<(String, String)>,
+    /// Spec fields kubedf could not read (an unparseable quantity), so the
+    /// limit they would set is unknown rather than absent.
+    pub problems: Vec<String>,
+}
 
 /// Used bytes and inodes of one part of a pod, and when they were measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,30 +339,27 @@ pub(crate) mod tests {
     }
 
     /// A snapshot with nothing sampled but these pods.
-    pub fn snapshot(rows: Vec<PodRow>) -> crate::snapshot::Snapshot {
-        use crate::sources::SourceId;
+    pub fn snapshot(rows: Vec<PodRow>) -> crate::model::Snapshot {
+        use crate::model::{NodeSample, SourceId};
         let at = at(200);
-        crate::snapshot::Snapshot {
-            taken_at: at,
-            kubelet: std::sync::Arc::new(crate::kubelet::config::KubeletConfig::defaults(
+        let mut s = crate::model::Snapshot::new(
+            std::sync::Arc::new(crate::kubelet::config::KubeletConfig::defaults(
                 "/var/lib/kubelet/config.yaml".into(),
             )),
-            runtime: None,
-            nodefs: None,
-            rlimit: None,
-            volumes: None,
-            pods: Some(std::sync::Arc::new(PodTable {
-                rows,
-                source: SourceStatus {
-                    source: SourceId::Kubernetes,
-                    up: true,
-                    last_success: Some(at),
-                    duration: None,
-                    error: None,
-                },
-            })),
-            sources: vec![],
-        }
+            NodeSample::unsampled(at),
+            None,
+        );
+        s.pods = Some(std::sync::Arc::new(PodTable {
+            rows,
+            source: SourceStatus {
+                source: SourceId::Kubernetes,
+                up: true,
+                last_success: Some(at),
+                duration: None,
+                error: None,
+            },
+        }));
+        s
     }
 
     #[test]

@@ -1,0 +1,28 @@
+//! The model: the plain types that sources and samplers produce and that
+//! collectors, `kubedf df` and the server read. It depends on no other
+//! module of kubedf but [`crate::kubelet`]'s settings, so sources and samplers
+//! depend on it and never on each other.
+//!
+//! - [`source`]: the sources kubedf reads and how each one fared.
+//! - [`fs`]: a filesystem's figures, computed as kubelet does.
+//! - [`node`]: the container runtime and process limits.
+//! - [`pod`]: the pod half: a pod's storage spec and the per-pod table.
+//! - [`volume`]: PVCs, PVs, measurement plans' vocabulary and the volume table.
+//! - [`snapshot`]: what scrapes read: one part per writer, published on a
+//!   [`Board`].
+
+pub mod fs;
+pub mod node;
+pub mod pod;
+pub mod snapshot;
+pub mod source;
+pub mod volume;
+
+pub use fs::{Filesystem, FsUsage};
+pub use node::{Rlimit, Runtime, RuntimeVersion};
+pub use snapshot::{Board, NodeSample, Snapshot};
+pub use source::{Sampled, SourceId, SourceStatus};
+pub use volume::{
+    ClaimRef, Method, PodVolumes, PvInfo, PvSource, Reading, Reason, VolumeError, VolumeMode,
+    VolumeRow, VolumeTable,
+};

@@ -1,0 +1,464 @@
+//! The one measurement scheduler: a timer queue of keys (a PVC, a pod's log
+//! directory, ...), each with its current plan. It decides when each key is
+//! measured and keeps the rules in one place:
+//!
+//! - a key is due when it is first planned, then every period jittered to
+//!   between 1x and 2x (as kubelet jitters its volume stats);
+//! - at most one call is in flight per key, whatever happens to its plan;
+//! - a key whose plan changes is due again at once, and the result of a call
+//!   made under an older plan is dropped;
+//! - a failed call is retried with backoff (initial, doubling, capped, also
+//!   jittered 1x-2x), and the backoff resets on the first success.
+//!
+//! It does no I/O and reads no clock: every method takes `now`, and the
+//! owner sleeps until [`Scheduler::next_due`] (see [`sleep_until`]) or until
+//! an event arrives. Nothing scans every key: popping the due keys costs
+//! O(due * log n). Tests drive it with made-up instants, or with tokio's
+//! paused clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How often a key is measured, and how failures back off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The period; each wait is jittered to between 1x and 2x of it.
+    pub period: Duration,
+    /// The first wait after a failure (then doubled per failure).
+    pub retry: Duration,
+    /// The longest wait after failures.
+    pub max_retry: Duration,
+}
+
+impl Policy {
+    /// The wait after `failures` failures in a row (before jitter).
+    fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.retry
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_retry)
+    }
+}
+
+/// Which call a result belongs to: results under an older plan are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+/// How a call ended, as far as scheduling goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Next call after the jittered period.
+    Done,
+    /// Next call after the jittered backoff.
+    Failed,
+}
+
+/// A key that is due, with the plan to measure it by; the key stays in
+/// flight until its ticket is handed back to [`Scheduler::finish`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Due<K, P> {
+    pub key: K,
+    pub plan: P,
+    pub ticket: Ticket,
+}
+
+#[derive(Debug)]
+struct Slot<P> {
+    plan: P,
+    /// The ticket of the current plan.
+    ticket: u64,
+    /// Where the key sits in the queue, when it waits there.
+    queued: Option<(Instant, u64)>,
+    /// The ticket of the call in flight, if one is.
+    in_flight: Option<u64>,
+    failures: u32,
+}
+
+/// The timer queue. `K` names what is measured, `P` how (a path and a
+/// method): planning an equal plan again changes nothing.
+#[derive(Debug)]
+pub struct Scheduler<K, P> {
+    policy: Policy,
+    rng: fastrand::Rng,
+    slots: HashMap<K, Slot<P>>,
+    /// (deadline, sequence number) -> key; the sequence number keeps equal
+    /// deadlines apart and in order.
+    queue: BTreeMap<(Instant, u64), K>,
+    seq: u64,
+}
+
+impl<K: Clone + Eq + Hash, P: Clone + PartialEq> Scheduler<K, P> {
+    pub fn new(policy: Policy) -> Scheduler<K, P> {
+        Scheduler::with_rng(policy, fastrand::Rng::new())
+    }
+
+    /// With a given random source, for repeatable tests.
+    pub fn with_rng(policy: Policy, rng: fastrand::Rng) -> Scheduler<K, P> {
+        Scheduler {
+            policy,
+            rng,
+            slots: HashMap::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// Plans `key` (new or changed plan: due now, and any call in flight
+    /// under the old plan will have its result dropped). An equal plan
+    /// changes nothing. Returns whether the plan is new.
+    pub fn plan(&mut self, key: K, plan: P, now: Instant) -> bool {
+        self.seq += 1;
+        let ticket = self.seq;
+        match self.slots.get_mut(&key) {
+            Some(slot) if slot.plan == plan => return false,
+            Some(slot) => {
+                slot.plan = plan;
+                slot.ticket = ticket;
+                slot.failures = 0;
+                if let Some(at) = slot.queued.take() {
+                    self.queue.remove(&at);
+                }
+            }
+            None => {
+                self.slots.insert(
+                    key.clone(),
+                    Slot {
+                        plan,
+                        ticket,
+                        queued: None,
+                        in_flight: None,
+                        failures: 0,
+                    },
+                );
+            }
+        }
+        // A key in flight is queued when its call returns.
+        if self.slots.get(&key).is_some_and(|s| s.in_flight.is_none()) {
+            self.enqueue(key, now);
+        }
+        true
+    }
+
+    /// Forgets `key`; the result of a call still in flight is dropped.
+    pub fn remove(&mut self, key: &K) -> bool {
+        match self.slots.remove(key) {
+            Some(slot) => {
+                if let Some(at) = slot.queued {
+                    self.queue.remove(&at);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps only the keys for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        let gone: Vec<K> = self.slots.keys().filter(|k| !keep(k)).cloned().collect();
+        for key in gone {
+            self.remove(&key);
+        }
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.slots.contains_key(key)
+    }
+
+    /// The current plan of `key`.
+    pub fn plan_of(&self, key: &K) -> Option<&P> {
+        self.slots.get(key).map(|s| &s.plan)
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Keys with a call in flight.
+    pub fn in_flight(&self) -> usize {
+        self.slots
+            .values()
+            .filter(|s| s.in_flight.is_some())
+            .count()
+    }
+
+    /// When the next key is due: sleep until then (or until an event).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Takes the next key due at `now`, and marks it in flight.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Due<K, P>> {
+        let entry = self.queue.first_entry()?;
+        if entry.key().0 > now {
+            return None;
+        }
+        let key = entry.remove();
+        let slot = self.slots.get_mut(&key)?;
+        slot.queued = None;
+        slot.in_flight = Some(slot.ticket);
+        Some(Due {
+            key,
+            plan: slot.plan.clone(),
+            ticket: Ticket(slot.ticket),
+        })
+    }
+
+    /// Takes every key due at `now`.
+    pub fn drain_due(&mut self, now: Instant) -> Vec<Due<K, P>> {
+        std::iter::from_fn(|| self.pop_due(now)).collect()
+    }
+
+    /// Hands a call's ticket back. Returns true when its result belongs to
+    /// the current plan and should be used; false when it is to be dropped
+    /// (the key was replanned or removed meanwhile).
+    pub fn finish(&mut self, key: &K, ticket: Ticket, outcome: Outcome, now: Instant) -> bool {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return false;
+        };
+        if slot.in_flight != Some(ticket.0) {
+            // Not the call in flight (a duplicate or a very late answer).
+            return false;
+        }
+        slot.in_flight = None;
+        if slot.ticket != ticket.0 {
+            // Replanned while in flight: the new plan is due now.
+            self.enqueue(key.clone(), now);
+            return false;
+        }
+        let wait = match outcome {
+            Outcome::Done => {
+                slot.failures = 0;
+                self.policy.period
+            }
+            Outcome::Failed => {
+                slot.failures = slot.failures.saturating_add(1);
+                self.policy.backoff(slot.failures)
+            }
+        };
+        let at = now + wait + wait.mul_f64(self.rng.f64());
+        self.enqueue(key.clone(), at);
+        true
+    }
+
+    fn enqueue(&mut self, key: K, at: Instant) {
+        self.seq += 1;
+        let pos = (at, self.seq);
+        if let Some(slot) = self.slots.get_mut(&key) {
+            if let Some(old) = slot.queued.replace(pos) {
+                self.queue.remove(&old);
+            }
+            self.queue.insert(pos, key);
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none (nothing is
+/// planned: only an event can wake the owner).
+pub async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PERIOD: Duration = Duration::from_secs(60);
+
+    fn policy() -> Policy {
+        Policy {
+            period: PERIOD,
+            retry: Duration::from_secs(5),
+            max_retry: Duration::from_secs(40),
+        }
+    }
+
+    fn scheduler() -> Scheduler<&'static str, &'static str> {
+        Scheduler::with_rng(policy(), fastrand::Rng::with_seed(7))
+    }
+
+    #[test]
+    fn a_new_key_is_due_at_once_then_every_one_to_two_periods() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        assert_eq!(s.next_due(), None, "nothing planned: nothing to wake for");
+        assert!(s.plan("a", "/a", t0));
+        assert!(
+            !s.plan("a", "/a", t0),
+            "the same plan again changes nothing"
+        );
+        assert_eq!(s.next_due(), Some(t0));
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..200 {
+            let due = s.pop_due(now).expect("due");
+            assert_eq!((due.key, due.plan), ("a", "/a"));
+            assert!(s.finish(&"a", due.ticket, Outcome::Done, now));
+            let next = s.next_due().expect("rescheduled");
+            let wait = next - now;
+            assert!(
+                (PERIOD..PERIOD * 2).contains(&wait),
+                "wait {wait:?} is outside 1x-2x the period"
+            );
+            assert!(s.pop_due(next - Duration::from_millis(1)).is_none());
+            waits.push(wait);
+            now = next;
+        }
+        // Spread over the whole range, not stuck at one end.
+        let low = waits.iter().filter(|w| **w < PERIOD * 3 / 2).count();
+        assert!(
+            (60..140).contains(&low),
+            "{low} of 200 waits in the lower half"
+        );
+    }
+
+    #[test]
+    fn one_call_in_flight_per_key() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        s.plan("a", "/a", t0);
+        s.plan("b", "/b", t0);
+        let due = s.drain_due(t0);
+        assert_eq!(due.len(), 2);
+        assert_eq!(s.in_flight(), 2);
+        // However late the call is, the key is not handed out again.
+        let much_later = t0 + PERIOD * 10;
+        assert!(s.pop_due(much_later).is_none());
+        assert_eq!(s.next_due(), None);
+        assert!(s.finish(&"a", due[0].ticket, Outcome::Done, much_later));
+        assert!(
+            !s.finish(&"a", due[0].ticket, Outcome::Done, much_later),
+            "a ticket is handed back once"
+        );
+        assert_eq!(s.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_replan_is_due_at_once_and_drops_the_old_plans_result() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        s.plan("a", "/old", t0);
+        let old = s.pop_due(t0).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(s.plan("a", "/new", t1), "the PV changed");
+        // Still one call in flight: the new plan waits for the old call.
+        assert!(s.pop_due(t1).is_none());
+        let t2 = t0 + Duration::from_secs(2);
+        assert!(
+            !s.finish(&"a", old.ticket, Outcome::Done, t2),
+            "the old plan's result is dropped"
+        );
+        let new = s.pop_due(t2).expect("the new plan is due at once");
+        assert_eq!(new.plan, "/new");
+        assert_ne!(new.ticket, old.ticket);
+        assert!(s.finish(&"a", new.ticket, Outcome::Done, t2));
+
+        // Replanned while waiting: due at once, not after the period.
+        let t3 = t2 + Duration::from_secs(3);
+        s.plan("a", "/newer", t3);
+        assert_eq!(s.next_due(), Some(t3));
+        assert_eq!(s.pop_due(t3).unwrap().plan, "/newer");
+    }
+
+    #[test]
+    fn results_of_removed_keys_are_dropped() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        s.plan("a", "/a", t0);
+        s.plan("b", "/b", t0);
+        let due = s.pop_due(t0).unwrap();
+        s.retain(|k| *k != due.key);
+        assert!(!s.contains(&due.key));
+        assert!(!s.finish(&due.key, due.ticket, Outcome::Done, t0));
+        // Planned again, the key starts afresh: its old ticket is worthless.
+        s.plan(due.key, "/again", t0);
+        let again = s.pop_due(t0).unwrap();
+        assert!(!s.finish(&due.key, due.ticket, Outcome::Done, t0));
+        assert!(s.finish(&again.key, again.ticket, Outcome::Done, t0));
+    }
+
+    #[test]
+    fn failures_back_off_doubling_up_to_the_cap_and_reset_on_success() {
+        let mut s = scheduler();
+        let mut now = Instant::now();
+        s.plan("a", "/a", now);
+        let mut bases = Vec::new();
+        for _ in 0..6 {
+            let due = s.pop_due(now).unwrap();
+            assert!(s.finish(&"a", due.ticket, Outcome::Failed, now));
+            let next = s.next_due().unwrap();
+            let wait = next - now;
+            // The base is the lower bound of the 1x-2x window.
+            let base = [5u64, 10, 20, 40, 40, 40]
+                .map(Duration::from_secs)
+                .into_iter()
+                .find(|b| (*b..*b * 2).contains(&wait))
+                .unwrap_or_else(|| panic!("wait {wait:?} fits no backoff step"));
+            bases.push(base.as_secs());
+            now = next;
+        }
+        assert_eq!(bases, [5, 10, 20, 40, 40, 40]);
+        let due = s.pop_due(now).unwrap();
+        assert!(s.finish(&"a", due.ticket, Outcome::Done, now));
+        let wait = s.next_due().unwrap() - now;
+        assert!(wait >= PERIOD, "a success waits the period again");
+        now += wait;
+        let due = s.pop_due(now).unwrap();
+        s.finish(&"a", due.ticket, Outcome::Failed, now);
+        let wait = s.next_due().unwrap() - now;
+        assert!(
+            wait < Duration::from_secs(10),
+            "the backoff starts over after a success: {wait:?}"
+        );
+    }
+
+    #[test]
+    fn due_keys_come_out_in_deadline_order() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        s.plan("late", "/l", t0 + Duration::from_secs(1));
+        s.plan("early", "/e", t0);
+        let order: Vec<&str> = s
+            .drain_due(t0 + Duration::from_secs(1))
+            .into_iter()
+            .map(|d| d.key)
+            .collect();
+        assert_eq!(order, ["early", "late"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_owner_sleeps_until_the_next_deadline_on_tokios_clock() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        s.plan("a", "/a", t0);
+        let due = s.pop_due(t0).unwrap();
+        s.finish(&"a", due.ticket, Outcome::Done, t0);
+        let deadline = s.next_due().unwrap();
+        assert!(deadline - t0 >= PERIOD);
+        sleep_until(Some(deadline)).await;
+        let woke = Instant::now();
+        // tokio's timer has millisecond resolution.
+        assert!(
+            woke >= deadline && woke - deadline <= Duration::from_millis(1),
+            "woke {:?} after the deadline",
+            woke - deadline
+        );
+        assert!(s.pop_due(woke).is_some());
+        // Nothing planned: the sleep never ends by itself.
+        let idle = tokio::time::timeout(PERIOD * 100, sleep_until(None)).await;
+        assert!(idle.is_err());
+    }
+}

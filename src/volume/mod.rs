@@ -1,0 +1,531 @@
+//! PVC volume stats, the whole pipeline: which PVCs the node's running pods
+//! use ([`plan`]), when each is looked up and measured (two
+//! [`Scheduler`](crate::scheduler::Scheduler)s), and how ([`measure`]).
+//!
+//! Like kubelet's volume stats cache, each volume is refreshed in the
+//! background every `--volume-stats-agg-period`, jittered to between 1x and
+//! 2x the period, and a scrape only reads the table. The loop sleeps until a
+//! lookup or measurement is due, a result comes back, or the pod watch says
+//! something changed; it never scans every volume on a timer. A result
+//! updates its own row in place; the table itself is republished only when
+//! its membership (or the API's health) changes.
+
+pub mod measure;
+pub mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::model::snapshot::SnapshotHandle;
+use crate::model::{
+    ClaimRef, FsUsage, Method, PvInfo, Reading, Reason, SourceId, SourceStatus, VolumeError,
+    VolumeRow, VolumeTable,
+};
+use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
+use crate::sources::host_path;
+use crate::sources::inflight::InFlightSet;
+use crate::sources::kube::{ClaimState, Kube};
+use crate::sources::statfs::FsProber;
+use crate::sources::walk::WalkPool;
+use measure::{Measurer, MountTable};
+use plan::{Target, claims_of, plan};
+
+#[derive(Clone, Debug)]
+pub struct VolumeConfig {
+    pub rootfs: PathBuf,
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+    /// The kubelet root dir as a host path.
+    pub kubelet_root_dir: String,
+    /// Refresh period of each volume (jittered to 1x-2x).
+    pub period: Duration,
+    /// Timeout of each statfs, device read and API call.
+    pub timeout: Duration,
+    /// Time budget of one usage walk.
+    pub walk_budget: Duration,
+    pub walk_workers: usize,
+    /// Threads one walk may use.
+    pub walk_threads: usize,
+}
+
+type Key = (String, String);
+
+/// How long a PV lookup is trusted (its capacity can grow on expansion).
+const REFRESH_PV: Duration = Duration::from_secs(600);
+/// The first retry of a failed lookup; doubled up to [`MAX_LOOKUP_RETRY`].
+const LOOKUP_RETRY: Duration = Duration::from_secs(5);
+const MAX_LOOKUP_RETRY: Duration = Duration::from_secs(300);
+/// The first retry of a failed measurement (a volume not mounted yet);
+/// doubled up to the period.
+const MEASURE_RETRY: Duration = Duration::from_secs(5);
+/// PVC/PV GETs in flight at once, so a node with many new PVCs does not
+/// burst the API server.
+const LOOKUPS_IN_FLIGHT: usize = 8;
+
+struct Looked {
+    key: Key,
+    ticket: Ticket,
+    result: Result<PvInfo, VolumeError>,
+}
+
+struct Measured {
+    key: Key,
+    ticket: Ticket,
+    result: Result<(FsUsage, Method), VolumeError>,
+}
+
+/// One PVC of the node: its claim, what the last lookup said, its row.
+struct Entry {
+    claim: ClaimRef,
+    pv: Option<PvInfo>,
+    row: Arc<VolumeRow>,
+}
+
+pub struct VolumeSampler {
+    cfg: VolumeConfig,
+    kube: Kube,
+    events: watch::Receiver<u64>,
+    kubelet_root: PathBuf,
+    measurer: Arc<Measurer>,
+    mounts: MountTable,
+    entries: HashMap<Key, Entry>,
+    lookups: Scheduler<Key, ()>,
+    measures: Scheduler<Key, Target>,
+    lookups_in_flight: usize,
+    /// The pod set version the entries were last synced with.
+    pods_version: Option<u64>,
+    /// The table's rows or source changed since it was last published.
+    membership_changed: bool,
+    /// A row's reading changed since the board was last touched.
+    readings_changed: bool,
+    published_source: Option<SourceStatus>,
+    looked_tx: mpsc::UnboundedSender<Looked>,
+    looked_rx: mpsc::UnboundedReceiver<Looked>,
+    measured_tx: mpsc::UnboundedSender<Measured>,
+    measured_rx: mpsc::UnboundedReceiver<Measured>,
+}
+
+impl VolumeSampler {
+    pub fn new(cfg: VolumeConfig, kube: Kube) -> Result<VolumeSampler, String> {
+        let kubelet_root = host_path(&cfg.rootfs, &cfg.kubelet_root_dir)
+            .map_err(|e| format!("--kubelet.root-dir: {e}"))?;
+        // The mount table names real paths: resolve symlinks in the root
+        // dir once (it is a local directory, never a volume).
+        let kubelet_root = std::fs::canonicalize(&kubelet_root).unwrap_or(kubelet_root);
+        let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
+            .map_err(|e| format!("cannot start walk threads: {e}"))?;
+        let measurer = Arc::new(Measurer {
+            rootfs: cfg.rootfs.clone(),
+            sysfs: cfg.sysfs.clone(),
+            timeout: cfg.timeout,
+            walk_budget: cfg.walk_budget,
+            prober: FsProber::default(),
+            walkers,
+            reading: InFlightSet::default(),
+        });
+        let (looked_tx, looked_rx) = mpsc::unbounded_channel();
+        let (measured_tx, measured_rx) = mpsc::unbounded_channel();
+        let lookups = Scheduler::new(Policy {
+            period: REFRESH_PV,
+            retry: LOOKUP_RETRY,
+            max_retry: MAX_LOOKUP_RETRY,
+        });
+        let measures = Scheduler::new(Policy {
+            period: cfg.period,
+            retry: MEASURE_RETRY.min(cfg.period),
+            max_retry: cfg.period,
+        });
+        Ok(VolumeSampler {
+            mounts: MountTable::new(cfg.procfs.clone(), cfg.timeout),
+            events: kube.subscribe(),
+            cfg,
+            kube,
+            kubelet_root,
+            measurer,
+            entries: HashMap::new(),
+            lookups,
+            measures,
+            lookups_in_flight: 0,
+            pods_version: None,
+            membership_changed: true,
+            readings_changed: false,
+            published_source: None,
+            looked_tx,
+            looked_rx,
+            measured_tx,
+            measured_rx,
+        })
+    }
+
+    /// The Kubernetes API as a source.
+    fn source(&self) -> SourceStatus {
+        let api = self.kube.health();
+        let error = api
+            .error
+            .or_else(|| (!api.synced).then(|| "the first list of pods has not arrived".to_owned()));
+        SourceStatus {
+            source: SourceId::Kubernetes,
+            up: error.is_none(),
+            last_success: api.last_success,
+            duration: None,
+            error,
+        }
+    }
+
+    /// The table as it stands (its rows are shared, not copied).
+    pub fn table(&self) -> VolumeTable {
+        VolumeTable::new(
+            self.entries.values().map(|e| Arc::clone(&e.row)).collect(),
+            self.source(),
+        )
+    }
+
+    /// Looks up and measures every volume once (for `kubedf metrics` and
+    /// `kubedf df`), bounded in time.
+    pub async fn sample_once(&mut self) -> VolumeTable {
+        if !self.kube.wait_synced(self.cfg.timeout).await {
+            warn!(
+                "the pod list did not arrive within {:?}; reporting no volumes",
+                self.cfg.timeout
+            );
+        }
+        self.sync_claims(Instant::now());
+        let deadline = Instant::now() + self.cfg.walk_budget + self.cfg.timeout * 4;
+        // Everything is due now; later retries are not waited for.
+        let start = Instant::now();
+        loop {
+            self.start_lookups(start);
+            self.start_measurements(start).await;
+            if self.lookups_in_flight == 0 && self.measures.in_flight() == 0 {
+                break;
+            }
+            tokio::select! {
+                Some(done) = self.looked_rx.recv() => self.apply_lookup(done, Instant::now()),
+                Some(done) = self.measured_rx.recv() => self.apply_measurement(done, Instant::now()),
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.table()
+    }
+
+    /// Refreshes volumes until `shutdown` changes, publishing into `board`.
+    pub async fn run(mut self, board: SnapshotHandle, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let now = Instant::now();
+            if self.pods_version != Some(self.kube.version()) {
+                self.sync_claims(now);
+            }
+            self.start_lookups(now);
+            self.start_measurements(now).await;
+            self.publish(&board);
+            let next = [self.lookups.next_due(), self.measures.next_due()]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                _ = sleep_until(next) => {}
+                changed = self.events.changed() => {
+                    if changed.is_err() {
+                        // The watch is gone: nothing will change any more
+                        // but the measurements.
+                        self.events = watch::channel(0).1;
+                    }
+                }
+                Some(done) = self.looked_rx.recv() => self.apply_lookup(done, Instant::now()),
+                Some(done) = self.measured_rx.recv() => {
+                    // Results come in bursts: take what is there.
+                    self.apply_measurement(done, Instant::now());
+                    while let Ok(done) = self.measured_rx.try_recv() {
+                        self.apply_measurement(done, Instant::now());
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Republishes the table when its rows or source changed; otherwise only
+    /// says that a row's reading changed.
+    fn publish(&mut self, board: &SnapshotHandle) {
+        let source = self.source();
+        if self.published_source.as_ref() != Some(&source) {
+            self.membership_changed = true;
+        }
+        if std::mem::take(&mut self.membership_changed) {
+            self.published_source = Some(source);
+            board.publish_volumes(Some(Arc::new(self.table())));
+            self.readings_changed = false;
+        } else if std::mem::take(&mut self.readings_changed) {
+            board.touch();
+        }
+    }
+
+    /// Brings the entries in line with the running pods' claims.
+    fn sync_claims(&mut self, now: Instant) {
+        self.pods_version = Some(self.kube.version());
+        let claims = claims_of(&self.kube.pods());
+        let wanted: HashSet<Key> = claims
+            .iter()
+            .map(|c| (c.namespace.clone(), c.claim.clone()))
+            .collect();
+        let before = self.entries.len();
+        self.entries.retain(|k, _| wanted.contains(k));
+        self.lookups.retain(|k| wanted.contains(k));
+        self.measures.retain(|k| wanted.contains(k));
+        if self.entries.len() != before {
+            self.membership_changed = true;
+        }
+        for claim in claims {
+            let key = (claim.namespace.clone(), claim.claim.clone());
+            match self.entries.get_mut(&key) {
+                None => {
+                    let row = VolumeRow::new(
+                        &claim.namespace,
+                        &claim.claim,
+                        &claim.pod,
+                        Reading::default(),
+                    );
+                    self.entries.insert(
+                        key.clone(),
+                        Entry {
+                            claim,
+                            pv: None,
+                            row: Arc::new(row),
+                        },
+                    );
+                    self.lookups.plan(key, (), now);
+                    self.membership_changed = true;
+                }
+                // The pod that holds the PVC changed (the first pod left):
+                // a new row, and a new plan under the new pod's directory.
+                Some(entry) if entry.claim != claim => {
+                    entry.claim = claim;
+                    self.replan(&key, now);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Starts the lookups that are due, a few at a time.
+    fn start_lookups(&mut self, now: Instant) {
+        while self.lookups_in_flight < LOOKUPS_IN_FLIGHT {
+            let Some(due) = self.lookups.pop_due(now) else {
+                return;
+            };
+            self.lookups_in_flight += 1;
+            let kube = self.kube.clone();
+            let timeout = self.cfg.timeout;
+            let tx = self.looked_tx.clone();
+            tokio::spawn(async move {
+                let result = resolve(&kube, &due.key.0, &due.key.1, timeout).await;
+                let _ = tx.send(Looked {
+                    key: due.key,
+                    ticket: due.ticket,
+                    result,
+                });
+            });
+        }
+    }
+
+    fn apply_lookup(&mut self, done: Looked, now: Instant) {
+        self.lookups_in_flight = self.lookups_in_flight.saturating_sub(1);
+        let outcome = if done.result.is_ok() {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        };
+        if !self.lookups.finish(&done.key, done.ticket, outcome, now) {
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&done.key) else {
+            return;
+        };
+        match done.result {
+            Ok(pv) => {
+                if entry.pv.as_ref() != Some(&pv) {
+                    entry.pv = Some(pv);
+                    self.replan(&done.key, now);
+                }
+            }
+            // The API did not answer: keep measuring the PV it last named.
+            Err(e) if e.reason == Reason::ApiError && entry.pv.is_some() => {
+                warn!(
+                    namespace = %done.key.0,
+                    persistentvolumeclaim = %done.key.1,
+                    error = %e.message,
+                    "refreshing the volume's PV failed; measuring the PV last seen"
+                );
+            }
+            Err(e) => {
+                entry.pv = None;
+                self.measures.remove(&done.key);
+                self.set_error(&done.key, e);
+            }
+        }
+    }
+
+    /// A new row for the entry's claim and PV, and the plan to measure it.
+    fn replan(&mut self, key: &Key, now: Instant) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let claim = &entry.claim;
+        let mut row = VolumeRow::new(
+            &claim.namespace,
+            &claim.claim,
+            &claim.pod,
+            entry.row.reading(),
+        );
+        let Some(pv) = &entry.pv else {
+            entry.row = Arc::new(row);
+            self.membership_changed = true;
+            return;
+        };
+        row = row.with_pv(&pv.name, &pv.source.driver(), pv.mode);
+        let target = plan(&self.cfg.rootfs, &self.kubelet_root, &claim.pod_uid, pv).map_err(|e| {
+            VolumeError::new(
+                Reason::BadPath,
+                format!("persistent volume {}: {e}", pv.name),
+            )
+        });
+        entry.row = Arc::new(row);
+        self.membership_changed = true;
+        match target {
+            Ok(target) => {
+                if target.method != Method::LocalPath {
+                    let mut reading = entry.row.reading();
+                    reading.method = Some(target.method);
+                    entry.row.set_reading(reading);
+                }
+                self.measures.plan(key.clone(), target, now);
+            }
+            Err(e) => {
+                self.measures.remove(key);
+                self.set_error(key, e);
+            }
+        }
+    }
+
+    fn set_error(&mut self, key: &Key, e: VolumeError) {
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let mut reading = entry.row.reading();
+        if reading.stats.as_ref().and_then(|s| s.as_ref().err()) != Some(&e) {
+            log_error(&entry.row, &e);
+        }
+        // Left out rather than kept stale.
+        reading.stats = Some(Err(e));
+        if entry.row.set_reading(reading) {
+            self.readings_changed = true;
+        }
+    }
+
+    async fn start_measurements(&mut self, now: Instant) {
+        if self.measures.next_due().is_none_or(|at| at > now) {
+            return;
+        }
+        let mounts = self.mounts.get().await;
+        for due in self.measures.drain_due(now) {
+            let measurer = Arc::clone(&self.measurer);
+            let mounts = mounts.clone();
+            let tx = self.measured_tx.clone();
+            tokio::spawn(async move {
+                let result = match mounts {
+                    Ok(mounts) => measurer.measure(&due.plan, &mounts).await,
+                    Err(e) => Err(VolumeError::new(Reason::IoError, e)),
+                };
+                let _ = tx.send(Measured {
+                    key: due.key,
+                    ticket: due.ticket,
+                    result,
+                });
+            });
+        }
+    }
+
+    fn apply_measurement(&mut self, done: Measured, now: Instant) {
+        let outcome = if done.result.is_ok() {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        };
+        if !self.measures.finish(&done.key, done.ticket, outcome, now) {
+            return;
+        }
+        let Some(entry) = self.entries.get(&done.key) else {
+            return;
+        };
+        match done.result {
+            Ok((usage, method)) => {
+                let previous = entry.row.reading();
+                if let Some(Err(previous)) = &previous.stats {
+                    info!(
+                        namespace = %entry.row.namespace,
+                        persistentvolumeclaim = %entry.row.claim,
+                        previous_error = %previous,
+                        "volume measurable again"
+                    );
+                }
+                let reading = Reading {
+                    method: Some(method),
+                    stats: Some(Ok(usage)),
+                };
+                if entry.row.set_reading(reading) {
+                    self.readings_changed = true;
+                }
+            }
+            Err(e) => self.set_error(&done.key, e),
+        }
+    }
+}
+
+fn log_error(row: &VolumeRow, e: &VolumeError) {
+    warn!(
+        namespace = %row.namespace,
+        persistentvolumeclaim = %row.claim,
+        reason = %e.reason,
+        error = %e.message,
+        "volume not measured; its series are left out"
+    );
+}
+
+/// PVC -> PV name -> PV.
+async fn resolve(
+    kube: &Kube,
+    namespace: &str,
+    claim: &str,
+    timeout: Duration,
+) -> Result<PvInfo, VolumeError> {
+    let api = |e: String| VolumeError::new(Reason::ApiError, e);
+    let volume_name = match kube.claim(namespace, claim, timeout).await.map_err(api)? {
+        None => {
+            return Err(VolumeError::new(
+                Reason::PvcNotFound,
+                format!("persistentvolumeclaim {namespace}/{claim} not found"),
+            ));
+        }
+        Some(ClaimState::Unbound { phase }) => {
+            return Err(VolumeError::new(
+                Reason::PvcUnbound,
+                format!("persistentvolumeclaim {namespace}/{claim} is not bound (phase {phase})"),
+            ));
+        }
+        Some(ClaimState::Bound { volume_name }) => volume_name,
+    };
+    match kube.volume(&volume_name, timeout).await.map_err(api)? {
+        None => Err(VolumeError::new(
+            Reason::PvNotFound,
+            format!("persistentvolume {volume_name} of {namespace}/{claim} not found"),
+        )),
+        Some(Err(e)) => Err(VolumeError::new(Reason::ApiError, e)),
+        Some(Ok(pv)) => Ok(pv),
+    }
+}
