@@ -197,11 +197,12 @@ impl VolumeSampler {
         }
         self.sync_claims(Instant::now());
         let deadline = Instant::now() + self.cfg.walk_budget + self.cfg.timeout * 4;
-        // Everything is due now; later retries are not waited for.
-        let start = Instant::now();
+        // Everything is due now. Retries come 5 s or more after a failure
+        // and are started only while other calls are still running.
         loop {
-            self.start_lookups(start);
-            self.start_measurements(start).await;
+            let now = Instant::now();
+            self.start_lookups(now);
+            self.start_measurements(now).await;
             if self.lookups_in_flight == 0 && self.measures.in_flight() == 0 {
                 break;
             }
