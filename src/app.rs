@@ -110,7 +110,7 @@ impl App {
 /// The watch of this node's pods, or None (with one log line saying why)
 /// when it cannot work here; the rest of kubedf runs either way.
 async fn kube_side(args: &CommonArgs) -> Option<Kube> {
-    const OFF: &str = "volume_stats and pod_storage collectors off";
+    const OFF: &str = "volume_stats collector off (and pod_storage)";
     if args.volume_stats_agg_period.is_zero() {
         warn!("{OFF}: --volume-stats-agg-period is 0");
         return None;
