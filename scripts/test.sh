@@ -33,9 +33,15 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
-# kubernetes-validate (PyPI) checks the built-in kinds of deploy/.
+# kubernetes-validate (PyPI) checks the built-in kinds of deploy/ and of the
+# chart's renders.
 if ! command -v kubernetes-validate >/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate
+fi
+# helm-python-sdk (PyPI) embeds the real Helm v4 engine as a library:
+# tests/chart.rs lints and renders charts/kubedf with it (no helm binary).
+if ! python3 -c 'import helm_python' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check helm-python-sdk
 fi
 
 cargo fmt --check

@@ -81,7 +81,10 @@ impl App {
         if pods.is_none() {
             collectors.remove(POD_STORAGE);
         }
-        let registry = Registry::new(Some(&collectors))?;
+        let options = crate::collector::Options {
+            volume_kubelet_names: args.volume_kubelet_names,
+        };
+        let registry = Registry::with_options(Some(&collectors), &options)?;
         let cri = CriClient::new(&endpoint)?;
         let sampler = Sampler::new(
             SamplerConfig {

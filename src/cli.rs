@@ -149,6 +149,18 @@ pub struct CommonArgs {
     /// once, all at nice 19).
     #[arg(long = "volume-stats-walk-threads", env = "KUBEDF_VOLUME_STATS_WALK_THREADS", default_value = "2", value_parser = clap::value_parser!(u16).range(1..=64), global = true)]
     pub volume_stats_walk_threads: u16,
+    /// Which PVCs get kubelet's kubelet_volume_stats_* names: all, uncovered
+    /// (only hostPath-backed PVs, which kubelet does not report, so that a
+    /// Prometheus relabelling them to job="kubelet" sees no PVC twice) or
+    /// none. The others are reported as kubedf_volume_stats_*, same labels.
+    #[arg(
+        long = "volume-stats.kubelet-names",
+        env = "KUBEDF_VOLUME_STATS_KUBELET_NAMES",
+        default_value = "all",
+        value_enum,
+        global = true
+    )]
+    pub volume_kubelet_names: crate::collector::volume_stats::KubeletNames,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long = "log.format",
@@ -298,6 +310,10 @@ mod tests {
         assert_eq!(p.cli.common.volume_stats_walk_workers, 2);
         assert_eq!(p.cli.common.volume_stats_walk_threads, 2);
         assert_eq!(p.cli.common.kubeconfig, None);
+        use crate::collector::volume_stats::KubeletNames;
+        assert_eq!(p.cli.common.volume_kubelet_names, KubeletNames::All);
+        let p = parse_from(["kubedf", "df", "--volume-stats.kubelet-names", "uncovered"]).unwrap();
+        assert_eq!(p.cli.common.volume_kubelet_names, KubeletNames::Uncovered);
         let p = parse_from(["kubedf", "df", "--volume-stats-agg-period", "0"]).unwrap();
         assert!(p.cli.common.volume_stats_agg_period.is_zero());
         assert_eq!(p.collectors.len(), Registry::available().len());
@@ -333,6 +349,7 @@ mod tests {
             vec!["kubedf", "serve", "--web.telemetry-path", "metrics"],
             vec!["kubedf", "df", "--sample-timeout", "0s"],
             vec!["kubedf", "df", "--sample-interval", "soon"],
+            vec!["kubedf", "df", "--volume-stats.kubelet-names", "some"],
         ] {
             let err = parse_from(args.clone()).unwrap_err().to_string();
             assert!(err.contains(args[2]), "{args:?}: {err}");

@@ -88,9 +88,18 @@ impl Registry {
         collector::all()
     }
 
-    /// A registry of the named collectors (all of them when `enabled` is None).
+    /// A registry of the named collectors (all of them when `enabled` is
+    /// None), with default options.
     pub fn new(enabled: Option<&BTreeSet<String>>) -> Result<Registry, RegistryError> {
-        let all = collector::all();
+        Registry::with_options(enabled, &collector::Options::default())
+    }
+
+    /// A registry of the named collectors (all of them when `enabled` is None).
+    pub fn with_options(
+        enabled: Option<&BTreeSet<String>>,
+        options: &collector::Options,
+    ) -> Result<Registry, RegistryError> {
+        let all = collector::all_with(options);
         if let Some(names) = enabled {
             let known: Vec<&str> = all.iter().map(|c| c.name()).collect();
             if let Some(unknown) = names.iter().find(|n| !known.contains(&n.as_str())) {

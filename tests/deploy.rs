@@ -7,16 +7,19 @@
 //! `promtool check rules` and `promtool test rules`. A missing tool fails the
 //! test under `CI=true` and skips it elsewhere.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::{Value, json};
+use support::manifests::{
+    NAMESPACE, assert_success, by_name, kind, kustomize, name, root, run, strs, the,
+};
 
 /// The job the alerts select (the ServiceMonitor's Service name).
 const JOB: &str = "kubedf";
-const NAMESPACE: &str = "kubedf";
 const PORT: u64 = 9842;
 const DATASOURCE: &str = "${datasource}";
 /// Grafana variables a dashboard query may use.
@@ -29,10 +32,6 @@ const QUERY_VARIABLES: &[&str] = &[
     "__range",
 ];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn read(rel: &str) -> String {
     let path = root().join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -42,78 +41,9 @@ fn yaml(rel: &str) -> Value {
     serde_saphyr::from_str::<Value>(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-fn ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// Runs `cmd`. When its program is not installed, fails under CI=true and
-/// otherwise prints the skip line and returns None.
-fn run(test: &str, cmd: &mut Command) -> Option<Output> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    match cmd.output() {
-        Ok(out) => Some(out),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            let reason = format!("{program} is not installed");
-            assert!(
-                !ci(),
-                "{test}: {reason} (CI=true; scripts/test.sh installs it)"
-            );
-            eprintln!("skipping {test}: {reason}");
-            None
-        }
-        Err(e) => panic!("{test}: cannot run {program}: {e}"),
-    }
-}
-
-fn assert_success(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `kubectl kustomize deploy`, parsed; None when skipped.
 fn render(test: &str) -> Option<Vec<Value>> {
-    let out = run(
-        test,
-        Command::new("kubectl")
-            .arg("kustomize")
-            .arg(root().join("deploy")),
-    )?;
-    assert_success("kubectl kustomize deploy", &out);
-    let text = String::from_utf8(out.stdout).expect("kustomize output is UTF-8");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-        .unwrap_or_else(|e| panic!("kustomize output is not YAML: {e}\n{text}"));
-    Some(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
-fn kind(obj: &Value) -> &str {
-    obj["kind"].as_str().unwrap_or("")
-}
-
-fn name(obj: &Value) -> &str {
-    obj["metadata"]["name"].as_str().unwrap_or("")
-}
-
-fn the<'a>(objs: &'a [Value], k: &str) -> &'a Value {
-    let found: Vec<&Value> = objs.iter().filter(|o| kind(o) == k).collect();
-    assert_eq!(found.len(), 1, "expected exactly one {k}");
-    found[0]
-}
-
-fn strs(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
-fn by_name<'a>(list: &'a Value, wanted: &str) -> &'a Value {
-    list.as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == wanted))
-        .unwrap_or_else(|| panic!("no entry named {wanted} in {list}"))
+    kustomize(test, &[])
 }
 
 #[test]
@@ -290,6 +220,10 @@ fn kustomize_renders_the_expected_objects() {
     let ep = &endpoints[0];
     assert_eq!(ep["port"], "metrics");
     assert_eq!(ep["interval"], "30s");
+    assert_eq!(
+        ep["honorLabels"], true,
+        "series keep their own namespace, pod and container under the operator's target labels"
+    );
     for target in ["instance", "node"] {
         let relabeled = ep["relabelings"].as_array().into_iter().flatten().any(|r| {
             r["targetLabel"] == target
@@ -307,32 +241,10 @@ fn kustomize_renders_the_expected_objects() {
 fn rendered_objects_pass_kubernetes_validate() {
     let test = "rendered_objects_pass_kubernetes_validate";
     let Some(objs) = render(test) else { return };
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("deploy-validate-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut files = Vec::new();
-    for (i, obj) in objs.iter().enumerate() {
-        // The Prometheus Operator's CRDs are unknown to kubernetes-validate.
-        if matches!(kind(obj), "ServiceMonitor" | "PrometheusRule") {
-            continue;
-        }
-        let file = dir.join(format!("{i}-{}.yaml", kind(obj).to_lowercase()));
-        // JSON is YAML.
-        std::fs::write(&file, serde_json::to_string_pretty(obj).unwrap()).unwrap();
-        files.push(file);
-    }
-    assert_eq!(files.len(), 6, "six built-in objects");
-    let out = run(
-        test,
-        Command::new("kubernetes-validate")
-            .arg("--strict")
-            .arg("--quiet")
-            .args(&files),
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let Some(out) = out else { return };
-    assert_success("kubernetes-validate --strict", &out);
+    let Some(checked) = support::manifests::kubernetes_validate(test, "deploy/", &objs) else {
+        return;
+    };
+    assert_eq!(checked, 6, "six built-in objects");
 }
 
 #[test]
@@ -473,7 +385,11 @@ fn metric_names(expr: &str) -> Vec<(String, usize)> {
             && (b[i..].starts_with(b"kubedf_") || b[i..].starts_with(b"kubelet_volume_stats_"))
         {
             let end = (i..b.len()).find(|&j| !ident(b[j])).unwrap_or(b.len());
-            out.push((expr[i..end].to_string(), end));
+            // A label name (kubedf_job="...") is followed by its matcher.
+            let is_label = expr[end..].trim_start().starts_with(['=', '!']);
+            if !is_label {
+                out.push((expr[i..end].to_string(), end));
+            }
             i = end;
         } else {
             i += 1;
@@ -490,10 +406,14 @@ fn assert_selectors_have(what: &str, expr: &str, matcher: &str) {
             .strip_prefix('{')
             .and_then(|r| r.find('}').map(|n| &r[..n]))
             .unwrap_or_else(|| panic!("{what}: {metric} has no label selector in {expr}"));
-        assert!(
-            selector.contains(matcher),
-            "{what}: {metric}{{{selector}}} lacks {matcher}"
-        );
+        // kubelet_volume_stats_* relabelled to job="kubelet" (kubeletCompat)
+        // keep kubedf's job in kubedf_job.
+        let compat = format!("kubedf_{matcher}");
+        let has = selector
+            .split(',')
+            .map(str::trim)
+            .any(|m| m == matcher || (metric.starts_with("kubelet_volume_stats_") && m == compat));
+        assert!(has, "{what}: {metric}{{{selector}}} lacks {matcher}");
     }
 }
 
@@ -707,7 +627,7 @@ fn dashboards_are_importable_and_query_only_documented_metrics() {
 #[test]
 fn metric_names_are_found_in_queries() {
     let names: Vec<String> = metric_names(
-        "kubedf_a_b{job=\"kubedf\"} / kubelet_volume_stats_x{} or kubelet_up + my_kubedf_x",
+        "kubedf_a_b{job=\"kubedf\"} / kubelet_volume_stats_x{kubedf_job=\"kubedf\"} or kubelet_up + my_kubedf_x",
     )
     .into_iter()
     .map(|(n, _)| n)

@@ -654,3 +654,81 @@ fn snapshot_times_are_plausible() {
     // Guards the fixed snapshot against drifting into the future of this machine.
     assert!(fixed_snapshot().taken_at() <= SystemTime::now());
 }
+
+/// `--volume-stats.kubelet-names`: which PVCs of the fixed snapshot (a CSI
+/// filesystem, a hostPath walk, a CSI block volume) are under kubelet's names
+/// and which under kubedf's, with the same figures and labels.
+#[test]
+fn kubelet_names_choose_the_family_of_each_pvc() {
+    use kubedf::collector::Options;
+    use kubedf::collector::volume_stats::KubeletNames;
+
+    let render = |names| {
+        Registry::with_options(
+            None,
+            &Options {
+                volume_kubelet_names: names,
+            },
+        )
+        .expect("registry")
+        .render(&fixed_snapshot())
+    };
+    let claims = |text: &str, family: &str| -> Vec<(String, String)> {
+        samples(text)
+            .into_iter()
+            .filter(|l| l.name == family)
+            .map(|l| (l.labels["persistentvolumeclaim"].clone(), l.value.clone()))
+            .collect()
+    };
+    let all = render(KubeletNames::All);
+    let everything = claims(&all, "kubelet_volume_stats_used_bytes");
+    assert_eq!(everything.len(), 3, "{everything:?}");
+    assert!(!has_family(&all, "kubedf_volume_stats_used_bytes"));
+    assert_eq!(
+        normalize(&all),
+        normalize(
+            &Registry::new(None)
+                .expect("registry")
+                .render(&fixed_snapshot())
+        ),
+        "all is the default"
+    );
+
+    let uncovered = render(KubeletNames::Uncovered);
+    let hostpath = ("uploads".to_owned(), "52428800".to_owned());
+    for suffix in FS_FIGURES {
+        let kubelet = claims(&uncovered, &format!("kubelet_volume_stats_{suffix}"));
+        let own = claims(&uncovered, &format!("kubedf_volume_stats_{suffix}"));
+        assert_eq!(
+            kubelet.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+            ["uploads"],
+            "{suffix}: only the hostPath PVC under kubelet's name"
+        );
+        let mut own_claims: Vec<&str> = own.iter().map(|(c, _)| c.as_str()).collect();
+        own_claims.sort_unstable();
+        assert_eq!(own_claims, ["data-db-0", "raw"], "{suffix}");
+        // Each figure is the one `all` reports under kubelet's name.
+        let before = claims(&all, &format!("kubelet_volume_stats_{suffix}"));
+        for pvc in kubelet.iter().chain(&own) {
+            assert!(before.contains(pvc), "{suffix}: {pvc:?} not in {before:?}");
+        }
+    }
+    assert_eq!(
+        claims(&uncovered, "kubelet_volume_stats_used_bytes"),
+        [hostpath]
+    );
+    // Same labels on both families.
+    for l in samples(&uncovered).iter().filter(|l| {
+        l.name.starts_with("kubedf_volume_stats_") && l.name != "kubedf_volume_stats_error"
+    }) {
+        let mut keys: Vec<&str> = l.labels.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["namespace", "persistentvolumeclaim"], "{}", l.name);
+        assert_eq!(l.labels["namespace"], "shop");
+    }
+    promtool_check(&uncovered).expect("promtool check metrics");
+
+    let none = render(KubeletNames::None);
+    assert!(!has_family(&none, "kubelet_volume_stats_used_bytes"));
+    assert_eq!(claims(&none, "kubedf_volume_stats_used_bytes").len(), 3);
+}

@@ -2,21 +2,39 @@
 //! package) scraping a running kubedf every second, which itself reads a
 //! real containerd, a fake Kubernetes API server and real mounts. Every
 //! panel query must parse and return data; every rule must load.
+//!
+//! Prometheus scrapes kubedf as the Prometheus Operator would from
+//! deploy/'s ServiceMonitor: with the operator's target labels (namespace,
+//! pod, service, endpoint, container of kubedf's own pod), the
+//! ServiceMonitor's relabelings, honorLabels and metricRelabelings. So the
+//! PVC's own namespace must survive kubedf's, and with the kubelet-compat
+//! component the unmodified kubernetes-mixin alerts must see hostPath PVCs
+//! once and CSI PVCs not at all (kubelet reports those itself).
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::containerd::Containerd;
 use support::fake_kube::{self, FakeKube};
+use support::manifests::{self, ScrapedPod};
 use support::*;
 
 const NODE: &str = "node-1";
 const JOB: &str = "kubedf";
+/// kubedf's own pod, as the operator's service discovery names it.
+const KUBEDF_POD: ScrapedPod = ScrapedPod {
+    namespace: "kubedf",
+    service: "kubedf",
+    pod: "kubedf-7xk2p",
+    container: "kubedf",
+    node: NODE,
+};
 
 struct Prometheus {
     child: Child,
@@ -25,17 +43,16 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &Path, target: &str) -> Prometheus {
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules/kubedf-alerts.yaml");
+    /// Prometheus with one scrape config and `rules` as rule files.
+    fn start(dir: &Path, scrape: Value, rules: &[PathBuf]) -> Prometheus {
         let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n",
-                rules.display()
-            ),
-        )
-        .expect("write prometheus.yml");
+        // JSON is YAML.
+        let text = json!({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": rules,
+            "scrape_configs": [scrape],
+        });
+        std::fs::write(&config, text.to_string()).expect("write prometheus.yml");
         // Prometheus cannot report a port it picked itself: take a free one.
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind")
@@ -80,11 +97,14 @@ impl Prometheus {
         Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
     }
 
-    fn wait_for(&self, what: &str, limit: Duration, expr: &str) {
+    /// Waits until `expr` returns something, and returns it.
+    fn wait_for(&self, what: &str, limit: Duration, expr: &str) -> Vec<Value> {
         let start = Instant::now();
         loop {
-            if matches!(self.query(expr), Ok(r) if !r.is_empty()) {
-                return;
+            if let Ok(r) = self.query(expr)
+                && !r.is_empty()
+            {
+                return r;
             }
             assert!(
                 start.elapsed() < limit,
@@ -94,6 +114,14 @@ impl Prometheus {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+/// The values of `label` across a query result.
+fn label_set(result: &[Value], label: &str) -> BTreeSet<String> {
+    result
+        .iter()
+        .filter_map(|s| s["metric"][label].as_str().map(str::to_owned))
+        .collect()
 }
 
 impl Drop for Prometheus {
@@ -146,22 +174,26 @@ fn label_values(query: &str) -> Option<(String, String)> {
     Some((selector.trim().to_owned(), label.trim().to_owned()))
 }
 
-#[test]
-fn every_dashboard_query_returns_data_from_a_real_prometheus() {
-    let test = "every_dashboard_query_returns_data_from_a_real_prometheus";
-    if !prerequisites(test, need_root_and(&["prometheus", "containerd", "ctr"])) {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
+/// A node with three PVCs of pod shop/web-0: "data" on a CSI volume (a
+/// 32 MiB tmpfs, 4 MiB used), "uploads" on a hostPath PV (`uploads_bytes`
+/// written, `uploads_capacity` declared) and "gone", whose volume is not
+/// mounted; kubedf serving it with `args` added.
+struct Node {
+    served: Served,
+    _kube: FakeKube,
+    _mounts: Vec<Tmpfs>,
+    _containerd: Containerd,
+    _nodefs: Tmpfs,
+}
+
+fn node_with_pvcs(d: &Path, uploads_bytes: usize, uploads_capacity: &str, args: &[&str]) -> Node {
     let kubelet_root = d.join("kubelet");
-    let _nodefs = Tmpfs::mount(&kubelet_root, 64 << 20);
+    let nodefs = Tmpfs::mount(&kubelet_root, 64 << 20);
     let containerd = Containerd::start(&d.join("cd"), 128 << 20).expect("containerd");
     containerd
         .import_tiny_image("kubedf-prom", 1 << 20)
         .expect("import");
 
-    // Two measurable PVCs (CSI mount and hostPath walk) and one that is not.
     let kube = FakeKube::start();
     let uid = fake_kube::fake_uid("web-0");
     let mut web = fake_kube::pod(
@@ -196,7 +228,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     std::fs::write(mount.join("f"), vec![1u8; 4 << 20]).expect("write");
     let host = d.join("local-path/pv-up");
     std::fs::create_dir_all(&host).expect("mkdir");
-    std::fs::write(host.join("f"), vec![2u8; 100_000]).expect("write");
+    std::fs::write(host.join("f"), vec![2u8; uploads_bytes]).expect("write");
     std::fs::create_dir_all(
         kubelet_root
             .join("pods")
@@ -211,7 +243,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         ),
         (
             "uploads",
-            fake_kube::pv_host_path("pv-up", host.to_str().expect("utf-8"), "1Gi"),
+            fake_kube::pv_host_path("pv-up", host.to_str().expect("utf-8"), uploads_capacity),
         ),
         (
             "unmounted",
@@ -226,7 +258,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let kubeconfig = d.join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let socket = format!("unix://{}", containerd.socket().display());
-    let served = Served::start(&[
+    let mut all = vec![
         "--node-name",
         NODE,
         "--kubeconfig",
@@ -239,28 +271,60 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "1s",
         "--volume-stats-agg-period",
         "1s",
-    ]);
+    ];
+    all.extend_from_slice(args);
+    let served = Served::start(&all);
     served.scrape_until(Duration::from_secs(20), "volumes and imagefs", |t| {
-        has_family(t, "kubelet_volume_stats_capacity_bytes")
+        (has_family(t, "kubelet_volume_stats_capacity_bytes")
+            || has_family(t, "kubedf_volume_stats_capacity_bytes"))
             && has_family(t, "kubedf_imagefs_used_bytes")
             && has_family(t, "kubedf_pod_ephemeral_storage_used_bytes")
     });
+    Node {
+        served,
+        _kube: kube,
+        _mounts: mounts,
+        _containerd: containerd,
+        _nodefs: nodefs,
+    }
+}
 
-    let prometheus = Prometheus::start(d, &served.addr.to_string());
-    prometheus.wait_for(
-        "a scrape of kubedf",
-        Duration::from_secs(60),
-        &format!("up{{job=\"{JOB}\"}} == 1"),
-    );
-    prometheus.wait_for(
-        "volume samples",
-        Duration::from_secs(30),
-        &format!("kubelet_volume_stats_used_bytes{{job=\"{JOB}\"}}"),
-    );
-    // Range functions (rate, predict_linear, deriv) want a few samples.
-    std::thread::sleep(Duration::from_secs(5));
+/// What both tests need: root, the peers, and kubectl for deploy/.
+fn ready(test: &str) -> bool {
+    prerequisites(
+        test,
+        need_root_and(&["prometheus", "containerd", "ctr", "kubectl"]),
+    )
+}
 
-    // Every rule loaded and evaluates without error.
+/// Prometheus scraping `node` with the scrape config the operator generates
+/// from deploy/'s ServiceMonitor (with `components`) for kubedf's pod, with
+/// `rules` loaded; None when skipped.
+fn scraped_by_operator(
+    test: &str,
+    d: &Path,
+    node: &Node,
+    components: &[&str],
+    rules: &[PathBuf],
+) -> Option<Prometheus> {
+    let objs = manifests::kustomize(test, components)?;
+    let monitor = manifests::the(&objs, "ServiceMonitor");
+    let scrape = manifests::operator_scrape_config(
+        monitor,
+        &node.served.addr.to_string(),
+        &KUBEDF_POD,
+        "1s",
+    );
+    assert_eq!(scrape["honor_labels"], true, "deploy/servicemonitor.yaml");
+    Some(Prometheus::start(d, scrape, rules))
+}
+
+fn deploy_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules/kubedf-alerts.yaml")
+}
+
+/// Every rule loaded and evaluates without error.
+fn assert_rules_healthy(prometheus: &Prometheus) {
     let rules: Value = http()
         .get(format!("{}/api/v1/rules", prometheus.url))
         .send()
@@ -285,10 +349,16 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             );
         }
     }
+}
 
+/// Every variable and panel query of dashboards/ returns data (but the
+/// OPTIONAL ones), and the persistent-volumes dashboard shows every PVC of
+/// `pvcs` in its own namespace, shop.
+fn assert_dashboards_work(prometheus: &Prometheus, pvcs: &[&str]) {
     let dashboards = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
     let mut checked = 0;
     let mut failures = Vec::new();
+    let mut shown = BTreeSet::new();
     for entry in std::fs::read_dir(&dashboards).expect("dashboards/") {
         let path = entry.expect("entry").path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
@@ -313,7 +383,15 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             if let Some((selector, label)) = label_values(query) {
                 let selector = substitute(&selector);
                 match prometheus.query(&selector) {
-                    Ok(r) if r.iter().any(|s| s["metric"][&label].is_string()) => checked += 1,
+                    Ok(r) if r.iter().any(|s| s["metric"][&label].is_string()) => {
+                        if label == "namespace" {
+                            assert!(
+                                label_set(&r, "namespace").contains("shop"),
+                                "{name}: variable namespace offers the PVC's own namespace: {r:?}"
+                            );
+                        }
+                        checked += 1;
+                    }
                     other => failures.push(format!(
                         "{name}: variable {}: {selector} has no {label}: {other:?}",
                         variable["name"]
@@ -329,7 +407,17 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
                 Ok(r) if r.is_empty() && !ref_id.starts_with("OPTIONAL") => {
                     failures.push(format!("{name}: panel {title:?}: {expr}: no data"))
                 }
-                Ok(_) => {}
+                Ok(r) => {
+                    for s in &r {
+                        if let Some(pvc) = s["metric"]["persistentvolumeclaim"].as_str() {
+                            assert_eq!(
+                                s["metric"]["namespace"], "shop",
+                                "{name}: panel {title:?}: {pvc} is in shop, not kubedf's namespace: {s}"
+                            );
+                            shown.insert(format!("{title}/{pvc}"));
+                        }
+                    }
+                }
             }
         }
     }
@@ -340,8 +428,138 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         failures.join("\n")
     );
     assert!(checked >= 10, "only {checked} queries found in dashboards/");
+    for title in ["Used space", "Free space", "Space used %", "Inodes used"] {
+        for pvc in pvcs {
+            assert!(
+                shown.contains(&format!("{title}/{pvc}")),
+                "panel {title:?} does not show PVC {pvc}: {shown:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_a_real_prometheus() {
+    let test = "every_dashboard_query_returns_data_from_a_real_prometheus";
+    if !ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let node = node_with_pvcs(d, 100_000, "1Gi", &[]);
+    let Some(prometheus) = scraped_by_operator(test, d, &node, &[], &[deploy_rules()]) else {
+        return;
+    };
+    // The operator's target labels are on the target...
+    prometheus.wait_for(
+        "a scrape of kubedf",
+        Duration::from_secs(60),
+        &format!(
+            "up{{job=\"{JOB}\", namespace=\"kubedf\", service=\"kubedf\", pod=\"kubedf-7xk2p\", \
+             container=\"kubedf\", endpoint=\"metrics\", instance=\"{NODE}\", node=\"{NODE}\"}} == 1"
+        ),
+    );
+    // ...and the PVCs keep their own namespace.
+    let volumes = prometheus.wait_for(
+        "volume samples",
+        Duration::from_secs(30),
+        &format!("kubelet_volume_stats_used_bytes{{job=\"{JOB}\"}}"),
+    );
+    assert_eq!(label_set(&volumes, "namespace"), ["shop".to_owned()].into());
+    assert_eq!(
+        prometheus.query("{exported_namespace!=\"\"} or {exported_pod!=\"\"}"),
+        Ok(vec![]),
+        "honorLabels keeps the series' own labels"
+    );
+    // Range functions (rate, predict_linear, deriv) want a few samples.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_rules_healthy(&prometheus);
+    assert_dashboards_work(&prometheus, &["data", "uploads"]);
     drop(prometheus);
-    drop(served);
-    drop(mounts);
-    drop(containerd);
+    drop(node);
+}
+
+#[test]
+fn the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all() {
+    let test = "the_kubernetes_mixin_sees_hostpath_pvcs_once_and_csi_pvcs_not_at_all";
+    if !ready(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // uploads: 1 MiB declared, 1,040,000 bytes written (over 99% used).
+    let node = node_with_pvcs(
+        d,
+        1_040_000,
+        "1Mi",
+        &["--volume-stats.kubelet-names", "uncovered"],
+    );
+    let mixin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mixin/kubernetes-storage.yaml");
+    let Some(prometheus) = scraped_by_operator(
+        test,
+        d,
+        &node,
+        &["kubelet-compat"],
+        &[deploy_rules(), mixin],
+    ) else {
+        return;
+    };
+    prometheus.wait_for(
+        "a scrape of kubedf",
+        Duration::from_secs(60),
+        &format!("up{{job=\"{JOB}\"}} == 1"),
+    );
+    // The hostPath PVC, and only it, under kubelet's names and selectors.
+    let kubelet = prometheus.wait_for(
+        "kubelet-named samples",
+        Duration::from_secs(30),
+        "kubelet_volume_stats_capacity_bytes{job=\"kubelet\", metrics_path=\"/metrics\"}",
+    );
+    assert_eq!(kubelet.len(), 1, "{kubelet:?}");
+    let m = &kubelet[0]["metric"];
+    assert_eq!(m["persistentvolumeclaim"], "uploads");
+    assert_eq!(m["namespace"], "shop");
+    assert_eq!(m["kubedf_job"], JOB, "kubedf's job is kept");
+    assert_eq!(kubelet[0]["value"][1], "1048576");
+    // The CSI PVC: no kubelet names from kubedf at all, its figures as
+    // kubedf_volume_stats_* under kubedf's job.
+    assert_eq!(
+        prometheus.query("{__name__=~\"kubelet_volume_stats_.+\", persistentvolumeclaim=\"data\"}"),
+        Ok(vec![])
+    );
+    let own = prometheus.wait_for(
+        "kubedf-named samples",
+        Duration::from_secs(30),
+        &format!("kubedf_volume_stats_capacity_bytes{{job=\"{JOB}\", persistentvolumeclaim=\"data\", namespace=\"shop\"}}"),
+    );
+    assert_eq!(own[0]["value"][1], (32u64 << 20).to_string());
+    // Only the volume stats samples moved: kubelet's up is not masked. (The
+    // mixin's ALERTS series carry the alerting series' job="kubelet".)
+    assert_eq!(
+        prometheus.query(
+            "{job=\"kubelet\", __name__!~\"kubelet_volume_stats_.+|ALERTS|ALERTS_FOR_STATE\"}"
+        ),
+        Ok(vec![])
+    );
+    // The unmodified mixin alert fires, once, for the hostPath PVC. for: 1m.
+    let firing = prometheus.wait_for(
+        "KubePersistentVolumeFillingUp to fire",
+        Duration::from_secs(180),
+        "ALERTS{alertname=\"KubePersistentVolumeFillingUp\", alertstate=\"firing\"}",
+    );
+    assert_eq!(firing.len(), 1, "fires once: {firing:?}");
+    let a = &firing[0]["metric"];
+    assert_eq!(a["persistentvolumeclaim"], "uploads");
+    assert_eq!(a["namespace"], "shop");
+    assert_eq!(a["severity"], "critical");
+    assert_eq!(
+        prometheus.query("ALERTS{persistentvolumeclaim=\"data\"}"),
+        Ok(vec![]),
+        "nothing about the CSI PVC, which kubelet reports itself"
+    );
+    assert_rules_healthy(&prometheus);
+    // kubedf's own dashboards still show both PVCs.
+    assert_dashboards_work(&prometheus, &["data", "uploads"]);
+    drop(prometheus);
+    drop(node);
 }

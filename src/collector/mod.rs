@@ -240,15 +240,29 @@ impl FsDescs {
     }
 }
 
-/// Every collector kubedf has, in registration order.
+/// The settings some collectors take from the command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// `--volume-stats.kubelet-names`.
+    pub volume_kubelet_names: volume_stats::KubeletNames,
+}
+
+/// Every collector kubedf has, in registration order, with default options.
 pub fn all() -> Vec<Box<dyn Collector>> {
+    all_with(&Options::default())
+}
+
+/// Every collector kubedf has, in registration order.
+pub fn all_with(options: &Options) -> Vec<Box<dyn Collector>> {
     vec![
         Box::new(imagefs::ImageFsCollector),
         Box::new(nodefs::NodeFsCollector),
         Box::new(rlimit::RlimitCollector),
         Box::new(image_gc::ImageGcCollector),
         Box::new(eviction::EvictionCollector),
-        Box::new(volume_stats::VolumeStatsCollector),
+        Box::new(volume_stats::VolumeStatsCollector {
+            kubelet_names: options.volume_kubelet_names,
+        }),
         Box::new(pod_storage::PodStorageCollector),
     ]
 }

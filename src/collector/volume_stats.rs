@@ -7,13 +7,16 @@
 //! statfs, du-method walks and block device sizes for the figures).
 //!
 //! Families: `kubelet_volume_stats_capacity_bytes`, `_available_bytes`,
-//! `_used_bytes`, `_inodes`, `_inodes_free`, `_inodes_used`;
-//! `kubedf_volume_info`, `kubedf_volume_stats_error`.
+//! `_used_bytes`, `_inodes`, `_inodes_free`, `_inodes_used`; the same six as
+//! `kubedf_volume_stats_*` for the PVCs that `--volume-stats.kubelet-names`
+//! leaves out of kubelet's names; `kubedf_volume_info`,
+//! `kubedf_volume_stats_error`.
 
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::model::FsUsage;
 use crate::model::Snapshot;
 use crate::model::SourceId;
+use crate::model::volume::HOST_PATH_DRIVER;
 use crate::model::{Reading, VolumeRow};
 
 const LABELS: &[&str] = &["namespace", "persistentvolumeclaim"];
@@ -55,6 +58,79 @@ pub static INODES_USED: Desc = Desc::gauge(
     None,
     LABELS,
 );
+
+/// Which PVCs get kubelet's `kubelet_volume_stats_*` names
+/// (`--volume-stats.kubelet-names`); the others keep their figures as
+/// `kubedf_volume_stats_*`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeletNames {
+    /// Every PVC: kubedf reads as a kubelet that also reports hostPath PVs.
+    #[default]
+    All,
+    /// Only the PVCs kubelet does not report: those bound to hostPath PVs.
+    /// kubelet reports every other kind (CSI, in-tree, and `local` PVs, which
+    /// it statfs's even when they are plain directories), so a Prometheus
+    /// that scrapes both sees each PVC once under kubelet's names.
+    Uncovered,
+    /// None: every PVC as `kubedf_volume_stats_*`.
+    None,
+}
+
+impl KubeletNames {
+    /// Whether `row`'s figures go under kubelet's names.
+    fn named_as_kubelet(self, row: &VolumeRow) -> bool {
+        match self {
+            KubeletNames::All => true,
+            KubeletNames::Uncovered => row.driver.as_deref() == Some(HOST_PATH_DRIVER),
+            KubeletNames::None => false,
+        }
+    }
+}
+
+/// kubedf's own names for the figures of PVCs that do not get kubelet's.
+/// Same labels, kubelet's unit-less style, so a query can `or` the two.
+macro_rules! own_desc {
+    ($name:ident, $family:literal, $help:literal) => {
+        pub static $name: Desc = Desc::gauge(
+            concat!("kubedf_volume_stats_", $family),
+            concat!(
+                $help,
+                " (kubelet_volume_stats_",
+                $family,
+                " for the PVCs that --volume-stats.kubelet-names gives kubelet's names)."
+            ),
+            None,
+            LABELS,
+        );
+    };
+}
+own_desc!(
+    OWN_CAPACITY,
+    "capacity_bytes",
+    "Capacity in bytes of the volume"
+);
+own_desc!(
+    OWN_AVAILABLE,
+    "available_bytes",
+    "Number of available bytes in the volume"
+);
+own_desc!(OWN_USED, "used_bytes", "Number of used bytes in the volume");
+own_desc!(
+    OWN_INODES,
+    "inodes",
+    "Maximum number of inodes in the volume"
+);
+own_desc!(
+    OWN_INODES_FREE,
+    "inodes_free",
+    "Number of free inodes in the volume"
+);
+own_desc!(
+    OWN_INODES_USED,
+    "inodes_used",
+    "Number of used inodes in the volume"
+);
+
 pub static INFO: Desc = Desc::gauge(
     "kubedf_volume_info",
     "A PVC of a running pod on this node and how kubedf measures it (method statfs, walk or block); always 1.",
@@ -76,13 +152,19 @@ pub static ERROR: Desc = Desc::gauge(
     &["namespace", "persistentvolumeclaim", "reason"],
 );
 
-static DESCS: [&Desc; 8] = [
+static DESCS: [&Desc; 14] = [
     &CAPACITY,
     &AVAILABLE,
     &USED,
     &INODES,
     &INODES_FREE,
     &INODES_USED,
+    &OWN_CAPACITY,
+    &OWN_AVAILABLE,
+    &OWN_USED,
+    &OWN_INODES,
+    &OWN_INODES_FREE,
+    &OWN_INODES_USED,
     &INFO,
     &ERROR,
 ];
@@ -90,8 +172,10 @@ static DESCS: [&Desc; 8] = [
 /// Reads one figure of a volume's usage.
 type Figure = fn(&FsUsage) -> u64;
 
-#[derive(Debug)]
-pub struct VolumeStatsCollector;
+#[derive(Debug, Default)]
+pub struct VolumeStatsCollector {
+    pub kubelet_names: KubeletNames,
+}
 
 impl Collector for VolumeStatsCollector {
     fn name(&self) -> &'static str {
@@ -125,16 +209,22 @@ impl Collector for VolumeStatsCollector {
                 _ => None,
             })
             .collect();
-        let figures: [(&'static Desc, Figure); 6] = [
-            (&CAPACITY, |u| u.capacity_bytes),
-            (&AVAILABLE, |u| u.available_bytes),
-            (&USED, |u| u.used_bytes),
-            (&INODES, |u| u.inodes),
-            (&INODES_FREE, |u| u.inodes_free),
-            (&INODES_USED, |u| u.inodes_used),
+        // (kubelet's name, kubedf's name, figure).
+        let figures: [(&'static Desc, &'static Desc, Figure); 6] = [
+            (&CAPACITY, &OWN_CAPACITY, |u| u.capacity_bytes),
+            (&AVAILABLE, &OWN_AVAILABLE, |u| u.available_bytes),
+            (&USED, &OWN_USED, |u| u.used_bytes),
+            (&INODES, &OWN_INODES, |u| u.inodes),
+            (&INODES_FREE, &OWN_INODES_FREE, |u| u.inodes_free),
+            (&INODES_USED, &OWN_INODES_USED, |u| u.inodes_used),
         ];
-        for (desc, figure) in figures {
+        for (kubelet, own, figure) in figures {
             for (row, usage) in &measured {
+                let desc = if self.kubelet_names.named_as_kubelet(row) {
+                    kubelet
+                } else {
+                    own
+                };
                 out.add(
                     desc,
                     [row.namespace.as_str(), row.claim.as_str()],

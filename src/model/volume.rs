@@ -29,6 +29,10 @@ pub struct PodVolumes {
     pub storage: super::pod::PodStorageSpec,
 }
 
+/// The `driver` label of hostPath-backed PVs, the ones kubelet reports no
+/// volume stats for.
+pub const HOST_PATH_DRIVER: &str = "kubernetes.io/host-path";
+
 /// Where a PV's data comes from, as far as measuring it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PvSource {
@@ -52,7 +56,7 @@ impl PvSource {
     pub fn driver(&self) -> String {
         match self {
             PvSource::Csi { driver } => driver.clone(),
-            PvSource::HostPath { .. } => "kubernetes.io/host-path".into(),
+            PvSource::HostPath { .. } => HOST_PATH_DRIVER.into(),
             PvSource::Local { .. } => "kubernetes.io/local-volume".into(),
             PvSource::InTree { plugin } => format!("kubernetes.io/{plugin}"),
         }

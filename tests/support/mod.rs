@@ -8,6 +8,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod fake_kube;
+pub mod manifests;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,69 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "kubedf.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The objects' name: fullnameOverride, else the release name when it already
+holds the chart's name (release "kubedf" gives "kubedf"), else
+<release>-<name>.
+*/}}
+{{- define "kubedf.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubedf.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* What selects the pods: stable across upgrades. */}}
+{{- define "kubedf.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubedf.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kubedf.labels" -}}
+{{ include "kubedf.selectorLabels" . }}
+helm.sh/chart: {{ include "kubedf.chart" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "kubedf.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubedf.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* --volume-stats.kubelet-names, checked against kubeletCompat. */}}
+{{- define "kubedf.kubeletNames" -}}
+{{- $compat := .Values.prometheus.monitor.kubeletCompat }}
+{{- $names := .Values.volumeStats.kubeletNames | default (ternary "uncovered" "all" $compat) }}
+{{- if not (has $names (list "all" "uncovered" "none")) }}
+{{- fail (printf "volumeStats.kubeletNames must be all, uncovered or none, not %q" $names) }}
+{{- end }}
+{{- if and $compat (eq $names "all") }}
+{{- fail "prometheus.monitor.kubeletCompat relabels kubedf's kubelet_volume_stats_* to job=\"kubelet\": with volumeStats.kubeletNames=all every PVC that kubelet reports too would be seen twice; use uncovered" }}
+{{- end }}
+{{- $names }}
+{{- end }}
+
+{{/* Whether the web config turns TLS on. */}}
+{{- define "kubedf.tls" -}}
+{{- if (.Values.webConfig | default dict).tls_server_config }}true{{ end }}
+{{- end }}
+
+{{- define "kubedf.webConfigPath" -}}
+/etc/kubedf/web-config.yml
+{{- end }}

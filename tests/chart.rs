@@ -1,0 +1,603 @@
+//! The Helm chart (`charts/kubedf`) through the real Helm v4 engine (PyPI
+//! helm-python-sdk; no helm binary): lint, render with the defaults and with
+//! each `ci/*-values.yaml`, validate every render with `kubernetes-validate
+//! --strict`, and check it against `deploy/`, which must describe the same
+//! objects: the default render field by field against `kubectl kustomize
+//! deploy`, and kubeletCompat against deploy/ with its kubelet-compat
+//! component. Each values file must change exactly what it is for.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use support::manifests::{self, *};
+
+/// Labels only Helm adds (chart version, release bookkeeping); every other
+/// field of every object must be equal to deploy/'s.
+const HELM_LABELS: &[&str] = &[
+    "helm.sh/chart",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/instance",
+];
+
+fn values_file(name: &str) -> PathBuf {
+    chart_dir().join("ci").join(name)
+}
+
+/// Every values file under ci/, by file name.
+fn ci_values() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(chart_dir().join("ci"))
+        .expect("charts/kubedf/ci")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("-values.yaml"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn render(test: &str, values: Option<&Path>) -> Option<Vec<Value>> {
+    Some(
+        manifests::helm_render(test, values)?
+            .unwrap_or_else(|e| panic!("helm template with {values:?} failed: {e}")),
+    )
+}
+
+/// Objects by "Kind/name".
+fn keyed(objs: &[Value]) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for o in objs {
+        let key = format!("{}/{}", kind(o), name(o));
+        assert!(out.insert(key.clone(), o.clone()).is_none(), "{key} twice");
+    }
+    out
+}
+
+fn strip_helm_labels(map: &mut Value) {
+    if let Some(m) = map.as_object_mut() {
+        for l in HELM_LABELS {
+            m.remove(*l);
+        }
+    }
+}
+
+/// An object without Helm's own labels, wherever labels or label selectors
+/// are.
+fn without_helm_labels(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    strip_helm_labels(&mut o["metadata"]["labels"]);
+    match kind(obj) {
+        "DaemonSet" => {
+            strip_helm_labels(&mut o["spec"]["selector"]["matchLabels"]);
+            strip_helm_labels(&mut o["spec"]["template"]["metadata"]["labels"]);
+        }
+        "Service" => strip_helm_labels(&mut o["spec"]["selector"]),
+        "ServiceMonitor" => strip_helm_labels(&mut o["spec"]["selector"]["matchLabels"]),
+        _ => {}
+    }
+    o
+}
+
+/// Every leaf path at which `a` and `b` differ, e.g.
+/// `spec.template.spec.containers[0].args[4]`.
+fn differences(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                differences(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &p,
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                differences(
+                    x.get(i).unwrap_or(&Value::Null),
+                    y.get(i).unwrap_or(&Value::Null),
+                    &format!("{path}[{i}]"),
+                    out,
+                );
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(path.to_owned()),
+    }
+}
+
+/// "Kind/name path" for every difference between two sets of objects; an
+/// object only one side has is "Kind/name" alone.
+fn object_differences(a: &[Value], b: &[Value]) -> BTreeSet<String> {
+    let (a, b) = (keyed(a), keyed(b));
+    let mut out = BTreeSet::new();
+    for key in a.keys().chain(b.keys()).collect::<BTreeSet<_>>() {
+        match (a.get(key), b.get(key)) {
+            (Some(x), Some(y)) => {
+                let mut d = Vec::new();
+                differences(x, y, "", &mut d);
+                out.extend(d.into_iter().map(|p| format!("{key} {p}")));
+            }
+            _ => {
+                out.insert(key.clone());
+            }
+        }
+    }
+    out
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// deploy/ (with `components`) against the chart rendered with `values`:
+/// every object of deploy/ but its Namespace (`helm install
+/// --create-namespace` makes it) must be the chart's, field for field, Helm's
+/// labels aside. The chart's only other objects are the dashboard ConfigMaps.
+fn assert_same_objects_as_deploy(test: &str, components: &[&str], values: Option<&Path>) {
+    let Some(deploy) = manifests::kustomize(test, components) else {
+        return;
+    };
+    let Some(chart) = render(test, values) else {
+        return;
+    };
+    let deploy: Vec<Value> = deploy
+        .into_iter()
+        .filter(|o| kind(o) != "Namespace")
+        .collect();
+    let chart: Vec<Value> = chart
+        .iter()
+        .filter(|o| kind(o) != "ConfigMap")
+        .map(without_helm_labels)
+        .collect();
+    let diffs = object_differences(&deploy, &chart);
+    let (deploy, chart) = (keyed(&deploy), keyed(&chart));
+    let shown: Vec<String> = diffs
+        .iter()
+        .map(|d| {
+            let key = d.split(' ').next().unwrap_or("");
+            format!(
+                "{d}\n  deploy/: {}\n  chart:   {}",
+                deploy.get(key).map_or("(none)".into(), |o| o.to_string()),
+                chart.get(key).map_or("(none)".into(), |o| o.to_string())
+            )
+        })
+        .take(5)
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "deploy/ (components {components:?}) and the chart (values {values:?}) differ at:\n{}",
+        shown.join("\n")
+    );
+}
+
+#[test]
+fn default_render_is_deploy_field_by_field() {
+    assert_same_objects_as_deploy("default_render_is_deploy_field_by_field", &[], None);
+}
+
+#[test]
+fn kubelet_compat_render_is_deploy_with_its_component() {
+    assert_same_objects_as_deploy(
+        "kubelet_compat_render_is_deploy_with_its_component",
+        &["kubelet-compat"],
+        Some(&values_file("kubelet-compat-values.yaml")),
+    );
+}
+
+#[test]
+fn chart_lints_clean_with_every_values_file() {
+    let test = "chart_lints_clean_with_every_values_file";
+    let mut files: Vec<Option<PathBuf>> = vec![None];
+    files.extend(ci_values().iter().map(|n| Some(values_file(n))));
+    assert!(files.len() >= 6, "defaults and five ci/ values files");
+    for values in files {
+        let Some(report) = manifests::helm_lint(test, values.as_deref()) else {
+            return;
+        };
+        assert_eq!(report["total_charts_linted"], 1, "{values:?}: {report}");
+        assert_eq!(report["errors"], json!([]), "{values:?}: {report}");
+        // Severity 1 is info (e.g. "icon is recommended"); 2 warning, 3 error.
+        for m in report["messages"].as_array().into_iter().flatten() {
+            assert!(
+                m["severity"].as_u64().unwrap_or(3) < 2,
+                "helm lint --strict with {values:?}: {m}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_render_passes_kubernetes_validate() {
+    let test = "every_render_passes_kubernetes_validate";
+    let mut files: Vec<Option<PathBuf>> = vec![None];
+    files.extend(ci_values().iter().map(|n| Some(values_file(n))));
+    for values in files {
+        let Some(objs) = render(test, values.as_deref()) else {
+            return;
+        };
+        let Some(checked) =
+            manifests::kubernetes_validate(test, &format!("the chart with {values:?}"), &objs)
+        else {
+            return;
+        };
+        assert!(checked >= 5, "{values:?}: only {checked} built-in objects");
+    }
+}
+
+fn args_of(objs: &[Value]) -> Vec<String> {
+    strs(&the(objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"])
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What `values` changes in the default render, and the render.
+fn changes(test: &str, file: &str) -> Option<(BTreeSet<String>, Vec<Value>)> {
+    let base = render(test, None)?;
+    let objs = render(test, Some(&values_file(file)))?;
+    Some((object_differences(&base, &objs), objs))
+}
+
+const DS: &str = "DaemonSet/kubedf spec.template.spec";
+const SM: &str = "ServiceMonitor/kubedf spec.endpoints[0]";
+
+#[test]
+fn crio_values_change_only_the_cri_socket() {
+    let test = "crio_values_change_only_the_cri_socket";
+    let Some((diffs, objs)) = changes(test, "crio-values.yaml") else {
+        return;
+    };
+    assert_eq!(
+        diffs,
+        set(&[
+            &format!("{DS}.containers[0].args[4]"),
+            &format!("{DS}.containers[0].volumeMounts[2].mountPath"),
+            &format!("{DS}.volumes[2].hostPath.path"),
+        ])
+    );
+    assert!(args_of(&objs).contains(&"--cri.endpoint=unix:///var/run/crio/crio.sock".into()));
+    let pod = &the(&objs, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(
+        by_name(&pod["volumes"], "cri-socket")["hostPath"],
+        json!({"path": "/var/run/crio/crio.sock", "type": "Socket"})
+    );
+    assert_eq!(
+        by_name(&pod["containers"][0]["volumeMounts"], "cri-socket")["mountPath"],
+        "/var/run/crio/crio.sock"
+    );
+}
+
+#[test]
+fn kubelet_root_dir_values_move_root_dir_and_config() {
+    let test = "kubelet_root_dir_values_move_root_dir_and_config";
+    let Some((diffs, objs)) = changes(test, "kubelet-root-dir-values.yaml") else {
+        return;
+    };
+    assert_eq!(
+        diffs,
+        set(&[
+            &format!("{DS}.containers[0].args[5]"),
+            &format!("{DS}.containers[0].args[6]"),
+        ])
+    );
+    let args = args_of(&objs);
+    assert_eq!(
+        args[5..7],
+        [
+            "--kubelet.root-dir=/var/lib/k0s/kubelet".to_owned(),
+            "--kubelet.config=/var/lib/k0s/kubelet/config.yaml".to_owned()
+        ]
+    );
+}
+
+#[test]
+fn monitor_off_values_drop_the_operator_objects_and_dashboards() {
+    let test = "monitor_off_values_drop_the_operator_objects_and_dashboards";
+    let Some((diffs, objs)) = changes(test, "monitor-off-values.yaml") else {
+        return;
+    };
+    let base = render(test, None).unwrap_or_default();
+    let dropped: BTreeSet<String> = base
+        .iter()
+        .filter(|o| matches!(kind(o), "ServiceMonitor" | "PrometheusRule" | "ConfigMap"))
+        .map(|o| format!("{}/{}", kind(o), name(o)))
+        .collect();
+    assert_eq!(
+        dropped.len(),
+        4,
+        "ServiceMonitor, PrometheusRule, 2 dashboards"
+    );
+    assert_eq!(diffs, dropped, "only those objects go");
+    let kinds: BTreeSet<&str> = objs.iter().map(kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "DaemonSet",
+            "Service",
+            "ServiceAccount"
+        ]
+        .into()
+    );
+}
+
+#[test]
+fn kubelet_compat_values_relabel_kubelet_volume_stats_only() {
+    let test = "kubelet_compat_values_relabel_kubelet_volume_stats_only";
+    let Some((diffs, objs)) = changes(test, "kubelet-compat-values.yaml") else {
+        return;
+    };
+    // A subtree only one side has is one difference, at its root.
+    assert_eq!(
+        diffs,
+        set(&[
+            &format!("{DS}.containers[0].args[7]"),
+            &format!("{SM}.metricRelabelings"),
+        ])
+    );
+    assert_eq!(args_of(&objs)[7], "--volume-stats.kubelet-names=uncovered");
+    let ep = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(ep["honorLabels"], true);
+    let rules = ep["metricRelabelings"]
+        .as_array()
+        .expect("metricRelabelings");
+    let mut set_to = BTreeMap::new();
+    for r in rules {
+        assert_eq!(
+            strs(&r["sourceLabels"])[0],
+            "__name__",
+            "every rule is keyed on the metric name: {r}"
+        );
+        let regex = r["regex"].as_str().expect("regex");
+        assert!(
+            regex.starts_with("kubelet_volume_stats_.+"),
+            "only kubelet_volume_stats_* samples: {r}"
+        );
+        set_to.insert(
+            r["targetLabel"].as_str().expect("targetLabel").to_owned(),
+            r["replacement"].as_str().expect("replacement").to_owned(),
+        );
+    }
+    assert_eq!(set_to["job"], "kubelet");
+    assert_eq!(set_to["metrics_path"], "/metrics");
+    assert_eq!(set_to["kubedf_job"], "$1", "kubedf's job is kept");
+}
+
+#[test]
+fn web_config_values_add_the_secret_flag_mount_and_https() {
+    let test = "web_config_values_add_the_secret_flag_mount_and_https";
+    let Some((diffs, objs)) = changes(test, "web-config-values.yaml") else {
+        return;
+    };
+    assert_eq!(
+        diffs,
+        set(&[
+            "Secret/kubedf-web-config",
+            "DaemonSet/kubedf spec.template.metadata.annotations",
+            &format!("{DS}.containers[0].args[7]"),
+            &format!("{DS}.containers[0].livenessProbe.httpGet.scheme"),
+            &format!("{DS}.containers[0].readinessProbe.httpGet.scheme"),
+            &format!("{DS}.containers[0].volumeMounts[3]"),
+            &format!("{DS}.volumes[3]"),
+            &format!("{SM}.scheme"),
+            &format!("{SM}.tlsConfig"),
+            &format!("{SM}.basicAuth"),
+        ])
+    );
+    let values: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(values_file("web-config-values.yaml")).expect("values"),
+    )
+    .expect("values YAML");
+    let secret = objs
+        .iter()
+        .find(|o| kind(o) == "Secret")
+        .expect("the web config Secret");
+    let stored: Value = serde_saphyr::from_str(
+        secret["stringData"]["web-config.yml"]
+            .as_str()
+            .expect("web-config.yml"),
+    )
+    .expect("stored web config is YAML");
+    assert_eq!(stored, values["webConfig"], "the Secret holds webConfig");
+
+    let pod = &the(&objs, "DaemonSet")["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let flag = "--web.config.file=/etc/kubedf/web-config.yml";
+    assert!(args_of(&objs).contains(&flag.to_owned()));
+    let mount = by_name(&c["volumeMounts"], "web-config");
+    assert_eq!(mount["mountPath"], "/etc/kubedf");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        by_name(&pod["volumes"], "web-config")["secret"]["secretName"],
+        name(secret)
+    );
+    assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(
+        the(&objs, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"],
+        "https"
+    );
+}
+
+#[test]
+fn the_chart_refuses_kubelet_names_that_would_duplicate_pvcs() {
+    let test = "the_chart_refuses_kubelet_names_that_would_duplicate_pvcs";
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (values, wanted) in [
+        (
+            "prometheus: {monitor: {kubeletCompat: true}}\nvolumeStats: {kubeletNames: all}\n",
+            "seen twice",
+        ),
+        (
+            "volumeStats: {kubeletNames: some}\n",
+            "all, uncovered or none",
+        ),
+    ] {
+        let file = dir.path().join("values.yaml");
+        std::fs::write(&file, values).expect("write");
+        let Some(result) = manifests::helm_render(test, Some(&file)) else {
+            return;
+        };
+        match result {
+            Ok(_) => panic!("the chart rendered {values:?}"),
+            Err(e) => assert!(e.contains(wanted), "{values:?}: {e}"),
+        }
+    }
+    // Without kubeletCompat, uncovered and none are plain choices.
+    for mode in ["uncovered", "none"] {
+        let file = dir.path().join("values.yaml");
+        std::fs::write(&file, format!("volumeStats: {{kubeletNames: {mode}}}\n")).expect("write");
+        let Some(objs) = render(test, Some(&file)) else {
+            return;
+        };
+        assert!(
+            args_of(&objs).contains(&format!("--volume-stats.kubelet-names={mode}")),
+            "{mode}"
+        );
+    }
+}
+
+#[test]
+fn dashboards_and_rules_are_the_repository_files() {
+    let test = "dashboards_and_rules_are_the_repository_files";
+    let Some(objs) = render(test, None) else {
+        return;
+    };
+    let mut shipped = BTreeMap::new();
+    for cm in objs.iter().filter(|o| kind(o) == "ConfigMap") {
+        assert_eq!(
+            cm["metadata"]["labels"]["grafana_dashboard"],
+            "1",
+            "{}: Grafana's sidecar label",
+            name(cm)
+        );
+        for (file, text) in cm["data"].as_object().expect("data") {
+            shipped.insert(file.clone(), text.as_str().expect("text").to_owned());
+        }
+    }
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(root().join("dashboards")).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) == Some("json") {
+            let file = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let text = std::fs::read_to_string(&path).expect("read");
+            files.insert(file, text.trim_end().to_owned());
+        }
+    }
+    assert!(!files.is_empty());
+    assert_eq!(
+        shipped.keys().collect::<Vec<_>>(),
+        files.keys().collect::<Vec<_>>(),
+        "one ConfigMap entry per dashboards/*.json"
+    );
+    for (file, text) in &files {
+        assert_eq!(&shipped[file], text, "{file} is shipped verbatim");
+    }
+    let rules: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root().join("deploy/rules/kubedf-alerts.yaml")).expect("rules"),
+    )
+    .expect("rules YAML");
+    assert_eq!(
+        the(&objs, "PrometheusRule")["spec"]["groups"],
+        rules["groups"],
+        "the PrometheusRule holds deploy/rules/kubedf-alerts.yaml"
+    );
+}
+
+#[test]
+fn values_follow_the_node_exporter_chart_and_are_documented() {
+    let values: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.yaml")).expect("values.yaml"),
+    )
+    .expect("values YAML");
+    let readme = std::fs::read_to_string(chart_dir().join("README.md")).expect("chart README");
+    let mut leaves = Vec::new();
+    /// Values whose content is a Kubernetes or kubedf object of its own,
+    /// documented as a whole.
+    const WHOLE: &[&str] = &[
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "env",
+        "updateStrategy",
+        "tolerations",
+    ];
+    fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(m) if !m.is_empty() && !WHOLE.contains(&path) => {
+                for (k, x) in m {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(x, &p, out);
+                }
+            }
+            _ => out.push(path.to_owned()),
+        }
+    }
+    walk(&values, "", &mut leaves);
+    for want in [
+        "image.repository",
+        "image.tag",
+        "image.pullPolicy",
+        "imagePullSecrets",
+        "nameOverride",
+        "fullnameOverride",
+        "rbac.create",
+        "serviceAccount.create",
+        "serviceAccount.name",
+        "serviceAccount.annotations",
+        "podSecurityContext",
+        "securityContext",
+        "hostRootFsMount.enabled",
+        "hostRootFsMount.mountPropagation",
+        "resources",
+        "tolerations",
+        "nodeSelector",
+        "affinity",
+        "priorityClassName",
+        "extraArgs",
+        "env",
+        "service.port",
+        "service.annotations",
+        "prometheus.monitor.enabled",
+        "prometheus.monitor.interval",
+        "prometheus.monitor.scrapeTimeout",
+        "prometheus.monitor.relabelings",
+        "prometheus.monitor.metricRelabelings",
+        "prometheus.monitor.additionalLabels",
+        "prometheus.monitor.kubeletCompat",
+        "prometheusRule.enabled",
+        "prometheusRule.additionalLabels",
+        "kubeletRootDir",
+        "kubeletConfig",
+        "criSocket",
+        "webConfig",
+        "dashboards.enabled",
+    ] {
+        assert!(leaves.iter().any(|l| l == want), "values.yaml lacks {want}");
+    }
+    for leaf in &leaves {
+        assert!(
+            readme.contains(&format!("`{leaf}`")),
+            "charts/kubedf/README.md does not document `{leaf}`"
+        );
+    }
+}
