@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use crate::cli::CommonArgs;
 use crate::kubelet::config::{ConfigError, KubeletConfig};
 use crate::model::Snapshot;
+use crate::pods::sampler::{PodConfig, PodSampler};
 use crate::registry::{Registry, RegistryError};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::sources::cri::{CriClient, CriError, default_endpoint};
@@ -17,8 +18,9 @@ use crate::sources::kube::{Kube, client};
 use crate::sources::{HostPathError, host_path};
 use crate::volume::{VolumeConfig, VolumeSampler};
 
-/// The collector that needs the Kubernetes API.
+/// The collectors that need the Kubernetes API.
 pub const VOLUME_STATS: &str = "volume_stats";
+pub const POD_STORAGE: &str = "pod_storage";
 
 #[derive(Debug, Error)]
 pub enum BuildError {
@@ -38,8 +40,15 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub kubelet: Arc<KubeletConfig>,
     pub sampler: Arc<Sampler>,
-    /// The PVC side, when volume_stats is on and the cluster can be reached.
-    pub volumes: Option<(Kube, VolumeSampler)>,
+    /// The watch of this node's pods, when a collector needs it and the
+    /// cluster can be reached.
+    pub kube: Option<Kube>,
+    /// The PVC side, when volume_stats is on.
+    pub volumes: Option<VolumeSampler>,
+    /// The pod half, when pod_storage is on.
+    pub pods: Option<PodSampler>,
+    /// `--node-name`, for the summary's `node.nodeName`.
+    pub node_name: String,
 }
 
 impl App {
@@ -49,25 +58,6 @@ impl App {
     ) -> Result<App, BuildError> {
         check_rootfs(&args.rootfs)?;
         let mut collectors = collectors.clone();
-        let volumes = if collectors.contains(VOLUME_STATS) {
-            match volume_side(args).await {
-                VolumeSide::On(kube, sampler) => Some((kube, *sampler)),
-                VolumeSide::SwitchedOff => {
-                    collectors.remove(VOLUME_STATS);
-                    None
-                }
-                // The collector stays, with no volume table: its
-                // kubedf_scrape_collector_success is 0, so an alert sees
-                // that the main feature is off. The reason was logged.
-                VolumeSide::Failed => None,
-            }
-        } else {
-            None
-        };
-        let options = crate::collector::Options {
-            volume_kubelet_names: args.volume_kubelet_names,
-        };
-        let registry = Registry::with_options(Some(&collectors), &options)?;
         let config_file =
             host_path(&args.rootfs, &args.kubelet_config).map_err(BuildError::KubeletConfigPath)?;
         let kubelet = KubeletConfig::load(&config_file, Path::new(&args.kubelet_config))?;
@@ -82,6 +72,37 @@ impl App {
             );
         }
         let endpoint = args.cri_endpoint.clone().unwrap_or_else(default_endpoint);
+        let wants_kube = [VOLUME_STATS, POD_STORAGE]
+            .iter()
+            .any(|c| collectors.contains(*c));
+        let kube = if wants_kube {
+            match kube_side(args).await {
+                KubeSide::On(kube) => Some(kube),
+                KubeSide::SwitchedOff => {
+                    collectors.remove(VOLUME_STATS);
+                    collectors.remove(POD_STORAGE);
+                    None
+                }
+                // The collectors stay, with no table: their
+                // kubedf_scrape_collector_success is 0, so an alert sees that
+                // the main feature is off. The reason was logged once.
+                KubeSide::Failed => None,
+            }
+        } else {
+            None
+        };
+        let volumes = match (&kube, collectors.contains(VOLUME_STATS)) {
+            (Some(kube), true) => volume_sampler(args, kube.clone()),
+            _ => None,
+        };
+        let pods = match (&kube, collectors.contains(POD_STORAGE)) {
+            (Some(kube), true) => pod_sampler(args, kube.clone(), &kubelet, &endpoint)?,
+            _ => None,
+        };
+        let options = crate::collector::Options {
+            volume_kubelet_names: args.volume_kubelet_names,
+        };
+        let registry = Registry::with_options(Some(&collectors), &options)?;
         let cri = CriClient::new(&endpoint)?;
         let sampler = Sampler::new(
             SamplerConfig {
@@ -97,7 +118,12 @@ impl App {
             registry: Arc::new(registry),
             kubelet: Arc::new(kubelet),
             sampler: Arc::new(sampler),
+            kube: (volumes.is_some() || pods.is_some())
+                .then_some(kube)
+                .flatten(),
             volumes,
+            pods,
+            node_name: args.node_name.clone().unwrap_or_default(),
         })
     }
 }
@@ -117,38 +143,36 @@ fn check_rootfs(rootfs: &Path) -> Result<(), BuildError> {
 }
 
 /// What became of the Kubernetes side.
-enum VolumeSide {
-    On(Kube, Box<VolumeSampler>),
+enum KubeSide {
+    On(Kube),
     /// Switched off on purpose (`--volume-stats-agg-period 0`).
     SwitchedOff,
     /// Wanted but cannot work here; one log line says why.
     Failed,
 }
 
-/// The Kubernetes side, or why not (with one log line saying why); the rest
-/// of kubedf runs either way.
-async fn volume_side(args: &CommonArgs) -> VolumeSide {
+/// The watch of this node's pods, or why not (with one log line saying
+/// why); the rest of kubedf runs either way.
+async fn kube_side(args: &CommonArgs) -> KubeSide {
+    const FAILING: &str = "volume_stats and pod_storage collectors failing; kubedf_scrape_collector_success is 0 for them";
     if args.volume_stats_agg_period.is_zero() {
-        info!("volume_stats collector off: --volume-stats-agg-period is 0");
-        return VolumeSide::SwitchedOff;
+        info!("volume_stats and pod_storage collectors off: --volume-stats-agg-period is 0");
+        return KubeSide::SwitchedOff;
     }
     let Some(node) = args.node_name.as_deref().filter(|n| !n.is_empty()) else {
-        warn!(
-            "volume_stats collector failing: no node name (set --node-name or NODE_NAME); kubedf_scrape_collector_success{{collector=\"volume_stats\"}} is 0"
-        );
-        return VolumeSide::Failed;
+        warn!("{FAILING}: no node name (set --node-name or NODE_NAME)");
+        return KubeSide::Failed;
     };
-    let client = match client(args.kubeconfig.as_deref()).await {
-        Ok(c) => c,
+    match client(args.kubeconfig.as_deref()).await {
+        Ok(c) => KubeSide::On(Kube::new(c, node)),
         Err(e) => {
-            warn!(
-                error = %e,
-                "volume_stats collector failing: cannot use the Kubernetes API; kubedf_scrape_collector_success{{collector=\"volume_stats\"}} is 0"
-            );
-            return VolumeSide::Failed;
+            warn!(error = %e, "{FAILING}: cannot use the Kubernetes API");
+            KubeSide::Failed
         }
-    };
-    let kube = Kube::new(client, node);
+    }
+}
+
+fn volume_sampler(args: &CommonArgs, kube: Kube) -> Option<VolumeSampler> {
     let cfg = VolumeConfig {
         rootfs: args.rootfs.clone(),
         procfs: args.procfs.clone(),
@@ -160,13 +184,41 @@ async fn volume_side(args: &CommonArgs) -> VolumeSide {
         walk_workers: usize::from(args.volume_stats_walk_workers),
         walk_threads: usize::from(args.volume_stats_walk_threads),
     };
-    match VolumeSampler::new(cfg, kube.clone()) {
-        Ok(sampler) => VolumeSide::On(kube, Box::new(sampler)),
+    match VolumeSampler::new(cfg, kube) {
+        Ok(sampler) => Some(sampler),
         Err(e) => {
             warn!(error = %e, "volume_stats collector failing");
-            VolumeSide::Failed
+            None
         }
     }
+}
+
+fn pod_sampler(
+    args: &CommonArgs,
+    kube: Kube,
+    kubelet: &KubeletConfig,
+    endpoint: &str,
+) -> Result<Option<PodSampler>, BuildError> {
+    let cfg = PodConfig {
+        rootfs: args.rootfs.clone(),
+        kubelet_root_dir: args.kubelet_root_dir.clone(),
+        pod_logs_dir: kubelet.pod_logs_dir.clone(),
+        period: args.volume_stats_agg_period,
+        cri_period: args.sample_interval,
+        timeout: args.volume_stats_timeout,
+        walk_budget: args.volume_stats_walk_timeout,
+        walk_workers: usize::from(args.volume_stats_walk_workers),
+        walk_threads: usize::from(args.volume_stats_walk_threads),
+    };
+    Ok(
+        match PodSampler::new(cfg, kube, CriClient::new(endpoint)?) {
+            Ok(sampler) => Some(sampler),
+            Err(e) => {
+                warn!(error = %e, "pod_storage collector failing");
+                None
+            }
+        },
+    )
 }
 
 /// True when at least one source was read successfully.

@@ -41,7 +41,15 @@ pub enum Command {
     Metrics,
     /// Sample once and print a df-like table of the node's filesystems and PIDs,
     /// with their distance to image GC and eviction.
-    Df,
+    Df(DfArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Rank the node's pods by local ephemeral storage instead, with each
+    /// pod's limit and headroom before kubelet evicts it.
+    #[arg(long)]
+    pub pods: bool,
 }
 
 /// The `--web.*` flags. Only `serve` uses them; they are global so that

@@ -699,6 +699,134 @@ fn push_html(out: &mut String, s: &str) {
     }
 }
 
+/// `kubedf df --pods`: the node's pods ranked by local ephemeral storage,
+/// each with its limit and headroom (what is left before kubelet evicts it),
+/// then the emptyDirs that have a sizeLimit.
+pub fn render_pods(snapshot: &Snapshot) -> String {
+    Report {
+        sections: pod_sections(snapshot),
+        ..Report::default()
+    }
+    .text()
+}
+
+/// The pod part of the report: a ranked table of pods, then one of the
+/// emptyDirs with a sizeLimit (when any has one).
+pub fn pod_sections(snapshot: &Snapshot) -> Vec<Section> {
+    let Some(table) = &snapshot.pods else {
+        return vec![Section::Line {
+            title: "Pods",
+            text: "pods: not measured (the pod_storage collector is off or has no cluster access)"
+                .into(),
+            alert: true,
+        }];
+    };
+    let mut pods: Vec<(&crate::model::pod::PodRow, Option<u64>)> = table
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r,
+                r.ephemeral_storage().and_then(Result::ok).map(|u| u.bytes),
+            )
+        })
+        .collect();
+    // Largest first; pods without a figure last.
+    pods.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)))
+    });
+    let mut t = Table::new(
+        "Pod ephemeral storage",
+        &[
+            "NAMESPACE",
+            "POD",
+            "EPHEMERAL",
+            "INODES",
+            "LIMIT",
+            "HEADROOM",
+            "USE%",
+            "NOTE",
+        ],
+        &[0, 1, 7],
+    );
+    for (row, used) in &pods {
+        let total = row.ephemeral_storage();
+        let inodes = match &total {
+            Some(Ok(u)) => human_count(int64(u.inodes)),
+            _ => "?".into(),
+        };
+        let note = match &total {
+            None => Cell::text("not measured yet"),
+            Some(Ok(_)) => Cell::text(""),
+            Some(Err(e)) => Cell::alert(format!("{}: {}", e.reason.name(), e.message)),
+        };
+        let (limit, headroom, use_pct) = match (row.limit, used) {
+            (Some(l), Some(u)) => (
+                Cell::text(human_bytes(l)),
+                Cell::text(human_bytes(l.saturating_sub(int64(*u)))),
+                Cell::usage(*u, u64::try_from(l).unwrap_or(0)),
+            ),
+            (Some(l), None) => (
+                Cell::text(human_bytes(l)),
+                Cell::text("?"),
+                Cell::text("?"),
+            ),
+            (None, _) => (Cell::text("-"), Cell::text("-"), Cell::text("-")),
+        };
+        t.rows.push(vec![
+            Cell::text(row.namespace.clone()),
+            Cell::text(row.name.clone()),
+            Cell::text(used.map_or_else(|| "?".into(), |u| human_bytes(int64(u)))),
+            Cell::text(inodes),
+            limit,
+            headroom,
+            use_pct,
+            note,
+        ]);
+    }
+    let mut sections = vec![Section::Table(t)];
+    let mut dirs = Table::new(
+        "emptyDirs against their sizeLimit",
+        &[
+            "NAMESPACE",
+            "POD",
+            "EMPTYDIR",
+            "USED",
+            "SIZELIMIT",
+            "HEADROOM",
+            "USE%",
+        ],
+        &[0, 1, 2],
+    );
+    for (row, _) in &pods {
+        for v in row.volumes.iter() {
+            let Some(limit) = v.size_limit else { continue };
+            let (used, headroom, pct) = match &v.usage {
+                Some(Ok(u)) => (
+                    Cell::text(human_bytes(int64(u.bytes))),
+                    Cell::text(human_bytes(limit.saturating_sub(int64(u.bytes)))),
+                    Cell::usage(u.bytes, u64::try_from(limit).unwrap_or(0)),
+                ),
+                _ => (Cell::text("?"), Cell::text("?"), Cell::text("?")),
+            };
+            dirs.rows.push(vec![
+                Cell::text(row.namespace.clone()),
+                Cell::text(row.name.clone()),
+                Cell::text(v.name.clone()),
+                used,
+                Cell::text(human_bytes(limit)),
+                headroom,
+                pct,
+            ]);
+        }
+    }
+    if !dirs.rows.is_empty() {
+        sections.push(Section::Table(dirs));
+    }
+    sections
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

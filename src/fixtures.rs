@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::kubelet::config::KubeletConfig;
+use crate::model::pod::PodTable;
 use crate::model::{
     Filesystem, FsUsage, Method, NodeSample, Reading, Reason, Rlimit, Runtime, RuntimeVersion,
     Snapshot, SourceId, SourceStatus, VolumeError, VolumeMode, VolumeRow, VolumeTable,
@@ -30,8 +31,11 @@ fn status(source: SourceId) -> SourceStatus {
 /// A node with a split image filesystem, a dedicated imagefs and custom
 /// thresholds, figures taken from a real node's /stats/summary, and four
 /// PVCs: a CSI one, a walked hostPath one, a block one and a hung NFS one.
+/// Its pods: see [`golden_pods`].
 pub fn node() -> Snapshot {
-    with_volumes(golden_volumes())
+    let mut snapshot = with_volumes(golden_volumes());
+    snapshot.pods = Some(Arc::new(golden_pods()));
+    snapshot
 }
 
 /// The same node with `n` statfs-measured CSI PVCs named as a real cluster
@@ -226,4 +230,68 @@ fn pvc(i: usize) -> Arc<VolumeRow> {
         )
         .with_pv(&pv, "ebs.csi.aws.com", VolumeMode::Filesystem),
     )
+}
+
+/// One measured pod with a limit, an emptyDir with a sizeLimit and a
+/// configMap, and one pod whose rootfs the runtime does not report.
+pub fn golden_pods() -> PodTable {
+    let at = taken_at();
+    use crate::model::pod::{
+        ContainerRow, EphemeralVolumeRow, Failure, PodRow, Reason as PodReason, Usage, VolumeKind,
+    };
+    let usage = |bytes, inodes| Usage {
+        bytes,
+        inodes,
+        time: at,
+    };
+    let pod = |name: &str, rootfs: Result<Usage, Failure>| PodRow {
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        limit: Some(2 << 30),
+        container_limits: vec![("app".into(), 2 << 30)],
+        containers: vec![ContainerRow {
+            name: "app".into(),
+            rootfs,
+            logs: Some(Ok(usage(1_052_672, 3))),
+        }],
+        containers_pending: false,
+        containers_error: None,
+        volumes: vec![
+            EphemeralVolumeRow {
+                name: "cache".into(),
+                kind: VolumeKind::EmptyDir,
+                size_limit: Some(1 << 30),
+                usage: Some(Ok(usage(524_288_000, 1_001))),
+            },
+            EphemeralVolumeRow {
+                name: "config".into(),
+                kind: VolumeKind::ConfigMap,
+                size_limit: None,
+                usage: Some(Ok(usage(12_288, 5))),
+            },
+        ],
+        pod_logs: Some(Ok(usage(0, 0))),
+        etc_hosts: Some(Ok(usage(4_096, 1))),
+        claims: vec![],
+    };
+    PodTable {
+        rows: vec![
+            pod("web-0", Ok(usage(73_728, 12))),
+            pod(
+                "web-1",
+                Err(Failure::new(
+                    PodReason::NoCriStats,
+                    "the runtime reports no writable layer usage",
+                )),
+            ),
+        ],
+        source: SourceStatus {
+            source: SourceId::Kubernetes,
+            up: true,
+            last_success: Some(at),
+            duration: None,
+            error: None,
+        },
+    }
 }

@@ -15,12 +15,15 @@
 //!   schedule (jitter, one call in flight per key, replans, backoff).
 //! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
 //!   node's running pods.
+//! - [`pods`]: the pod half: which parts of a pod kubelet counts as local
+//!   ephemeral storage, which limits it enforces, and the per-pod refresh loop.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
 //! - [`exposition`]: the OpenMetrics and Prometheus text formats, and which
 //!   one a scraper gets.
 //! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page, with TLS and
 //!   basic auth from [`web_config`].
+//! - [`summary`]: `/stats/summary` in kubelet's Summary API shape.
 //! - [`df`]: the `kubedf df` table.
 //! - [`yaml`]: configuration files into typed settings, errors naming the field.
 //! - [`cli`], [`app`]: the command line and the wiring of the above.
@@ -36,11 +39,13 @@ pub mod exposition;
 pub mod fixtures;
 pub mod kubelet;
 pub mod model;
+pub mod pods;
 pub mod registry;
 pub mod sampler;
 pub mod scheduler;
 pub mod server;
 pub mod sources;
+pub mod summary;
 pub mod volume;
 pub mod web_config;
 pub mod yaml;

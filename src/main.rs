@@ -59,26 +59,43 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
     // `df` reports every source failure itself, once, among its errors: the
     // sampler's warnings would say each one a second time (unless RUST_LOG
     // asks for them by name).
-    let quiet_sampler = matches!(parsed.cli.command, Command::Df);
+    let quiet_sampler = matches!(parsed.cli.command, Command::Df(_));
     init_tracing(parsed.cli.common.log_format, quiet_sampler);
     let app = App::build(&parsed.cli.common, &parsed.collectors).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut volumes = app.volumes.map(|(kube, sampler)| {
-        tokio::spawn(kube.watch_pods(stop_rx.clone()));
-        sampler
-    });
+    if let Some(kube) = &app.kube {
+        tokio::spawn(kube.clone().watch_pods(stop_rx.clone()));
+    }
+    let mut volumes = app.volumes;
+    let mut pods = app.pods;
     let node = app.sampler.sample().await;
     let once = |snapshot: &Snapshot| exit_code(collected_anything(snapshot));
     match parsed.cli.command {
-        Command::Metrics | Command::Df => {
+        Command::Metrics => {
             let table = match volumes.as_mut() {
                 Some(v) => Some(v.sample_once().await),
                 None => None,
             };
-            let snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
-            match parsed.cli.command {
-                Command::Df => print!("{}", kubedf::df::render(&snapshot)),
-                _ => print!("{}", app.registry.render(&snapshot)),
+            let mut snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
+            if let Some(p) = pods.as_mut() {
+                snapshot.pods = Some(Arc::new(p.sample_once().await));
+            }
+            print!("{}", app.registry.render(&snapshot));
+            Ok(once(&snapshot))
+        }
+        Command::Df(args) => {
+            let table = match volumes.as_mut() {
+                Some(v) => Some(v.sample_once().await),
+                None => None,
+            };
+            let mut snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
+            if args.pods {
+                if let Some(p) = pods.as_mut() {
+                    snapshot.pods = Some(Arc::new(p.sample_once().await));
+                }
+                print!("{}", kubedf::df::render_pods(&snapshot));
+            } else {
+                print!("{}", kubedf::df::render(&snapshot));
             }
             Ok(once(&snapshot))
         }
@@ -90,6 +107,9 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 // Until the first list of pods arrives, volume_stats says so.
                 board.publish_volumes(Some(Arc::new(v.table())));
             }
+            if let Some(p) = &pods {
+                board.publish_pods(Some(Arc::new(p.table())));
+            }
             let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
                 Arc::clone(&board),
                 common.sample_interval,
@@ -97,6 +117,9 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             ));
             if let Some(v) = volumes {
                 tokio::spawn(v.run(Arc::clone(&board), stop_rx.clone()));
+            }
+            if let Some(p) = pods {
+                tokio::spawn(p.run(Arc::clone(&board), stop_rx.clone()));
             }
             let web = match &args.web_config_file {
                 None => WebConfig::plain(),
@@ -137,6 +160,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 web,
                 cache,
                 rate_limit,
+                node_name: app.node_name.clone(),
             };
             let options = ServeOptions {
                 max_connections: usize::from(args.max_connections),

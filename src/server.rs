@@ -1,4 +1,5 @@
-//! HTTP: `/metrics` renders the current snapshot (never samples), `/` is a
+//! HTTP: `/metrics` renders the current snapshot (never samples),
+//! `/stats/summary` serves it in kubelet's Summary API shape, `/` is a
 //! landing page, `/healthz` says whether the sampler is keeping up. GET and
 //! HEAD only; gzip (fast level) when the scraper asks for it; rendered once
 //! per snapshot however many scrapers ask; TLS, basic auth, headers and a
@@ -73,6 +74,8 @@ pub struct AppState {
     /// `rate_limit` of the web config in force at start (fixed at start, as
     /// in exporter-toolkit).
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// `node.nodeName` of `/stats/summary`.
+    pub node_name: String,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -80,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(&telemetry_path, get(metrics))
         .route("/", get(landing))
+        .route("/stats/summary", get(stats_summary))
         // Basic auth guards the routes above; /healthz stays open so kubelet's
         // probes need no credentials, and it tells nothing about the node.
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
@@ -292,7 +296,27 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let snapshot = state.snapshot.snapshot();
     let path = state.telemetry_path.as_str();
-    Html(crate::df::report(&snapshot).html("kubedf", &[(path, path), ("/healthz", "/healthz")]))
+    Html(crate::df::report(&snapshot).html(
+        "kubedf",
+        &[
+            (path, path),
+            ("/stats/summary", "/stats/summary"),
+            ("/healthz", "/healthz"),
+        ],
+    ))
+}
+
+/// kubelet's Summary API shape for what kubedf measures, from the snapshot.
+async fn stats_summary(State(state): State<AppState>) -> Response {
+    let snapshot = state.snapshot.snapshot();
+    let summary = crate::summary::summary(&snapshot, &state.node_name);
+    match serde_json::to_vec_pretty(&summary) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => {
+            error!(error = %e, "cannot encode /stats/summary");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {

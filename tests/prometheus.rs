@@ -196,7 +196,7 @@ fn node_with_pvcs(d: &Path, uploads_bytes: usize, uploads_capacity: &str, args: 
 
     let kube = FakeKube::start();
     let uid = fake_kube::fake_uid("web-0");
-    kube.put_pod(fake_kube::pod(
+    let mut web = fake_kube::pod(
         "shop",
         "web-0",
         &uid,
@@ -206,8 +206,19 @@ fn node_with_pvcs(d: &Path, uploads_bytes: usize, uploads_capacity: &str, args: 
             fake_kube::pvc_volume("data", "data"),
             fake_kube::pvc_volume("uploads", "uploads"),
             fake_kube::pvc_volume("gone", "unmounted"),
+            serde_json::json!({"name": "cache", "emptyDir": {"sizeLimit": "16Mi"}}),
         ],
-    ));
+    );
+    // The pod half: a pod limit and an emptyDir with a sizeLimit.
+    web["spec"]["containers"][0]["resources"] =
+        serde_json::json!({"limits": {"ephemeral-storage": "64Mi"}});
+    kube.put_pod(web);
+    let cache = kubelet_root
+        .join("pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~empty-dir/cache");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+    std::fs::write(cache.join("f"), vec![3u8; 1 << 20]).expect("write");
     let mut mounts = Vec::new();
     let mount = kubelet_root
         .join("pods")
@@ -267,6 +278,7 @@ fn node_with_pvcs(d: &Path, uploads_bytes: usize, uploads_capacity: &str, args: 
         (has_family(t, "kubelet_volume_stats_capacity_bytes")
             || has_family(t, "kubedf_volume_stats_capacity_bytes"))
             && has_family(t, "kubedf_imagefs_used_bytes")
+            && has_family(t, "kubedf_pod_ephemeral_storage_used_bytes")
     });
     Node {
         served,

@@ -6,6 +6,7 @@ pub mod eviction;
 pub mod image_gc;
 pub mod imagefs;
 pub mod nodefs;
+pub mod pod_storage;
 pub mod rlimit;
 pub mod volume_stats;
 
@@ -280,6 +281,7 @@ pub fn all_with(options: &Options) -> Vec<Box<dyn Collector>> {
         Box::new(volume_stats::VolumeStatsCollector {
             kubelet_names: options.volume_kubelet_names,
         }),
+        Box::new(pod_storage::PodStorageCollector),
     ]
 }
 

@@ -57,7 +57,11 @@ struct RawConfig {
     eviction_soft_grace_period: Option<HashMap<String, String>>,
     eviction_minimum_reclaim: Option<HashMap<String, String>>,
     merge_default_eviction_settings: Option<bool>,
+    pod_logs_dir: Option<String>,
 }
+
+/// kubelet's default `podLogsDir`.
+pub const DEFAULT_POD_LOGS_DIR: &str = "/var/log/pods";
 
 /// What kubedf knows of the node's kubelet configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +72,9 @@ pub struct KubeletConfig {
     pub from_file: bool,
     pub image_gc: ImageGcPolicy,
     pub eviction: EvictionConfig,
+    /// `podLogsDir` (a host path): where container logs live, in
+    /// `<namespace>_<pod>_<uid>/<container>/` directories.
+    pub pod_logs_dir: String,
 }
 
 impl KubeletConfig {
@@ -78,6 +85,7 @@ impl KubeletConfig {
             from_file: false,
             image_gc: ImageGcPolicy::default(),
             eviction: EvictionConfig::kubelet_defaults(),
+            pod_logs_dir: DEFAULT_POD_LOGS_DIR.into(),
         }
     }
 
@@ -181,13 +189,39 @@ impl KubeletConfig {
             path: path_buf(),
             source,
         })?;
+        let pod_logs_dir = raw
+            .pod_logs_dir
+            .unwrap_or_else(|| DEFAULT_POD_LOGS_DIR.into());
+        // kubelet's own validation of podLogsDir.
+        if !pod_logs_dir.starts_with('/') {
+            return Err(field_error(
+                "podLogsDir",
+                format!("pod logs path {pod_logs_dir:?} must be absolute path"),
+            ));
+        }
+        if !is_normalized(&pod_logs_dir) {
+            return Err(field_error(
+                "podLogsDir",
+                format!("pod logs path {pod_logs_dir:?} must be normalized"),
+            ));
+        }
         Ok(KubeletConfig {
             path: path_buf(),
             from_file: true,
             image_gc,
             eviction,
+            pod_logs_dir,
         })
     }
+}
+
+/// Whether an absolute path equals Go's `filepath.Clean` of itself: no
+/// empty, `.` or `..` components and no trailing slash (except "/").
+fn is_normalized(path: &str) -> bool {
+    path == "/"
+        || path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 #[cfg(test)]
@@ -359,6 +393,24 @@ evictionSoftGracePeriod:
                 "{text:?}: {err}"
             );
             assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn pod_logs_dir() {
+        assert_eq!(
+            parse("kind: KubeletConfiguration\n").unwrap().pod_logs_dir,
+            "/var/log/pods"
+        );
+        assert_eq!(
+            parse("podLogsDir: /data/pod-logs\n").unwrap().pod_logs_dir,
+            "/data/pod-logs"
+        );
+        for bad in ["logs", "/var/log/../pods", "/var/log/pods/", "/var//log"] {
+            let err = parse(&format!("podLogsDir: {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("podLogsDir") && err.contains(bad), "{err}");
         }
     }
 }

@@ -6,12 +6,14 @@
 //! - [`source`]: the sources kubedf reads and how each one fared.
 //! - [`fs`]: a filesystem's figures, computed as kubelet does.
 //! - [`node`]: the container runtime and process limits.
+//! - [`pod`]: the pod half: a pod's storage spec and the per-pod table.
 //! - [`volume`]: PVCs, PVs, measurement plans' vocabulary and the volume table.
 //! - [`snapshot`]: what scrapes read: one part per writer, published on a
 //!   [`Board`].
 
 pub mod fs;
 pub mod node;
+pub mod pod;
 pub mod snapshot;
 pub mod source;
 pub mod volume;

@@ -12,6 +12,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::fs::Filesystem;
 use super::node::{Rlimit, Runtime};
+use super::pod::PodTable;
 use super::source::{Sampled, SourceStatus};
 use super::volume::VolumeTable;
 use crate::kubelet::config::KubeletConfig;
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub node: Arc<NodeSample>,
     /// PVC volume stats; `None` when the volume_stats collector is off.
     pub volumes: Option<Arc<VolumeTable>>,
+    /// The pod half (per-pod ephemeral storage); `None` when pod_storage is off.
+    pub pods: Option<Arc<PodTable>>,
     /// The board's change count when this view was taken: two views with
     /// the same version render the same exposition.
     pub version: u64,
@@ -64,6 +67,7 @@ impl Snapshot {
             kubelet,
             node: Arc::new(node),
             volumes: volumes.map(Arc::new),
+            pods: None,
             version: 0,
         }
     }
@@ -111,6 +115,13 @@ impl Snapshot {
             .sources
             .iter()
             .chain(self.volumes.as_ref().map(|v| &v.source))
+            // One watch feeds both tables: report it once.
+            .chain(
+                self.pods
+                    .as_ref()
+                    .filter(|_| self.volumes.is_none())
+                    .map(|p| &p.source),
+            )
     }
 
     /// Where images and writable layers live, as kubelet's eviction manager
@@ -149,6 +160,7 @@ pub struct Board {
     kubelet: Arc<KubeletConfig>,
     node: ArcSwap<NodeSample>,
     volumes: ArcSwapOption<VolumeTable>,
+    pods: ArcSwapOption<PodTable>,
     /// Bumped after every change, so a scrape renders only when something
     /// changed since the last render.
     version: AtomicU64,
@@ -160,6 +172,7 @@ impl Board {
             kubelet,
             node: ArcSwap::from_pointee(node),
             volumes: ArcSwapOption::empty(),
+            pods: ArcSwapOption::empty(),
             version: AtomicU64::new(1),
         }
     }
@@ -174,6 +187,7 @@ impl Board {
             kubelet: Arc::clone(&self.kubelet),
             node: self.node.load_full(),
             volumes: self.volumes.load_full(),
+            pods: self.pods.load_full(),
             version,
         }
     }
@@ -192,6 +206,12 @@ impl Board {
     /// The volume sampler's part.
     pub fn publish_volumes(&self, table: Option<Arc<VolumeTable>>) {
         self.volumes.store(table);
+        self.touch();
+    }
+
+    /// The pod sampler's part.
+    pub fn publish_pods(&self, table: Option<Arc<PodTable>>) {
+        self.pods.store(table);
         self.touch();
     }
 

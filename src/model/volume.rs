@@ -25,6 +25,8 @@ pub struct PodVolumes {
     pub running: bool,
     /// Claim names of the pod's PVC-backed volumes, in spec order.
     pub claims: Vec<String>,
+    /// What the pod half needs: local ephemeral volumes and limits.
+    pub storage: super::pod::PodStorageSpec,
 }
 
 /// The `driver` label of hostPath-backed PVs, the ones kubelet reports no

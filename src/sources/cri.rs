@@ -1,5 +1,7 @@
-//! The container runtime over CRI (gRPC on a unix socket): `RuntimeService/Version`
-//! and `ImageService/ImageFsInfo`, from the subset of `runtime.v1` in `proto/cri.proto`.
+//! The container runtime over CRI (gRPC on a unix socket): `RuntimeService/Version`,
+//! `ListContainers` and `ListContainerStats` (writable layers, for the pod
+//! half), and `ImageService/ImageFsInfo`, from the subset of `runtime.v1` in
+//! `proto/cri.proto`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -93,6 +95,74 @@ impl From<proto::ImageFsInfoResponse> for ImageFsInfo {
     }
 }
 
+/// The labels kubelet puts on every container it creates.
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// A running container, mapped to its pod by kubelet's labels, with its
+/// writable layer as the runtime reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningContainer {
+    pub id: String,
+    pub pod_uid: String,
+    pub pod_name: String,
+    pub pod_namespace: String,
+    /// The container's name in the pod spec.
+    pub name: String,
+    /// `None` when the runtime has no stats for it (yet).
+    pub writable_layer: Option<WritableLayer>,
+}
+
+/// `ContainerStats.writable_layer`; a field the runtime leaves unset is `None`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WritableLayer {
+    /// Nanoseconds since the epoch, when the runtime measured it.
+    pub timestamp: i64,
+    pub used_bytes: Option<u64>,
+    pub inodes_used: Option<u64>,
+}
+
+/// Joins running containers with their stats, as kubelet's CRI stats
+/// provider does: only running containers count (kubelet drops terminated
+/// ones), containers without kubelet's pod labels are not pods' containers.
+pub fn running_containers(
+    containers: Vec<proto::Container>,
+    stats: Vec<proto::ContainerStats>,
+) -> Vec<RunningContainer> {
+    let mut layers: std::collections::HashMap<String, Option<WritableLayer>> = stats
+        .into_iter()
+        .filter_map(|s| {
+            let id = s.attributes?.id;
+            let layer = s.writable_layer.map(|w| WritableLayer {
+                timestamp: w.timestamp,
+                used_bytes: w.used_bytes.map(|v| v.value),
+                inodes_used: w.inodes_used.map(|v| v.value),
+            });
+            Some((id, layer))
+        })
+        .collect();
+    let running = proto::ContainerState::ContainerRunning as i32;
+    let mut out: Vec<RunningContainer> = containers
+        .into_iter()
+        .filter(|c| c.state == running)
+        .filter_map(|c| {
+            let label = |k: &str| c.labels.get(k).filter(|v| !v.is_empty()).cloned();
+            Some(RunningContainer {
+                pod_uid: label(LABEL_POD_UID)?,
+                pod_name: label(LABEL_POD_NAME)?,
+                pod_namespace: label(LABEL_POD_NAMESPACE)?,
+                name: label(LABEL_CONTAINER_NAME)?,
+                writable_layer: layers.remove(&c.id).flatten(),
+                id: c.id,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.pod_uid, &a.name).cmp(&(&b.pod_uid, &b.name)));
+    out
+}
+
 /// A CRI client on a unix socket. The connection is made on first use and
 /// dropped after a failed call, so a runtime that starts (or restarts) later
 /// is picked up on the next call.
@@ -176,6 +246,40 @@ impl CriClient {
         })
     }
 
+    /// The running containers of kubelet's pods with their writable layers:
+    /// `ListContainers` (running only) joined with `ListContainerStats`.
+    pub async fn running_containers(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<RunningContainer>, CriError> {
+        let mut client = RuntimeServiceClient::new(self.channel(timeout));
+        let filter = proto::ContainerFilter {
+            state: Some(proto::ContainerStateValue {
+                state: proto::ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        };
+        let containers = self
+            .call(
+                "RuntimeService/ListContainers",
+                timeout,
+                client.list_containers(proto::ListContainersRequest {
+                    filter: Some(filter),
+                }),
+            )
+            .await?
+            .containers;
+        let stats = self
+            .call(
+                "RuntimeService/ListContainerStats",
+                timeout,
+                client.list_container_stats(proto::ListContainerStatsRequest { filter: None }),
+            )
+            .await?
+            .stats;
+        Ok(running_containers(containers, stats))
+    }
+
     pub async fn image_fs_info(&self, timeout: Duration) -> Result<ImageFsInfo, CriError> {
         let mut client = ImageServiceClient::new(self.channel(timeout));
         let r = self
@@ -246,6 +350,81 @@ mod tests {
                 inodes_used: 7
             }]
         );
+    }
+
+    #[test]
+    fn running_containers_are_joined_with_their_stats_by_id() {
+        let labels = |uid: &str, name: &str| {
+            [
+                (LABEL_POD_UID, uid),
+                (LABEL_POD_NAME, "web-0"),
+                (LABEL_POD_NAMESPACE, "shop"),
+                (LABEL_CONTAINER_NAME, name),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+        };
+        let container = |id: &str, state: proto::ContainerState, labels| proto::Container {
+            id: id.into(),
+            state: state as i32,
+            labels,
+            ..Default::default()
+        };
+        let containers = vec![
+            container(
+                "c1",
+                proto::ContainerState::ContainerRunning,
+                labels("u", "app"),
+            ),
+            container(
+                "c0",
+                proto::ContainerState::ContainerExited,
+                labels("u", "app"),
+            ),
+            container(
+                "c2",
+                proto::ContainerState::ContainerRunning,
+                labels("u", "side"),
+            ),
+            container(
+                "c3",
+                proto::ContainerState::ContainerRunning,
+                Default::default(),
+            ),
+        ];
+        let stat = |id: &str, used: Option<u64>| proto::ContainerStats {
+            attributes: Some(proto::ContainerAttributes {
+                id: id.into(),
+                ..Default::default()
+            }),
+            writable_layer: Some(proto::FilesystemUsage {
+                timestamp: 7,
+                fs_id: None,
+                used_bytes: used.map(|value| proto::UInt64Value { value }),
+                inodes_used: Some(proto::UInt64Value { value: 3 }),
+            }),
+        };
+        let got = running_containers(
+            containers,
+            vec![stat("c0", Some(1)), stat("c1", Some(4096))],
+        );
+        assert_eq!(
+            got.len(),
+            2,
+            "exited and unlabelled containers are left out"
+        );
+        assert_eq!(got[0].name, "app");
+        assert_eq!(
+            got[0].writable_layer,
+            Some(WritableLayer {
+                timestamp: 7,
+                used_bytes: Some(4096),
+                inodes_used: Some(3)
+            })
+        );
+        assert_eq!(got[1].name, "side");
+        assert_eq!(got[1].writable_layer, None, "no stats for c2");
     }
 
     #[tokio::test]

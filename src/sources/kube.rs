@@ -88,6 +88,7 @@ pub fn pod_volumes(pod: &Pod) -> Result<PodVolumes, String> {
         uid,
         running,
         claims,
+        storage: crate::pods::spec::pod_storage_spec(pod),
     })
 }
 

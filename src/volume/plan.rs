@@ -145,6 +145,7 @@ mod tests {
             uid: format!("uid-{name}"),
             running,
             claims: claims.iter().map(|c| (*c).to_owned()).collect(),
+            storage: Default::default(),
         }
     }
 

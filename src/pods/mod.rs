@@ -1,0 +1,11 @@
+//! The pod half of kubelet's disk statistics: each running pod's local
+//! ephemeral storage (container writable layers and logs, emptyDir/configMap/
+//! gitRepo volumes, pod log files, etc-hosts) and the limits kubelet's
+//! eviction manager enforces on it.
+//!
+//! - [`spec`]: what a pod's spec says (pure); its types and the table the
+//!   sampler publishes, with kubelet's sum, are in [`crate::model::pod`].
+//! - [`sampler`]: the per-pod refresh loop (I/O: CRI, du-method walks).
+
+pub mod sampler;
+pub mod spec;

@@ -1,0 +1,652 @@
+//! When and how the parts of each running pod are measured. Like the volume
+//! sampler, and like kubelet's volume stats cache: each du-method walk (a
+//! container's log dir, a local ephemeral volume, the pod's log files,
+//! etc-hosts) is refreshed every `--volume-stats-agg-period`, jittered to
+//! between 1x and 2x, on the walk pool's low-priority threads within the walk
+//! budget, at most one in flight per path. The runtime is asked for its
+//! running containers and their writable layers once per `cri_period`. A
+//! scrape only reads the last published table.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::model::PodVolumes;
+use crate::model::pod::{
+    ContainerRow, EphemeralVolumeRow, Failure, Measured, PodRow, PodTable, Reason, Usage,
+};
+use crate::model::snapshot::SnapshotHandle;
+use crate::model::{SourceId, SourceStatus};
+use crate::sources::cri::{CriClient, RunningContainer};
+use crate::sources::host_path;
+use crate::sources::inflight::InFlightSet;
+use crate::sources::kube::Kube;
+use crate::sources::walk::{PoolError, WalkError, WalkPool};
+
+#[derive(Clone, Debug)]
+pub struct PodConfig {
+    pub rootfs: PathBuf,
+    /// The kubelet root dir as a host path.
+    pub kubelet_root_dir: String,
+    /// kubelet's `podLogsDir` as a host path.
+    pub pod_logs_dir: String,
+    /// Refresh period of each walk (jittered to 1x-2x).
+    pub period: Duration,
+    /// How often the runtime is asked for writable layers.
+    pub cri_period: Duration,
+    /// Timeout of each CRI call and file stat.
+    pub timeout: Duration,
+    /// Time budget of one walk.
+    pub walk_budget: Duration,
+    pub walk_workers: usize,
+    pub walk_threads: usize,
+}
+
+/// One du-method measurement of a pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Part {
+    /// A container's log dir, by container name.
+    Logs(String),
+    /// A local ephemeral volume's dir, by volume name.
+    Volume(String),
+    /// The files directly in the pod's log dir.
+    PodLogs,
+    EtcHosts,
+}
+
+struct Slot {
+    path: Result<PathBuf, Failure>,
+    result: Measured,
+    next_due: Instant,
+    in_flight: bool,
+    generation: u64,
+}
+
+struct Entry {
+    pod: PodVolumes,
+    slots: BTreeMap<Part, Slot>,
+}
+
+struct Done {
+    uid: String,
+    part: Part,
+    generation: u64,
+    /// `None`: an earlier walk of the path is still running; keep the last figure.
+    result: Option<Result<Usage, Failure>>,
+}
+
+pub struct PodSampler {
+    cfg: PodConfig,
+    kube: Kube,
+    cri: Arc<CriClient>,
+    kubelet_root: PathBuf,
+    logs_root: PathBuf,
+    walkers: Arc<WalkPool>,
+    /// Files being stat'ed, one at a time per path.
+    stating: Arc<InFlightSet>,
+    entries: HashMap<String, Entry>,
+    /// The runtime's last answer; `None` before the first.
+    containers: Option<Result<Vec<RunningContainer>, Failure>>,
+    cri_due: Instant,
+    pods_version: Option<u64>,
+    generation: u64,
+    dirty: bool,
+    tx: mpsc::UnboundedSender<Done>,
+    rx: mpsc::UnboundedReceiver<Done>,
+}
+
+impl PodSampler {
+    pub fn new(cfg: PodConfig, kube: Kube, cri: CriClient) -> Result<PodSampler, String> {
+        let kubelet_root = host_path(&cfg.rootfs, &cfg.kubelet_root_dir)
+            .map_err(|e| format!("--kubelet.root-dir: {e}"))?;
+        let logs_root = host_path(&cfg.rootfs, &cfg.pod_logs_dir)
+            .map_err(|e| format!("kubelet config podLogsDir: {e}"))?;
+        let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
+            .map_err(|e| format!("cannot start walk threads: {e}"))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(PodSampler {
+            cfg,
+            kube,
+            cri: Arc::new(cri),
+            kubelet_root,
+            logs_root,
+            walkers: Arc::new(walkers),
+            stating: Arc::default(),
+            entries: HashMap::new(),
+            containers: None,
+            cri_due: Instant::now(),
+            pods_version: None,
+            generation: 0,
+            dirty: true,
+            tx,
+            rx,
+        })
+    }
+
+    /// The table as it stands.
+    pub fn table(&self) -> PodTable {
+        let mut rows: Vec<PodRow> = self.entries.values().map(|e| self.row(e)).collect();
+        rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let api = self.kube.health();
+        let error = api
+            .error
+            .or_else(|| (!api.synced).then(|| "the first list of pods has not arrived".to_owned()));
+        PodTable {
+            rows,
+            source: SourceStatus {
+                source: SourceId::Kubernetes,
+                up: error.is_none(),
+                last_success: api.last_success,
+                duration: None,
+                error,
+            },
+        }
+    }
+
+    fn row(&self, entry: &Entry) -> PodRow {
+        let pod = &entry.pod;
+        let slot = |part: &Part| entry.slots.get(part).and_then(|s| s.result.clone());
+        let (containers, containers_error) = match &self.containers {
+            None => (Vec::new(), None),
+            Some(Err(e)) => (Vec::new(), Some(e.clone())),
+            Some(Ok(all)) => (
+                all.iter()
+                    .filter(|c| c.pod_uid == pod.uid)
+                    .map(|c| ContainerRow {
+                        name: c.name.clone(),
+                        rootfs: rootfs(c),
+                        logs: slot(&Part::Logs(c.name.clone())),
+                    })
+                    .collect(),
+                None,
+            ),
+        };
+        PodRow {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            limit: pod.storage.limit,
+            container_limits: pod
+                .storage
+                .container_limits
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            containers,
+            containers_pending: self.containers.is_none(),
+            containers_error,
+            volumes: pod
+                .storage
+                .volumes
+                .iter()
+                .map(|v| EphemeralVolumeRow {
+                    name: v.name.clone(),
+                    kind: v.kind,
+                    size_limit: v.size_limit,
+                    usage: slot(&Part::Volume(v.name.clone())),
+                })
+                .collect(),
+            pod_logs: slot(&Part::PodLogs),
+            etc_hosts: slot(&Part::EtcHosts),
+            claims: pod.storage.claims.clone(),
+        }
+    }
+
+    /// Measures every pod once (for `kubedf metrics` and `kubedf df`).
+    pub async fn sample_once(&mut self) -> PodTable {
+        if !self.kube.wait_synced(self.cfg.timeout).await {
+            warn!(
+                "the pod list did not arrive within {:?}; reporting no pods",
+                self.cfg.timeout
+            );
+        }
+        self.reconcile().await;
+        let deadline = tokio::time::Instant::now() + self.cfg.walk_budget + self.cfg.timeout * 3;
+        while self.in_flight() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(done)) => self.apply(done),
+                _ => break,
+            }
+        }
+        self.table()
+    }
+
+    fn in_flight(&self) -> bool {
+        self.entries
+            .values()
+            .any(|e| e.slots.values().any(|s| s.in_flight))
+    }
+
+    /// Refreshes pods until `shutdown` changes, publishing each change into
+    /// the snapshot.
+    pub async fn run(mut self, handle: SnapshotHandle, mut shutdown: watch::Receiver<bool>) {
+        let mut events = self.kube.subscribe();
+        let mut published: Option<Arc<PodTable>> = None;
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => self.reconcile().await,
+                Ok(()) = events.changed() => self.reconcile().await,
+                Some(done) = self.rx.recv() => {
+                    self.apply(done);
+                    while let Ok(done) = self.rx.try_recv() {
+                        self.apply(done);
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            if !std::mem::take(&mut self.dirty) {
+                continue;
+            }
+            let table = self.table();
+            if published.as_deref() != Some(&table) {
+                let table = Arc::new(table);
+                handle.publish_pods(Some(Arc::clone(&table)));
+                published = Some(table);
+            }
+        }
+    }
+
+    /// The earliest moment something is due: the next CRI call or walk.
+    fn next_wake(&self) -> Instant {
+        self.entries
+            .values()
+            .flat_map(|e| e.slots.values())
+            .filter(|s| !s.in_flight && s.path.is_ok())
+            .map(|s| s.next_due)
+            .chain([self.cri_due])
+            .min()
+            .unwrap_or(self.cri_due)
+    }
+
+    /// Refreshes the runtime's answer when due, brings the entries in line
+    /// with the running pods and their containers, starts the due walks.
+    async fn reconcile(&mut self) {
+        let now = Instant::now();
+        if self.cri_due <= now {
+            self.cri_due = now + self.cfg.cri_period;
+            let answer = self
+                .cri
+                .running_containers(self.cfg.timeout)
+                .await
+                .map_err(|e| Failure::new(Reason::CriUnavailable, e.to_string()));
+            match (&self.containers, &answer) {
+                (Some(Ok(_)) | None, Err(e)) => {
+                    warn!(error = %e.message, "container runtime failed; pods' rootfs and logs are not reported")
+                }
+                (Some(Err(_)), Ok(_)) => info!("container runtime answers again"),
+                _ => {}
+            }
+            if self.containers.as_ref() != Some(&answer) {
+                self.containers = Some(answer);
+                self.dirty = true;
+            }
+            self.sync();
+        }
+        let version = self.kube.version();
+        if self.pods_version != Some(version) {
+            self.pods_version = Some(version);
+            self.sync();
+        }
+        self.start_due(Instant::now());
+    }
+
+    /// Which parts each running pod has: its volumes, its running
+    /// containers' log dirs, its log files and etc-hosts.
+    fn sync(&mut self) {
+        self.dirty = true;
+        let pods: Vec<PodVolumes> = self.kube.pods().into_iter().filter(|p| p.running).collect();
+        let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+        self.entries.retain(|uid, _| wanted.contains(uid.as_str()));
+        let now = Instant::now();
+        for pod in pods {
+            let mut parts: Vec<(Part, Result<PathBuf, Failure>)> = Vec::new();
+            let log_dir = pod_log_dir(&self.logs_root, &pod);
+            if let Some(Ok(containers)) = &self.containers {
+                for c in containers.iter().filter(|c| c.pod_uid == pod.uid) {
+                    let path = log_dir.clone().and_then(|d| join(d, &c.name));
+                    parts.push((Part::Logs(c.name.clone()), path));
+                }
+            }
+            let pod_dir = join(self.kubelet_root.join("pods"), &pod.uid);
+            for v in &pod.storage.volumes {
+                let path = pod_dir
+                    .clone()
+                    .and_then(|d| join(d.join("volumes").join(v.kind.plugin_dir()), &v.name));
+                parts.push((Part::Volume(v.name.clone()), path));
+            }
+            parts.push((Part::PodLogs, log_dir));
+            parts.push((Part::EtcHosts, pod_dir.map(|d| d.join("etc-hosts"))));
+            let entry = self
+                .entries
+                .entry(pod.uid.clone())
+                .or_insert_with(|| Entry {
+                    pod: pod.clone(),
+                    slots: BTreeMap::new(),
+                });
+            entry.pod = pod;
+            let keep: HashSet<&Part> = parts.iter().map(|(p, _)| p).collect();
+            entry.slots.retain(|p, _| keep.contains(p));
+            for (part, path) in parts {
+                match entry.slots.get_mut(&part) {
+                    Some(slot) if slot.path == path => {}
+                    Some(slot) => {
+                        // A new path: the running walk's answer is for the old one.
+                        self.generation += 1;
+                        *slot = new_slot(path, now, self.generation);
+                    }
+                    None => {
+                        self.generation += 1;
+                        entry
+                            .slots
+                            .insert(part, new_slot(path, now, self.generation));
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_due(&mut self, now: Instant) {
+        let period = self.cfg.period;
+        for (uid, entry) in &mut self.entries {
+            for (part, slot) in &mut entry.slots {
+                if slot.in_flight || slot.next_due > now {
+                    continue;
+                }
+                let path = match &slot.path {
+                    Ok(p) => p.clone(),
+                    Err(e) => {
+                        if slot.result.as_ref().and_then(|r| r.as_ref().err()) != Some(e) {
+                            slot.result = Some(Err(e.clone()));
+                            self.dirty = true;
+                        }
+                        slot.next_due = now + period;
+                        continue;
+                    }
+                };
+                slot.in_flight = true;
+                let done = Done {
+                    uid: uid.clone(),
+                    part: part.clone(),
+                    generation: slot.generation,
+                    result: None,
+                };
+                let tx = self.tx.clone();
+                match part {
+                    Part::Logs(_) | Part::Volume(_) => {
+                        let walkers = Arc::clone(&self.walkers);
+                        let (budget, grace) = (self.cfg.walk_budget, self.cfg.timeout);
+                        tokio::spawn(async move {
+                            let result = walkers.walk(&path, budget, grace).await;
+                            let _ = tx.send(Done {
+                                result: walked(result),
+                                ..done
+                            });
+                        });
+                    }
+                    Part::PodLogs | Part::EtcHosts => {
+                        let files_only = matches!(part, Part::PodLogs);
+                        let stating = Arc::clone(&self.stating);
+                        let timeout = self.cfg.timeout;
+                        tokio::spawn(async move {
+                            let result = stat_files(stating, path, files_only, timeout).await;
+                            let _ = tx.send(Done { result, ..done });
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, done: Done) {
+        let period = self.cfg.period;
+        let Some(slot) = self
+            .entries
+            .get_mut(&done.uid)
+            .and_then(|e| e.slots.get_mut(&done.part))
+        else {
+            return;
+        };
+        if slot.generation != done.generation {
+            return;
+        }
+        slot.in_flight = false;
+        // kubelet jitters each refresh to between 1x and 2x the period.
+        slot.next_due = Instant::now() + period + period.mul_f64(fastrand::f64());
+        if let Some(result) = done.result {
+            if let Err(e) = &result
+                && slot.result.as_ref().and_then(|r| r.as_ref().err()) != Some(e)
+            {
+                warn!(pod = %done.uid, error = %e.message, "cannot measure a part of a pod");
+            }
+            if slot.result.as_ref() != Some(&result) {
+                slot.result = Some(result);
+                self.dirty = true;
+            }
+        }
+    }
+}
+
+fn new_slot(path: Result<PathBuf, Failure>, now: Instant, generation: u64) -> Slot {
+    Slot {
+        path,
+        result: None,
+        next_due: now,
+        in_flight: false,
+        generation,
+    }
+}
+
+/// The writable layer as the runtime reported it.
+fn rootfs(c: &RunningContainer) -> Result<Usage, Failure> {
+    let no_stats = || {
+        Failure::new(
+            Reason::NoCriStats,
+            format!(
+                "container {} of pod {}/{}: the runtime reports no writable layer usage",
+                c.name, c.pod_namespace, c.pod_name
+            ),
+        )
+    };
+    let layer = c.writable_layer.ok_or_else(no_stats)?;
+    let bytes = layer.used_bytes.ok_or_else(no_stats)?;
+    let time = SystemTime::UNIX_EPOCH
+        + Duration::from_nanos(u64::try_from(layer.timestamp).unwrap_or_default());
+    Ok(Usage {
+        bytes,
+        inodes: layer.inodes_used.unwrap_or(0),
+        time,
+    })
+}
+
+/// `<podLogsDir>/<namespace>_<name>_<uid>`, as kubelet names it.
+fn pod_log_dir(logs_root: &Path, pod: &PodVolumes) -> Result<PathBuf, Failure> {
+    join(
+        logs_root.to_path_buf(),
+        &format!("{}_{}_{}", pod.namespace, pod.name, pod.uid),
+    )
+}
+
+/// `dir/name`, refusing a name that would leave `dir` (API objects and
+/// runtime labels are input).
+fn join(dir: PathBuf, name: &str) -> Result<PathBuf, Failure> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Failure::new(
+            Reason::BadPath,
+            format!(
+                "{name:?} cannot be a path component under {}",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir.join(name))
+}
+
+fn walked(
+    result: Result<crate::sources::walk::DirUsage, PoolError>,
+) -> Option<Result<Usage, Failure>> {
+    match result {
+        Ok(u) => Some(Ok(Usage {
+            bytes: u.bytes,
+            inodes: u.inodes,
+            time: SystemTime::now(),
+        })),
+        Err(PoolError::StillRunning(_)) => None,
+        Err(e) => {
+            let reason = match &e {
+                PoolError::Walk(WalkError::Root { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    Reason::NotFound
+                }
+                PoolError::Walk(WalkError::BudgetExceeded { .. }) => Reason::BudgetExceeded,
+                PoolError::Timeout { .. } => Reason::Timeout,
+                _ => Reason::WalkFailed,
+            };
+            Some(Err(Failure::new(reason, e.to_string())))
+        }
+    }
+}
+
+/// The du of single files, as kubelet's du of each file: etc-hosts (a
+/// missing file adds nothing), or the regular entries directly in the pod's
+/// log dir (subdirectories are containers' log dirs, measured on their own;
+/// a missing dir adds nothing). Off the runtime, under a timeout, one stat
+/// pass in flight per path.
+async fn stat_files(
+    stating: Arc<InFlightSet>,
+    path: PathBuf,
+    files_only: bool,
+    timeout: Duration,
+) -> Option<Result<Usage, Failure>> {
+    let guard = stating.claim(&path)?;
+    let shown = path.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        if files_only {
+            dir_files(&path)
+        } else {
+            one_file(&path)
+        }
+    });
+    let result = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(u))) => Ok(Usage {
+            bytes: u.0,
+            inodes: u.1,
+            time: SystemTime::now(),
+        }),
+        Ok(Ok(Err(e))) => Err(Failure::new(
+            Reason::WalkFailed,
+            format!("{}: {e}", shown.display()),
+        )),
+        Ok(Err(e)) => Err(Failure::new(
+            Reason::WalkFailed,
+            format!("{}: {e}", shown.display()),
+        )),
+        Err(_) => Err(Failure::new(
+            Reason::Timeout,
+            format!("{} did not answer within {timeout:?}", shown.display()),
+        )),
+    };
+    Some(result)
+}
+
+fn one_file(path: &Path) -> io::Result<(u64, u64)> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok((m.blocks() * 512, 1)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((0, 0)),
+        Err(e) => Err(e),
+    }
+}
+
+fn dir_files(dir: &Path) -> io::Result<(u64, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    for entry in entries {
+        let entry = entry?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        bytes += meta.blocks() * 512;
+        inodes += 1;
+    }
+    Ok((bytes, inodes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_components_from_input_cannot_leave_their_dir() {
+        let root = PathBuf::from("/var/log/pods");
+        assert_eq!(
+            join(root.clone(), "ns_p_u").unwrap(),
+            PathBuf::from("/var/log/pods/ns_p_u")
+        );
+        for bad in ["", ".", "..", "a/b", "../x"] {
+            assert_eq!(
+                join(root.clone(), bad).unwrap_err().reason,
+                Reason::BadPath,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pod_files_count_only_files_and_a_missing_dir_adds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pod.log"), vec![1u8; 10_000]).unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        std::fs::write(dir.path().join("app/0.log"), vec![1u8; 50_000]).unwrap();
+        let (bytes, inodes) = dir_files(dir.path()).unwrap();
+        let want = std::fs::metadata(dir.path().join("pod.log"))
+            .unwrap()
+            .blocks()
+            * 512;
+        assert_eq!((bytes, inodes), (want, 1));
+        assert_eq!(dir_files(&dir.path().join("gone")).unwrap(), (0, 0));
+        assert_eq!(one_file(&dir.path().join("gone")).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn a_writable_layer_without_used_bytes_is_no_figure() {
+        let c = RunningContainer {
+            id: "c".into(),
+            pod_uid: "u".into(),
+            pod_name: "p".into(),
+            pod_namespace: "ns".into(),
+            name: "app".into(),
+            writable_layer: Some(crate::sources::cri::WritableLayer {
+                timestamp: 1_000_000_000,
+                used_bytes: None,
+                inodes_used: Some(1),
+            }),
+        };
+        assert_eq!(rootfs(&c).unwrap_err().reason, Reason::NoCriStats);
+        let mut c = c;
+        c.writable_layer = Some(crate::sources::cri::WritableLayer {
+            timestamp: 1_000_000_000,
+            used_bytes: Some(8192),
+            inodes_used: Some(2),
+        });
+        let u = rootfs(&c).unwrap();
+        assert_eq!((u.bytes, u.inodes), (8192, 2));
+        assert_eq!(u.time, SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,752 @@
+//! The pod half end to end: a fake Kubernetes API server with pods whose
+//! limits and volumes kubelet would read, real directory trees at kubelet's
+//! paths (hard links, a nested tmpfs, a symlink out of the tree), real
+//! containers under a real containerd run through the CRI, and `kubedf
+//! serve`'s /metrics and /stats/summary, checked against `du -sxB1`, `find
+//! -xdev` and containerd's own ListContainerStats answer.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::containerd::{Containerd, Image};
+use support::cri::{ContainerSpec, Cri, PodSpec};
+use support::fake_kube::{self, FakeKube};
+use support::*;
+
+const NODE: &str = "node-1";
+const NS: &str = "shop";
+const MIB: u64 = 1 << 20;
+
+/// `du -sxB1` of a tree and the distinct inodes `find -xdev` lists on the
+/// tree's own device: a hard-linked file is one inode (kubelet counts it
+/// once), and find lists a nested mount point itself (it only does not
+/// descend) while kubelet's walk, like du -x, skips it.
+fn du_find(path: &Path) -> (u64, u64) {
+    let du = Command::new("du")
+        .arg("-sxB1")
+        .arg(path)
+        .output()
+        .expect("du");
+    let bytes = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a number");
+    let find = Command::new("find")
+        .arg(path)
+        .args(["-xdev", "-printf", "%D %i\\n"])
+        .output()
+        .expect("find");
+    let text = String::from_utf8_lossy(&find.stdout);
+    let root_dev = text
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').next())
+        .expect("find lists the root")
+        .to_owned();
+    let inodes = text
+        .lines()
+        .filter(|l| l.split(' ').next() == Some(root_dev.as_str()))
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64;
+    (bytes, inodes)
+}
+
+/// A node: kubelet root dir, podLogsDir, kubelet config, nested mounts.
+struct Node {
+    dir: tempfile::TempDir,
+    mounts: Vec<Tmpfs>,
+}
+
+impl Node {
+    fn new() -> Node {
+        let node = Node {
+            dir: tempfile::tempdir().expect("tempdir"),
+            mounts: Vec::new(),
+        };
+        std::fs::create_dir_all(node.root()).expect("kubelet root");
+        std::fs::create_dir_all(node.logs()).expect("pod logs dir");
+        std::fs::write(
+            node.config(),
+            format!(
+                "kind: KubeletConfiguration\npodLogsDir: {}\n",
+                node.logs().display()
+            ),
+        )
+        .expect("kubelet config");
+        node
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("kubelet")
+    }
+    fn logs(&self) -> PathBuf {
+        self.dir.path().join("log-pods")
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+    fn volume(&self, uid: &str, plugin: &str, name: &str) -> PathBuf {
+        let path = self
+            .root()
+            .join("pods")
+            .join(uid)
+            .join("volumes")
+            .join(plugin)
+            .join(name);
+        std::fs::create_dir_all(&path).expect("volume dir");
+        path
+    }
+
+    /// Files of known sizes, a hard link (counted once), a symlink out of the
+    /// tree (counted, not followed) and a nested tmpfs with data in it (not
+    /// counted).
+    fn fill(&mut self, dir: &Path) {
+        std::fs::create_dir_all(dir.join("sub/deeper")).expect("mkdir");
+        std::fs::write(dir.join("a"), vec![1u8; 300_000]).expect("write");
+        std::fs::write(dir.join("sub/b"), vec![2u8; 70_000]).expect("write");
+        std::fs::write(dir.join("sub/deeper/c"), vec![3u8; 5]).expect("write");
+        std::fs::hard_link(dir.join("a"), dir.join("sub/a-again")).expect("hard link");
+        std::os::unix::fs::symlink("/etc", dir.join("escape")).expect("symlink");
+        let nested = dir.join("nested");
+        self.mounts.push(Tmpfs::mount(&nested, 8 * MIB));
+        std::fs::write(nested.join("big"), vec![4u8; 2 * MIB as usize]).expect("write");
+    }
+
+    fn serve(&self, kube: &FakeKube, cri: &str) -> Served {
+        let kubeconfig = self.dir.path().join("kubeconfig");
+        kube.write_kubeconfig(&kubeconfig)
+            .expect("write kubeconfig");
+        Served::start(&[
+            "--node-name",
+            NODE,
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8"),
+            "--kubelet.root-dir",
+            self.root().to_str().expect("utf-8"),
+            "--kubelet.config",
+            self.config().to_str().expect("utf-8"),
+            "--cri.endpoint",
+            cri,
+            "--sample-interval",
+            "500ms",
+            "--volume-stats-agg-period",
+            "300ms",
+            "--volume-stats-timeout",
+            "2s",
+        ])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Unmount before the temporary dir is removed.
+        self.mounts.clear();
+    }
+}
+
+fn pod_with(name: &str, uid: &str, containers: Value, volumes: Vec<Value>) -> Value {
+    let mut pod = fake_kube::pod(NS, name, uid, NODE, "Running", volumes);
+    pod["spec"]["containers"] = containers;
+    pod
+}
+
+fn container(name: &str, limit: Option<&str>) -> Value {
+    let limits = match limit {
+        Some(l) => json!({"ephemeral-storage": l, "memory": "64Mi"}),
+        None => json!({"memory": "64Mi"}),
+    };
+    json!({"name": name, "image": "registry.k8s.io/pause:3.10", "resources": {"limits": limits}})
+}
+
+fn pod_value(text: &str, name: &str, pod: &str) -> Option<String> {
+    value(text, name, &[("namespace", NS), ("pod", pod)])
+}
+
+fn volume_value(text: &str, name: &str, pod: &str, volume: &str, kind: &str) -> Option<String> {
+    value(
+        text,
+        name,
+        &[
+            ("namespace", NS),
+            ("pod", pod),
+            ("volume", volume),
+            ("kind", kind),
+        ],
+    )
+}
+
+fn container_value(text: &str, name: &str, pod: &str, c: &str) -> Option<String> {
+    value(
+        text,
+        name,
+        &[("namespace", NS), ("pod", pod), ("container", c)],
+    )
+}
+
+fn summary(served: &Served) -> Value {
+    let r = http()
+        .get(served.url("/stats/summary"))
+        .send()
+        .expect("GET /stats/summary");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    r.json().expect("summary is JSON")
+}
+
+fn summary_pod<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["pods"]
+        .as_array()
+        .expect("pods[]")
+        .iter()
+        .find(|p| p["podRef"]["name"] == name)
+        .unwrap_or_else(|| panic!("pod {name} in {summary:#}"))
+}
+
+/// Keys and JSON types of kubelet's stats/v1alpha1 FsStats: `time` a string,
+/// every number an unsigned integer; nothing else.
+fn assert_fs_stats(fs: &Value, what: &str) {
+    let obj = fs.as_object().unwrap_or_else(|| panic!("{what}: {fs}"));
+    assert!(obj["time"].is_string(), "{what}.time");
+    for (k, v) in obj {
+        match k.as_str() {
+            "time" | "name" | "pvcRef" => {}
+            "availableBytes" | "capacityBytes" | "usedBytes" | "inodesFree" | "inodes"
+            | "inodesUsed" => assert!(v.is_u64(), "{what}.{k} is a uint64: {v}"),
+            other => panic!("{what}: key {other} is not in kubelet's FsStats"),
+        }
+    }
+}
+
+#[test]
+fn ephemeral_volumes_and_limits_by_kubelets_rules() {
+    let test = "ephemeral_volumes_and_limits_by_kubelets_rules";
+    if !prerequisites(test, need_root_and(&["du", "find", "promtool"])) {
+        return;
+    }
+    let kube = FakeKube::start();
+    let mut node = Node::new();
+
+    // A container limit, an emptyDir with a sizeLimit, a configMap; a
+    // memory emptyDir and a secret that are not local ephemeral storage.
+    let uid = fake_kube::fake_uid("limited");
+    let cache = node.volume(&uid, "kubernetes.io~empty-dir", "cache");
+    node.fill(&cache);
+    let cfg = node.volume(&uid, "kubernetes.io~configmap", "cfg");
+    // kubelet's atomic-writer layout: a timestamped dir, ..data and key links.
+    let ts = cfg.join("..2026_12_01_00_00_00.000000001");
+    std::fs::create_dir(&ts).expect("mkdir");
+    std::fs::write(ts.join("settings.yaml"), vec![b'x'; 9_000]).expect("write");
+    std::os::unix::fs::symlink(ts.file_name().expect("name"), cfg.join("..data")).expect("link");
+    std::os::unix::fs::symlink("..data/settings.yaml", cfg.join("settings.yaml")).expect("link");
+    let shm = node.volume(&uid, "kubernetes.io~empty-dir", "shm");
+    std::fs::write(shm.join("x"), vec![0u8; 10_000]).expect("write");
+    kube.put_pod(pod_with(
+        "limited",
+        &uid,
+        json!([container("app", Some("1Gi"))]),
+        vec![
+            json!({"name": "cache", "emptyDir": {"sizeLimit": "64Mi"}}),
+            json!({"name": "cfg", "configMap": {"name": "settings"}}),
+            json!({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}),
+            json!({"name": "token", "secret": {"secretName": "t"}}),
+        ],
+    ));
+    // Every container has a limit: the pod's limit is their sum.
+    let uid_all = fake_kube::fake_uid("all-limits");
+    kube.put_pod(pod_with(
+        "all-limits",
+        &uid_all,
+        json!([container("a", Some("100Mi")), container("b", Some("200Mi"))]),
+        vec![],
+    ));
+    // Some have none: PodLimits adds what the others name, and kubelet
+    // enforces that sum on the whole pod.
+    let uid_some = fake_kube::fake_uid("some-limits");
+    kube.put_pod(pod_with(
+        "some-limits",
+        &uid_some,
+        json!([container("a", Some("100Mi")), container("b", None)]),
+        vec![],
+    ));
+    // No limits at all, an emptyDir without a sizeLimit.
+    let uid_none = fake_kube::fake_uid("no-limits");
+    let scratch = node.volume(&uid_none, "kubernetes.io~empty-dir", "scratch");
+    std::fs::write(scratch.join("f"), vec![5u8; 40_000]).expect("write");
+    kube.put_pod(pod_with(
+        "no-limits",
+        &uid_none,
+        json!([container("a", None)]),
+        vec![fake_kube::emptydir_volume("scratch")],
+    ));
+
+    let served = node.serve(&kube, "unix:///nonexistent/kubedf/cri.sock");
+    let text = served.scrape_until(Duration::from_secs(30), "volumes measured", |t| {
+        volume_value(
+            t,
+            "kubedf_ephemeral_volume_used_bytes",
+            "limited",
+            "cache",
+            "emptyDir",
+        )
+        .is_some()
+            && volume_value(
+                t,
+                "kubedf_ephemeral_volume_used_bytes",
+                "limited",
+                "cfg",
+                "configMap",
+            )
+            .is_some()
+            && volume_value(
+                t,
+                "kubedf_ephemeral_volume_used_bytes",
+                "no-limits",
+                "scratch",
+                "emptyDir",
+            )
+            .is_some()
+    });
+    promtool_check(&text).expect("promtool check metrics");
+
+    for (pod, volume, kind, path) in [
+        ("limited", "cache", "emptyDir", &cache),
+        ("limited", "cfg", "configMap", &cfg),
+        ("no-limits", "scratch", "emptyDir", &scratch),
+    ] {
+        let (bytes, inodes) = du_find(path);
+        assert_eq!(
+            volume_value(
+                &text,
+                "kubedf_ephemeral_volume_used_bytes",
+                pod,
+                volume,
+                kind
+            ),
+            Some(bytes.to_string()),
+            "{pod}/{volume}: du -sxB1 {}",
+            path.display()
+        );
+        assert_eq!(
+            volume_value(
+                &text,
+                "kubedf_ephemeral_volume_inodes_used",
+                pod,
+                volume,
+                kind
+            ),
+            Some(inodes.to_string()),
+            "{pod}/{volume}: find -xdev {}",
+            path.display()
+        );
+    }
+    let (cache_bytes, _) = du_find(&cache);
+    assert!(
+        cache_bytes < 2 * MIB,
+        "the nested tmpfs's 2 MiB are not counted: {cache_bytes}"
+    );
+    // Memory-medium emptyDirs and secrets are not local ephemeral storage.
+    for v in ["shm", "token"] {
+        assert!(
+            !text.contains(&format!("volume=\"{v}\"")),
+            "{v} reported:\n{text}"
+        );
+    }
+
+    // Limits: only where kubelet's eviction manager would enforce one.
+    let limit = |pod: &str| pod_value(&text, "kubedf_pod_ephemeral_storage_limit_bytes", pod);
+    assert_eq!(limit("limited"), Some((1u64 << 30).to_string()));
+    assert_eq!(limit("all-limits"), Some((300 * MIB).to_string()));
+    assert_eq!(limit("some-limits"), Some((100 * MIB).to_string()));
+    assert_eq!(limit("no-limits"), None);
+    let climit = |pod: &str, c: &str| {
+        container_value(
+            &text,
+            "kubedf_container_ephemeral_storage_limit_bytes",
+            pod,
+            c,
+        )
+    };
+    assert_eq!(climit("limited", "app"), Some((1u64 << 30).to_string()));
+    assert_eq!(climit("all-limits", "a"), Some((100 * MIB).to_string()));
+    assert_eq!(climit("all-limits", "b"), Some((200 * MIB).to_string()));
+    assert_eq!(climit("some-limits", "a"), Some((100 * MIB).to_string()));
+    assert_eq!(climit("some-limits", "b"), None);
+    assert_eq!(climit("no-limits", "a"), None);
+    assert_eq!(
+        volume_value(
+            &text,
+            "kubedf_ephemeral_volume_size_limit_bytes",
+            "limited",
+            "cache",
+            "emptyDir"
+        ),
+        Some((64 * MIB).to_string())
+    );
+    assert_eq!(
+        volume_value(
+            &text,
+            "kubedf_ephemeral_volume_size_limit_bytes",
+            "no-limits",
+            "scratch",
+            "emptyDir"
+        ),
+        None
+    );
+
+    // The runtime is down: no pod total (never 0), an error with a reason.
+    assert_eq!(
+        pod_value(&text, "kubedf_pod_ephemeral_storage_used_bytes", "limited"),
+        None
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_pod_storage_error",
+            &[
+                ("namespace", NS),
+                ("pod", "limited"),
+                ("part", "containers")
+            ]
+        )
+        .as_deref(),
+        Some("1")
+    );
+    assert!(text.contains(
+        r#"kubedf_pod_storage_error{namespace="shop",pod="limited",part="containers",name="",reason="cri_unavailable"} 1"#
+    ));
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "pod_storage")]
+        )
+        .as_deref(),
+        Some("0")
+    );
+
+    // /stats/summary: kubelet's keys and types, the same figures.
+    let s = summary(&served);
+    assert_eq!(s["node"]["nodeName"], NODE);
+    let limited = summary_pod(&s, "limited");
+    assert_eq!(limited["podRef"]["namespace"], NS);
+    assert_eq!(limited["podRef"]["uid"], uid.as_str());
+    assert!(
+        limited.get("ephemeral-storage").is_none(),
+        "no total without the runtime"
+    );
+    assert!(limited.get("cpu").is_none() && limited.get("memory").is_none());
+    let vols = limited["volume"].as_array().expect("volume[]");
+    for v in vols {
+        assert_fs_stats(v, "volume[]");
+    }
+    let cache_stats = vols
+        .iter()
+        .find(|v| v["name"] == "cache")
+        .expect("cache in volume[]");
+    assert_eq!(
+        Some(cache_stats["usedBytes"].to_string()),
+        volume_value(
+            &text,
+            "kubedf_ephemeral_volume_used_bytes",
+            "limited",
+            "cache",
+            "emptyDir"
+        )
+    );
+    assert_eq!(
+        Some(cache_stats["inodesUsed"].to_string()),
+        volume_value(
+            &text,
+            "kubedf_ephemeral_volume_inodes_used",
+            "limited",
+            "cache",
+            "emptyDir"
+        )
+    );
+
+    // Series go away with the pod.
+    kube.delete_pod(NS, "limited");
+    served.scrape_until(
+        Duration::from_secs(20),
+        "the deleted pod's series gone",
+        |t| !t.contains("pod=\"limited\""),
+    );
+    let s = summary(&served);
+    assert!(
+        s["pods"]
+            .as_array()
+            .expect("pods")
+            .iter()
+            .all(|p| p["podRef"]["name"] != "limited"),
+        "{s:#}"
+    );
+}
+
+const CONTAINERD_TOOLS: &[&str] = &[
+    "containerd",
+    "ctr",
+    "runc",
+    "containerd-shim-runc-v2",
+    "busybox",
+    "du",
+    "find",
+];
+
+#[test]
+fn real_containers_rootfs_logs_and_kubelets_sum() {
+    let test = "real_containers_rootfs_logs_and_kubelets_sum";
+    if !prerequisites(test, need_root_and(CONTAINERD_TOOLS)) {
+        return;
+    }
+    let mut node = Node::new();
+    let containerd = Containerd::start(&node.dir.path().join("cd"), 256 << 20).expect("containerd");
+    let cri = Cri::connect(&containerd).expect("CRI");
+    let image = containerd
+        .import_image(&Image::busybox("writer").expect("busybox image"))
+        .expect("import");
+    let uid = "5e7a1c2d-0000-4000-8000-00000000beef";
+    let mut spec = PodSpec::new(NS, "writer", uid, &node.logs());
+    spec.kubelet_root = Some(node.root());
+    let kube = FakeKube::start();
+    let scratch = node.volume(uid, "kubernetes.io~empty-dir", "scratch");
+    std::fs::write(scratch.join("f"), vec![6u8; 123_456]).expect("write");
+    kube.put_pod(pod_with(
+        "writer",
+        uid,
+        json!([container("app", Some("512Mi")), container("idle", None)]),
+        vec![json!({"name": "scratch", "emptyDir": {"sizeLimit": "16Mi"}})],
+    ));
+    let mut pod = cri.run_pod(&spec).expect("RunPodSandbox");
+    // 3 MiB into the writable layer, 1 MiB to stdout, then stay up.
+    let script = format!(
+        "dd if=/dev/urandom of=/written bs=1048576 count=3 2>/dev/null && \
+         yes 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde | head -c {} && \
+         trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done",
+        MIB
+    );
+    let app = pod
+        .start(&ContainerSpec::new("app", &image).shell(&script))
+        .expect("start app");
+    let idle = pod
+        .start(
+            &ContainerSpec::new("idle", &image)
+                .shell("trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"),
+        )
+        .expect("start idle");
+    // Wait for the 1 MiB of stdout to land in the log.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(&app.log_path)
+        .map(|m| m.len())
+        .unwrap_or(0)
+        < MIB
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no log at {}",
+            app.log_path.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The log tree gets the awkward cases too: a rotated hard link, a
+    // symlink out of the tree, a nested mount; and a pod-level log file.
+    let app_logs = app
+        .log_path
+        .parent()
+        .expect("container log dir")
+        .to_path_buf();
+    std::fs::hard_link(&app.log_path, app_logs.join("0.log.20261201-000000")).expect("link");
+    std::os::unix::fs::symlink("/etc", app_logs.join("escape")).expect("symlink");
+    let nested = app_logs.join("nested");
+    node.mounts.push(Tmpfs::mount(&nested, 4 * MIB));
+    std::fs::write(nested.join("big"), vec![1u8; MIB as usize]).expect("write");
+    let pod_log_dir = app_logs.parent().expect("pod log dir").to_path_buf();
+    std::fs::write(pod_log_dir.join("sandbox.log"), vec![b'l'; 20_000]).expect("write");
+
+    // containerd's own answer, once it has refreshed past the 3 MiB.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let layer = |id: &str| {
+        let stats = cri.container_stats(id).expect("ListContainerStats");
+        let w = stats.writable_layer.expect("writable_layer");
+        (
+            w.used_bytes.map(|v| v.value).unwrap_or(0),
+            w.inodes_used.map(|v| v.value).unwrap_or(0),
+        )
+    };
+    while layer(&app.id).0 < 3 * MIB {
+        assert!(
+            Instant::now() < deadline,
+            "writable layer never reached 3 MiB"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let socket = format!("unix://{}", containerd.socket().display());
+    let served = node.serve(&kube, &socket);
+    let text = served.scrape_until(Duration::from_secs(60), "the pod's total", |t| {
+        pod_value(t, "kubedf_pod_ephemeral_storage_used_bytes", "writer").is_some()
+            && container_value(t, "kubedf_container_logs_used_bytes", "writer", "app").is_some()
+    });
+    let figure = |t: &str, name: &str, c: &str| -> u64 {
+        container_value(t, name, "writer", c)
+            .unwrap_or_else(|| panic!("{name}{{container={c}}} in\n{t}"))
+            .parse()
+            .expect("integer")
+    };
+
+    // rootfs: containerd's ListContainerStats answer, for each container.
+    for (c, id) in [("app", &app.id), ("idle", &idle.id)] {
+        let (used, inodes) = layer(id);
+        assert_eq!(
+            figure(&text, "kubedf_container_rootfs_used_bytes", c),
+            used,
+            "{c} rootfs bytes"
+        );
+        assert_eq!(
+            figure(&text, "kubedf_container_rootfs_inodes_used", c),
+            inodes,
+            "{c} rootfs inodes"
+        );
+    }
+    assert!(figure(&text, "kubedf_container_rootfs_used_bytes", "app") >= 3 * MIB);
+
+    // logs: du -sxB1 and find -xdev of the log dir (the hard link once, the
+    // symlink not followed, the nested tmpfs not counted).
+    let mut log_figures = 0u64;
+    let mut log_inodes = 0u64;
+    for c in ["app", "idle"] {
+        let dir = pod_log_dir.join(c);
+        let (bytes, inodes) = du_find(&dir);
+        assert_eq!(
+            figure(&text, "kubedf_container_logs_used_bytes", c),
+            bytes,
+            "du -sxB1 {}",
+            dir.display()
+        );
+        assert_eq!(
+            figure(&text, "kubedf_container_logs_inodes_used", c),
+            inodes,
+            "find -xdev {}",
+            dir.display()
+        );
+        log_figures += bytes;
+        log_inodes += inodes;
+    }
+    assert!(figure(&text, "kubedf_container_logs_used_bytes", "app") > MIB);
+    assert!(
+        figure(&text, "kubedf_container_logs_used_bytes", "app") < 2 * MIB + 64 * 1024,
+        "nested mount counted?"
+    );
+
+    // The pod's total: kubelet's sum, computed here from independent figures.
+    let (scratch_bytes, scratch_inodes) = du_find(&scratch);
+    let blocks = |p: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::symlink_metadata(p)
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0)
+    };
+    let pod_files = blocks(&pod_log_dir.join("sandbox.log"));
+    let etc_hosts = node.root().join("pods").join(uid).join("etc-hosts");
+    let etc_hosts_bytes = blocks(&etc_hosts);
+    let etc_hosts_inodes = u64::from(etc_hosts.exists());
+    let (app_rootfs, app_rootfs_inodes) = layer(&app.id);
+    let (idle_rootfs, idle_rootfs_inodes) = layer(&idle.id);
+    let want_bytes =
+        app_rootfs + idle_rootfs + log_figures + scratch_bytes + pod_files + etc_hosts_bytes;
+    let want_inodes =
+        app_rootfs_inodes + idle_rootfs_inodes + log_inodes + scratch_inodes + 1 + etc_hosts_inodes;
+    assert_eq!(
+        pod_value(&text, "kubedf_pod_ephemeral_storage_used_bytes", "writer"),
+        Some(want_bytes.to_string()),
+        "rootfs {app_rootfs}+{idle_rootfs}, logs {log_figures}, emptyDir {scratch_bytes}, pod log files {pod_files}, etc-hosts {etc_hosts_bytes}"
+    );
+    assert_eq!(
+        pod_value(&text, "kubedf_pod_ephemeral_storage_inodes_used", "writer"),
+        Some(want_inodes.to_string())
+    );
+    assert!(!text.contains("kubedf_pod_storage_error{"), "{text}");
+
+    // /stats/summary: the same figures in kubelet's shape.
+    let s = summary(&served);
+    let p = summary_pod(&s, "writer");
+    assert_eq!(p["podRef"]["uid"], uid);
+    let total = &p["ephemeral-storage"];
+    assert_fs_stats(total, "ephemeral-storage");
+    assert_eq!(total["usedBytes"], want_bytes);
+    assert_eq!(total["inodesUsed"], want_inodes);
+    for c in p["containers"].as_array().expect("containers[]") {
+        let name = c["name"].as_str().expect("name");
+        assert_fs_stats(&c["rootfs"], "rootfs");
+        assert_fs_stats(&c["logs"], "logs");
+        assert_eq!(
+            c["rootfs"]["usedBytes"],
+            figure(&text, "kubedf_container_rootfs_used_bytes", name)
+        );
+        assert_eq!(
+            c["logs"]["usedBytes"],
+            figure(&text, "kubedf_container_logs_used_bytes", name)
+        );
+        assert!(c.get("cpu").is_none() && c.get("memory").is_none());
+    }
+
+    // Stop and remove: the pod's containers and sandbox go away.
+    drop(served);
+    let sandbox = pod.sandbox_id().to_owned();
+    pod.remove().expect("stop and remove");
+    let left = containerd
+        .ctr_ns()
+        .args(["containers", "ls", "-q"])
+        .run(Duration::from_secs(60))
+        .expect("ctr containers ls");
+    assert!(
+        !left.contains(&sandbox) && !left.contains(&app.id) && !left.contains(&idle.id),
+        "containers left: {left}"
+    );
+}
+
+#[test]
+fn the_summary_is_behind_the_same_web_config_as_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("web.yml");
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    std::fs::write(
+        &config,
+        format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
+    )
+    .expect("write web config");
+    let served = Served::start(&[
+        "--web.config.file",
+        config.to_str().expect("utf-8"),
+        "--kubelet.config",
+        "/nonexistent/config.yaml",
+        "--cri.endpoint",
+        "unix:///nonexistent/kubedf/cri.sock",
+        "--node-name",
+        NODE,
+        "--no-collector.volume_stats",
+        "--no-collector.pod_storage",
+    ]);
+    for path in ["/metrics", "/stats/summary"] {
+        let r = http().get(served.url(path)).send().expect("GET");
+        assert_eq!(r.status(), 401, "{path} without credentials");
+    }
+    let r = http()
+        .get(served.url("/stats/summary"))
+        .basic_auth("prometheus", Some("s3cret"))
+        .send()
+        .expect("GET /stats/summary");
+    assert_eq!(r.status(), 200);
+    let s: Value = r.json().expect("JSON");
+    assert_eq!(s["node"]["nodeName"], NODE);
+    assert_eq!(s["pods"], json!([]), "no pod half: no pods, not an error");
+    assert!(s["node"]["rlimit"]["maxpid"].is_u64(), "{s:#}");
+}
