@@ -767,11 +767,7 @@ pub fn pod_sections(snapshot: &Snapshot) -> Vec<Section> {
                 Cell::text(human_bytes(l.saturating_sub(int64(*u)))),
                 Cell::usage(*u, u64::try_from(l).unwrap_or(0)),
             ),
-            (Some(l), None) => (
-                Cell::text(human_bytes(l)),
-                Cell::text("?"),
-                Cell::text("?"),
-            ),
+            (Some(l), None) => (Cell::text(human_bytes(l)), Cell::text("?"), Cell::text("?")),
             (None, _) => (Cell::text("-"), Cell::text("-"), Cell::text("-")),
         };
         t.rows.push(vec![
