@@ -154,7 +154,7 @@ enum KubeSide {
 /// The watch of this node's pods, or why not (with one log line saying
 /// why); the rest of kubedf runs either way.
 async fn kube_side(args: &CommonArgs) -> KubeSide {
-    const FAILING: &str = "volume_stats and pod_storage collectors failing; kubedf_scrape_collector_success is 0 for them";
+    const FAILING: &str = "volume_stats collector failing (and pod_storage): kubedf_scrape_collector_success is 0 for both";
     if args.volume_stats_agg_period.is_zero() {
         info!("volume_stats and pod_storage collectors off: --volume-stats-agg-period is 0");
         return KubeSide::SwitchedOff;

@@ -464,6 +464,7 @@ fn a_flood_of_idle_connections_never_locks_scrapers_out() {
     for i in 0..5 {
         let r = client
             .get(served.url("/metrics"))
+            .header("Accept", OPENMETRICS_ACCEPT)
             .send()
             .unwrap_or_else(|e| {
                 panic!(
@@ -505,7 +506,7 @@ fn a_client_that_sends_headers_slowly_is_cut_off() {
         other => panic!("a half-sent request was kept open: {other:?}"),
     }
     // Meanwhile scrapes answer.
-    assert!(served.scrape().ends_with("# EOF\n"));
+    assert!(served.scrape_openmetrics().ends_with("# EOF\n"));
 }
 
 #[test]

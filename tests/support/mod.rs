@@ -238,6 +238,17 @@ impl Served {
         r.text().expect("body")
     }
 
+    /// Scrapes asking for OpenMetrics, whose `# EOF` shows the body is whole.
+    pub fn scrape_openmetrics(&self) -> String {
+        let r = http()
+            .get(self.url("/metrics"))
+            .header("Accept", OPENMETRICS_ACCEPT)
+            .send()
+            .expect("scrape");
+        assert_eq!(r.status(), 200);
+        r.text().expect("body")
+    }
+
     /// Scrapes until `done` holds for the exposition, or panics after `limit`.
     pub fn scrape_until(&self, limit: Duration, what: &str, done: impl Fn(&str) -> bool) -> String {
         let start = Instant::now();
@@ -302,6 +313,9 @@ pub const FS_FIGURES: [&str; 6] = [
     "inodes_free",
     "inodes_used",
 ];
+
+/// The Accept header of a scraper that wants OpenMetrics 1.0.0.
+pub const OPENMETRICS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0";
 
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
