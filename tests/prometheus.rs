@@ -466,6 +466,14 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         &format!("kubelet_volume_stats_used_bytes{{job=\"{JOB}\"}}"),
     );
     assert_eq!(label_set(&volumes, "namespace"), ["shop".to_owned()].into());
+    // ...and so do the pod series, whose pod label the operator also sets.
+    let pods = prometheus.wait_for(
+        "pod samples",
+        Duration::from_secs(30),
+        &format!("kubedf_pod_ephemeral_storage_used_bytes{{job=\"{JOB}\"}}"),
+    );
+    assert_eq!(label_set(&pods, "namespace"), ["shop".to_owned()].into());
+    assert_eq!(label_set(&pods, "pod"), ["web-0".to_owned()].into());
     assert_eq!(
         prometheus.query("{exported_namespace!=\"\"} or {exported_pod!=\"\"}"),
         Ok(vec![]),
