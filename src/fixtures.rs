@@ -287,11 +287,8 @@ pub fn golden_pods() -> PodTable {
             ),
         ],
         source: SourceStatus {
-            source: SourceId::Kubernetes,
-            up: true,
-            last_success: Some(at),
             duration: None,
-            error: None,
+            ..status(SourceId::Kubernetes)
         },
     }
 }
