@@ -257,7 +257,7 @@ impl Scraper<'_> {
         // counter's `_total` sample as a family of its own), so the sampled
         // scrapes ask for text, as Prometheus does of a target without
         // OpenMetrics; the others must end in OpenMetrics' `# EOF`.
-        let sampled = self.scrapes % 25 == 0;
+        let sampled = self.scrapes.is_multiple_of(25);
         let accept = if sampled { TEXT_ACCEPT } else { ACCEPT };
         let out = Command::new("curl")
             .args([
@@ -303,7 +303,7 @@ impl Scraper<'_> {
                 }
             }
         }
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             self.probe();
         }
         body.to_owned()
@@ -411,6 +411,31 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The web config writer's thread. Dropped before `Served` (declared after
+/// it), it is stopped and joined even when the test fails, so that it never
+/// signals a kubedf that is gone (whose PID may be another process's by then).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Rewrites>>,
+}
+
+impl Writer {
+    fn finish(mut self) -> Rewrites {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("writer thread");
+        thread.join().expect("web config writer")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// What the web config writer did.
 #[derive(Default, Debug)]
 struct Rewrites {
@@ -447,7 +472,7 @@ fn rewrite_web_config(
     let mut hup_next = false;
     let mut bad_state = |done: &mut Rewrites, rng: &mut fastrand::Rng| {
         hup_next = !hup_next;
-        if hup_next {
+        if hup_next && !stop.load(Ordering::Relaxed) {
             let before = refused();
             kill(Pid::from_raw(pid as i32), Signal::SIGHUP).expect("SIGHUP kubedf");
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -465,7 +490,7 @@ fn rewrite_web_config(
     let mut cycle = 0u64;
     while !stop.load(Ordering::Relaxed) {
         cycle += 1;
-        let (what, text) = if cycle % 3 == 0 {
+        let (what, text) = if cycle.is_multiple_of(3) {
             let (what, text) = &bad[(cycle as usize / 3) % bad.len()];
             (*what, text.as_str())
         } else {
@@ -597,10 +622,13 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (path, good, bad) = (web_config.clone(), good.clone(), bad.clone());
-        let (log, stop) = (Arc::clone(&served.log), Arc::clone(&stop));
-        std::thread::spawn(move || rewrite_web_config(&path, &good, &bad, &log, pid, &stop))
+    let writer = Writer {
+        stop: Arc::clone(&stop),
+        thread: Some({
+            let (path, good, bad) = (web_config.clone(), good.clone(), bad.clone());
+            let (log, stop) = (Arc::clone(&served.log), Arc::clone(&stop));
+            std::thread::spawn(move || rewrite_web_config(&path, &good, &bad, &log, pid, &stop))
+        }),
     };
 
     let started = Instant::now();
@@ -636,7 +664,6 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
             containerd.kill();
             cri_kills += 1;
         }
-        eprintln!("round {rounds}: {} s", started.elapsed().as_secs());
         s.wait_for("a round's PVCs", |t| {
             batch.iter().all(|p| claim_series(t, &p.claim)) && claim_series(t, &bad.served.0)
         });
@@ -651,7 +678,6 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
             );
             containerd.restart().expect("restart containerd");
             let (took, _) = s.wait_within(CRI_BOUND, "the CRI source to come back", cri_up);
-            eprintln!("round {rounds}: CRI back {took:?} after containerd answered");
             cri_back_max = cri_back_max.max(took);
         }
         s.live.clear();
@@ -678,8 +704,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         peak = (peak.0.max(now.0), peak.1.max(now.1), peak.2.max(now.2));
     }
     let end = resources(pid);
-    stop.store(true, Ordering::Relaxed);
-    let rewrites = writer.join().expect("web config writer");
+    let rewrites = writer.finish();
     // Scrapes went on while the writer finished its last rewrite.
     let text = s.scrape();
     let failed = sample(&text, "kubedf_web_config_reloads_failed_total").unwrap_or(0.0) as u64;
@@ -694,7 +719,8 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
          SIGKILLs (CRI back within {cri_back_max:.1?} at worst), {written} non-atomic web config \
          rewrites {written_by:?}, {forced} forced refusals, {failed} refused reloads counted; \
          {bad_total} bad inputs {bad_inputs:?}; series lost {lost}; \
-         RSS kB {} -> {} (peak {}), threads {} -> {} (peak {}), fds {} -> {} (peak {})",
+         RSS kB {} -> {} (peak {}), threads {} -> {} (peak {}), fds {} -> {} (peak {}) \
+         (bounds: RSS +50% +16 MiB, threads +8, fds +16, from round 3 to the end)",
         base.0,
         end.0,
         peak.0,
