@@ -668,6 +668,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
             batch.iter().all(|p| claim_series(t, &p.claim)) && claim_series(t, &bad.served.0)
         });
         s.live = batch.iter().map(|p| p.claim.clone()).collect();
+        s.live.push(bad.served.0.clone());
         if crash {
             // Down: reported down, no healthy-looking imagefs series, and
             // the volume half untouched (every scrape checks the PVCs).
