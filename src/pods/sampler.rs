@@ -1,20 +1,24 @@
-//! When and how the parts of each running pod are measured. Like the volume
-//! sampler, and like kubelet's volume stats cache: each du-method walk (a
+//! When and how the parts of each running pod are measured, on the one
+//! measurement [`Scheduler`](crate::scheduler::Scheduler) the volume sampler
+//! also uses. Like kubelet's volume stats cache: each du-method walk (a
 //! container's log dir, a local ephemeral volume, the pod's log files,
 //! etc-hosts) is refreshed every `--volume-stats-agg-period`, jittered to
 //! between 1x and 2x, on the walk pool's low-priority threads within the walk
-//! budget, at most one in flight per path. The runtime is asked for its
-//! running containers and their writable layers once per `cri_period`. A
-//! scrape only reads the last published table.
+//! budget, at most one in flight per path; a failed walk is retried with
+//! backoff. The runtime is asked for its running containers and their
+//! writable layers every 1x-2x `cri_period`. The loop sleeps until something
+//! is due, a result comes back or the pod watch changes; it never scans every
+//! part on a timer. A scrape only reads the last published table.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::model::PodVolumes;
@@ -23,6 +27,7 @@ use crate::model::pod::{
 };
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{SourceId, SourceStatus};
+use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::cri::{CriClient, RunningContainer};
 use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
@@ -38,7 +43,7 @@ pub struct PodConfig {
     pub pod_logs_dir: String,
     /// Refresh period of each walk (jittered to 1x-2x).
     pub period: Duration,
-    /// How often the runtime is asked for writable layers.
+    /// How often the runtime is asked for writable layers (jittered to 1x-2x).
     pub cri_period: Duration,
     /// Timeout of each CRI call and file stat.
     pub timeout: Duration,
@@ -47,6 +52,10 @@ pub struct PodConfig {
     pub walk_workers: usize,
     pub walk_threads: usize,
 }
+
+/// The first retry of a failed walk (a directory not there yet); doubled up
+/// to the period.
+const WALK_RETRY: Duration = Duration::from_secs(5);
 
 /// One du-method measurement of a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,23 +69,19 @@ enum Part {
     EtcHosts,
 }
 
-struct Slot {
-    path: Result<PathBuf, Failure>,
-    result: Measured,
-    next_due: Instant,
-    in_flight: bool,
-    generation: u64,
-}
+/// A part of a pod, by the pod's uid: what the scheduler plans. Its plan is
+/// the part's path; a new path is a new plan.
+type Key = (String, Part);
 
 struct Entry {
     pod: PodVolumes,
-    slots: BTreeMap<Part, Slot>,
+    /// Every part the pod has, with its last result (`None` before the first).
+    results: BTreeMap<Part, Measured>,
 }
 
 struct Done {
-    uid: String,
-    part: Part,
-    generation: u64,
+    key: Key,
+    ticket: Ticket,
     /// `None`: an earlier walk of the path is still running; keep the last figure.
     result: Option<Result<Usage, Failure>>,
 }
@@ -84,6 +89,7 @@ struct Done {
 pub struct PodSampler {
     cfg: PodConfig,
     kube: Kube,
+    events: watch::Receiver<u64>,
     cri: Arc<CriClient>,
     kubelet_root: PathBuf,
     logs_root: PathBuf,
@@ -93,9 +99,10 @@ pub struct PodSampler {
     entries: HashMap<String, Entry>,
     /// The runtime's last answer; `None` before the first.
     containers: Option<Result<Vec<RunningContainer>, Failure>>,
-    cri_due: Instant,
+    /// When the runtime is asked next (one key).
+    cri_calls: Scheduler<(), ()>,
+    walks: Scheduler<Key, PathBuf>,
     pods_version: Option<u64>,
-    generation: u64,
     dirty: bool,
     tx: mpsc::UnboundedSender<Done>,
     rx: mpsc::UnboundedReceiver<Done>,
@@ -110,7 +117,19 @@ impl PodSampler {
         let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
             .map_err(|e| format!("cannot start walk threads: {e}"))?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut cri_calls = Scheduler::new(Policy {
+            period: cfg.cri_period,
+            retry: cfg.cri_period,
+            max_retry: cfg.cri_period,
+        });
+        cri_calls.plan((), (), Instant::now());
+        let walks = Scheduler::new(Policy {
+            period: cfg.period,
+            retry: WALK_RETRY.min(cfg.period),
+            max_retry: cfg.period,
+        });
         Ok(PodSampler {
+            events: kube.subscribe(),
             cfg,
             kube,
             cri: Arc::new(cri),
@@ -120,9 +139,9 @@ impl PodSampler {
             stating: Arc::default(),
             entries: HashMap::new(),
             containers: None,
-            cri_due: Instant::now(),
+            cri_calls,
+            walks,
             pods_version: None,
-            generation: 0,
             dirty: true,
             tx,
             rx,
@@ -151,7 +170,7 @@ impl PodSampler {
 
     fn row(&self, entry: &Entry) -> PodRow {
         let pod = &entry.pod;
-        let slot = |part: &Part| entry.slots.get(part).and_then(|s| s.result.clone());
+        let slot = |part: &Part| entry.results.get(part).cloned().flatten();
         let (containers, containers_error) = match &self.containers {
             None => (Vec::new(), None),
             Some(Err(e)) => (Vec::new(), Some(e.clone())),
@@ -207,75 +226,72 @@ impl PodSampler {
             );
         }
         self.reconcile().await;
-        let deadline = tokio::time::Instant::now() + self.cfg.walk_budget + self.cfg.timeout * 3;
-        while self.in_flight() {
+        // Everything was due at once; retries come 5 s or more after a
+        // failure, so this waits only for the first walks.
+        let deadline = Instant::now() + self.cfg.walk_budget + self.cfg.timeout * 3;
+        while self.walks.in_flight() > 0 {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(done)) => self.apply(done),
+                Ok(Some(done)) => self.apply(done, Instant::now()),
                 _ => break,
             }
         }
         self.table()
     }
 
-    fn in_flight(&self) -> bool {
-        self.entries
-            .values()
-            .any(|e| e.slots.values().any(|s| s.in_flight))
-    }
-
     /// Refreshes pods until `shutdown` changes, publishing each change into
     /// the snapshot.
     pub async fn run(mut self, handle: SnapshotHandle, mut shutdown: watch::Receiver<bool>) {
-        let mut events = self.kube.subscribe();
         let mut published: Option<Arc<PodTable>> = None;
         loop {
-            let wake = self.next_wake();
+            self.reconcile().await;
+            if std::mem::take(&mut self.dirty) {
+                let table = self.table();
+                if published.as_deref() != Some(&table) {
+                    let table = Arc::new(table);
+                    handle.publish_pods(Some(Arc::clone(&table)));
+                    published = Some(table);
+                }
+            }
+            let next = [self.walks.next_due(), self.cri_calls.next_due()]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
-                _ = tokio::time::sleep_until(wake.into()) => self.reconcile().await,
-                Ok(()) = events.changed() => self.reconcile().await,
+                _ = sleep_until(next) => {}
+                changed = self.events.changed() => {
+                    if changed.is_err() {
+                        // The watch is gone: only the timers are left.
+                        self.events = watch::channel(0).1;
+                    }
+                }
                 Some(done) = self.rx.recv() => {
-                    self.apply(done);
+                    // Results come in bursts: take what is there.
+                    self.apply(done, Instant::now());
                     while let Ok(done) = self.rx.try_recv() {
-                        self.apply(done);
+                        self.apply(done, Instant::now());
                     }
                 }
                 _ = shutdown.changed() => return,
             }
-            if !std::mem::take(&mut self.dirty) {
-                continue;
-            }
-            let table = self.table();
-            if published.as_deref() != Some(&table) {
-                let table = Arc::new(table);
-                handle.publish_pods(Some(Arc::clone(&table)));
-                published = Some(table);
-            }
         }
     }
 
-    /// The earliest moment something is due: the next CRI call or walk.
-    fn next_wake(&self) -> Instant {
-        self.entries
-            .values()
-            .flat_map(|e| e.slots.values())
-            .filter(|s| !s.in_flight && s.path.is_ok())
-            .map(|s| s.next_due)
-            .chain([self.cri_due])
-            .min()
-            .unwrap_or(self.cri_due)
-    }
-
-    /// Refreshes the runtime's answer when due, brings the entries in line
-    /// with the running pods and their containers, starts the due walks.
+    /// Asks the runtime when that is due, brings the entries in line with
+    /// the running pods and their containers, starts the due walks.
     async fn reconcile(&mut self) {
-        let now = Instant::now();
-        if self.cri_due <= now {
-            self.cri_due = now + self.cfg.cri_period;
+        if let Some(due) = self.cri_calls.pop_due(Instant::now()) {
             let answer = self
                 .cri
                 .running_containers(self.cfg.timeout)
                 .await
                 .map_err(|e| Failure::new(Reason::CriUnavailable, e.to_string()));
+            let outcome = if answer.is_ok() {
+                Outcome::Done
+            } else {
+                Outcome::Failed
+            };
+            self.cri_calls
+                .finish(&due.key, due.ticket, outcome, Instant::now());
             match (&self.containers, &answer) {
                 (Some(Ok(_)) | None, Err(e)) => {
                     warn!(error = %e.message, "container runtime failed; pods' rootfs and logs are not reported")
@@ -285,161 +301,147 @@ impl PodSampler {
             }
             if self.containers.as_ref() != Some(&answer) {
                 self.containers = Some(answer);
-                self.dirty = true;
+                self.sync(Instant::now());
             }
-            self.sync();
         }
         let version = self.kube.version();
         if self.pods_version != Some(version) {
             self.pods_version = Some(version);
-            self.sync();
+            self.sync(Instant::now());
         }
         self.start_due(Instant::now());
     }
 
     /// Which parts each running pod has: its volumes, its running
-    /// containers' log dirs, its log files and etc-hosts.
-    fn sync(&mut self) {
+    /// containers' log dirs, its log files and etc-hosts. A part that is new
+    /// or has a new path is planned (due at once); a part whose path cannot
+    /// be formed is reported as such and not planned.
+    fn sync(&mut self, now: Instant) {
         self.dirty = true;
         let pods: Vec<PodVolumes> = self.kube.pods().into_iter().filter(|p| p.running).collect();
         let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         self.entries.retain(|uid, _| wanted.contains(uid.as_str()));
-        let now = Instant::now();
+        self.walks.retain(|(uid, _)| wanted.contains(uid.as_str()));
         for pod in pods {
-            let mut parts: Vec<(Part, Result<PathBuf, Failure>)> = Vec::new();
-            let log_dir = pod_log_dir(&self.logs_root, &pod);
-            if let Some(Ok(containers)) = &self.containers {
-                for c in containers.iter().filter(|c| c.pod_uid == pod.uid) {
-                    let path = log_dir.clone().and_then(|d| join(d, &c.name));
-                    parts.push((Part::Logs(c.name.clone()), path));
-                }
-            }
-            let pod_dir = join(self.kubelet_root.join("pods"), &pod.uid);
-            for v in &pod.storage.volumes {
-                let path = pod_dir
-                    .clone()
-                    .and_then(|d| join(d.join("volumes").join(v.kind.plugin_dir()), &v.name));
-                parts.push((Part::Volume(v.name.clone()), path));
-            }
-            parts.push((Part::PodLogs, log_dir));
-            parts.push((Part::EtcHosts, pod_dir.map(|d| d.join("etc-hosts"))));
-            let entry = self
-                .entries
-                .entry(pod.uid.clone())
-                .or_insert_with(|| Entry {
-                    pod: pod.clone(),
-                    slots: BTreeMap::new(),
-                });
+            let parts = self.parts_of(&pod);
+            let uid = pod.uid.clone();
+            let entry = self.entries.entry(uid.clone()).or_insert_with(|| Entry {
+                pod: pod.clone(),
+                results: BTreeMap::new(),
+            });
             entry.pod = pod;
             let keep: HashSet<&Part> = parts.iter().map(|(p, _)| p).collect();
-            entry.slots.retain(|p, _| keep.contains(p));
+            let gone: Vec<Part> = entry
+                .results
+                .keys()
+                .filter(|p| !keep.contains(p))
+                .cloned()
+                .collect();
+            for part in gone {
+                entry.results.remove(&part);
+                self.walks.remove(&(uid.clone(), part));
+            }
             for (part, path) in parts {
-                match entry.slots.get_mut(&part) {
-                    Some(slot) if slot.path == path => {}
-                    Some(slot) => {
-                        // A new path: the running walk's answer is for the old one.
-                        self.generation += 1;
-                        *slot = new_slot(path, now, self.generation);
+                let key = (uid.clone(), part.clone());
+                match path {
+                    Ok(path) => {
+                        if self.walks.plan(key, path, now) {
+                            // A new path: the last figure was for the old one.
+                            entry.results.insert(part, None);
+                        }
                     }
-                    None => {
-                        self.generation += 1;
-                        entry
-                            .slots
-                            .insert(part, new_slot(path, now, self.generation));
+                    Err(e) => {
+                        self.walks.remove(&key);
+                        entry.results.insert(part, Some(Err(e)));
                     }
                 }
             }
         }
+    }
+
+    fn parts_of(&self, pod: &PodVolumes) -> Vec<(Part, Result<PathBuf, Failure>)> {
+        let mut parts = Vec::new();
+        let log_dir = pod_log_dir(&self.logs_root, pod);
+        if let Some(Ok(containers)) = &self.containers {
+            for c in containers.iter().filter(|c| c.pod_uid == pod.uid) {
+                let path = log_dir.clone().and_then(|d| join(d, &c.name));
+                parts.push((Part::Logs(c.name.clone()), path));
+            }
+        }
+        let pod_dir = join(self.kubelet_root.join("pods"), &pod.uid);
+        for v in &pod.storage.volumes {
+            let path = pod_dir
+                .clone()
+                .and_then(|d| join(d.join("volumes").join(v.kind.plugin_dir()), &v.name));
+            parts.push((Part::Volume(v.name.clone()), path));
+        }
+        parts.push((Part::PodLogs, log_dir));
+        parts.push((Part::EtcHosts, pod_dir.map(|d| d.join("etc-hosts"))));
+        parts
     }
 
     fn start_due(&mut self, now: Instant) {
-        let period = self.cfg.period;
-        for (uid, entry) in &mut self.entries {
-            for (part, slot) in &mut entry.slots {
-                if slot.in_flight || slot.next_due > now {
-                    continue;
+        for due in self.walks.drain_due(now) {
+            let tx = self.tx.clone();
+            let (key, ticket, path) = (due.key, due.ticket, due.plan);
+            match &key.1 {
+                Part::Logs(_) | Part::Volume(_) => {
+                    let walkers = Arc::clone(&self.walkers);
+                    let (budget, grace) = (self.cfg.walk_budget, self.cfg.timeout);
+                    tokio::spawn(async move {
+                        let result = walked(walkers.walk(&path, budget, grace).await);
+                        let _ = tx.send(Done {
+                            key,
+                            ticket,
+                            result,
+                        });
+                    });
                 }
-                let path = match &slot.path {
-                    Ok(p) => p.clone(),
-                    Err(e) => {
-                        if slot.result.as_ref().and_then(|r| r.as_ref().err()) != Some(e) {
-                            slot.result = Some(Err(e.clone()));
-                            self.dirty = true;
-                        }
-                        slot.next_due = now + period;
-                        continue;
-                    }
-                };
-                slot.in_flight = true;
-                let done = Done {
-                    uid: uid.clone(),
-                    part: part.clone(),
-                    generation: slot.generation,
-                    result: None,
-                };
-                let tx = self.tx.clone();
-                match part {
-                    Part::Logs(_) | Part::Volume(_) => {
-                        let walkers = Arc::clone(&self.walkers);
-                        let (budget, grace) = (self.cfg.walk_budget, self.cfg.timeout);
-                        tokio::spawn(async move {
-                            let result = walkers.walk(&path, budget, grace).await;
-                            let _ = tx.send(Done {
-                                result: walked(result),
-                                ..done
-                            });
+                Part::PodLogs | Part::EtcHosts => {
+                    let files_only = matches!(key.1, Part::PodLogs);
+                    let stating = Arc::clone(&self.stating);
+                    let timeout = self.cfg.timeout;
+                    tokio::spawn(async move {
+                        let result = stat_files(stating, path, files_only, timeout).await;
+                        let _ = tx.send(Done {
+                            key,
+                            ticket,
+                            result,
                         });
-                    }
-                    Part::PodLogs | Part::EtcHosts => {
-                        let files_only = matches!(part, Part::PodLogs);
-                        let stating = Arc::clone(&self.stating);
-                        let timeout = self.cfg.timeout;
-                        tokio::spawn(async move {
-                            let result = stat_files(stating, path, files_only, timeout).await;
-                            let _ = tx.send(Done { result, ..done });
-                        });
-                    }
+                    });
                 }
             }
         }
     }
 
-    fn apply(&mut self, done: Done) {
-        let period = self.cfg.period;
+    fn apply(&mut self, done: Done, now: Instant) {
+        let outcome = match &done.result {
+            Some(Err(_)) => Outcome::Failed,
+            _ => Outcome::Done,
+        };
+        if !self.walks.finish(&done.key, done.ticket, outcome, now) {
+            return;
+        }
+        let Some(result) = done.result else {
+            return;
+        };
+        let (uid, part) = &done.key;
         let Some(slot) = self
             .entries
-            .get_mut(&done.uid)
-            .and_then(|e| e.slots.get_mut(&done.part))
+            .get_mut(uid)
+            .and_then(|e| e.results.get_mut(part))
         else {
             return;
         };
-        if slot.generation != done.generation {
-            return;
+        if let Err(e) = &result
+            && slot.as_ref().and_then(|r| r.as_ref().err()) != Some(e)
+        {
+            warn!(pod = %uid, error = %e.message, "cannot measure a part of a pod");
         }
-        slot.in_flight = false;
-        // kubelet jitters each refresh to between 1x and 2x the period.
-        slot.next_due = Instant::now() + period + period.mul_f64(fastrand::f64());
-        if let Some(result) = done.result {
-            if let Err(e) = &result
-                && slot.result.as_ref().and_then(|r| r.as_ref().err()) != Some(e)
-            {
-                warn!(pod = %done.uid, error = %e.message, "cannot measure a part of a pod");
-            }
-            if slot.result.as_ref() != Some(&result) {
-                slot.result = Some(result);
-                self.dirty = true;
-            }
+        if slot.as_ref() != Some(&result) {
+            *slot = Some(result);
+            self.dirty = true;
         }
-    }
-}
-
-fn new_slot(path: Result<PathBuf, Failure>, now: Instant, generation: u64) -> Slot {
-    Slot {
-        path,
-        result: None,
-        next_due: now,
-        in_flight: false,
-        generation,
     }
 }
 
