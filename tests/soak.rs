@@ -249,6 +249,8 @@ struct Scraper<'a> {
     checked: u64,
     probes: u64,
     series_lost: u64,
+    /// Scrapes that said the (reachable) Kubernetes API was down.
+    api_down: u64,
 }
 
 impl Scraper<'_> {
@@ -269,7 +271,9 @@ impl Scraper<'_> {
                 "ca.crt",
             ])
             .args(["-u", &format!("prometheus:{PASSWORD}")])
+            // Prometheus' headers; --compressed decodes the gzip it asks for.
             .args(["-H", &format!("Accept: {accept}")])
+            .args(["-H", "Accept-Encoding: gzip"])
             .args(["-o", "-", "-w", "\n%{http_code} %header{content-encoding}"])
             .arg(&self.https)
             .current_dir(self.dir)
@@ -283,8 +287,9 @@ impl Scraper<'_> {
         assert_eq!(
             (out.status.code(), trailer.trim()),
             (Some(0), "200 gzip"),
-            "scrape {n}: every authenticated scrape answers 200, gzipped: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "scrape {n}: every authenticated scrape answers 200, gzipped: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            body.chars().take(300).collect::<String>()
         );
         if sampled {
             promtool_check(body).unwrap_or_else(|e| panic!("scrape {n}: {e}"));
@@ -296,6 +301,13 @@ impl Scraper<'_> {
             self.keeper_seen = true;
         }
         if self.keeper_seen {
+            // A cut watch or a 410 Expired re-list is the API answering:
+            // the source stays up.
+            let api = value(body, "kubedf_source_up", &[("source", "kubernetes")]);
+            if api.as_deref() != Some("1") {
+                eprintln!("scrape {n}: kubedf_source_up{{source=\"kubernetes\"}} {api:?}");
+                self.api_down += 1;
+            }
             for claim in std::iter::once(&self.keeper).chain(&self.live) {
                 if !claim_series(body, claim) {
                     eprintln!("scrape {n}: {claim} missing");
@@ -612,6 +624,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         checked: 0,
         probes: 0,
         series_lost: 0,
+        api_down: 0,
     };
     let first = s.wait_for("the first PVC and the CRI source", |t| {
         claim_series(t, &keeper.claim) && cri_up(t)
@@ -719,7 +732,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
          faults: {api_faults} API (watch cuts, a half with re-lists), {cri_kills} containerd \
          SIGKILLs (CRI back within {cri_back_max:.1?} at worst), {written} non-atomic web config \
          rewrites {written_by:?}, {forced} forced refusals, {failed} refused reloads counted; \
-         {bad_total} bad inputs {bad_inputs:?}; series lost {lost}; \
+         {bad_total} bad inputs {bad_inputs:?}; series lost {lost}, API source down {api_down}; \
          RSS kB {} -> {} (peak {}), threads {} -> {} (peak {}), fds {} -> {} (peak {}) \
          (bounds: RSS +50% +16 MiB, threads +8, fds +16, from round 3 to the end)",
         base.0,
@@ -737,8 +750,18 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         written_by = rewrites.written,
         forced = rewrites.refusals_forced,
         lost = s.series_lost,
+        api_down = s.api_down,
     );
     assert_eq!(s.series_lost, 0, "a live PVC went missing");
+    assert_eq!(
+        s.api_down, 0,
+        "the API's routine faults made its source look down"
+    );
+    let warned = served.log_text().matches("kubernetes API failed").count();
+    assert_eq!(
+        warned, 0,
+        "the API never failed, yet kubedf warned {warned} times"
+    );
     assert!(rounds >= 3, "too few rounds to judge: {rounds}");
     assert!(cri_kills >= 1, "containerd was never killed");
     // Refused reloads are counted, one for each refusal logged.

@@ -423,6 +423,15 @@ impl Kube {
         let mut state = self.lock();
         let event = match event {
             Ok(event) => event,
+            // 410 Expired: the API answered that its history no longer
+            // reaches the watch's resourceVersion (etcd compaction, an API
+            // server restart), and the watcher re-lists. Routine (client-go
+            // logs it at V(4)), not the API failing: it must not mark the
+            // source down nor warn.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                info!(reason = %status.message, "kubernetes API: the watch of the node's pods expired; re-listing them");
+                return;
+            }
             Err(e) => {
                 state.failed(format!("watch of pods on node {}: {e}", self.node));
                 return;
