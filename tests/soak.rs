@@ -840,5 +840,11 @@ fn a_malformed_pod_never_hides_the_nodes_other_pods() {
         assert!(named, "no error names {name}:\n{log}");
     }
     assert!(log.contains("spec.volumes"), "{log}");
+    // The PVC without spec says what it lacks.
+    served.scrape_until(WAIT, "the PVC without spec to be reported", |_| {
+        served.log_text().contains(&format!(
+            "{NS}/nospec-0 is Bound but names no volume (spec.volumeName is empty)"
+        ))
+    });
     drop((first, second, bad.served));
 }
