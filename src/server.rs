@@ -980,17 +980,26 @@ mod tests {
             now - HEADER_READ_TIMEOUT.as_millis() as u64 - 1 + 1,
             Ordering::Relaxed,
         );
-        assert_eq!(tracker.reap(), None, "nothing left: no deadline to wake for");
+        assert_eq!(
+            tracker.reap(),
+            None,
+            "nothing left: no deadline to wake for"
+        );
         assert!(tracker.conns.lock().unwrap().1.is_empty());
         // A fresh one stays, and the reaper is told when it expires.
         let before = tracker.now();
         let d = tracker.admit().unwrap();
         let next = tracker.reap().expect("an idle connection has a deadline");
         let idle = IDLE_TIMEOUT.as_millis() as u64;
-        assert!(next > before + idle && next <= tracker.now() + idle + 1, "{next}");
+        assert!(
+            next > before + idle && next <= tracker.now() + idle + 1,
+            "{next}"
+        );
         assert!(tracker.conns.lock().unwrap().1.contains_key(&d.id));
         // A request starting to arrive brings the deadline nearer.
-        d.conn.reading_since.store(tracker.now() + 1, Ordering::Relaxed);
+        d.conn
+            .reading_since
+            .store(tracker.now() + 1, Ordering::Relaxed);
         let reading = tracker.reap().expect("a header-read deadline");
         assert!(reading <= tracker.now() + HEADER_READ_TIMEOUT.as_millis() as u64 + 1);
         assert!(reading < next);
