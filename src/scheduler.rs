@@ -11,8 +11,11 @@
 //!   jittered 1x-2x), and the backoff resets on the first success.
 //!
 //! It does no I/O and reads no clock: every method takes `now`, and the
-//! owner sleeps until [`Scheduler::next_due`] (see [`sleep_until`]) or until
-//! an event arrives. Nothing scans every key: popping the due keys costs
+//! owner sleeps until [`Scheduler::next_wake`] (see [`sleep_until`]) or until
+//! an event arrives. The wake is the first deadline plus a small slack
+//! (1/60 of the period, at most 1 s), so that keys due within the slack
+//! share one wake-up: at 1,000 volumes with jittered deadlines, the owner
+//! wakes about once a second for a handful of keys, not once per key. Nothing scans every key: popping the due keys costs
 //! O(due * log n). Tests drive it with made-up instants, or with tokio's
 //! paused clock.
 
@@ -42,6 +45,9 @@ impl Policy {
             .min(self.max_retry)
     }
 }
+
+/// The longest a key waits past its deadline to share a wake-up.
+const MAX_SLACK: Duration = Duration::from_secs(1);
 
 /// Which call a result belongs to: results under an older plan are dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,9 +198,21 @@ impl<K: Clone + Eq + Hash, P: Clone + PartialEq> Scheduler<K, P> {
             .count()
     }
 
-    /// When the next key is due: sleep until then (or until an event).
+    /// When the next key is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    /// How late a key may be taken so that it shares a wake-up with others.
+    pub fn slack(&self) -> Duration {
+        (self.policy.period / 60).min(MAX_SLACK)
+    }
+
+    /// When the owner should wake to take what is due: the next deadline
+    /// plus the slack (or never, with nothing planned: only an event can
+    /// bring work). A key is thus taken at most the slack after its deadline.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.next_due().map(|at| at + self.slack())
     }
 
     /// Takes the next key due at `now`, and marks it in flight.
@@ -275,6 +293,42 @@ pub async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_due_within_the_slack_share_one_wake_and_none_waits_longer() {
+        let mut s = scheduler();
+        let t0 = Instant::now();
+        assert_eq!(s.slack(), Duration::from_secs(1), "1/60 of 60 s");
+        // A new key is due when planned: these fall due 0, 0.3, 0.6 and 1.5 s
+        // after t0.
+        for (key, ms) in [("a", 0), ("b", 300), ("c", 600), ("d", 1500)] {
+            s.plan(key, "/x", t0 + Duration::from_millis(ms));
+        }
+        assert_eq!(s.next_due(), Some(t0));
+        let wake = s.next_wake().unwrap();
+        assert_eq!(wake, t0 + Duration::from_secs(1), "the first deadline plus the slack");
+        // One wake takes the three due within the slack; the fourth waits.
+        let taken: Vec<_> = s.drain_due(wake).into_iter().map(|d| d.key).collect();
+        assert_eq!(taken, ["a", "b", "c"]);
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(1500)));
+        assert_eq!(
+            s.next_wake(),
+            Some(t0 + Duration::from_millis(2500)),
+            "no key is taken more than the slack after its deadline"
+        );
+        // A short period has a proportionally short slack.
+        let short: Scheduler<&str, &str> = Scheduler::new(Policy {
+            period: Duration::from_millis(300),
+            retry: Duration::from_millis(100),
+            max_retry: Duration::from_millis(300),
+        });
+        assert_eq!(short.slack(), Duration::from_millis(5));
+        let long: Scheduler<&str, &str> = Scheduler::new(Policy {
+            period: Duration::from_secs(600),
+            ..policy()
+        });
+        assert_eq!(long.slack(), MAX_SLACK, "capped");
+    }
 
     const PERIOD: Duration = Duration::from_secs(60);
 

@@ -231,7 +231,7 @@ impl PodSampler {
         loop {
             self.reconcile().await;
             let publish_at = self.publish(&handle, Instant::now());
-            let next = [self.walks.next_due(), self.cri_calls.next_due(), publish_at]
+            let next = [self.walks.next_wake(), self.cri_calls.next_wake(), publish_at]
                 .into_iter()
                 .flatten()
                 .min();

@@ -224,7 +224,7 @@ impl VolumeSampler {
             self.start_lookups(now);
             self.start_measurements(now);
             self.publish(&board);
-            let next = [self.lookups.next_due(), self.measures.next_due()]
+            let next = [self.lookups.next_wake(), self.measures.next_wake()]
                 .into_iter()
                 .flatten()
                 .min();
