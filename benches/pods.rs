@@ -1177,6 +1177,36 @@ impl Drop for Sweep {
         for pid in children.iter().chain(&ours) {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
+        // runc's cgroups of the tasks this run's containerd knew (removed by
+        // the runtime on a clean stop; left behind when it died first).
+        let tasks = self
+            .base
+            .join("cd/state/io.containerd.runtime.v2.task/k8s.io");
+        let ids: Vec<String> = std::fs::read_dir(&tasks)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let controllers: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        for id in &ids {
+            for c in controllers.iter().chain([&PathBuf::from("/sys/fs/cgroup")]) {
+                let cgroup = c.join("k8s.io").join(id);
+                // Killed processes take a moment to leave their cgroup.
+                for _ in 0..20 {
+                    if !cgroup.is_dir() || std::fs::remove_dir(&cgroup).is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if cgroup.is_dir() {
+                    eprintln!("pods bench: cannot remove cgroup {}", cgroup.display());
+                }
+            }
+        }
         if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
             let mut mounts: Vec<PathBuf> = info
                 .lines()
