@@ -726,7 +726,7 @@ pub fn pod_sections(snapshot: &Snapshot) -> Vec<Section> {
         .iter()
         .map(|r| {
             (
-                r,
+                &**r,
                 r.ephemeral_storage().and_then(Result::ok).map(|u| u.bytes),
             )
         })

@@ -277,14 +277,14 @@ pub fn golden_pods() -> PodTable {
     };
     PodTable {
         rows: vec![
-            pod("web-0", Ok(usage(73_728, 12))),
-            pod(
+            Arc::new(pod("web-0", Ok(usage(73_728, 12)))),
+            Arc::new(pod(
                 "web-1",
                 Err(Failure::new(
                     PodReason::NoCriStats,
                     "the runtime reports no writable layer usage",
                 )),
-            ),
+            )),
         ],
         source: SourceStatus {
             duration: None,

@@ -43,11 +43,18 @@ const WORKER_THREADS: usize = 2;
 /// keep threads; tokio's default cap of 512 would let a burst of due
 /// volumes grow the process by hundreds of threads.
 const MAX_BLOCKING_THREADS: usize = 32;
+/// How long an idle blocking thread is kept. tokio's default (10 s) is
+/// shorter than the default sample interval (15 s), so every sample would
+/// create its threads anew (clone, stack, guard page, signal stack) only for
+/// them to exit 10 s later; kept past the longest volume period's jitter
+/// (2x the 1 m default), the few threads a quiet node needs are reused.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(180);
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
@@ -107,7 +114,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 // Until the first list of pods arrives, volume_stats says so.
                 board.publish_volumes(Some(Arc::new(v.table())));
             }
-            if let Some(p) = &pods {
+            if let Some(p) = pods.as_mut() {
                 board.publish_pods(Some(Arc::new(p.table())));
             }
             let sampler = tokio::spawn(Arc::clone(&app.sampler).run(

@@ -48,8 +48,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// (keep-alive, or connected and silent). Longer than common scrape
 /// intervals, so Prometheus keeps its connection between scrapes.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-/// How often connections are checked against the two timeouts above.
-const REAP_EVERY: Duration = Duration::from_secs(1);
 /// The default of `--web.max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// Paths kubedf serves besides the exposition, which `--web.telemetry-path`
@@ -415,6 +413,11 @@ struct Tracker {
     /// Whether the cap was hit since the last time the count fell below it,
     /// so that reaching it is logged once per episode.
     at_cap: AtomicBool,
+    /// Wakes the reaper when a deadline may have come nearer: a connection
+    /// admitted, a request starting to arrive, a response done. Between
+    /// those, the reaper sleeps until the earliest deadline, or for good
+    /// when there is none (an idle exporter wakes for nothing).
+    wake: tokio::sync::Notify,
 }
 
 impl Tracker {
@@ -454,6 +457,7 @@ impl Tracker {
             close: tokio::sync::Notify::new(),
         });
         conns.insert(id, Arc::clone(&conn));
+        self.wake.notify_one();
         Some(ConnGuard {
             tracker: Arc::clone(self),
             id,
@@ -461,27 +465,50 @@ impl Tracker {
         })
     }
 
-    /// Closes the connections past their header-read or idle timeout.
-    fn reap(&self) {
+    /// Closes the connections past their header-read or idle timeout, and
+    /// says when the next one of those that remain expires (ms since the
+    /// epoch; `None`: no deadline, only connections answering a request).
+    fn reap(&self) -> Option<u64> {
         let now = self.now();
         let header = u64::try_from(HEADER_READ_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        let mut next: Option<u64> = None;
         let mut guard = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         guard.1.retain(|_, c| {
             if c.in_flight.load(Ordering::Relaxed) > 0 {
                 return true;
             }
             let reading = c.reading_since.load(Ordering::Relaxed);
-            let expired = if reading > 0 {
-                now.saturating_sub(reading - 1) > header
+            // Expired once more than the timeout has passed.
+            let expires = if reading > 0 {
+                (reading - 1).saturating_add(header).saturating_add(1)
             } else {
-                now.saturating_sub(c.idle_since.load(Ordering::Relaxed)) > idle
+                c.idle_since
+                    .load(Ordering::Relaxed)
+                    .saturating_add(idle)
+                    .saturating_add(1)
             };
-            if expired {
+            if now >= expires {
                 c.close.notify_one();
+                return false;
             }
-            !expired
+            next = Some(next.map_or(expires, |n| n.min(expires)));
+            true
         });
+        next
+    }
+
+    /// Reaps at each deadline and whenever woken; never on a fixed tick.
+    async fn run_reaper(&self) {
+        loop {
+            let deadline = self
+                .reap()
+                .map(|ms| tokio::time::Instant::from_std(self.epoch + Duration::from_millis(ms)));
+            tokio::select! {
+                _ = crate::scheduler::sleep_until(deadline) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
     }
 }
 
@@ -526,6 +553,7 @@ impl Drop for InFlight {
             .idle_since
             .store(self.tracker.now(), Ordering::Relaxed);
         self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.tracker.wake.notify_one();
     }
 }
 
@@ -549,13 +577,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
             let now = self.tracker.now();
             if c.h2.load(Ordering::Relaxed) {
                 c.idle_since.store(now, Ordering::Relaxed);
-            } else if c.in_flight.load(Ordering::Relaxed) == 0 {
-                let _ = c.reading_since.compare_exchange(
-                    0,
-                    now + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+            } else if c.in_flight.load(Ordering::Relaxed) == 0
+                && c.reading_since
+                    .compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // A header-read deadline, nearer than the idle one.
+                self.tracker.wake.notify_one();
             }
         }
         result
@@ -625,17 +653,11 @@ pub async fn serve(
         max: options.max_connections.max(1),
         conns: Mutex::default(),
         at_cap: AtomicBool::new(false),
+        wake: tokio::sync::Notify::new(),
     });
     let reaper = {
         let tracker = Arc::clone(&tracker);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REAP_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                tracker.reap();
-            }
-        })
+        tokio::spawn(async move { tracker.run_reaper().await })
     };
     tokio::pin!(shutdown);
     loop {
@@ -936,6 +958,7 @@ mod tests {
             max: 2,
             conns: Mutex::default(),
             at_cap: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
         });
         let a = tracker.admit().unwrap();
         let b = tracker.admit().unwrap();
@@ -957,12 +980,32 @@ mod tests {
             now - HEADER_READ_TIMEOUT.as_millis() as u64 - 1 + 1,
             Ordering::Relaxed,
         );
-        tracker.reap();
+        assert_eq!(
+            tracker.reap(),
+            None,
+            "nothing left: no deadline to wake for"
+        );
         assert!(tracker.conns.lock().unwrap().1.is_empty());
-        // A fresh one stays.
+        // A fresh one stays, and the reaper is told when it expires.
+        let before = tracker.now();
         let d = tracker.admit().unwrap();
-        tracker.reap();
+        let next = tracker.reap().expect("an idle connection has a deadline");
+        let idle = IDLE_TIMEOUT.as_millis() as u64;
+        assert!(
+            next > before + idle && next <= tracker.now() + idle + 1,
+            "{next}"
+        );
         assert!(tracker.conns.lock().unwrap().1.contains_key(&d.id));
+        // A request starting to arrive brings the deadline nearer.
+        d.conn
+            .reading_since
+            .store(tracker.now() + 1, Ordering::Relaxed);
+        let reading = tracker.reap().expect("a header-read deadline");
+        assert!(reading <= tracker.now() + HEADER_READ_TIMEOUT.as_millis() as u64 + 1);
+        assert!(reading < next);
+        // Answering a request has no deadline.
+        let _busy = InFlight::new(&tracker, &d.conn);
+        assert_eq!(tracker.reap(), None);
     }
 
     #[tokio::test]

@@ -1,22 +1,38 @@
 //! The soak test: a churning node. Pods and PVCs come and go through the fake
 //! API's watch, their tmpfs volumes are mounted and unmounted, the API's
-//! watches are cut and its history compacted, while Prometheus-style scrapes
-//! (gzip, OpenMetrics Accept) run. Bounded: KUBEDF_SOAK_SECS seconds (default
-//! 60; the benchmark's long mode sets more). Figures are printed at the end
-//! and recorded in docs/soak.md.
+//! watches are cut and its history compacted, a real containerd is killed
+//! (SIGKILL) and restarted, malformed pods, PVCs and PVs go through the API
+//! among the good ones, and the web config (TLS and basic auth) is rewritten
+//! non-atomically over and over, while Prometheus-style scrapes (HTTPS with
+//! the password, gzip, OpenMetrics Accept) run back to back. Bounded:
+//! KUBEDF_SOAK_SECS seconds (default 60; the benchmark's long mode sets
+//! more). Figures are printed at the end and recorded in docs/soak.md.
 //!
-//! Passes when every scrape answers 200 and sampled scrapes are
-//! promtool-clean, no PVC series outlives its pod, the one PVC that lives
-//! throughout is never missing once it appeared, and RSS, open fds and
-//! threads stay flat (bounds below).
+//! Passes when every authenticated scrape answers 200 and sampled scrapes
+//! are promtool-clean; TLS never turns off and no unauthenticated request
+//! gets through; every refused reload is counted; no PVC series outlives its
+//! pod; no live PVC is missing from any scrape once it appeared; the CRI
+//! source reports down while containerd is, and is back after its restart;
+//! every malformed object is logged by name and kubedf outlives them all;
+//! and RSS, open fds and threads stay flat (bounds below).
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use support::containerd::Containerd;
 use support::fake_kube::{self, FakeKube};
+use support::tls::{curl, make_certs};
 use support::*;
 
 const NODE: &str = "node-1";
@@ -25,6 +41,14 @@ const NS: &str = "soak";
 const BATCH: usize = 4;
 /// How long one PVC may take to appear or to go (generous: the machine is shared).
 const WAIT: Duration = Duration::from_secs(30);
+/// How long the CRI source may take to say containerd is down, or back
+/// after it answers again (a few sample intervals; generous under load).
+const CRI_BOUND: Duration = Duration::from_secs(15);
+/// containerd is killed in every round divisible by this.
+const CRI_EVERY: usize = 3;
+const PASSWORD: &str = "s3cret";
+const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+const TEXT_ACCEPT: &str = "text/plain;version=0.0.4";
 
 fn csi_mount(root: &Path, uid: &str, pv: &str) -> PathBuf {
     root.join("pods")
@@ -89,11 +113,437 @@ fn add_pod(kube: &FakeKube, root: &Path, n: usize) -> Pod {
     Pod { name, claim, mount }
 }
 
+/// Malformed objects of one round, put through the API among the good ones.
+struct BadInputs {
+    /// (kind of bad input, the name its error must mention).
+    tried: Vec<(&'static str, String)>,
+    /// Pods to delete at the end of the round.
+    pods: Vec<String>,
+    /// A claim that must be served all the same (its PV's capacity does
+    /// not parse, but statfs needs none), and its mount.
+    served: (String, Tmpfs),
+}
+
+/// Each is something a broken controller, a version skew or a hand-edited
+/// object could hand kubedf.
+fn add_bad_inputs(kube: &FakeKube, root: &Path, round: usize) -> BadInputs {
+    let uid = |name: &str| fake_kube::fake_uid(name);
+    let good_pod = |name: &str, volumes: Vec<Value>| {
+        fake_kube::pod(NS, name, &uid(name), NODE, "Running", volumes)
+    };
+    let mut tried = Vec::new();
+
+    // A pod whose spec.volumes is a string, not a list.
+    let name = format!("bad-volumes-{round}");
+    let mut pod = good_pod(&name, vec![fake_kube::pvc_volume("d", "data-0")]);
+    pod["spec"]["volumes"] = json!("data-0");
+    kube.put_pod(pod);
+    tried.push(("pod with spec.volumes a string", name));
+
+    // A pod seen well-formed, then modified so that spec.containers is a
+    // string.
+    let name = format!("bad-containers-{round}");
+    kube.put_pod(good_pod(&name, Vec::new()));
+    let mut pod = good_pod(&name, Vec::new());
+    pod["spec"]["containers"] = json!("app");
+    kube.put_pod(pod);
+    tried.push(("pod modified to spec.containers a string", name));
+
+    // A pod with no metadata.uid.
+    let name = format!("no-uid-{round}");
+    let mut pod = good_pod(&name, vec![fake_kube::pvc_volume("d", "data-0")]);
+    pod["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("uid");
+    kube.put_pod(pod);
+    tried.push(("pod without metadata.uid", name));
+
+    // A pod whose labels are a list and whose phase is a number.
+    let name = format!("bad-types-{round}");
+    let mut pod = good_pod(&name, Vec::new());
+    pod["metadata"]["labels"] = json!(["app", "soak"]);
+    pod["status"]["phase"] = json!(7);
+    kube.put_pod(pod);
+    tried.push(("pod with labels a list and status.phase a number", name));
+
+    // A good pod whose claims are malformed: a PVC without spec, a PVC
+    // whose status is a string, a PVC bound to a PV whose capacity is an
+    // object, and one bound to a PV whose capacity does not parse (but
+    // whose volume is mounted, so it can be measured).
+    let name = format!("bad-claims-{round}");
+    let nospec = format!("nospec-{round}");
+    let badstatus = format!("badstatus-{round}");
+    let mut pvc = fake_kube::pvc(NS, &nospec, Some("pv-none"), "Bound");
+    pvc.as_object_mut().expect("pvc").remove("spec");
+    kube.put_pvc(pvc);
+    let mut pvc = fake_kube::pvc(NS, &badstatus, Some("pv-none"), "Bound");
+    pvc["status"] = json!("Bound");
+    kube.put_pvc(pvc);
+    let uid = uid(&name);
+    let mut claims = Vec::new();
+    let mut mount = None;
+    for (claim, capacity) in [
+        (format!("captype-{round}"), json!({"value": 4})),
+        (format!("badcap-{round}"), json!("lots")),
+    ] {
+        let pv = format!("pv-{claim}");
+        let pvc = fake_kube::pvc(NS, &claim, Some(&pv), "Bound");
+        let mut pv_obj = fake_kube::bind_pv(
+            fake_kube::pv_csi(&pv, "soak.csi.example", &pv, "4Mi", "Filesystem"),
+            &pvc,
+        );
+        pv_obj["spec"]["capacity"]["storage"] = capacity.clone();
+        kube.put_pv(pv_obj);
+        kube.put_pvc(pvc);
+        if capacity.is_string() {
+            mount = Some(Tmpfs::mount(&csi_mount(root, &uid, &pv), 4 << 20));
+        }
+        claims.push(claim);
+    }
+    let volumes = [&nospec, &badstatus, &claims[0], &claims[1]]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| fake_kube::pvc_volume(&format!("v{i}"), c))
+        .collect();
+    kube.put_pod(fake_kube::pod(NS, &name, &uid, NODE, "Running", volumes));
+    tried.push(("PVC without spec", nospec));
+    tried.push(("PVC with status a string", badstatus));
+    tried.push(("PV with capacity an object", format!("pv-{}", claims[0])));
+    tried.push((
+        "PV with a capacity that does not parse",
+        format!("pv-{}", claims[1]),
+    ));
+    let pods = [
+        "bad-volumes",
+        "bad-containers",
+        "no-uid",
+        "bad-types",
+        "bad-claims",
+    ]
+    .map(|p| format!("{p}-{round}"))
+    .to_vec();
+    BadInputs {
+        tried,
+        pods,
+        served: (claims.remove(1), mount.expect("a mount")),
+    }
+}
+
+/// Scrapes kubedf as Prometheus does (HTTPS with the password, gzip,
+/// OpenMetrics Accept), keeps count, and every few scrapes probes that TLS
+/// and basic auth are still in force.
+struct Scraper<'a> {
+    dir: &'a Path,
+    https: String,
+    plain: String,
+    client: reqwest::blocking::Client,
+    keeper: String,
+    /// Claims that must be in every scrape (the keeper once it appeared,
+    /// and each round's claims while they live).
+    live: Vec<String>,
+    keeper_seen: bool,
+    /// kubedf's log, shown when a wait fails.
+    log: Arc<Mutex<Vec<String>>>,
+    scrapes: u64,
+    checked: u64,
+    probes: u64,
+    series_lost: u64,
+    /// Scrapes that said the (reachable) Kubernetes API was down.
+    api_down: u64,
+}
+
+impl Scraper<'_> {
+    fn scrape(&mut self) -> String {
+        // promtool lints the text format only (it reads an OpenMetrics
+        // counter's `_total` sample as a family of its own), so the sampled
+        // scrapes ask for text, as Prometheus does of a target without
+        // OpenMetrics; the others must end in OpenMetrics' `# EOF`.
+        let sampled = self.scrapes.is_multiple_of(25);
+        let accept = if sampled { TEXT_ACCEPT } else { ACCEPT };
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "--compressed",
+                "--cacert",
+                "ca.crt",
+            ])
+            .args(["-u", &format!("prometheus:{PASSWORD}")])
+            // Prometheus' headers; --compressed decodes the gzip it asks for.
+            .args(["-H", &format!("Accept: {accept}")])
+            .args(["-H", "Accept-Encoding: gzip"])
+            .args(["-o", "-", "-w", "\n%{http_code} %header{content-encoding}"])
+            .arg(&self.https)
+            .current_dir(self.dir)
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, trailer) = text.rsplit_once('\n').unwrap_or(("", ""));
+        self.scrapes += 1;
+        let n = self.scrapes;
+        // kubedf keeps the last good web config, so no rewrite may fail a scrape.
+        assert_eq!(
+            (out.status.code(), trailer.trim()),
+            (Some(0), "200 gzip"),
+            "scrape {n}: every authenticated scrape answers 200, gzipped: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            body.chars().take(300).collect::<String>()
+        );
+        if sampled {
+            promtool_check(body).unwrap_or_else(|e| panic!("scrape {n}: {e}"));
+            self.checked += 1;
+        } else {
+            assert!(body.ends_with("# EOF\n"), "scrape {n}: not whole: {body}");
+        }
+        if claim_series(body, &self.keeper) {
+            self.keeper_seen = true;
+        }
+        if self.keeper_seen {
+            // A cut watch or a 410 Expired re-list is the API answering:
+            // the source stays up.
+            let api = value(body, "kubedf_source_up", &[("source", "kubernetes")]);
+            if api.as_deref() != Some("1") {
+                eprintln!("scrape {n}: kubedf_source_up{{source=\"kubernetes\"}} {api:?}");
+                self.api_down += 1;
+            }
+            for claim in std::iter::once(&self.keeper).chain(&self.live) {
+                if !claim_series(body, claim) {
+                    eprintln!("scrape {n}: {claim} missing");
+                    self.series_lost += 1;
+                }
+            }
+        }
+        if n.is_multiple_of(4) {
+            self.probe();
+        }
+        body.to_owned()
+    }
+
+    /// TLS never turns off and basic auth never goes, whatever the file says.
+    fn probe(&mut self) {
+        self.probes += 1;
+        if let Ok(r) = self.client.get(&self.plain).send() {
+            assert_ne!(r.status(), 200, "TLS turned off: plain HTTP got a 200");
+        }
+        let (_, status, _) = curl(self.dir, &self.https, &["--cacert", "ca.crt"]);
+        assert_eq!(status, 401, "a scrape without the password got {status}");
+    }
+
+    /// Waits until kubedf's log has a warning or error naming each input.
+    fn wait_log(&self, tried: &[(&str, String)]) {
+        let start = Instant::now();
+        loop {
+            let missing: Vec<&(&str, String)> = {
+                let log = self.log.lock().expect("log lock");
+                tried
+                    .iter()
+                    .filter(|(_, name)| {
+                        !log.iter().any(|l| {
+                            (l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+                                && [
+                                    format!("/{name}:"),
+                                    format!("/{name} "),
+                                    format!(" {name}:"),
+                                    format!("\"{name}\""),
+                                ]
+                                .iter()
+                                .any(|n| l.contains(n.as_str()))
+                        })
+                    })
+                    .collect()
+            };
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "no warning names {missing:?} after {WAIT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        self.wait_within(WAIT, what, done).1
+    }
+
+    /// Scrapes until `done`, at most `limit`; returns how long it took.
+    fn wait_within(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> (Duration, String) {
+        let start = Instant::now();
+        loop {
+            let text = self.scrape();
+            if done(&text) {
+                return (start.elapsed(), text);
+            }
+            if start.elapsed() > limit {
+                let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+                let tail = &log[log.len().saturating_sub(40)..];
+                panic!(
+                    "waited {limit:?} for {what}; kubedf's log ends:\n{}",
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The CRI half as a scrape shows it: (source up, imagefs collector
+/// success, imagefs capacity series present).
+fn cri_state(text: &str) -> (Option<String>, Option<String>, bool) {
+    (
+        value(text, "kubedf_source_up", &[("source", "cri")]),
+        value(
+            text,
+            "kubedf_scrape_collector_success",
+            &[("collector", "imagefs")],
+        ),
+        has_family(text, "kubedf_imagefs_capacity_bytes"),
+    )
+}
+
+fn cri_down(text: &str) -> bool {
+    cri_state(text) == (Some("0".into()), Some("0".into()), false)
+}
+
+fn cri_up(text: &str) -> bool {
+    cri_state(text) == (Some("1".into()), Some("1".into()), true)
+}
+
+/// The unlabelled sample `name`.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The web config writer's thread. Dropped before `Served` (declared after
+/// it), it is stopped and joined even when the test fails, so that it never
+/// signals a kubedf that is gone (whose PID may be another process's by then).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Rewrites>>,
+}
+
+impl Writer {
+    fn finish(mut self) -> Rewrites {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("writer thread");
+        thread.join().expect("web config writer")
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the web config writer did.
+#[derive(Default, Debug)]
+struct Rewrites {
+    /// Files written in full, by what they held.
+    written: BTreeMap<&'static str, u64>,
+    /// Bad states (empty, half-written, or a bad file) that kubedf was made
+    /// to read (SIGHUP) and had to refuse.
+    refusals_forced: u64,
+}
+
+/// Rewrites the web config in place, as `cp`, editors and config management
+/// do: truncate, pause, write half, pause, write the rest. Mostly the good
+/// file, sometimes a bad one that then stays a while. Every other bad state
+/// is followed by a SIGHUP, and the refusal must show in the log. Runs until
+/// `stop`.
+fn rewrite_web_config(
+    path: &Path,
+    good: &str,
+    bad: &[(&'static str, String)],
+    served: &Mutex<Vec<String>>,
+    pid: u32,
+    stop: &AtomicBool,
+) -> Rewrites {
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut done = Rewrites::default();
+    let refused = || {
+        served
+            .lock()
+            .expect("log lock")
+            .iter()
+            .filter(|l| l.contains("web config not reloaded"))
+            .count()
+    };
+    let mut hup_next = false;
+    let mut bad_state = |done: &mut Rewrites, rng: &mut fastrand::Rng| {
+        hup_next = !hup_next;
+        if hup_next && !stop.load(Ordering::Relaxed) {
+            let before = refused();
+            kill(Pid::from_raw(pid as i32), Signal::SIGHUP).expect("SIGHUP kubedf");
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while refused() <= before {
+                assert!(
+                    Instant::now() < deadline,
+                    "kubedf did not refuse a bad web config within 15 s of SIGHUP"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            done.refusals_forced += 1;
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(0..1500)));
+    };
+    let mut cycle = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        cycle += 1;
+        let (what, text) = if cycle.is_multiple_of(3) {
+            let (what, text) = &bad[(cycle as usize / 3) % bad.len()];
+            (*what, text.as_str())
+        } else {
+            ("the good file", good)
+        };
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .expect("open web config");
+        bad_state(&mut done, &mut rng);
+        // Any strict prefix of the good file lacks a whole bcrypt hash (the
+        // last line), so it is a bad state too.
+        let cut = if text.len() > 2 {
+            rng.usize(1..text.len() - 1)
+        } else {
+            text.len()
+        };
+        f.write_all(&text.as_bytes()[..cut]).expect("write half");
+        if cut < text.len() || what != "the good file" {
+            bad_state(&mut done, &mut rng);
+        }
+        f.write_all(&text.as_bytes()[cut..])
+            .expect("write the rest");
+        drop(f);
+        *done.written.entry(what).or_default() += 1;
+        if what != "the good file" {
+            bad_state(&mut done, &mut rng);
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(200..2500)));
+    }
+    // Leave the good file in force.
+    std::fs::write(path, good).expect("restore web config");
+    done
+}
+
 #[test]
 fn a_churning_node_keeps_answering_with_flat_resources() {
     if !prerequisites(
         "a_churning_node_keeps_answering_with_flat_resources",
-        need_root_and(&["promtool"]),
+        need_root_and(&["promtool", "containerd", "ctr", "openssl", "curl"]),
     ) {
         return;
     }
@@ -102,14 +552,261 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = dir.path().join("kubelet");
+    let d = dir.path();
+    let root = d.join("kubelet");
     std::fs::create_dir_all(&root).expect("mkdir");
     let kube = FakeKube::start();
-    let kubeconfig = dir.path().join("kubeconfig");
+    let kubeconfig = d.join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let mut containerd = Containerd::start(&d.join("cd"), 64 << 20).expect("start containerd");
+    let cri = format!("unix://{}", containerd.socket().display());
+
+    make_certs(d);
+    let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+    let tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
+    // The hash last, unquoted: every strict prefix of the file is bad.
+    let good = format!("{tls}basic_auth_users:\n  prometheus: {hash}\n");
+    let bad: Vec<(&'static str, String)> = vec![
+        ("an empty file", String::new()),
+        (
+            "a comment only",
+            "# rewritten by config management\n".into(),
+        ),
+        (
+            "tls_server_config empty",
+            format!("tls_server_config:\nbasic_auth_users:\n  prometheus: {hash}\n"),
+        ),
+        (
+            "basic_auth_users empty",
+            format!("{tls}basic_auth_users:\n"),
+        ),
+        (
+            "garbage",
+            "tls_server_config: [\u{1}\u{7f}{{ :: \n\t- ]]\n".into(),
+        ),
+    ];
+    let web_config = d.join("web.yml");
+    std::fs::write(&web_config, &good).expect("write web config");
 
     // One PVC that lives throughout: it must never go missing.
     let keeper = add_pod(&kube, &root, 0);
+    let mut served = Served::start(&[
+        "--node-name",
+        NODE,
+        "--kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
+        "--kubelet.root-dir",
+        root.to_str().expect("utf-8"),
+        "--kubelet.config",
+        "/nonexistent/config.yaml",
+        "--cri.endpoint",
+        &cri,
+        "--web.config.file",
+        web_config.to_str().expect("utf-8"),
+        "--sample-interval",
+        "500ms",
+        "--volume-stats-agg-period",
+        "300ms",
+        "--volume-stats-timeout",
+        "1s",
+    ]);
+    let pid = served.child.id();
+    let mut s = Scraper {
+        dir: d,
+        https: format!("https://{}/metrics", served.addr),
+        plain: served.url("/metrics"),
+        client: http(),
+        keeper: keeper.claim.clone(),
+        live: Vec::new(),
+        keeper_seen: false,
+        log: Arc::clone(&served.log),
+        scrapes: 0,
+        checked: 0,
+        probes: 0,
+        series_lost: 0,
+        api_down: 0,
+    };
+    let first = s.wait_for("the first PVC and the CRI source", |t| {
+        claim_series(t, &keeper.claim) && cri_up(t)
+    });
+    assert_eq!(
+        sample(&first, "kubedf_web_config_reloads_failed_total"),
+        Some(0.0)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = Writer {
+        stop: Arc::clone(&stop),
+        thread: Some({
+            let (path, good, bad) = (web_config.clone(), good.clone(), bad.clone());
+            let (log, stop) = (Arc::clone(&served.log), Arc::clone(&stop));
+            std::thread::spawn(move || rewrite_web_config(&path, &good, &bad, &log, pid, &stop))
+        }),
+    };
+
+    let started = Instant::now();
+    let mut baseline = None;
+    let mut peak = (0, 0, 0);
+    let (mut pods_churned, mut api_faults, mut rounds) = (0usize, 0usize, 0usize);
+    let (mut cri_kills, mut cri_back_max) = (0usize, Duration::ZERO);
+    let mut bad_inputs: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut next = 1;
+    while started.elapsed() < Duration::from_secs(secs) {
+        rounds += 1;
+        let batch: Vec<Pod> = (0..BATCH)
+            .map(|_| {
+                next += 1;
+                add_pod(&kube, &root, next)
+            })
+            .collect();
+        let bad = add_bad_inputs(&kube, &root, rounds);
+        for (kind, _) in &bad.tried {
+            *bad_inputs.entry(kind).or_default() += 1;
+        }
+        // A fault in every other round: a cut watch, or a compacted history
+        // that forces a re-list (the API server restarting).
+        if rounds % 2 == 0 {
+            if rounds % 4 == 0 {
+                kube.compact();
+            }
+            kube.cut_watches();
+            api_faults += 1;
+        }
+        let crash = rounds % CRI_EVERY == 0;
+        if crash {
+            containerd.kill();
+            cri_kills += 1;
+        }
+        s.wait_for("a round's PVCs", |t| {
+            batch.iter().all(|p| claim_series(t, &p.claim)) && claim_series(t, &bad.served.0)
+        });
+        s.live = batch.iter().map(|p| p.claim.clone()).collect();
+        s.live.push(bad.served.0.clone());
+        if crash {
+            // Down: reported down, no healthy-looking imagefs series, and
+            // the volume half untouched (every scrape checks the PVCs).
+            s.wait_within(CRI_BOUND, "the CRI source to report down", cri_down);
+            assert!(
+                cri_down(&s.scrape()),
+                "CRI back up while containerd is dead"
+            );
+            containerd.restart().expect("restart containerd");
+            let (took, _) = s.wait_within(CRI_BOUND, "the CRI source to come back", cri_up);
+            cri_back_max = cri_back_max.max(took);
+        }
+        s.live.clear();
+        for p in &batch {
+            kube.delete_pod(NS, &p.name);
+        }
+        // Each bad input has had its error logged, naming it (a watch cut
+        // can lose events, and only a re-list, after a backoff, shows them).
+        s.wait_log(&bad.tried);
+        for name in &bad.pods {
+            assert!(kube.delete_pod(NS, name).is_some(), "no pod {name}");
+        }
+        drop(bad.served);
+        // Their mounts go too, as kubelet unmounts a deleted pod's volumes.
+        drop(batch.into_iter().map(|p| p.mount).collect::<Vec<_>>());
+        s.wait_for("deleted pods' PVCs to go", |t| {
+            (next + 1 - BATCH..=next).all(|n| !claim_series(t, &format!("data-{n}")))
+        });
+        pods_churned += BATCH;
+        let now = resources(pid);
+        if rounds == 3 {
+            baseline = Some(now);
+        }
+        peak = (peak.0.max(now.0), peak.1.max(now.1), peak.2.max(now.2));
+    }
+    let end = resources(pid);
+    let rewrites = writer.finish();
+    // Scrapes went on while the writer finished its last rewrite.
+    let text = s.scrape();
+    let failed = sample(&text, "kubedf_web_config_reloads_failed_total").unwrap_or(0.0) as u64;
+    let logged_refusals = served.log_text().matches("web config not reloaded").count() as u64;
+    let base = baseline.unwrap_or(end);
+    let written: u64 = rewrites.written.values().sum();
+    let bad_total: usize = bad_inputs.values().sum();
+    println!(
+        "soak: {secs} s, {rounds} rounds, {pods_churned} pods and PVCs churned, \
+         {scrapes} HTTPS scrapes ({checked} promtool-checked, {probes} TLS/auth probes); \
+         faults: {api_faults} API (watch cuts, a half with re-lists), {cri_kills} containerd \
+         SIGKILLs (CRI back within {cri_back_max:.1?} at worst), {written} non-atomic web config \
+         rewrites {written_by:?}, {forced} forced refusals, {failed} refused reloads counted; \
+         {bad_total} bad inputs {bad_inputs:?}; series lost {lost}, API source down {api_down}; \
+         RSS kB {} -> {} (peak {}), threads {} -> {} (peak {}), fds {} -> {} (peak {}) \
+         (bounds: RSS +50% +16 MiB, threads +8, fds +16, from round 3 to the end)",
+        base.0,
+        end.0,
+        peak.0,
+        base.1,
+        end.1,
+        peak.1,
+        base.2,
+        end.2,
+        peak.2,
+        scrapes = s.scrapes,
+        checked = s.checked,
+        probes = s.probes,
+        written_by = rewrites.written,
+        forced = rewrites.refusals_forced,
+        lost = s.series_lost,
+        api_down = s.api_down,
+    );
+    assert_eq!(s.series_lost, 0, "a live PVC went missing");
+    assert_eq!(
+        s.api_down, 0,
+        "the API's routine faults made its source look down"
+    );
+    let warned = served.log_text().matches("kubernetes API failed").count();
+    assert_eq!(
+        warned, 0,
+        "the API never failed, yet kubedf warned {warned} times"
+    );
+    assert!(rounds >= 3, "too few rounds to judge: {rounds}");
+    assert!(cri_kills >= 1, "containerd was never killed");
+    // Refused reloads are counted, one for each refusal logged.
+    assert!(
+        failed >= rewrites.refusals_forced && rewrites.refusals_forced > 0,
+        "{failed} refused reloads counted, {} forced",
+        rewrites.refusals_forced
+    );
+    assert!(
+        failed <= logged_refusals,
+        "{failed} counted, {logged_refusals} logged"
+    );
+    // kubedf outlived every malformed object.
+    assert!(matches!(served.child.try_wait(), Ok(None)), "kubedf exited");
+    // Flat: a leak of one fd, thread or 100 kB per round would break these.
+    assert!(end.2 <= base.2 + 16, "fds grew: {base:?} -> {end:?}");
+    assert!(end.1 <= base.1 + 8, "threads grew: {base:?} -> {end:?}");
+    assert!(
+        end.0 <= base.0 + base.0 / 2 + 16 * 1024,
+        "RSS grew: {base:?} -> {end:?}"
+    );
+    drop(keeper);
+    drop(containerd);
+}
+
+/// The finding behind src/sources/kube.rs' `WatchedPod`: one malformed pod
+/// on the node (a field of the wrong type) made every list of the node's
+/// pods fail to decode, so the watcher re-listed forever while it existed,
+/// no other pod came or went, and kube's client logged the whole list on
+/// each attempt.
+#[test]
+fn a_malformed_pod_never_hides_the_nodes_other_pods() {
+    if !prerequisites(
+        "a_malformed_pod_never_hides_the_nodes_other_pods",
+        need_root_and(&[]),
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("kubelet");
+    let kube = FakeKube::start();
+    let kubeconfig = dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let bad = add_bad_inputs(&kube, &root, 0);
+    let first = add_pod(&kube, &root, 1);
     let served = Served::start(&[
         "--node-name",
         NODE,
@@ -121,113 +818,33 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         "/nonexistent/config.yaml",
         "--cri.endpoint",
         "unix:///nonexistent/kubedf/cri.sock",
-        "--sample-interval",
-        "500ms",
         "--volume-stats-agg-period",
         "300ms",
-        "--volume-stats-timeout",
-        "1s",
     ]);
-    let pid = served.child.id();
-    let client = http();
-    let mut scrapes = 0u64;
-    let mut checked = 0u64;
-    let mut keeper_lost = 0u64;
-    let mut scrape = || {
-        let r = client
-            .get(served.url("/metrics"))
-            .header(
-                "Accept",
-                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
-            )
-            .send()
-            .expect("every scrape answers");
-        assert_eq!(r.status(), 200, "scrape {scrapes}");
-        let text = r.text().expect("body");
-        scrapes += 1;
-        if scrapes % 25 == 1 {
-            promtool_check(&text).unwrap_or_else(|e| panic!("scrape {scrapes}: {e}"));
-            checked += 1;
-        }
-        text
-    };
-    let wait_for = |scrape: &mut dyn FnMut() -> String, what: &str, done: &dyn Fn(&str) -> bool| {
-        let start = Instant::now();
-        loop {
-            let text = scrape();
-            if done(&text) {
-                return text;
-            }
-            assert!(start.elapsed() < WAIT, "waited {WAIT:?} for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for(&mut scrape, "the first PVC", &|t| {
-        claim_series(t, &keeper.claim)
+    // The first list carries the malformed pods.
+    served.scrape_until(WAIT, "the PVC listed beside malformed pods", |t| {
+        claim_series(t, &first.claim)
     });
-
-    let started = Instant::now();
-    let mut baseline = None;
-    let mut peak = (0, 0, 0);
-    let (mut pods_churned, mut faults, mut rounds) = (0usize, 0usize, 0usize);
-    let mut next = 1;
-    while started.elapsed() < Duration::from_secs(secs) {
-        rounds += 1;
-        let batch: Vec<Pod> = (0..BATCH)
-            .map(|_| {
-                next += 1;
-                add_pod(&kube, &root, next)
-            })
-            .collect();
-        // A fault in every other round: a cut watch, or a compacted history
-        // that forces a re-list (the API server restarting).
-        if rounds % 2 == 0 {
-            if rounds % 4 == 0 {
-                kube.compact();
-            }
-            kube.cut_watches();
-            faults += 1;
-        }
-        let text = wait_for(&mut scrape, "a round's PVCs", &|t| {
-            batch.iter().all(|p| claim_series(t, &p.claim))
-        });
-        if !claim_series(&text, &keeper.claim) {
-            keeper_lost += 1;
-        }
-        for p in &batch {
-            kube.delete_pod(NS, &p.name);
-        }
-        // Their mounts go too, as kubelet unmounts a deleted pod's volumes.
-        drop(batch.into_iter().map(|p| p.mount).collect::<Vec<_>>());
-        let text = wait_for(&mut scrape, "deleted pods' PVCs to go", &|t| {
-            (next + 1 - BATCH..=next).all(|n| !claim_series(t, &format!("data-{n}")))
-        });
-        if !claim_series(&text, &keeper.claim) {
-            keeper_lost += 1;
-        }
-        pods_churned += BATCH;
-        let now = resources(pid);
-        if rounds == 3 {
-            baseline = Some(now);
-        }
-        peak = (peak.0.max(now.0), peak.1.max(now.1), peak.2.max(now.2));
+    // A re-list (history compacted, watch cut) with them still there.
+    kube.compact();
+    kube.cut_watches();
+    let second = add_pod(&kube, &root, 2);
+    served.scrape_until(WAIT, "a PVC added after the re-list", |t| {
+        claim_series(t, &second.claim) && claim_series(t, &first.claim)
+    });
+    let log = served.log_text();
+    for name in ["bad-volumes-0", "bad-containers-0", "bad-types-0"] {
+        let named = log
+            .lines()
+            .any(|l| l.contains("not a valid pod") && l.contains(&format!("pod {NS}/{name}: ")));
+        assert!(named, "no error names {name}:\n{log}");
     }
-    let end = resources(pid);
-    let base = baseline.unwrap_or(end);
-    println!(
-        "soak: {secs} s, {rounds} rounds, {pods_churned} pods and PVCs churned, {faults} API faults, \
-         {scrapes} scrapes ({checked} promtool-checked), keeper PVC lost {keeper_lost} times; \
-         RSS kB {} -> {} (peak {}), threads {} -> {} (peak {}), fds {} -> {} (peak {})",
-        base.0, end.0, peak.0, base.1, end.1, peak.1, base.2, end.2, peak.2
-    );
-    assert_eq!(keeper_lost, 0, "the live PVC went missing");
-    assert!(rounds >= 3, "too few rounds to judge: {rounds}");
-    // Flat: a leak of one fd, thread or 100 kB per round would break these.
-    assert!(end.2 <= base.2 + 16, "fds grew: {base:?} -> {end:?}");
-    assert!(end.1 <= base.1 + 8, "threads grew: {base:?} -> {end:?}");
-    assert!(
-        end.0 <= base.0 + base.0 / 2 + 16 * 1024,
-        "RSS grew: {base:?} -> {end:?}"
-    );
-    drop(keeper);
+    assert!(log.contains("spec.volumes"), "{log}");
+    // The PVC without spec says what it lacks.
+    served.scrape_until(WAIT, "the PVC without spec to be reported", |_| {
+        served.log_text().contains(&format!(
+            "{NS}/nospec-0 is Bound but names no volume (spec.volumeName is empty)"
+        ))
+    });
+    drop((first, second, bad.served));
 }

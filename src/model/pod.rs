@@ -282,8 +282,9 @@ impl PodRow {
 /// What the pod sampler last published.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodTable {
-    /// Sorted by namespace and name.
-    pub rows: Vec<PodRow>,
+    /// Sorted by namespace and name. Shared: the sampler rebuilds only the
+    /// rows of pods that changed, and publishes the others as they were.
+    pub rows: Vec<std::sync::Arc<PodRow>>,
     /// The Kubernetes API as the pod sampler saw it.
     pub source: SourceStatus,
 }
@@ -350,7 +351,7 @@ pub(crate) mod tests {
             None,
         );
         s.pods = Some(std::sync::Arc::new(PodTable {
-            rows,
+            rows: rows.into_iter().map(std::sync::Arc::new).collect(),
             source: SourceStatus {
                 source: SourceId::Kubernetes,
                 up: true,

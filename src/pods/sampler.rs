@@ -56,6 +56,10 @@ pub struct PodConfig {
 /// The first retry of a failed walk (a directory not there yet); doubled up
 /// to the period.
 const WALK_RETRY: Duration = Duration::from_secs(5);
+/// Results arrive one by one, spread over the period by the jitter: the
+/// table is republished at most this often (a scrape reads it every 15 s or
+/// so), so a node with thousands of parts does not republish per result.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// One du-method measurement of a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,7 +81,12 @@ struct Entry {
     pod: PodVolumes,
     /// Every part the pod has, with its last result (`None` before the first).
     results: BTreeMap<Part, Measured>,
+    /// The row as last built; `None` once anything in it changed.
+    row: Option<Arc<PodRow>>,
 }
+
+/// The runtime's running containers, by pod uid.
+type Containers = HashMap<String, Vec<RunningContainer>>;
 
 struct Done {
     key: Key,
@@ -97,13 +106,18 @@ pub struct PodSampler {
     /// Files being stat'ed, one at a time per path.
     stating: Arc<InFlightSet>,
     entries: HashMap<String, Entry>,
+    /// The entries' uids, sorted by namespace and name (the table's order).
+    order: Vec<String>,
     /// The runtime's last answer; `None` before the first.
-    containers: Option<Result<Vec<RunningContainer>, Failure>>,
+    containers: Option<Result<Containers, Failure>>,
     /// When the runtime is asked next (one key).
     cri_calls: Scheduler<(), ()>,
     walks: Scheduler<Key, PathBuf>,
     pods_version: Option<u64>,
+    /// Something in the table changed since it was last published.
     dirty: bool,
+    published_at: Option<Instant>,
+    published_source: Option<SourceStatus>,
     tx: mpsc::UnboundedSender<Done>,
     rx: mpsc::UnboundedReceiver<Done>,
 }
@@ -138,82 +152,55 @@ impl PodSampler {
             walkers: Arc::new(walkers),
             stating: Arc::default(),
             entries: HashMap::new(),
+            order: Vec::new(),
             containers: None,
             cri_calls,
             walks,
             pods_version: None,
             dirty: true,
+            published_at: None,
+            published_source: None,
             tx,
             rx,
         })
     }
 
-    /// The table as it stands.
-    pub fn table(&self) -> PodTable {
-        let mut rows: Vec<PodRow> = self.entries.values().map(|e| self.row(e)).collect();
-        rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    /// The Kubernetes API as a source.
+    fn source(&self) -> SourceStatus {
         let api = self.kube.health();
         let error = api
             .error
             .or_else(|| (!api.synced).then(|| "the first list of pods has not arrived".to_owned()));
-        PodTable {
-            rows,
-            source: SourceStatus {
-                source: SourceId::Kubernetes,
-                up: error.is_none(),
-                last_success: api.last_success,
-                duration: None,
-                error,
-            },
+        SourceStatus {
+            source: SourceId::Kubernetes,
+            up: error.is_none(),
+            last_success: api.last_success,
+            duration: None,
+            error,
         }
     }
 
-    fn row(&self, entry: &Entry) -> PodRow {
-        let pod = &entry.pod;
-        let slot = |part: &Part| entry.results.get(part).cloned().flatten();
-        let (containers, containers_error) = match &self.containers {
-            None => (Vec::new(), None),
-            Some(Err(e)) => (Vec::new(), Some(e.clone())),
-            Some(Ok(all)) => (
-                all.iter()
-                    .filter(|c| c.pod_uid == pod.uid)
-                    .map(|c| ContainerRow {
-                        name: c.name.clone(),
-                        rootfs: rootfs(c),
-                        logs: slot(&Part::Logs(c.name.clone())),
-                    })
-                    .collect(),
-                None,
-            ),
-        };
-        PodRow {
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            uid: pod.uid.clone(),
-            limit: pod.storage.limit,
-            container_limits: pod
-                .storage
-                .container_limits
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            containers,
-            containers_pending: self.containers.is_none(),
-            containers_error,
-            volumes: pod
-                .storage
-                .volumes
-                .iter()
-                .map(|v| EphemeralVolumeRow {
-                    name: v.name.clone(),
-                    kind: v.kind,
-                    size_limit: v.size_limit,
-                    usage: slot(&Part::Volume(v.name.clone())),
-                })
-                .collect(),
-            pod_logs: slot(&Part::PodLogs),
-            etc_hosts: slot(&Part::EtcHosts),
-            claims: pod.storage.claims.clone(),
+    /// The table as it stands: the rows of pods that changed are built
+    /// anew, the others shared.
+    pub fn table(&mut self) -> PodTable {
+        let mut rows = Vec::with_capacity(self.order.len());
+        for uid in &self.order {
+            let Some(entry) = self.entries.get_mut(uid) else {
+                continue;
+            };
+            let row = match &entry.row {
+                Some(row) => Arc::clone(row),
+                None => {
+                    let row = Arc::new(build_row(&entry.pod, &entry.results, &self.containers));
+                    entry.row = Some(Arc::clone(&row));
+                    row
+                }
+            };
+            rows.push(row);
+        }
+        PodTable {
+            rows,
+            source: self.source(),
         }
     }
 
@@ -238,21 +225,13 @@ impl PodSampler {
         self.table()
     }
 
-    /// Refreshes pods until `shutdown` changes, publishing each change into
-    /// the snapshot.
+    /// Refreshes pods until `shutdown` changes, publishing changes into the
+    /// snapshot (at most once per [`PUBLISH_EVERY`]).
     pub async fn run(mut self, handle: SnapshotHandle, mut shutdown: watch::Receiver<bool>) {
-        let mut published: Option<Arc<PodTable>> = None;
         loop {
             self.reconcile().await;
-            if std::mem::take(&mut self.dirty) {
-                let table = self.table();
-                if published.as_deref() != Some(&table) {
-                    let table = Arc::new(table);
-                    handle.publish_pods(Some(Arc::clone(&table)));
-                    published = Some(table);
-                }
-            }
-            let next = [self.walks.next_due(), self.cri_calls.next_due()]
+            let publish_at = self.publish(&handle, Instant::now());
+            let next = [self.walks.next_due(), self.cri_calls.next_due(), publish_at]
                 .into_iter()
                 .flatten()
                 .min();
@@ -276,6 +255,28 @@ impl PodSampler {
         }
     }
 
+    /// Publishes the table if it changed and the last publication is old
+    /// enough; otherwise says when it may be published.
+    fn publish(&mut self, handle: &SnapshotHandle, now: Instant) -> Option<Instant> {
+        let source = self.source();
+        if self.published_source.as_ref() != Some(&source) {
+            self.dirty = true;
+        }
+        if !self.dirty {
+            return None;
+        }
+        if let Some(at) = self.published_at
+            && now < at + PUBLISH_EVERY
+        {
+            return Some(at + PUBLISH_EVERY);
+        }
+        self.dirty = false;
+        self.published_at = Some(now);
+        self.published_source = Some(source);
+        handle.publish_pods(Some(Arc::new(self.table())));
+        None
+    }
+
     /// Asks the runtime when that is due, brings the entries in line with
     /// the running pods and their containers, starts the due walks.
     async fn reconcile(&mut self) {
@@ -284,6 +285,7 @@ impl PodSampler {
                 .cri
                 .running_containers(self.cfg.timeout)
                 .await
+                .map(by_pod)
                 .map_err(|e| Failure::new(Reason::CriUnavailable, e.to_string()));
             let outcome = if answer.is_ok() {
                 Outcome::Done
@@ -300,6 +302,17 @@ impl PodSampler {
                 _ => {}
             }
             if self.containers.as_ref() != Some(&answer) {
+                match (&self.containers, &answer) {
+                    // Only the pods whose containers changed get new rows.
+                    (Some(Ok(old)), Ok(new)) => {
+                        for (uid, entry) in &mut self.entries {
+                            if old.get(uid) != new.get(uid) {
+                                entry.row = None;
+                            }
+                        }
+                    }
+                    _ => self.entries.values_mut().for_each(|e| e.row = None),
+                }
                 self.containers = Some(answer);
                 self.sync(Instant::now());
             }
@@ -318,7 +331,10 @@ impl PodSampler {
     /// be formed is reported as such and not planned.
     fn sync(&mut self, now: Instant) {
         self.dirty = true;
-        let pods: Vec<PodVolumes> = self.kube.pods().into_iter().filter(|p| p.running).collect();
+        let mut pods: Vec<PodVolumes> =
+            self.kube.pods().into_iter().filter(|p| p.running).collect();
+        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.order = pods.iter().map(|p| p.uid.clone()).collect();
         let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         self.entries.retain(|uid, _| wanted.contains(uid.as_str()));
         self.walks.retain(|(uid, _)| wanted.contains(uid.as_str()));
@@ -328,8 +344,12 @@ impl PodSampler {
             let entry = self.entries.entry(uid.clone()).or_insert_with(|| Entry {
                 pod: pod.clone(),
                 results: BTreeMap::new(),
+                row: None,
             });
-            entry.pod = pod;
+            if entry.pod != pod {
+                entry.pod = pod;
+                entry.row = None;
+            }
             let keep: HashSet<&Part> = parts.iter().map(|(p, _)| p).collect();
             let gone: Vec<Part> = entry
                 .results
@@ -339,21 +359,27 @@ impl PodSampler {
                 .collect();
             for part in gone {
                 entry.results.remove(&part);
+                entry.row = None;
                 self.walks.remove(&(uid.clone(), part));
             }
             for (part, path) in parts {
                 let key = (uid.clone(), part.clone());
-                match path {
+                let result = match path {
                     Ok(path) => {
-                        if self.walks.plan(key, path, now) {
-                            // A new path: the last figure was for the old one.
-                            entry.results.insert(part, None);
+                        if !self.walks.plan(key, path, now) {
+                            continue;
                         }
+                        // A new path: the last figure was for the old one.
+                        None
                     }
                     Err(e) => {
                         self.walks.remove(&key);
-                        entry.results.insert(part, Some(Err(e)));
+                        Some(Err(e))
                     }
+                };
+                if entry.results.get(&part) != Some(&result) {
+                    entry.results.insert(part, result);
+                    entry.row = None;
                 }
             }
         }
@@ -363,7 +389,7 @@ impl PodSampler {
         let mut parts = Vec::new();
         let log_dir = pod_log_dir(&self.logs_root, pod);
         if let Some(Ok(containers)) = &self.containers {
-            for c in containers.iter().filter(|c| c.pod_uid == pod.uid) {
+            for c in containers.get(&pod.uid).into_iter().flatten() {
                 let path = log_dir.clone().and_then(|d| join(d, &c.name));
                 parts.push((Part::Logs(c.name.clone()), path));
             }
@@ -426,11 +452,10 @@ impl PodSampler {
             return;
         };
         let (uid, part) = &done.key;
-        let Some(slot) = self
-            .entries
-            .get_mut(uid)
-            .and_then(|e| e.results.get_mut(part))
-        else {
+        let Some(entry) = self.entries.get_mut(uid) else {
+            return;
+        };
+        let Some(slot) = entry.results.get_mut(part) else {
             return;
         };
         if let Err(e) = &result
@@ -440,8 +465,73 @@ impl PodSampler {
         }
         if slot.as_ref() != Some(&result) {
             *slot = Some(result);
+            entry.row = None;
             self.dirty = true;
         }
+    }
+}
+
+/// The runtime's answer, grouped by pod.
+fn by_pod(all: Vec<RunningContainer>) -> Containers {
+    let mut grouped = Containers::new();
+    for c in all {
+        grouped.entry(c.pod_uid.clone()).or_default().push(c);
+    }
+    grouped
+}
+
+/// One pod's row from its spec, its parts' results and its containers.
+fn build_row(
+    pod: &PodVolumes,
+    results: &BTreeMap<Part, Measured>,
+    containers: &Option<Result<Containers, Failure>>,
+) -> PodRow {
+    let slot = |part: &Part| results.get(part).cloned().flatten();
+    let (containers_pending, containers, containers_error) = match containers {
+        None => (true, Vec::new(), None),
+        Some(Err(e)) => (false, Vec::new(), Some(e.clone())),
+        Some(Ok(all)) => (
+            false,
+            all.get(&pod.uid)
+                .into_iter()
+                .flatten()
+                .map(|c| ContainerRow {
+                    name: c.name.clone(),
+                    rootfs: rootfs(c),
+                    logs: slot(&Part::Logs(c.name.clone())),
+                })
+                .collect(),
+            None,
+        ),
+    };
+    PodRow {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        uid: pod.uid.clone(),
+        limit: pod.storage.limit,
+        container_limits: pod
+            .storage
+            .container_limits
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        containers,
+        containers_pending,
+        containers_error,
+        volumes: pod
+            .storage
+            .volumes
+            .iter()
+            .map(|v| EphemeralVolumeRow {
+                name: v.name.clone(),
+                kind: v.kind,
+                size_limit: v.size_limit,
+                usage: slot(&Part::Volume(v.name.clone())),
+            })
+            .collect(),
+        pod_logs: slot(&Part::PodLogs),
+        etc_hosts: slot(&Part::EtcHosts),
+        claims: pod.storage.claims.clone(),
     }
 }
 

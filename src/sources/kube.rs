@@ -3,6 +3,7 @@
 //! GET per PVC and PV, cached by the caller. Nothing cluster-wide is watched,
 //! so the API load of a node stays proportional to its pods.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,9 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 use kube::{Api, Client};
+use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -90,6 +93,89 @@ pub fn pod_volumes(pod: &Pod) -> Result<PodVolumes, String> {
         claims,
         storage: crate::pods::spec::pod_storage_spec(pod),
     })
+}
+
+/// A pod as the watch receives it: decoded, or why it could not be.
+///
+/// Decoding `Pod` itself would make one malformed object (a field of the
+/// wrong type) fail the whole list or watch response that carries it: the
+/// watcher would then re-list forever while that pod exists, leaving every
+/// other pod of the node stale, and kube's client would log the whole list
+/// body on each attempt. Decoded this way, the bad pod fails alone, with an
+/// error naming it and the field.
+#[derive(Clone, Debug)]
+pub struct WatchedPod {
+    /// What could be read of its metadata (the watcher needs the
+    /// resourceVersion, and a deletion the uid).
+    metadata: ObjectMeta,
+    pod: Result<Box<Pod>, String>,
+}
+
+impl WatchedPod {
+    pub fn from_value(value: serde_json::Value) -> WatchedPod {
+        let metadata = value.get("metadata").map(lenient_meta).unwrap_or_default();
+        let pod = serde_path_to_error::deserialize::<_, Pod>(value)
+            .map(Box::new)
+            .map_err(|e| {
+                let shown = match (&metadata.namespace, &metadata.name) {
+                    (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                    (None, Some(name)) => name.clone(),
+                    _ => "without metadata.name".into(),
+                };
+                format!("pod {shown}: {}: {}", e.path(), e.inner())
+            });
+        WatchedPod { metadata, pod }
+    }
+
+    /// The decoded pod, or the error naming it and the bad field.
+    pub fn pod(&self) -> Result<&Pod, &str> {
+        self.pod.as_deref().map_err(String::as_str)
+    }
+}
+
+/// The metadata, or as much of it as are strings where strings belong.
+fn lenient_meta(value: &serde_json::Value) -> ObjectMeta {
+    ObjectMeta::deserialize(value).unwrap_or_else(|_| {
+        let field = |k: &str| value.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        ObjectMeta {
+            name: field("name"),
+            namespace: field("namespace"),
+            uid: field("uid"),
+            resource_version: field("resourceVersion"),
+            ..ObjectMeta::default()
+        }
+    })
+}
+
+impl<'de> Deserialize<'de> for WatchedPod {
+    /// Never fails on a JSON value: see [`WatchedPod`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(WatchedPod::from_value)
+    }
+}
+
+impl kube::Resource for WatchedPod {
+    type DynamicType = ();
+    type Scope = <Pod as kube::Resource>::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        <Pod as kube::Resource>::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 /// What a PVC GET says.
@@ -172,11 +258,19 @@ pub fn pv_info(pv: &PersistentVolume) -> Result<PvInfo, String> {
         Some("Block") => VolumeMode::Block,
         _ => VolumeMode::Filesystem,
     };
-    let capacity = spec
-        .capacity
-        .as_ref()
-        .and_then(|c| c.get("storage"))
-        .and_then(|q| parse_quantity(&q.0).ok());
+    // An unparseable capacity is left out (statfs-measured volumes do not
+    // need it), but said: silently, a walked volume would lose its capacity.
+    // Logged once per lookup, which is cached for minutes.
+    let capacity = match spec.capacity.as_ref().and_then(|c| c.get("storage")) {
+        None => None,
+        Some(q) => match parse_quantity(&q.0) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                warn!(persistentvolume = %name, error = %e, "ignoring the persistent volume's spec.capacity.storage, which is not a quantity");
+                None
+            }
+        },
+    };
     Ok(PvInfo {
         name,
         source,
@@ -309,7 +403,7 @@ impl Kube {
     /// backoff; a cut stream is re-watched and an expired one re-listed by
     /// kube's watcher.
     pub async fn watch_pods(self, mut shutdown: watch::Receiver<bool>) {
-        let api: Api<Pod> = Api::all(self.client.clone());
+        let api: Api<WatchedPod> = Api::all(self.client.clone());
         let config = watcher::Config::default()
             .fields(&format!("spec.nodeName={}", self.node))
             .any_semantic();
@@ -325,10 +419,19 @@ impl Kube {
         }
     }
 
-    fn apply(&self, event: Result<watcher::Event<Pod>, watcher::Error>) {
+    fn apply(&self, event: Result<watcher::Event<WatchedPod>, watcher::Error>) {
         let mut state = self.lock();
         let event = match event {
             Ok(event) => event,
+            // 410 Expired: the API answered that its history no longer
+            // reaches the watch's resourceVersion (etcd compaction, an API
+            // server restart), and the watcher re-lists. Routine (client-go
+            // logs it at V(4)), not the API failing: it must not mark the
+            // source down nor warn.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                info!(reason = %status.message, "kubernetes API: the watch of the node's pods expired; re-listing them");
+                return;
+            }
             Err(e) => {
                 state.failed(format!("watch of pods on node {}: {e}", self.node));
                 return;
@@ -341,12 +444,18 @@ impl Kube {
             state.succeeded();
             state.version += 1;
         }
-        let convert = |pod: &Pod| match pod_volumes(pod) {
-            Ok(p) => Some(p),
+        let convert = |pod: &WatchedPod| match pod.pod() {
             Err(e) => {
-                warn!(error = %e, "ignoring a pod the API returned without a required field");
+                warn!(error = %e, "ignoring a pod the API returned that is not a valid pod");
                 None
             }
+            Ok(pod) => match pod_volumes(pod) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(error = %e, "ignoring a pod the API returned without a required field");
+                    None
+                }
+            },
         };
         match event {
             watcher::Event::Init => state.relist = Some(Vec::new()),
@@ -371,6 +480,7 @@ impl Kube {
                 }
             }
             watcher::Event::Delete(pod) => {
+                // By uid, which the metadata gives even of a malformed pod.
                 if let Some(uid) = pod.metadata.uid {
                     state.pods.remove(&uid);
                 }
@@ -447,6 +557,44 @@ mod tests {
             !v.running && v.claims.is_empty(),
             "no spec, no status: nothing to report"
         );
+    }
+
+    #[test]
+    fn a_malformed_pod_fails_alone_and_names_itself() {
+        let good = serde_json::json!({
+            "metadata": {"name": "web-0", "namespace": "shop", "uid": "u-1", "resourceVersion": "7"},
+            "spec": {"containers": [], "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": "data-web-0"}}
+            ]}
+        });
+        let mut bad = good.clone();
+        bad["metadata"]["name"] = "web-1".into();
+        bad["metadata"]["uid"] = "u-2".into();
+        bad["spec"]["volumes"] = "data".into();
+        // A list (and so a watcher's re-list) with a malformed pod in it
+        // still decodes; the malformed pod's error names it and its field.
+        let list: kube::core::ObjectList<WatchedPod> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "PodList",
+            "metadata": {"resourceVersion": "9"},
+            "items": [good, bad]
+        }))
+        .unwrap();
+        let v = pod_volumes(list.items[0].pod().unwrap()).unwrap();
+        assert_eq!(v.claims, vec!["data-web-0"]);
+        let e = list.items[1].pod().unwrap_err();
+        assert!(
+            e.contains("pod shop/web-1") && e.contains("spec.volumes"),
+            "{e}"
+        );
+        assert_eq!(list.items[1].metadata.uid.as_deref(), Some("u-2"));
+        // Malformed metadata: the strings that can be read still are.
+        let p = WatchedPod::from_value(serde_json::json!({
+            "metadata": {"name": "x", "namespace": "ns", "uid": "u-3",
+                         "resourceVersion": "8", "labels": ["a"]},
+        }));
+        assert!(p.pod().unwrap_err().contains("metadata.labels"));
+        assert_eq!(p.metadata.uid.as_deref(), Some("u-3"));
+        assert_eq!(p.metadata.resource_version.as_deref(), Some("8"));
     }
 
     #[test]

@@ -505,9 +505,15 @@ async fn resolve(
             ));
         }
         Some(ClaimState::Unbound { phase }) => {
+            // "Bound" without a PV name is a malformed claim, not a pending one.
+            let why = if phase == "Bound" {
+                "is Bound but names no volume (spec.volumeName is empty)".to_owned()
+            } else {
+                format!("is not bound (phase {phase})")
+            };
             return Err(VolumeError::new(
                 Reason::PvcUnbound,
-                format!("persistentvolumeclaim {namespace}/{claim} is not bound (phase {phase})"),
+                format!("persistentvolumeclaim {namespace}/{claim} {why}"),
             ));
         }
         Some(ClaimState::Bound { volume_name }) => volume_name,

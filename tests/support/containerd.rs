@@ -172,17 +172,36 @@ impl Containerd {
         };
 
         write_config(&config, &cd.root, &state, &cd.socket, &base, cd.snapshotter)?;
+        cd.spawn(&containerd_bin)?;
+        Ok(cd)
+    }
 
-        let log_file = fs::File::create(&cd.log)
-            .map_err(|e| format!("create log file {}: {e}", cd.log.display()))?;
+    /// Starts containerd again after [`Containerd::kill`] or
+    /// [`Containerd::stop`], with the same config, socket, root and state, as
+    /// a supervisor restarts a crashed daemon; waits until it serves CRI.
+    /// The log file starts afresh (its readiness line is looked for in it).
+    pub fn restart(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Err(format!("containerd (pid {}) is still running", self.pid));
+        }
+        let containerd_bin = find_in_path("containerd")
+            .ok_or("`containerd` not found in PATH (apt-get install -y containerd)")?;
+        self.spawn(&containerd_bin)
+    }
+
+    /// Spawns containerd on `base/config.toml` and waits until it is ready.
+    fn spawn(&mut self, containerd_bin: &Path) -> Result<(), String> {
+        let config = self.base.join("config.toml");
+        let log_file = fs::File::create(&self.log)
+            .map_err(|e| format!("create log file {}: {e}", self.log.display()))?;
         let log_file2 = log_file
             .try_clone()
-            .map_err(|e| format!("dup log file {}: {e}", cd.log.display()))?;
+            .map_err(|e| format!("dup log file {}: {e}", self.log.display()))?;
         let started = Instant::now();
-        let child = Command::new(&containerd_bin)
+        let child = Command::new(containerd_bin)
             .arg("--config")
             .arg(&config)
-            .current_dir(&base)
+            .current_dir(&self.base)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_file2)
@@ -194,12 +213,12 @@ impl Containerd {
                     config.display()
                 )
             })?;
-        cd.pid = child.id();
-        cd.child = Some(child);
+        self.pid = child.id();
+        self.child = Some(child);
 
-        cd.wait_ready(started)?;
-        cd.startup = started.elapsed();
-        Ok(cd)
+        self.wait_ready(started)?;
+        self.startup = started.elapsed();
+        Ok(())
     }
 
     /// The containerd gRPC unix socket (also serves CRI `runtime.v1`).

@@ -9,6 +9,7 @@ pub mod containerd;
 pub mod cri;
 pub mod fake_kube;
 pub mod manifests;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
