@@ -1225,8 +1225,26 @@ impl Drop for Sweep {
                 }
             }
         }
-        if let Err(e) = std::fs::remove_dir_all(&self.base) {
-            eprintln!("pods bench: remove {}: {e}", self.base.display());
+        // The pods' trees first, 8 at a time: on a filesystem mounted with
+        // `discard` (as here) each unlink waits for the disk, and 1,000,000
+        // of them one after the other take a quarter of an hour.
+        let pods: Vec<PathBuf> = std::fs::read_dir(self.base.join("kubelet/pods"))
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        let next = AtomicUsize::new(0);
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    while let Some(p) = pods.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        let _ = std::fs::remove_dir_all(p);
+                    }
+                });
+            }
+        });
+        match std::fs::remove_dir_all(&self.base) {
+            Ok(()) => eprintln!("pods bench: removed the tree in {:.0?}", t.elapsed()),
+            Err(e) => eprintln!("pods bench: remove {}: {e}", self.base.display()),
         }
     }
 }
