@@ -752,6 +752,21 @@ def chart(results_path, png, plot_python):
     return True
 
 
+# Sections of docs/benchmarks.md that other harnesses write (cargo bench --bench
+# pods), kept from the file being replaced: from the first of these headings on.
+KEPT_HEADINGS = ("## The pod half at rest",)
+
+
+def kept_sections(md_path):
+    try:
+        with open(md_path) as f:
+            old = f.read()
+    except OSError:
+        return ""
+    starts = [i for h in KEPT_HEADINGS for i in [old.find("\n" + h)] if i >= 0]
+    return "\n" + old[min(starts) + 1:] if starts else ""
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results")
@@ -767,6 +782,7 @@ def main(argv=None):
         chart(args.results, args.png, args.plot_python)
         png_name = os.path.relpath(args.png, os.path.dirname(os.path.abspath(args.md)))
     text = markdown(r, png_name, args.results_path or args.results)
+    text += kept_sections(args.md)
     os.makedirs(os.path.dirname(os.path.abspath(args.md)), exist_ok=True)
     with open(args.md, "w") as f:
         f.write(text)

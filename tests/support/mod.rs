@@ -174,11 +174,22 @@ impl Served {
     /// As [`Served::start`], run through `wrapper` (e.g. `sh -c 'ulimit -n
     /// 128; exec "$0" "$@"'`) with extra environment variables.
     pub fn start_with(wrapper: &[&str], env: &[(&str, &str)], args: &[&str]) -> Served {
+        Served::start_program(Path::new(kubedf_bin()), wrapper, env, args)
+    }
+
+    /// As [`Served::start_with`], running the kubedf binary at `bin` (e.g. a
+    /// release build given to a benchmark) instead of cargo's.
+    pub fn start_program(
+        bin: &Path,
+        wrapper: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Served {
         let mut command = match wrapper.split_first() {
-            None => Command::new(kubedf_bin()),
+            None => Command::new(bin),
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(kubedf_bin());
+                c.args(rest).arg(bin);
                 c
             }
         };
