@@ -60,6 +60,9 @@ const WALK_RETRY: Duration = Duration::from_secs(5);
 /// table is republished at most this often (a scrape reads it every 15 s or
 /// so), so a node with thousands of parts does not republish per result.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Walks and stats in flight at once, as for the volume sampler: parts due
+/// together would otherwise each take a blocking thread at once.
+const IN_FLIGHT: usize = 8;
 
 /// One du-method measurement of a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -113,6 +116,8 @@ pub struct PodSampler {
     /// When the runtime is asked next (one key).
     cri_calls: Scheduler<(), ()>,
     walks: Scheduler<Key, PathBuf>,
+    /// Walks and stats started whose result has not come back.
+    in_flight: usize,
     pods_version: Option<u64>,
     /// Something in the table changed since it was last published.
     dirty: bool,
@@ -156,6 +161,7 @@ impl PodSampler {
             containers: None,
             cri_calls,
             walks,
+            in_flight: 0,
             pods_version: None,
             dirty: true,
             published_at: None,
@@ -216,9 +222,12 @@ impl PodSampler {
         // Everything was due at once; retries come 5 s or more after a
         // failure, so this waits only for the first walks.
         let deadline = Instant::now() + self.cfg.walk_budget + self.cfg.timeout * 3;
-        while self.walks.in_flight() > 0 {
+        while self.in_flight > 0 {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(done)) => self.apply(done, Instant::now()),
+                Ok(Some(done)) => {
+                    self.apply(done, Instant::now());
+                    self.start_due(Instant::now());
+                }
                 _ => break,
             }
         }
@@ -231,7 +240,11 @@ impl PodSampler {
         loop {
             self.reconcile().await;
             let publish_at = self.publish(&handle, Instant::now());
-            let next = [self.walks.next_wake(), self.cri_calls.next_wake(), publish_at]
+            // With every slot taken, what is due waits for a result.
+            let walks = (self.in_flight < IN_FLIGHT)
+                .then(|| self.walks.next_wake())
+                .flatten();
+            let next = [walks, self.cri_calls.next_wake(), publish_at]
                 .into_iter()
                 .flatten()
                 .min();
@@ -407,7 +420,11 @@ impl PodSampler {
     }
 
     fn start_due(&mut self, now: Instant) {
-        for due in self.walks.drain_due(now) {
+        while self.in_flight < IN_FLIGHT {
+            let Some(due) = self.walks.pop_due(now) else {
+                return;
+            };
+            self.in_flight += 1;
             let tx = self.tx.clone();
             let (key, ticket, path) = (due.key, due.ticket, due.plan);
             match &key.1 {
@@ -441,6 +458,7 @@ impl PodSampler {
     }
 
     fn apply(&mut self, done: Done, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
         let outcome = match &done.result {
             Some(Err(_)) => Outcome::Failed,
             _ => Outcome::Done,

@@ -67,6 +67,11 @@ const MEASURE_RETRY: Duration = Duration::from_secs(5);
 /// PVC/PV GETs in flight at once, so a node with many new PVCs does not
 /// burst the API server.
 const LOOKUPS_IN_FLIGHT: usize = 8;
+/// Measurements in flight at once. Keys due together (the scheduler's slack
+/// gathers them) would otherwise each take a blocking thread at once, and
+/// the threads, kept between samples, would stay; a few at a time keeps the
+/// pool small. A hung mount does not hold a slot past its timeout.
+const MEASURES_IN_FLIGHT: usize = 8;
 
 struct Looked {
     key: Key,
@@ -97,6 +102,7 @@ pub struct VolumeSampler {
     lookups: Scheduler<Key, ()>,
     measures: Scheduler<Key, Target>,
     lookups_in_flight: usize,
+    measures_in_flight: usize,
     /// The pod set version the entries were last synced with.
     pods_version: Option<u64>,
     /// The table's rows or source changed since it was last published.
@@ -151,6 +157,7 @@ impl VolumeSampler {
             lookups,
             measures,
             lookups_in_flight: 0,
+            measures_in_flight: 0,
             pods_version: None,
             membership_changed: true,
             readings_changed: false,
@@ -202,7 +209,7 @@ impl VolumeSampler {
             let now = Instant::now();
             self.start_lookups(now);
             self.start_measurements(now);
-            if self.lookups_in_flight == 0 && self.measures.in_flight() == 0 {
+            if self.lookups_in_flight == 0 && self.measures_in_flight == 0 {
                 break;
             }
             tokio::select! {
@@ -224,10 +231,15 @@ impl VolumeSampler {
             self.start_lookups(now);
             self.start_measurements(now);
             self.publish(&board);
-            let next = [self.lookups.next_wake(), self.measures.next_wake()]
-                .into_iter()
-                .flatten()
-                .min();
+            // With every slot taken, what is due waits for a result, not a
+            // timer (a timer already past would spin the loop).
+            let lookups = (self.lookups_in_flight < LOOKUPS_IN_FLIGHT)
+                .then(|| self.lookups.next_wake())
+                .flatten();
+            let measures = (self.measures_in_flight < MEASURES_IN_FLIGHT)
+                .then(|| self.measures.next_wake())
+                .flatten();
+            let next = [lookups, measures].into_iter().flatten().min();
             tokio::select! {
                 _ = sleep_until(next) => {}
                 changed = self.events.changed() => {
@@ -429,7 +441,11 @@ impl VolumeSampler {
     }
 
     fn start_measurements(&mut self, now: Instant) {
-        for due in self.measures.drain_due(now) {
+        while self.measures_in_flight < MEASURES_IN_FLIGHT {
+            let Some(due) = self.measures.pop_due(now) else {
+                return;
+            };
+            self.measures_in_flight += 1;
             let measurer = Arc::clone(&self.measurer);
             let tx = self.measured_tx.clone();
             tokio::spawn(async move {
@@ -444,6 +460,7 @@ impl VolumeSampler {
     }
 
     fn apply_measurement(&mut self, done: Measured, now: Instant) {
+        self.measures_in_flight = self.measures_in_flight.saturating_sub(1);
         let outcome = if done.result.is_ok() {
             Outcome::Done
         } else {
