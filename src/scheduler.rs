@@ -306,7 +306,11 @@ mod tests {
         }
         assert_eq!(s.next_due(), Some(t0));
         let wake = s.next_wake().unwrap();
-        assert_eq!(wake, t0 + Duration::from_secs(1), "the first deadline plus the slack");
+        assert_eq!(
+            wake,
+            t0 + Duration::from_secs(1),
+            "the first deadline plus the slack"
+        );
         // One wake takes the three due within the slack; the fourth waits.
         let taken: Vec<_> = s.drain_due(wake).into_iter().map(|d| d.key).collect();
         assert_eq!(taken, ["a", "b", "c"]);

@@ -22,11 +22,11 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::model::PodVolumes;
+use crate::model::SourceStatus;
 use crate::model::pod::{
     ContainerRow, EphemeralVolumeRow, Failure, Measured, PodRow, PodTable, Reason, Usage,
 };
 use crate::model::snapshot::SnapshotHandle;
-use crate::model::{SourceId, SourceStatus};
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::cri::{CriClient, RunningContainer};
 use crate::sources::host_path;
@@ -173,17 +173,7 @@ impl PodSampler {
 
     /// The Kubernetes API as a source.
     fn source(&self) -> SourceStatus {
-        let api = self.kube.health();
-        let error = api
-            .error
-            .or_else(|| (!api.synced).then(|| "the first list of pods has not arrived".to_owned()));
-        SourceStatus {
-            source: SourceId::Kubernetes,
-            up: error.is_none(),
-            last_success: api.last_success,
-            duration: None,
-            error,
-        }
+        self.kube.source_status()
     }
 
     /// The table as it stands: the rows of pods that changed are built

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::kubelet::quantity::parse_quantity;
-use crate::model::{PodVolumes, PvInfo, PvSource, VolumeMode};
+use crate::model::{PodVolumes, PvInfo, PvSource, SourceId, SourceStatus, VolumeMode};
 
 #[derive(Debug, Error)]
 pub enum KubeError {
@@ -368,6 +368,22 @@ impl Kube {
         let mut pods: Vec<&(u64, PodVolumes)> = state.pods.values().collect();
         pods.sort_by_key(|(seq, _)| *seq);
         pods.into_iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// The API as the `kubernetes` source: up once the first list of pods
+    /// arrived and while the watch answers.
+    pub fn source_status(&self) -> SourceStatus {
+        let api = self.health();
+        let error = api
+            .error
+            .or_else(|| (!api.synced).then(|| "the first list of pods has not arrived".to_owned()));
+        SourceStatus {
+            source: SourceId::Kubernetes,
+            up: error.is_none(),
+            last_success: api.last_success,
+            duration: None,
+            error,
+        }
     }
 
     pub fn health(&self) -> ApiHealth {

@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
-    ClaimRef, FsUsage, Method, PvInfo, Reading, Reason, SourceId, SourceStatus, VolumeError,
-    VolumeRow, VolumeTable,
+    ClaimRef, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeError, VolumeRow,
+    VolumeTable,
 };
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::host_path;
@@ -171,17 +171,7 @@ impl VolumeSampler {
 
     /// The Kubernetes API as a source.
     fn source(&self) -> SourceStatus {
-        let api = self.kube.health();
-        let error = api
-            .error
-            .or_else(|| (!api.synced).then(|| "the first list of pods has not arrived".to_owned()));
-        SourceStatus {
-            source: SourceId::Kubernetes,
-            up: error.is_none(),
-            last_success: api.last_success,
-            duration: None,
-            error,
-        }
+        self.kube.source_status()
     }
 
     /// The table as it stands (its rows are shared, not copied).
