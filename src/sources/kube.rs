@@ -103,33 +103,68 @@ pub fn pod_volumes(pod: &Pod) -> Result<PodVolumes, String> {
 /// other pod of the node stale, and kube's client would log the whole list
 /// body on each attempt. Decoded this way, the bad pod fails alone, with an
 /// error naming it and the field.
+///
+/// Only what kubedf uses is kept: the few fields of [`PodVolumes`] and four
+/// of metadata. The whole `Pod` (and its JSON) lives only while one pod is
+/// decoded, not for a whole list page: kube's watcher holds a page's items
+/// until it has handed them all out, and at 1,000 pods whole `Pod`s were
+/// most of kubedf's peak heap (heaptrack).
 #[derive(Clone, Debug)]
 pub struct WatchedPod {
-    /// What could be read of its metadata (the watcher needs the
-    /// resourceVersion, and a deletion the uid).
+    /// Name, namespace, uid and resourceVersion, as far as they could be
+    /// read (the watcher needs the resourceVersion, a deletion the uid).
     metadata: ObjectMeta,
-    pod: Result<Box<Pod>, String>,
+    pod: Result<PodVolumes, Unusable>,
+}
+
+/// Why a pod from the API is left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// It does not decode as a pod: the message names it and the field.
+    Invalid(String),
+    /// It decodes, but lacks a field kubedf needs.
+    Incomplete(String),
+}
+
+impl Unusable {
+    pub fn message(&self) -> &str {
+        match self {
+            Unusable::Invalid(m) | Unusable::Incomplete(m) => m,
+        }
+    }
 }
 
 impl WatchedPod {
     pub fn from_value(value: serde_json::Value) -> WatchedPod {
-        let metadata = value.get("metadata").map(lenient_meta).unwrap_or_default();
-        let pod = serde_path_to_error::deserialize::<_, Pod>(value)
-            .map(Box::new)
-            .map_err(|e| {
+        let read = value.get("metadata").map(lenient_meta).unwrap_or_default();
+        let metadata = ObjectMeta {
+            name: read.name,
+            namespace: read.namespace,
+            uid: read.uid,
+            resource_version: read.resource_version,
+            ..ObjectMeta::default()
+        };
+        let pod = match serde_path_to_error::deserialize::<_, Pod>(value) {
+            Ok(pod) => pod_volumes(&pod).map_err(Unusable::Incomplete),
+            Err(e) => {
                 let shown = match (&metadata.namespace, &metadata.name) {
                     (Some(ns), Some(name)) => format!("{ns}/{name}"),
                     (None, Some(name)) => name.clone(),
                     _ => "without metadata.name".into(),
                 };
-                format!("pod {shown}: {}: {}", e.path(), e.inner())
-            });
+                Err(Unusable::Invalid(format!(
+                    "pod {shown}: {}: {}",
+                    e.path(),
+                    e.inner()
+                )))
+            }
+        };
         WatchedPod { metadata, pod }
     }
 
-    /// The decoded pod, or the error naming it and the bad field.
-    pub fn pod(&self) -> Result<&Pod, &str> {
-        self.pod.as_deref().map_err(String::as_str)
+    /// What kubedf keeps of the pod, or why it is left out.
+    pub fn volumes(&self) -> Result<&PodVolumes, &Unusable> {
+        self.pod.as_ref()
     }
 }
 
@@ -460,23 +495,21 @@ impl Kube {
             state.succeeded();
             state.version += 1;
         }
-        let convert = |pod: &WatchedPod| match pod.pod() {
-            Err(e) => {
+        let convert = |pod: WatchedPod| match pod.pod {
+            Ok(p) => Some(p),
+            Err(Unusable::Invalid(e)) => {
                 warn!(error = %e, "ignoring a pod the API returned that is not a valid pod");
                 None
             }
-            Ok(pod) => match pod_volumes(pod) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    warn!(error = %e, "ignoring a pod the API returned without a required field");
-                    None
-                }
-            },
+            Err(Unusable::Incomplete(e)) => {
+                warn!(error = %e, "ignoring a pod the API returned without a required field");
+                None
+            }
         };
         match event {
             watcher::Event::Init => state.relist = Some(Vec::new()),
             watcher::Event::InitApply(pod) => {
-                if let Some(p) = convert(&pod) {
+                if let Some(p) = convert(pod) {
                     state.relist.get_or_insert_with(Vec::new).push(p);
                 }
             }
@@ -491,7 +524,7 @@ impl Kube {
                 state.synced = true;
             }
             watcher::Event::Apply(pod) => {
-                if let Some(p) = convert(&pod) {
+                if let Some(p) = convert(pod) {
                     state.upsert(p);
                 }
             }
@@ -595,9 +628,9 @@ mod tests {
             "items": [good, bad]
         }))
         .unwrap();
-        let v = pod_volumes(list.items[0].pod().unwrap()).unwrap();
+        let v = list.items[0].volumes().unwrap();
         assert_eq!(v.claims, vec!["data-web-0"]);
-        let e = list.items[1].pod().unwrap_err();
+        let e = list.items[1].volumes().unwrap_err().message();
         assert!(
             e.contains("pod shop/web-1") && e.contains("spec.volumes"),
             "{e}"
@@ -608,7 +641,8 @@ mod tests {
             "metadata": {"name": "x", "namespace": "ns", "uid": "u-3",
                          "resourceVersion": "8", "labels": ["a"]},
         }));
-        assert!(p.pod().unwrap_err().contains("metadata.labels"));
+        let e = p.volumes().unwrap_err();
+        assert!(matches!(e, Unusable::Invalid(_)) && e.message().contains("metadata.labels"));
         assert_eq!(p.metadata.uid.as_deref(), Some("u-3"));
         assert_eq!(p.metadata.resource_version.as_deref(), Some("8"));
     }
