@@ -588,6 +588,22 @@ fn real_containers_rootfs_logs_and_kubelets_sum() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    // And settled: containerd refreshes its usage figures every second, and
+    // runc adds mount-point files to a layer just after a container starts,
+    // so a figure read by kubedf and one read by the test later can differ
+    // while a layer still changes. Both are compared once two answers 2.5 s
+    // apart agree.
+    let both = || (layer(&app.id), layer(&idle.id));
+    let mut last = both();
+    loop {
+        std::thread::sleep(Duration::from_millis(2500));
+        let now = both();
+        if now == last {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writable layers never settled");
+        last = now;
+    }
 
     let socket = format!("unix://{}", containerd.socket().display());
     let served = node.serve(&kube, &socket);
