@@ -283,6 +283,7 @@ impl PodSampler {
     /// Asks the runtime when that is due, brings the entries in line with
     /// the running pods and their containers, starts the due walks.
     async fn reconcile(&mut self) {
+        let mut resync = false;
         if let Some(due) = self.cri_calls.pop_due(Instant::now()) {
             let answer = self
                 .cri
@@ -317,12 +318,16 @@ impl PodSampler {
                     _ => self.entries.values_mut().for_each(|e| e.row = None),
                 }
                 self.containers = Some(answer);
-                self.sync(Instant::now());
+                resync = true;
             }
         }
         let version = self.kube.version();
         if self.pods_version != Some(version) {
             self.pods_version = Some(version);
+            resync = true;
+        }
+        // Once, whether the containers, the pods or both changed.
+        if resync {
             self.sync(Instant::now());
         }
         self.start_due(Instant::now());
