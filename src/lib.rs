@@ -32,7 +32,7 @@
 //! - [`yaml`]: configuration files into typed settings, errors naming the field.
 //! - [`cli`], [`app`]: the command line and the wiring of the above.
 
-// `deny`, not `forbid`: the one exception is `heap::trim`, a call into
+// `deny`, not `forbid`: the one exception is `heap::glibc`, the calls into
 // glibc's allocator, allowed where it stands with its SAFETY comment.
 #![deny(unsafe_code)]
 
