@@ -51,6 +51,8 @@ const MAX_BLOCKING_THREADS: usize = 32;
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(180);
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
+    // Before any thread starts: see heap::configure.
+    kubedf::heap::configure();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .max_blocking_threads(MAX_BLOCKING_THREADS)
@@ -128,6 +130,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             if let Some(p) = pods {
                 tokio::spawn(p.run(Arc::clone(&board), stop_rx.clone()));
             }
+            tokio::spawn(kubedf::heap::run(kubedf::heap::QUIET, stop_rx.clone()));
             let web = match &args.web_config_file {
                 None => WebConfig::plain(),
                 Some(path) => WebConfig::load(path).context("--web.config.file")?,

@@ -522,6 +522,9 @@ impl Kube {
                     state.upsert(p);
                 }
                 state.synced = true;
+                // The list's buffers (its response, whole, and each pod's
+                // JSON) are freed by now.
+                crate::heap::after_peak();
             }
             watcher::Event::Apply(pod) => {
                 if let Some(p) = convert(pod) {
