@@ -97,7 +97,12 @@ fn label_values_and_help_are_escaped_per_format() {
             ),
             "{format:?}: {text}"
         );
-        if have_tool("promtool") && format == Format::Text {
+        if format == Format::Text
+            && prerequisites(
+                "label_values_and_help_are_escaped_per_format (promtool)",
+                need_tools(&["promtool"]),
+            )
+        {
             promtool_check(&text).unwrap();
         }
     }
@@ -338,9 +343,7 @@ fn zero_capacity_is_reported_as_a_failure_not_a_division() {
 fn golden_exposition_passes_promtool() {
     if !prerequisites(
         "golden_exposition_passes_promtool",
-        (!have_tool("promtool")).then(|| {
-            "`promtool` is not installed (the README's test command installs it)".to_owned()
-        }),
+        need_tools(&["promtool"]),
     ) {
         return;
     }

@@ -115,11 +115,7 @@ fn use_percent(used: u64, capacity: u64) -> String {
 #[test]
 fn the_landing_page_shows_the_node_in_chromium() {
     let test = "the_landing_page_shows_the_node_in_chromium";
-    if !prerequisites(
-        test,
-        (!have_tool("chromium"))
-            .then(|| "`chromium` is not installed (the README's test command installs it)".into()),
-    ) {
+    if !prerequisites(test, need_tools(&["chromium"])) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

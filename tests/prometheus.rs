@@ -611,13 +611,7 @@ fn first_accept_header(listener: &TcpListener, limit: Duration) -> String {
 #[test]
 fn scrapers_get_the_format_they_ask_for() {
     let test = "scrapers_get_the_format_they_ask_for";
-    if !prerequisites(
-        test,
-        ["prometheus", "promtool", "curl"]
-            .into_iter()
-            .find(|t| !have_tool(t))
-            .map(|t| format!("`{t}` is not installed (the README's test command installs it)")),
-    ) {
+    if !prerequisites(test, need_tools(&["prometheus", "promtool", "curl"])) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -415,12 +415,6 @@ fn cri_up(text: &str) -> bool {
     cri_state(text) == (Some("1".into()), Some("1".into()), true)
 }
 
-/// The unlabelled sample `name`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// The web config writer's thread. Dropped before `Served` (declared after
 /// it), it is stopped and joined even when the test fails, so that it never
 /// signals a kubedf that is gone (whose PID may be another process's by then).
@@ -621,7 +615,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         claim_series(t, &keeper.claim) && cri_up(t)
     });
     assert_eq!(
-        sample(&first, "kubedf_web_config_reloads_failed_total"),
+        number(&first, "kubedf_web_config_reloads_failed_total", &[]),
         Some(0.0)
     );
 
@@ -712,7 +706,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
     let rewrites = writer.finish();
     // Scrapes went on while the writer finished its last rewrite.
     let text = s.scrape();
-    let failed = sample(&text, "kubedf_web_config_reloads_failed_total").unwrap_or(0.0) as u64;
+    let failed = number(&text, "kubedf_web_config_reloads_failed_total", &[]).unwrap_or(0.0) as u64;
     let logged_refusals = served.log_text().matches("web config not reloaded").count() as u64;
     let base = baseline.unwrap_or(end);
     let written: u64 = rewrites.written.values().sum();

@@ -21,13 +21,7 @@ fn write_config(path: &Path, text: &str) {
 #[test]
 fn tls_client_certificates_and_basic_auth() {
     let test = "tls_client_certificates_and_basic_auth";
-    if !prerequisites(
-        test,
-        ["openssl", "curl"]
-            .iter()
-            .find(|t| !have_tool(t))
-            .map(|t| format!("`{t}` is not installed")),
-    ) {
+    if !tls_tools(test) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -195,13 +189,7 @@ fn make_self_signed_ca_client(dir: &Path) {
 }
 
 fn tls_tools(test: &str) -> bool {
-    prerequisites(
-        test,
-        ["openssl", "curl"]
-            .iter()
-            .find(|t| !have_tool(t))
-            .map(|t| format!("`{t}` is not installed")),
-    )
+    prerequisites(test, need_tools(&["openssl", "curl"]))
 }
 
 fn base_args(d: &Path, config: &Path) -> Vec<String> {
@@ -219,12 +207,6 @@ fn start(d: &Path, config: &Path, env: &[(&str, &str)]) -> Served {
     let args = base_args(d, config);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     kubedf!().serve_with(&[], env, &args)
-}
-
-/// The value of an unlabelled sample in an exposition.
-fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Rewrites the config as config management and editors do: in place, so
@@ -280,11 +262,11 @@ fn a_reload_never_turns_tls_off_or_drops_basic_auth() {
     let (_, status, body) = curl(d, &https, &creds);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        sample(&body, "kubedf_web_config_last_reload_successful"),
+        number(&body, "kubedf_web_config_last_reload_successful", &[]),
         Some(1.0)
     );
     assert_eq!(
-        sample(&body, "kubedf_web_config_reloads_failed_total"),
+        number(&body, "kubedf_web_config_reloads_failed_total", &[]),
         Some(0.0)
     );
 
@@ -318,12 +300,12 @@ fn a_reload_never_turns_tls_off_or_drops_basic_auth() {
         let (_, status, body) = curl(d, &https, &creds);
         assert_eq!(status, 200, "{text:?}");
         assert_eq!(
-            sample(&body, "kubedf_web_config_last_reload_successful"),
+            number(&body, "kubedf_web_config_last_reload_successful", &[]),
             Some(0.0),
             "{text:?}"
         );
         assert!(
-            sample(&body, "kubedf_web_config_reloads_failed_total") >= Some((i + 1) as f64),
+            number(&body, "kubedf_web_config_reloads_failed_total", &[]) >= Some((i + 1) as f64),
             "{text:?}: {body}"
         );
         // And back, so that the next case is a change again.
@@ -333,7 +315,7 @@ fn a_reload_never_turns_tls_off_or_drops_basic_auth() {
     }
     let (_, _, body) = curl(d, &https, &creds);
     assert_eq!(
-        sample(&body, "kubedf_web_config_last_reload_successful"),
+        number(&body, "kubedf_web_config_last_reload_successful", &[]),
         Some(1.0)
     );
 }

@@ -90,6 +90,11 @@ pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<String> 
     found.into_iter().next().map(|l| l.value)
 }
 
+/// [`value`] as a number; None also when it does not parse.
+pub fn number(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    value(text, name, labels).and_then(|v| v.parse().ok())
+}
+
 pub fn has_family(text: &str, name: &str) -> bool {
     samples(text).iter().any(|l| l.name == name)
 }

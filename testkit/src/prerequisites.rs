@@ -25,10 +25,18 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub fn have_tool(tool: &str) -> bool {
+fn have_tool(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false)
+}
+
+/// The given tools in PATH, or a reason.
+pub fn need_tools(tools: &[&str]) -> Option<String> {
+    tools
+        .iter()
+        .find(|t| !have_tool(t))
+        .map(|t| format!("`{t}` is not installed (the README's test command installs it)"))
 }
 
 /// Root and the given tools, or a reason.
@@ -36,8 +44,5 @@ pub fn need_root_and(tools: &[&str]) -> Option<String> {
     if !is_root() {
         return Some("needs root (mounts filesystems)".into());
     }
-    tools
-        .iter()
-        .find(|t| !have_tool(t))
-        .map(|t| format!("`{t}` is not installed (the README's test command installs it)"))
+    need_tools(tools)
 }
