@@ -7,6 +7,7 @@ pub mod cri;
 pub mod inflight;
 pub mod kube;
 pub mod mounts;
+pub mod pod_spec;
 pub mod procfs;
 pub mod statfs;
 pub mod walk;
