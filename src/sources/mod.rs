@@ -6,6 +6,7 @@ pub mod block;
 pub mod cri;
 pub mod inflight;
 pub mod kube;
+pub mod lane;
 pub mod mounts;
 pub mod pod_spec;
 pub mod procfs;
