@@ -25,22 +25,26 @@ WORKDIR /src
 # Bench, test and example targets are dropped from this stage's copy of
 # Cargo.toml, because their files are not here yet and cargo refuses a
 # manifest that names missing targets; dependencies are the same without them.
+# The workspace's other member, the tests' support library testkit/, needs
+# its manifest (and a stub source) for cargo to load the workspace; only the
+# kubedf package is built (`-p kubedf`), so nothing of the tests is.
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY testkit/Cargo.toml ./testkit/
 COPY proto ./proto
 RUN awk '/^\[/ { skip = /^\[\[(bench|test|example)\]\]/ } !skip' Cargo.toml > Cargo.stub.toml \
     && mv Cargo.stub.toml Cargo.toml \
-    && mkdir src \
+    && mkdir src testkit/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked \
-    && rm -rf src
+    && touch src/lib.rs testkit/src/lib.rs \
+    && cargo build --release --locked -p kubedf \
+    && rm -rf src testkit/src
 
 # The real manifest and sources (.dockerignore keeps target/ and .git out).
 # COPY keeps the context's mtimes, which may be older than the stub build's
 # outputs: touch the crate roots so cargo rebuilds the kubedf crate.
 COPY . .
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked -p kubedf \
     && cp target/release/kubedf /kubedf
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -6,9 +6,9 @@
 //! ```
 //!
 //! As root. It builds a node under a fresh `/tmp/kubedf-podbench.*` dir:
-//! - a real containerd (tests/support/containerd.rs) running PODS pods of
+//! - a real containerd (testkit/src/containerd.rs) running PODS pods of
 //!   CONTAINERS busybox-static containers each, through the CRI as kubelet
-//!   runs them (tests/support/cri.rs: kubelet's labels, log dirs under
+//!   runs them (testkit/src/cri.rs: kubelet's labels, log dirs under
 //!   podLogsDir, `<root>/pods/<uid>/etc-hosts`). Each container writes
 //!   LOG_BYTES to stdout, then sleeps;
 //! - one emptyDir of FILES one-byte files per pod, at kubelet's path
@@ -36,9 +36,6 @@
 //! containerd have died first) and unmounts whatever is still mounted under
 //! it. Under `cargo test` (no `--bench` argument) it only says so and exits.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,10 +48,10 @@ use nix::mount::MntFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use support::containerd::{Containerd, Image, unescape_mountinfo};
-use support::cri::{ContainerSpec, Cri, Pod, PodSpec, Started};
-use support::fake_kube::{self, FakeKube};
-use support::{Line, Served, samples};
+use testkit::containerd::{Containerd, Image, unescape_mountinfo};
+use testkit::cri::{ContainerSpec, Cri, Pod, PodSpec, Started};
+use testkit::fake_kube::{self, FakeKube};
+use testkit::{Kubedf, Line, Served, samples};
 
 const NODE: &str = "node-1";
 const NS: &str = "bench";
@@ -206,14 +203,14 @@ fn run(args: &Args) -> Result<(), String> {
     let bin = args
         .bin
         .clone()
-        .unwrap_or_else(|| PathBuf::from(support::kubedf_bin()));
+        .unwrap_or_else(|| testkit::kubedf!().path().to_path_buf());
     if !bin.is_file() {
         return Err(format!(
             "kubedf binary {} is missing (cargo build --release --bin kubedf)",
             bin.display()
         ));
     }
-    if let Some(missing) = support::need_root_and(&[
+    if let Some(missing) = testkit::need_root_and(&[
         "containerd",
         "ctr",
         "runc",
@@ -287,7 +284,7 @@ fn run(args: &Args) -> Result<(), String> {
     let serve = |flag: &str| {
         let mut argv = common.to_vec();
         argv.push(flag);
-        Served::start_program(&bin, &[], &[], &argv)
+        Kubedf::at(&bin).serve(&argv)
     };
     let t = Instant::now();
     let mut on = serve("--collector.pod_storage");
@@ -844,7 +841,7 @@ fn check_on(
             log_dir.display()
         ));
     }
-    let filter = support::cri::proto::ContainerStatsFilter {
+    let filter = testkit::cri::proto::ContainerStatsFilter {
         label_selector: [
             ("io.kubernetes.pod.uid".to_owned(), p.uid.clone()),
             ("io.kubernetes.container.name".to_owned(), c0.clone()),

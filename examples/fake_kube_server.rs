@@ -22,11 +22,6 @@
 //!   `{"node": .., "volumes": [{"namespace", "pod", "pod_uid", "claim", "pv",
 //!   "path": "pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount"}]}`.
 
-// The tests use the rest of the fake server; what nothing uses is deleted.
-#[allow(dead_code)]
-#[path = "../tests/support/fake_kube.rs"]
-mod fake_kube;
-
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -34,6 +29,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use serde_json::{Value, json};
+use testkit::fake_kube;
 
 #[derive(Parser, Debug)]
 #[command(about = "The fake Kubernetes API server of kubedf's tests, as a process")]

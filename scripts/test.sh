@@ -54,7 +54,9 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo build --examples --locked
 # tests/image.rs packages the release binary into kubedf's image, as the
 # Dockerfile does.
-cargo build --release --locked --bin kubedf
+# Only the kubedf package (-p): the binary then has the features the
+# Dockerfile's build gives it, not those the testkit's dependencies would add.
+cargo build --release --locked -p kubedf --bin kubedf
 export KUBEDF_IMAGE_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/release/kubedf"
 cargo test --all-targets --locked
 # A smoke run of the benchmark harness (small N, under a minute), so that it

@@ -6,13 +6,11 @@
 //! deploy`, and kubeletCompat against deploy/ with its kubelet-compat
 //! component. Each values file must change exactly what it is for.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use support::manifests::{self, *};
+use testkit::manifests::{self, *};
 
 /// Labels only Helm adds (chart version, release bookkeeping); every other
 /// field of every object must be equal to deploy/'s.

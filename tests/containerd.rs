@@ -2,15 +2,13 @@
 //! with its root on a tmpfs of known size: imagefs figures, the HTTP server,
 //! and a runtime that starts late and then dies.
 
-mod support;
-
 use std::io::Read as _;
 use std::path::Path;
 use std::time::Duration;
 
 use kubedf::sources::cri::CriClient;
-use support::containerd::Containerd;
-use support::*;
+use testkit::containerd::Containerd;
+use testkit::*;
 
 const TOOLS: &[&str] = &["containerd", "ctr", "promtool"];
 
@@ -47,13 +45,13 @@ fn imagefs_equals_the_runtime_and_statfs() {
         .expect("import image");
     let socket = format!("unix://{}", containerd.socket().display());
     let root = kubelet_root.path.to_str().expect("utf-8").to_owned();
-    let served = Served::start(&[
+    let served = kubedf!().serve(&[
         "--cri.endpoint",
         &socket,
         "--kubelet.root-dir",
         &root,
         "--kubelet.config",
-        "/nonexistent/config.yaml",
+        NO_KUBELET_CONFIG,
         "--sample-interval",
         "500ms",
     ]);
@@ -218,7 +216,7 @@ fn a_late_runtime_appears_and_a_dead_one_disappears() {
     let socket = format!("unix://{}", base.join("containerd.sock").display());
     let root = dir.path().join("kubelet");
     std::fs::create_dir_all(&root).expect("mkdir");
-    let mut served = Served::start(&[
+    let mut served = kubedf!().serve(&[
         "--cri.endpoint",
         &socket,
         "--kubelet.root-dir",
@@ -312,7 +310,7 @@ fn df_against_containerd() {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "evictionHard:\n  imagefs.available: 20%\n").expect("write config");
     let socket = format!("unix://{}", containerd.socket().display());
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "df",
         "--cri.endpoint",
         &socket,

@@ -7,14 +7,12 @@
 //! `promtool check rules` and `promtool test rules`. A missing tool fails the
 //! test under `CI=true` and skips it elsewhere.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::manifests::{
+use testkit::manifests::{
     NAMESPACE, assert_success, by_name, kind, kustomize, name, root, run, strs, the,
 };
 
@@ -241,7 +239,7 @@ fn kustomize_renders_the_expected_objects() {
 fn rendered_objects_pass_kubernetes_validate() {
     let test = "rendered_objects_pass_kubernetes_validate";
     let Some(objs) = render(test) else { return };
-    let Some(checked) = support::manifests::kubernetes_validate(test, "deploy/", &objs) else {
+    let Some(checked) = testkit::manifests::kubernetes_validate(test, "deploy/", &objs) else {
         return;
     };
     assert_eq!(checked, 6, "six built-in objects");

@@ -1,8 +1,6 @@
 //! The exposition: a golden file for a fixed snapshot, `kubedf metrics` on a
 //! tmpfs of known size, and what happens on bad input.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -10,7 +8,7 @@ use std::time::SystemTime;
 use kubedf::exposition::Format;
 use kubedf::model::Snapshot;
 use kubedf::registry::Registry;
-use support::*;
+use testkit::*;
 
 /// The golden node, shared with benches/render.rs.
 fn fixed_snapshot() -> Snapshot {
@@ -99,7 +97,12 @@ fn label_values_and_help_are_escaped_per_format() {
             ),
             "{format:?}: {text}"
         );
-        if have_tool("promtool") && format == Format::Text {
+        if format == Format::Text
+            && prerequisites(
+                "label_values_and_help_are_escaped_per_format (promtool)",
+                need_tools(&["promtool"]),
+            )
+        {
             promtool_check(&text).unwrap();
         }
     }
@@ -340,9 +343,7 @@ fn zero_capacity_is_reported_as_a_failure_not_a_division() {
 fn golden_exposition_passes_promtool() {
     if !prerequisites(
         "golden_exposition_passes_promtool",
-        (!have_tool("promtool")).then(|| {
-            "`promtool` is not installed (the README's test command installs it)".to_owned()
-        }),
+        need_tools(&["promtool"]),
     ) {
         return;
     }
@@ -413,7 +414,7 @@ fn df_survives_odd_figures() {
 fn df_says_each_error_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = "/nonexistent/kubedf/df-once.sock";
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "df",
         "--kubelet.root-dir",
         dir.path().to_str().expect("utf-8"),
@@ -441,14 +442,14 @@ fn metrics_on_a_tmpfs_kubelet_root_equals_its_statfs() {
         std::fs::create_dir(tmpfs.path.join(format!("d{i}"))).expect("mkdir");
     }
     let root_str = root.to_str().expect("utf-8 path");
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "metrics",
         "--kubelet.root-dir",
         root_str,
         "--kubelet.config",
-        "/nonexistent/config.yaml",
+        NO_KUBELET_CONFIG,
         "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
+        NO_RUNTIME,
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -479,14 +480,14 @@ fn metrics_on_a_tmpfs_kubelet_root_equals_its_statfs() {
 
 #[test]
 fn metrics_exits_non_zero_only_when_nothing_was_collected() {
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "metrics",
         "--kubelet.root-dir",
         "/nonexistent/kubelet",
         "--path.procfs",
         "/nonexistent/proc",
         "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
+        NO_RUNTIME,
     ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -514,7 +515,7 @@ fn a_bad_kubelet_config_is_a_startup_error_naming_file_and_field() {
         "kind: KubeletConfiguration\nevictionHard:\n  nodefs.available: plenty\n",
     )
     .expect("write");
-    let out = run_kubedf(&["metrics", "--kubelet.config", file.to_str().expect("utf-8")]);
+    let out = kubedf!().run(&["metrics", "--kubelet.config", file.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(file.to_str().expect("utf-8")), "{stderr}");
@@ -525,17 +526,17 @@ fn a_bad_kubelet_config_is_a_startup_error_naming_file_and_field() {
     );
 
     std::fs::write(&file, "imageGCHighThresholdPercent: [90]\n").expect("write");
-    let out = run_kubedf(&["df", "--kubelet.config", file.to_str().expect("utf-8")]);
+    let out = kubedf!().run(&["df", "--kubelet.config", file.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("imageGCHighThresholdPercent"));
 }
 
 #[test]
 fn bad_flags_are_refused() {
-    let out = run_kubedf(&["metrics", "--cri.endpoint", "tcp://127.0.0.1:1"]);
+    let out = kubedf!().run(&["metrics", "--cri.endpoint", "tcp://127.0.0.1:1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cri.endpoint"));
-    let out = run_kubedf(&["metrics", "--no-collector.nonesuch"]);
+    let out = kubedf!().run(&["metrics", "--no-collector.nonesuch"]);
     assert!(!out.status.success());
 }
 

@@ -1,17 +1,15 @@
 //! Real containers under a real containerd (Debian's package, private socket),
-//! run through the CRI as kubelet runs them (tests/support/cri.rs), from
+//! run through the CRI as kubelet runs them (testkit/src/cri.rs), from
 //! images the tests assemble themselves from Debian's `busybox-static`.
-
-mod support;
 
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::containerd::{Containerd, Image};
-use support::cri::{ContainerSpec, Cri, PodSpec, proto};
-use support::*;
+use testkit::containerd::{Containerd, Image};
+use testkit::cri::{ContainerSpec, Cri, PodSpec, proto};
+use testkit::*;
 
 const TOOLS: &[&str] = &[
     "containerd",
@@ -234,12 +232,13 @@ fn image_binary() -> std::path::PathBuf {
         Ok("true"),
         "KUBEDF_IMAGE_BINARY must name the release binary under CI (scripts/test.sh sets it)"
     );
+    let test_build = kubedf!().path().to_path_buf();
     let _ = writeln!(
         std::io::stderr(),
         "image test: KUBEDF_IMAGE_BINARY unset; packaging the test build {}",
-        kubedf_bin()
+        test_build.display()
     );
-    kubedf_bin().into()
+    test_build
 }
 
 /// Debian's CA bundle (package ca-certificates), which the distroless base
@@ -398,7 +397,7 @@ impl Drop for HostRoot {
 struct Manifest {
     args: Vec<String>,
     env: Vec<(String, String)>,
-    security: support::cri::Security,
+    security: testkit::cri::Security,
     seccomp: Option<proto::security_profile::ProfileType>,
     /// (volume host path, container path, read-only, propagation)
     mounts: Vec<(String, String, bool, proto::MountPropagation)>,
@@ -436,7 +435,7 @@ fn manifest() -> Manifest {
     };
     let seccomp = profile(sc).or_else(|| profile(&pod["securityContext"]));
     assert_eq!(sc["privileged"], Value::Bool(false));
-    let security = support::cri::Security {
+    let security = testkit::cri::Security {
         run_as_user: sc["runAsUser"].as_i64(),
         run_as_group: sc["runAsGroup"].as_i64(),
         readonly_rootfs: sc["readOnlyRootFilesystem"] == Value::Bool(true),
@@ -511,7 +510,7 @@ fn manifest() -> Manifest {
 /// line taken away.
 struct Variant {
     name: &'static str,
-    security: support::cri::Security,
+    security: testkit::cri::Security,
     mounts: Vec<(String, String, bool, proto::MountPropagation)>,
     extra_args: Vec<String>,
 }
@@ -519,7 +518,7 @@ struct Variant {
 /// A kubedf container running in its own pod.
 struct Running {
     name: &'static str,
-    pod: support::cri::Pod,
+    pod: testkit::cri::Pod,
     log: std::path::PathBuf,
     port: u16,
 }
@@ -639,36 +638,36 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
         .expect("import kubedf image");
 
     // The API server's view: one pod on this node with the two PVCs.
-    let kube = support::fake_kube::FakeKube::start();
-    let uid = support::fake_kube::fake_uid("data-user");
-    kube.put_pod(support::fake_kube::pod(
+    let kube = testkit::fake_kube::FakeKube::start();
+    let uid = testkit::fake_kube::fake_uid("data-user");
+    kube.put_pod(testkit::fake_kube::pod(
         NS,
         "data-user",
         &uid,
         NODE,
         "Running",
         vec![
-            support::fake_kube::pvc_volume("private", "private"),
-            support::fake_kube::pvc_volume("late", "late"),
+            testkit::fake_kube::pvc_volume("private", "private"),
+            testkit::fake_kube::pvc_volume("late", "late"),
         ],
     ));
     for (claim, pv) in [
         (
             "private",
-            support::fake_kube::pv_host_path("pv-private", PRIVATE_PV_PATH, "1Gi"),
+            testkit::fake_kube::pv_host_path("pv-private", PRIVATE_PV_PATH, "1Gi"),
         ),
         (
             "late",
-            support::fake_kube::pv_csi(LATE_PV, "ebs.csi.aws.com", "vol-1", "24Mi", "Filesystem"),
+            testkit::fake_kube::pv_csi(LATE_PV, "ebs.csi.aws.com", "vol-1", "24Mi", "Filesystem"),
         ),
     ] {
-        let pvc = support::fake_kube::pvc(
+        let pvc = testkit::fake_kube::pvc(
             NS,
             claim,
             Some(pv["metadata"]["name"].as_str().unwrap()),
             "Bound",
         );
-        kube.put_pv(support::fake_kube::bind_pv(pv, &pvc));
+        kube.put_pv(testkit::fake_kube::bind_pv(pv, &pvc));
         kube.put_pvc(pvc);
     }
     let kubeconfig = dir.path().join("kubeconfig");
@@ -708,11 +707,11 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
             other => panic!("hostPath {other} is not mapped by this test"),
         }
     };
-    let without_cap = support::cri::Security {
+    let without_cap = testkit::cri::Security {
         add_capabilities: Vec::new(),
         ..m.security.clone()
     };
-    let image_user = support::cri::Security {
+    let image_user = testkit::cri::Security {
         run_as_user: None,
         run_as_group: None,
         ..m.security.clone()

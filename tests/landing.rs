@@ -3,14 +3,12 @@
 //! `kubedf serve` with a PVC from the fake API server, and guarded by the
 //! same basic auth as /metrics.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fake_kube::{self, FakeKube};
-use support::*;
+use testkit::fake_kube::{self, FakeKube};
+use testkit::*;
 
 const NODE: &str = "node-1";
 
@@ -117,11 +115,7 @@ fn use_percent(used: u64, capacity: u64) -> String {
 #[test]
 fn the_landing_page_shows_the_node_in_chromium() {
     let test = "the_landing_page_shows_the_node_in_chromium";
-    if !prerequisites(
-        test,
-        (!have_tool("chromium"))
-            .then(|| "`chromium` is not installed (the README's test command installs it)".into()),
-    ) {
+    if !prerequisites(test, need_tools(&["chromium"])) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -147,22 +141,15 @@ fn the_landing_page_shows_the_node_in_chromium() {
     kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let root = dir.path().join("kubelet");
     std::fs::create_dir_all(&root).expect("mkdir");
-    let served = Served::start(&[
-        "--node-name",
-        NODE,
-        "--kubeconfig",
-        kubeconfig.to_str().expect("utf-8"),
-        "--kubelet.root-dir",
-        root.to_str().expect("utf-8"),
-        "--kubelet.config",
-        "/nonexistent/config.yaml",
-        "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
-        "--sample-interval",
-        "500ms",
-        "--volume-stats-agg-period",
-        "300ms",
-    ]);
+    let served = kubedf!()
+        .on_node(NODE, &kubeconfig, &root, NO_RUNTIME)
+        .kubelet_config(NO_KUBELET_CONFIG)
+        .serve(&[
+            "--sample-interval",
+            "500ms",
+            "--volume-stats-agg-period",
+            "300ms",
+        ]);
     let used_name = "kubelet_volume_stats_used_bytes";
     let labels = [
         ("namespace", "web"),
@@ -247,13 +234,13 @@ fn the_landing_page_needs_the_same_auth_as_metrics() {
         format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
     )
     .expect("write web config");
-    let served = Served::start(&[
+    let served = kubedf!().serve(&[
         "--web.config.file",
         config.to_str().expect("utf-8"),
         "--kubelet.root-dir",
         dir.path().to_str().expect("utf-8"),
         "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
+        NO_RUNTIME,
     ]);
     for path in ["/", "/metrics"] {
         let r = http().get(served.url(path)).send().expect("GET");

@@ -5,17 +5,15 @@
 //! serve`'s /metrics and /stats/summary, checked against `du -sxB1`, `find
 //! -xdev` and containerd's own ListContainerStats answer.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::containerd::{Containerd, Image};
-use support::cri::{ContainerSpec, Cri, PodSpec};
-use support::fake_kube::{self, FakeKube};
-use support::*;
+use testkit::containerd::{Containerd, Image};
+use testkit::cri::{ContainerSpec, Cri, PodSpec};
+use testkit::fake_kube::{self, FakeKube};
+use testkit::*;
 
 const NODE: &str = "node-1";
 const NS: &str = "shop";
@@ -120,24 +118,17 @@ impl Node {
         let kubeconfig = self.dir.path().join("kubeconfig");
         kube.write_kubeconfig(&kubeconfig)
             .expect("write kubeconfig");
-        Served::start(&[
-            "--node-name",
-            NODE,
-            "--kubeconfig",
-            kubeconfig.to_str().expect("utf-8"),
-            "--kubelet.root-dir",
-            self.root().to_str().expect("utf-8"),
-            "--kubelet.config",
-            self.config().to_str().expect("utf-8"),
-            "--cri.endpoint",
-            cri,
-            "--sample-interval",
-            "500ms",
-            "--volume-stats-agg-period",
-            "300ms",
-            "--volume-stats-timeout",
-            "2s",
-        ])
+        kubedf!()
+            .on_node(NODE, &kubeconfig, &self.root(), cri)
+            .kubelet_config(self.config())
+            .serve(&[
+                "--sample-interval",
+                "500ms",
+                "--volume-stats-agg-period",
+                "300ms",
+                "--volume-stats-timeout",
+                "2s",
+            ])
     }
 }
 
@@ -288,7 +279,7 @@ fn ephemeral_volumes_and_limits_by_kubelets_rules() {
         vec![fake_kube::emptydir_volume("scratch")],
     ));
 
-    let served = node.serve(&kube, "unix:///nonexistent/kubedf/cri.sock");
+    let served = node.serve(&kube, NO_RUNTIME);
     let text = served.scrape_until(Duration::from_secs(30), "volumes measured", |t| {
         volume_value(
             t,
@@ -739,13 +730,13 @@ fn the_summary_is_behind_the_same_web_config_as_metrics() {
         format!("basic_auth_users:\n  prometheus: '{hash}'\n"),
     )
     .expect("write web config");
-    let served = Served::start(&[
+    let served = kubedf!().serve(&[
         "--web.config.file",
         config.to_str().expect("utf-8"),
         "--kubelet.config",
-        "/nonexistent/config.yaml",
+        NO_KUBELET_CONFIG,
         "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
+        NO_RUNTIME,
         "--node-name",
         NODE,
         "--no-collector.volume_stats",

@@ -11,8 +11,6 @@
 //! component the unmodified kubernetes-mixin alerts must see hostPath PVCs
 //! once and CSI PVCs not at all (kubelet reports those itself).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -20,10 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::containerd::Containerd;
-use support::fake_kube::{self, FakeKube};
-use support::manifests::{self, ScrapedPod};
-use support::*;
+use testkit::containerd::Containerd;
+use testkit::fake_kube::{self, FakeKube};
+use testkit::manifests::{self, ScrapedPod};
+use testkit::*;
 
 const NODE: &str = "node-1";
 const JOB: &str = "kubedf";
@@ -258,22 +256,10 @@ fn node_with_pvcs(d: &Path, uploads_bytes: usize, uploads_capacity: &str, args: 
     let kubeconfig = d.join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let socket = format!("unix://{}", containerd.socket().display());
-    let mut all = vec![
-        "--node-name",
-        NODE,
-        "--kubeconfig",
-        kubeconfig.to_str().expect("utf-8"),
-        "--kubelet.root-dir",
-        kubelet_root.to_str().expect("utf-8"),
-        "--cri.endpoint",
-        &socket,
-        "--sample-interval",
-        "1s",
-        "--volume-stats-agg-period",
-        "1s",
-    ];
-    all.extend_from_slice(args);
-    let served = Served::start(&all);
+    let cadence = ["--sample-interval", "1s", "--volume-stats-agg-period", "1s"];
+    let served = kubedf!()
+        .on_node(NODE, &kubeconfig, &kubelet_root, &socket)
+        .serve(&[&cadence[..], args].concat());
     served.scrape_until(Duration::from_secs(20), "volumes and imagefs", |t| {
         (has_family(t, "kubelet_volume_stats_capacity_bytes")
             || has_family(t, "kubedf_volume_stats_capacity_bytes"))
@@ -625,13 +611,7 @@ fn first_accept_header(listener: &TcpListener, limit: Duration) -> String {
 #[test]
 fn scrapers_get_the_format_they_ask_for() {
     let test = "scrapers_get_the_format_they_ask_for";
-    if !prerequisites(
-        test,
-        ["prometheus", "promtool", "curl"]
-            .into_iter()
-            .find(|t| !have_tool(t))
-            .map(|t| format!("`{t}` is not installed (the README's test command installs it)")),
-    ) {
+    if !prerequisites(test, need_tools(&["prometheus", "promtool", "curl"])) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -653,11 +633,11 @@ fn scrapers_get_the_format_they_ask_for() {
 
     let root = dir.path().join("kubelet");
     std::fs::create_dir(&root).expect("mkdir");
-    let served = Served::start(&[
+    let served = kubedf!().serve(&[
         "--kubelet.root-dir",
         root.to_str().expect("utf-8"),
         "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
+        NO_RUNTIME,
     ]);
     let url = served.url("/metrics");
     let r = http()

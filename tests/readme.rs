@@ -1,7 +1,5 @@
 //! Keeps the README true: every metric family, flag and collector is in it.
 
-mod support;
-
 use kubedf::registry::{Registry, SELF_DESCS};
 
 fn readme() -> String {
@@ -38,7 +36,7 @@ fn every_collector_is_documented() {
 fn every_flag_is_documented() {
     let readme = readme();
     for sub in ["serve", "metrics", "df"] {
-        let out = support::run_kubedf(&[sub, "--help"]);
+        let out = testkit::kubedf!().run(&[sub, "--help"]);
         let help = String::from_utf8_lossy(&out.stdout);
         for flag in help
             .split_whitespace()

@@ -16,8 +16,6 @@
 //! every malformed object is logged by name and kubedf outlives them all;
 //! and RSS, open fds and threads stay flat (bounds below).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -30,10 +28,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use support::containerd::Containerd;
-use support::fake_kube::{self, FakeKube};
-use support::tls::{curl, make_certs};
-use support::*;
+use testkit::containerd::Containerd;
+use testkit::fake_kube::{self, FakeKube};
+use testkit::tls::{curl, make_certs};
+use testkit::*;
 
 const NODE: &str = "node-1";
 const NS: &str = "soak";
@@ -417,12 +415,6 @@ fn cri_up(text: &str) -> bool {
     cri_state(text) == (Some("1".into()), Some("1".into()), true)
 }
 
-/// The unlabelled sample `name`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// The web config writer's thread. Dropped before `Served` (declared after
 /// it), it is stopped and joined even when the test fails, so that it never
 /// signals a kubedf that is gone (whose PID may be another process's by then).
@@ -590,26 +582,19 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
 
     // One PVC that lives throughout: it must never go missing.
     let keeper = add_pod(&kube, &root, 0);
-    let mut served = Served::start(&[
-        "--node-name",
-        NODE,
-        "--kubeconfig",
-        kubeconfig.to_str().expect("utf-8"),
-        "--kubelet.root-dir",
-        root.to_str().expect("utf-8"),
-        "--kubelet.config",
-        "/nonexistent/config.yaml",
-        "--cri.endpoint",
-        &cri,
-        "--web.config.file",
-        web_config.to_str().expect("utf-8"),
-        "--sample-interval",
-        "500ms",
-        "--volume-stats-agg-period",
-        "300ms",
-        "--volume-stats-timeout",
-        "1s",
-    ]);
+    let mut served = kubedf!()
+        .on_node(NODE, &kubeconfig, &root, &cri)
+        .kubelet_config(NO_KUBELET_CONFIG)
+        .serve(&[
+            "--web.config.file",
+            web_config.to_str().expect("utf-8"),
+            "--sample-interval",
+            "500ms",
+            "--volume-stats-agg-period",
+            "300ms",
+            "--volume-stats-timeout",
+            "1s",
+        ]);
     let pid = served.child.id();
     let mut s = Scraper {
         dir: d,
@@ -630,7 +615,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         claim_series(t, &keeper.claim) && cri_up(t)
     });
     assert_eq!(
-        sample(&first, "kubedf_web_config_reloads_failed_total"),
+        number(&first, "kubedf_web_config_reloads_failed_total", &[]),
         Some(0.0)
     );
 
@@ -721,7 +706,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
     let rewrites = writer.finish();
     // Scrapes went on while the writer finished its last rewrite.
     let text = s.scrape();
-    let failed = sample(&text, "kubedf_web_config_reloads_failed_total").unwrap_or(0.0) as u64;
+    let failed = number(&text, "kubedf_web_config_reloads_failed_total", &[]).unwrap_or(0.0) as u64;
     let logged_refusals = served.log_text().matches("web config not reloaded").count() as u64;
     let base = baseline.unwrap_or(end);
     let written: u64 = rewrites.written.values().sum();
@@ -807,20 +792,10 @@ fn a_malformed_pod_never_hides_the_nodes_other_pods() {
     kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let bad = add_bad_inputs(&kube, &root, 0);
     let first = add_pod(&kube, &root, 1);
-    let served = Served::start(&[
-        "--node-name",
-        NODE,
-        "--kubeconfig",
-        kubeconfig.to_str().expect("utf-8"),
-        "--kubelet.root-dir",
-        root.to_str().expect("utf-8"),
-        "--kubelet.config",
-        "/nonexistent/config.yaml",
-        "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
-        "--volume-stats-agg-period",
-        "300ms",
-    ]);
+    let served = kubedf!()
+        .on_node(NODE, &kubeconfig, &root, NO_RUNTIME)
+        .kubelet_config(NO_KUBELET_CONFIG)
+        .serve(&["--volume-stats-agg-period", "300ms"]);
     // The first list carries the malformed pods.
     served.scrape_until(WAIT, "the PVC listed beside malformed pods", |t| {
         claim_series(t, &first.claim)

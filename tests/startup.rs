@@ -3,13 +3,9 @@
 //! config (defaults, said out loud), volume stats that cannot run (said in
 //! the exposition), and logs without colour codes when stderr is a pipe.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
-
-const NO_CRI: &str = "unix:///nonexistent/kubedf/cri.sock";
+use testkit::*;
 
 fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -27,12 +23,12 @@ fn a_kubelet_config_that_is_not_a_regular_file_is_refused_at_once() {
     ] {
         let start = Instant::now();
         // run_kubedf kills a kubedf that runs past 60 s: a hang fails here.
-        let out = run_kubedf(&[
+        let out = kubedf!().run(&[
             "metrics",
             "--kubelet.config",
             file,
             "--cri.endpoint",
-            NO_CRI,
+            NO_RUNTIME,
         ]);
         let took = start.elapsed();
         let stderr = stderr_of(&out);
@@ -55,7 +51,13 @@ fn a_missing_rootfs_is_refused() {
         ("/nonexistent/kubedf/host", "No such file or directory"),
         (file.to_str().expect("utf-8"), "not a directory"),
     ] {
-        let out = run_kubedf(&["metrics", "--path.rootfs", rootfs, "--cri.endpoint", NO_CRI]);
+        let out = kubedf!().run(&[
+            "metrics",
+            "--path.rootfs",
+            rootfs,
+            "--cri.endpoint",
+            NO_RUNTIME,
+        ]);
         let stderr = stderr_of(&out);
         assert!(!out.status.success(), "{rootfs}: {stderr}");
         assert!(
@@ -67,12 +69,12 @@ fn a_missing_rootfs_is_refused() {
 
 #[test]
 fn the_kubelet_config_in_force_is_logged_and_exposed() {
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "metrics",
         "--kubelet.config",
         "/nonexistent/kubedf/config.yaml",
         "--cri.endpoint",
-        NO_CRI,
+        NO_RUNTIME,
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     let stderr = stderr_of(&out);
@@ -102,12 +104,12 @@ fn the_kubelet_config_in_force_is_logged_and_exposed() {
     let file = dir.path().join("config.yaml");
     std::fs::write(&file, "kind: KubeletConfiguration\n").expect("write");
     let file = file.to_str().expect("utf-8");
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "metrics",
         "--kubelet.config",
         file,
         "--cri.endpoint",
-        NO_CRI,
+        NO_RUNTIME,
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -152,9 +154,9 @@ fn volume_stats_that_cannot_run_say_so_in_the_exposition() {
         vec!["--node-name", "node-1", "--kubeconfig", missing_ca],
         vec!["--kubeconfig", garbage],
     ] {
-        let mut all = vec!["metrics", "--cri.endpoint", NO_CRI];
+        let mut all = vec!["metrics", "--cri.endpoint", NO_RUNTIME];
         all.extend(&args);
-        let out = run_kubedf(&all);
+        let out = kubedf!().run(&all);
         let text = String::from_utf8_lossy(&out.stdout);
         let stderr = stderr_of(&out);
         assert_eq!(
@@ -170,10 +172,10 @@ fn volume_stats_that_cannot_run_say_so_in_the_exposition() {
         promtool_check(&text).unwrap();
     }
     // Switched off on purpose: the collector is left out, not failing.
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "metrics",
         "--cri.endpoint",
-        NO_CRI,
+        NO_RUNTIME,
         "--volume-stats-agg-period",
         "0",
     ]);
@@ -182,7 +184,13 @@ fn volume_stats_that_cannot_run_say_so_in_the_exposition() {
 
 #[test]
 fn logs_carry_no_colour_codes_when_stderr_is_a_pipe() {
-    let out = run_kubedf(&["metrics", "--cri.endpoint", NO_CRI, "--log.format", "text"]);
+    let out = kubedf!().run(&[
+        "metrics",
+        "--cri.endpoint",
+        NO_RUNTIME,
+        "--log.format",
+        "text",
+    ]);
     let stderr = stderr_of(&out);
     assert!(
         stderr.contains("WARN") || stderr.contains("INFO"),

@@ -2,15 +2,13 @@
 //! real wire format, real tmpfs mounts at kubelet's volume paths, a real loop
 //! device, a real directory tree for a hostPath PV, and `kubedf serve`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::fake_kube::{self, FakeKube};
-use support::*;
+use testkit::fake_kube::{self, FakeKube};
+use testkit::*;
 
 const NODE: &str = "node-1";
 const NS: &str = "shop";
@@ -130,28 +128,18 @@ fn serve(kube: &FakeKube, node: &Node, extra: &[&str]) -> Served {
     let kubeconfig = node.dir.path().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig)
         .expect("write kubeconfig");
-    let root = node.root();
-    let mut args = vec![
-        "--node-name".to_owned(),
-        NODE.to_owned(),
-        "--kubeconfig".to_owned(),
-        kubeconfig.display().to_string(),
-        "--kubelet.root-dir".to_owned(),
-        root.display().to_string(),
-        "--kubelet.config".to_owned(),
-        "/nonexistent/config.yaml".to_owned(),
-        "--cri.endpoint".to_owned(),
-        "unix:///nonexistent/kubedf/cri.sock".to_owned(),
-        "--sample-interval".to_owned(),
-        "500ms".to_owned(),
-        "--volume-stats-agg-period".to_owned(),
-        "300ms".to_owned(),
-        "--volume-stats-timeout".to_owned(),
-        "1s".to_owned(),
+    let args = [
+        "--sample-interval",
+        "500ms",
+        "--volume-stats-agg-period",
+        "300ms",
+        "--volume-stats-timeout",
+        "1s",
     ];
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    Served::start(&refs)
+    kubedf!()
+        .on_node(NODE, &kubeconfig, &node.root(), NO_RUNTIME)
+        .kubelet_config(NO_KUBELET_CONFIG)
+        .serve(&[&args[..], extra].concat())
 }
 
 fn stat(text: &str, name: &str, claim: &str) -> Option<String> {
@@ -508,7 +496,7 @@ fn without_cluster_access_the_rest_still_works() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, "this: is not a kubeconfig\n").expect("write");
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "metrics",
         "--node-name",
         NODE,
@@ -517,7 +505,7 @@ fn without_cluster_access_the_rest_still_works() {
         "--kubelet.root-dir",
         dir.path().to_str().expect("utf-8"),
         "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
+        NO_RUNTIME,
     ]);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -573,11 +561,11 @@ fn metrics_and_df_measure_volumes_once() {
             "--kubelet.root-dir".into(),
             root.clone(),
             "--cri.endpoint".into(),
-            "unix:///nonexistent/kubedf/cri.sock".into(),
+            NO_RUNTIME.into(),
         ]
     };
     let metrics = args("metrics");
-    let out = run_kubedf(&metrics.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = kubedf!().run(&metrics.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         out.status.success(),
         "{}",
@@ -601,7 +589,7 @@ fn metrics_and_df_measure_volumes_once() {
     kube.put_pod(walker);
     let mut tight = args("metrics");
     tight.extend(["--volume-stats-walk-timeout".to_owned(), "1ns".to_owned()]);
-    let out = run_kubedf(&tight.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = kubedf!().run(&tight.iter().map(String::as_str).collect::<Vec<_>>());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         volume_error(&text, "big").as_deref(),
@@ -613,7 +601,7 @@ fn metrics_and_df_measure_volumes_once() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("budget"));
 
     let df = args("df");
-    let out = run_kubedf(&df.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = kubedf!().run(&df.iter().map(String::as_str).collect::<Vec<_>>());
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("shop/once") && table.contains("16M") && table.contains("statfs"),
@@ -811,17 +799,9 @@ fn an_unreachable_api_server_never_looks_healthy() {
          current-context: gone\n",
     )
     .expect("write kubeconfig");
-    let root = dir.path().to_str().expect("utf-8");
-    let served = Served::start(&[
-        "--node-name",
-        NODE,
-        "--kubeconfig",
-        kubeconfig.to_str().expect("utf-8"),
-        "--kubelet.root-dir",
-        root,
-        "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
-    ]);
+    let served = kubedf!()
+        .on_node(NODE, &kubeconfig, dir.path(), NO_RUNTIME)
+        .serve(&[]);
     let up = |text: &str| value(text, "kubedf_source_up", &[("source", "kubernetes")]);
     // Several of the watcher's retries (its backoff starts below a second).
     let text = served.scrape_until(Duration::from_secs(30), "a failed kubernetes source", |t| {

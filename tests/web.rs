@@ -2,16 +2,14 @@
 //! with real peers (openssl-made certificates, curl as the scraper), and
 //! reloading without a restart.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::tls::{curl, make_certs, openssl};
-use support::*;
+use testkit::tls::{curl, make_certs, openssl};
+use testkit::*;
 
 fn write_config(path: &Path, text: &str) {
     // Write then rename, as config management does, so kubedf never reads half a file.
@@ -23,13 +21,7 @@ fn write_config(path: &Path, text: &str) {
 #[test]
 fn tls_client_certificates_and_basic_auth() {
     let test = "tls_client_certificates_and_basic_auth";
-    if !prerequisites(
-        test,
-        ["openssl", "curl"]
-            .iter()
-            .find(|t| !have_tool(t))
-            .map(|t| format!("`{t}` is not installed")),
-    ) {
+    if !tls_tools(test) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -43,13 +35,13 @@ fn tls_client_certificates_and_basic_auth() {
         &format!("{tls}basic_auth_users:\n  prometheus: '{hash}'\n"),
     );
 
-    let mut served = Served::start(&[
+    let mut served = kubedf!().serve(&[
         "--web.config.file",
         config.to_str().expect("utf-8"),
         "--kubelet.root-dir",
         d.to_str().expect("utf-8"),
         "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
+        NO_RUNTIME,
     ]);
     let https = format!("https://{}/metrics", served.addr);
     let http_url = format!("http://{}/metrics", served.addr);
@@ -151,7 +143,7 @@ fn a_bad_web_config_is_a_startup_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("web.yml");
     std::fs::write(&config, "basic_auth_users:\n  prometheus: not-a-hash\n").expect("write");
-    let out = run_kubedf(&[
+    let out = kubedf!().run(&[
         "serve",
         "--web.listen-address",
         "127.0.0.1:0",
@@ -197,13 +189,7 @@ fn make_self_signed_ca_client(dir: &Path) {
 }
 
 fn tls_tools(test: &str) -> bool {
-    prerequisites(
-        test,
-        ["openssl", "curl"]
-            .iter()
-            .find(|t| !have_tool(t))
-            .map(|t| format!("`{t}` is not installed")),
-    )
+    prerequisites(test, need_tools(&["openssl", "curl"]))
 }
 
 fn base_args(d: &Path, config: &Path) -> Vec<String> {
@@ -213,20 +199,14 @@ fn base_args(d: &Path, config: &Path) -> Vec<String> {
         "--kubelet.root-dir".into(),
         d.to_str().expect("utf-8").into(),
         "--cri.endpoint".into(),
-        "unix:///nonexistent/kubedf/cri.sock".into(),
+        NO_RUNTIME.into(),
     ]
 }
 
 fn start(d: &Path, config: &Path, env: &[(&str, &str)]) -> Served {
     let args = base_args(d, config);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Served::start_with(&[], env, &args)
-}
-
-/// The value of an unlabelled sample in an exposition.
-fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    kubedf!().serve_with(&[], env, &args)
 }
 
 /// Rewrites the config as config management and editors do: in place, so
@@ -282,11 +262,11 @@ fn a_reload_never_turns_tls_off_or_drops_basic_auth() {
     let (_, status, body) = curl(d, &https, &creds);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
-        sample(&body, "kubedf_web_config_last_reload_successful"),
+        number(&body, "kubedf_web_config_last_reload_successful", &[]),
         Some(1.0)
     );
     assert_eq!(
-        sample(&body, "kubedf_web_config_reloads_failed_total"),
+        number(&body, "kubedf_web_config_reloads_failed_total", &[]),
         Some(0.0)
     );
 
@@ -320,12 +300,12 @@ fn a_reload_never_turns_tls_off_or_drops_basic_auth() {
         let (_, status, body) = curl(d, &https, &creds);
         assert_eq!(status, 200, "{text:?}");
         assert_eq!(
-            sample(&body, "kubedf_web_config_last_reload_successful"),
+            number(&body, "kubedf_web_config_last_reload_successful", &[]),
             Some(0.0),
             "{text:?}"
         );
         assert!(
-            sample(&body, "kubedf_web_config_reloads_failed_total") >= Some((i + 1) as f64),
+            number(&body, "kubedf_web_config_reloads_failed_total", &[]) >= Some((i + 1) as f64),
             "{text:?}: {body}"
         );
         // And back, so that the next case is a change again.
@@ -335,7 +315,7 @@ fn a_reload_never_turns_tls_off_or_drops_basic_auth() {
     }
     let (_, _, body) = curl(d, &https, &creds);
     assert_eq!(
-        sample(&body, "kubedf_web_config_last_reload_successful"),
+        number(&body, "kubedf_web_config_last_reload_successful", &[]),
         Some(1.0)
     );
 }
@@ -346,15 +326,10 @@ fn a_flood_of_idle_connections_never_locks_scrapers_out() {
     // sockets against the default --web.max-connections (64).
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf-8");
-    let served = Served::start_with(
+    let served = kubedf!().serve_with(
         &["sh", "-c", "ulimit -n 160 && exec \"$0\" \"$@\""],
         &[],
-        &[
-            "--kubelet.root-dir",
-            d,
-            "--cri.endpoint",
-            "unix:///nonexistent/kubedf/cri.sock",
-        ],
+        &["--kubelet.root-dir", d, "--cri.endpoint", NO_RUNTIME],
     );
     let idle: Vec<TcpStream> = (0..300)
         .filter_map(|_| TcpStream::connect(served.addr).ok())
@@ -392,12 +367,7 @@ fn a_flood_of_idle_connections_never_locks_scrapers_out() {
 fn a_client_that_sends_headers_slowly_is_cut_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path().to_str().expect("utf-8");
-    let served = Served::start(&[
-        "--kubelet.root-dir",
-        d,
-        "--cri.endpoint",
-        "unix:///nonexistent/kubedf/cri.sock",
-    ]);
+    let served = kubedf!().serve(&["--kubelet.root-dir", d, "--cri.endpoint", NO_RUNTIME]);
     let mut slow = TcpStream::connect(served.addr).expect("connect");
     slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: kubedf\r\n")
         .expect("write");
@@ -426,7 +396,7 @@ fn bad_telemetry_paths_are_startup_errors_not_panics() {
         "/",
         "/stats/summary",
     ] {
-        let out = run_kubedf(&[
+        let out = kubedf!().run(&[
             "serve",
             "--web.listen-address",
             "127.0.0.1:0",
@@ -449,7 +419,7 @@ fn a_bad_environment_variable_is_named() {
         ("KUBEDF_SAMPLE_INTERVAL", "1ns"),
         ("KUBEDF_WEB_TELEMETRY_PATH", "/{x}"),
     ] {
-        let out = Command::new(kubedf_bin())
+        let out = Command::new(kubedf!().path())
             .arg("serve")
             .env(var, value)
             .output()
@@ -692,14 +662,14 @@ fn web_config_values_rustls_cannot_serve_are_errors_naming_the_key() {
         ),
     ] {
         write_config(&config, &format!("{tls}{extra}"));
-        let out = run_kubedf(&[
+        let out = kubedf!().run(&[
             "serve",
             "--web.listen-address",
             "127.0.0.1:0",
             "--web.config.file",
             config.to_str().expect("utf-8"),
             "--cri.endpoint",
-            "unix:///nonexistent/kubedf/cri.sock",
+            NO_RUNTIME,
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{extra}: started");

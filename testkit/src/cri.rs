@@ -21,7 +21,7 @@
 //! The sandbox image is the one the harness configures
 //! ([`Containerd::sandbox_image`]): busybox-static running a shell that waits
 //! for SIGTERM, built and imported by [`Cri::connect`]. Container images are
-//! built by the tests with [`crate::support::containerd::Image`].
+//! built by the tests with [`crate::containerd::Image`].
 
 use std::collections::HashMap;
 use std::fs;
@@ -37,7 +37,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use kubedf::sources::cri::proto;
 
-use super::containerd::{Containerd, Image};
+use crate::containerd::{Containerd, Image};
 
 /// Bound for one CRI call. Generous: the machine may be loaded, and
 /// RunPodSandbox starts a shim and a process.
@@ -126,7 +126,7 @@ impl Cri {
 
     /// A RuntimeService client for calls this module does not wrap; run its
     /// futures with [`Cri::block_on`].
-    pub fn runtime(&self) -> RuntimeServiceClient<Channel> {
+    fn runtime(&self) -> RuntimeServiceClient<Channel> {
         RuntimeServiceClient::new(self.channel.clone())
     }
 
@@ -299,15 +299,15 @@ fn path_str(path: &Path) -> Result<String, String> {
 /// What kubelet knows of a pod before it runs it.
 #[derive(Clone, Debug)]
 pub struct PodSpec {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
+    name: String,
+    namespace: String,
+    uid: String,
     /// kubelet's `podLogsDir` (default `/var/log/pods`).
-    pub logs_dir: PathBuf,
+    logs_dir: PathBuf,
     /// kubelet's root dir: when set, the pod gets `<root>/pods/<uid>/etc-hosts`.
     pub kubelet_root: Option<PathBuf>,
     /// The pod's own labels (kubelet's are added).
-    pub labels: HashMap<String, String>,
+    labels: HashMap<String, String>,
     /// The pod's seccomp profile; `None` is kubelet's default, Unconfined.
     pub seccomp: Option<proto::security_profile::ProfileType>,
 }
@@ -348,17 +348,17 @@ pub struct Security {
 /// A container of a pod spec.
 #[derive(Clone, Debug)]
 pub struct ContainerSpec {
-    pub name: String,
+    name: String,
     /// An image reference, as returned by `Containerd::import_image`.
-    pub image: String,
+    image: String,
     /// `command` and `args`; empty keeps the image's entrypoint and cmd.
-    pub command: Vec<String>,
+    command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub mounts: Vec<proto::Mount>,
+    mounts: Vec<proto::Mount>,
     pub security: Security,
     /// The restart count: the container's attempt and its log file name.
-    pub restart_count: u32,
+    restart_count: u32,
 }
 
 impl ContainerSpec {

@@ -33,9 +33,6 @@
 //! lists (the current state is always returned), writes (non-GET requests
 //! get 405).
 
-// Each integration test binary compiles this module with `mod support;` and
-// uses only part of it.
-
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
@@ -325,12 +322,12 @@ impl HistoryEvent {
 
 /// A request as the server saw it, with the query percent-decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoggedRequest {
-    pub method: String,
-    pub path: String,
+struct LoggedRequest {
+    method: String,
+    path: String,
     /// Decoded `(key, value)` pairs in order; empty pairs (kube's queries
     /// start with `?&`) are dropped.
-    pub query: Vec<(String, String)>,
+    query: Vec<(String, String)>,
 }
 
 impl fmt::Display for LoggedRequest {
@@ -546,7 +543,7 @@ impl FakeKube {
 
     /// A kubeconfig with one cluster, a user without credentials and a
     /// current context pointing at this server (default namespace `default`).
-    pub fn kubeconfig_yaml(&self) -> String {
+    fn kubeconfig_yaml(&self) -> String {
         format!(
             "apiVersion: v1\n\
              kind: Config\n\
@@ -615,7 +612,7 @@ impl FakeKube {
     }
 
     /// Number of watch streams currently open.
-    pub fn open_watches(&self) -> usize {
+    fn open_watches(&self) -> usize {
         self.shared.lock().open_watches
     }
 

@@ -4,7 +4,7 @@
 //! CRI `ImageFsInfo` reports non-zero used bytes.
 //!
 //! Requirements: root (to mount the tmpfs and for containerd itself) and the
-//! `containerd` and `ctr` binaries in `PATH`. Check prerequisites with `support::prerequisites` first.
+//! `containerd` and `ctr` binaries in `PATH`. Check prerequisites with [`crate::prerequisites`] first.
 //!
 //! Everything containerd touches lives under the caller's `base` directory:
 //!
@@ -29,9 +29,6 @@
 //!   its own thread and `PR_SET_PDEATHSIG` fires when the *spawning thread*
 //!   exits, which would break a containerd shared between tests. If the test
 //!   binary is killed hard, containerd and the mount are leaked.
-
-// Each test binary compiles this module separately and uses only part of it.
-#![allow(dead_code)]
 
 use std::ffi::OsStr;
 use std::fs;
@@ -58,11 +55,11 @@ const CTR_TIMEOUT: Duration = Duration::from_secs(60);
 /// The CRI plugin answers ImageFsInfo/Version for this namespace.
 const CRI_NAMESPACE: &str = "k8s.io";
 /// The pod sandbox image in the CRI config (containerd's default would be
-/// pulled from registry.k8s.io); tests/support/cri.rs builds and imports it.
+/// pulled from registry.k8s.io); [`crate::cri`] builds and imports it.
 const SANDBOX_IMAGE: &str = "docker.io/kubedf-test/pause:latest";
 /// Forces the snapshotter (`overlayfs` or `native`) instead of probing, e.g.
 /// to exercise the native fallback on a machine where overlayfs works.
-pub const SNAPSHOTTER_ENV: &str = "KUBEDF_TEST_SNAPSHOTTER";
+const SNAPSHOTTER_ENV: &str = "KUBEDF_TEST_SNAPSHOTTER";
 /// sun_path is 108 bytes including the NUL, and containerd also listens on
 /// `<socket>.ttrpc`, so leave room for that suffix.
 const MAX_SOCKET_PATH: usize = 107 - ".ttrpc".len();
@@ -79,7 +76,6 @@ pub struct Containerd {
     snapshotter: &'static str,
     /// Whether `root` still carries our tmpfs (so `Drop` must unmount it).
     mounted: bool,
-    startup: Duration,
 }
 
 impl Containerd {
@@ -149,7 +145,6 @@ impl Containerd {
             log,
             snapshotter: "native",
             mounted: true,
-            startup: Duration::ZERO,
         };
 
         cd.snapshotter = match std::env::var(SNAPSHOTTER_ENV).as_deref() {
@@ -217,7 +212,6 @@ impl Containerd {
         self.child = Some(child);
 
         self.wait_ready(started)?;
-        self.startup = started.elapsed();
         Ok(())
     }
 
@@ -246,16 +240,6 @@ impl Containerd {
     /// PID of the containerd process (stays valid as a number after it exited).
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// The containerd log file.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// Time from spawn until the socket answered and the CRI plugin was up.
-    pub fn startup_time(&self) -> Duration {
-        self.startup
     }
 
     /// Builds a tiny single-layer OCI image archive for the host platform and
@@ -296,8 +280,8 @@ impl Containerd {
     }
 
     /// The reference of the pod sandbox ("pause") image this containerd is
-    /// configured with; [`crate::support::cri::Cri::connect`] imports it.
-    pub fn sandbox_image(&self) -> &'static str {
+    /// configured with; [`crate::cri::Cri::connect`] imports it.
+    pub(crate) fn sandbox_image(&self) -> &'static str {
         SANDBOX_IMAGE
     }
 
@@ -344,7 +328,7 @@ impl Containerd {
     }
 
     /// A `ctr` command bound to this instance's socket (no namespace set).
-    pub fn ctr(&self) -> Ctr {
+    fn ctr(&self) -> Ctr {
         let mut cmd = Command::new("ctr");
         // Keep the caller's environment from redirecting ctr elsewhere.
         for var in [
@@ -377,7 +361,7 @@ impl Containerd {
 
     /// SIGTERM, then waits up to 10 s for containerd to exit before SIGKILL.
     /// Reaps the process. The tmpfs stays mounted until drop.
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -497,7 +481,7 @@ impl Drop for Containerd {
 
 /// Whether `path` is a mount point in this mount namespace, according to
 /// /proc/self/mountinfo. `path` should be canonical.
-pub fn is_mountpoint(path: &Path) -> Result<bool, String> {
+fn is_mountpoint(path: &Path) -> Result<bool, String> {
     let info = fs::read_to_string("/proc/self/mountinfo")
         .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
     let want = path.as_os_str().as_encoded_bytes();
@@ -537,7 +521,7 @@ pub fn unescape_mountinfo(s: &str) -> Vec<u8> {
 pub struct Ctr(Command);
 
 impl Ctr {
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+    fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.0.arg(arg);
         self
     }
@@ -804,7 +788,7 @@ impl Image {
         self
     }
 
-    pub fn symlink(mut self, path: &str, target: &str) -> Image {
+    fn symlink(mut self, path: &str, target: &str) -> Image {
         self.entries
             .insert(clean(path), Entry::Symlink(target.to_owned()));
         self

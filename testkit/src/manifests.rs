@@ -14,20 +14,25 @@ use serde_json::{Map, Value, json};
 
 /// The release name and namespace the chart is rendered with, which are
 /// deploy/'s names.
-pub const RELEASE: &str = "kubedf";
+const RELEASE: &str = "kubedf";
 pub const NAMESPACE: &str = "kubedf";
 
+/// The repository's root: the testkit lives in its `testkit/` dir.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let testkit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    testkit
+        .parent()
+        .expect("testkit/ has a parent")
+        .to_path_buf()
 }
 
 pub fn chart_dir() -> PathBuf {
     root().join("charts/kubedf")
 }
 
-/// The one skip policy of tests/support (fails under CI=true).
+/// The one skip policy of the testkit (fails under CI=true).
 fn skip_or_fail(test: &str, reason: &str) {
-    super::prerequisites(
+    crate::prerequisites(
         test,
         Some(format!("{reason} (scripts/test.sh installs it)")),
     );
@@ -58,7 +63,7 @@ pub fn assert_success(what: &str, out: &Output) {
 }
 
 /// The non-empty documents of a multi-document YAML stream.
-pub fn parse_docs(what: &str, text: &str) -> Vec<Value> {
+fn parse_docs(what: &str, text: &str) -> Vec<Value> {
     let docs: Vec<Value> = serde_saphyr::from_multiple(text)
         .unwrap_or_else(|e| panic!("{what} is not YAML: {e}\n{text}"));
     docs.into_iter().filter(|d| !d.is_null()).collect()

@@ -1,0 +1,39 @@
+//! kubedf's test support, one library for the integration tests
+//! (`tests/*.rs`), the pod benchmark (`benches/pods.rs`) and the fake API
+//! server's process (`examples/fake_kube_server.rs`). As a crate of its own
+//! it is compiled and linted once, so whatever none of it uses warns like any
+//! other code.
+//!
+//! - [`prerequisites`]: the one skip policy (fail under `CI=true`, skip
+//!   loudly elsewhere) and the one root check.
+//! - [`binary`]: the kubedf binary under test ([`kubedf!`]): one-shot runs,
+//!   `kubedf serve` processes ([`Served`]) and a test node's flags
+//!   ([`OnNode`]).
+//! - [`exposition`]: the one parser of a text exposition, and `promtool
+//!   check metrics`.
+//! - [`mounts`]: tmpfs mounts of a known size and an independent statfs.
+//! - [`containerd`]: a real containerd on a private socket, and OCI images
+//!   built from busybox-static.
+//! - [`cri`]: pods run through that containerd's CRI the way kubelet runs
+//!   them.
+//! - [`fake_kube`]: a fake Kubernetes API server speaking the real wire
+//!   format.
+//! - [`manifests`]: `deploy/` and the chart as kustomize, Helm and the
+//!   Prometheus Operator render them.
+//! - [`tls`]: certificates from the real `openssl`, requests with the real
+//!   `curl`.
+
+pub mod binary;
+pub mod containerd;
+pub mod cri;
+pub mod exposition;
+pub mod fake_kube;
+pub mod manifests;
+pub mod mounts;
+pub mod prerequisites;
+pub mod tls;
+
+pub use binary::*;
+pub use exposition::*;
+pub use mounts::*;
+pub use prerequisites::*;
