@@ -13,9 +13,12 @@
 //! It does no I/O and reads no clock: every method takes `now`, and the
 //! owner sleeps until [`Scheduler::next_wake`] (see [`sleep_until`]) or until
 //! an event arrives. The wake is the first deadline plus a small slack
-//! (1/60 of the period, at most 1 s), so that keys due within the slack
+//! (1/12 of the period, at most 5 s), so that keys due within the slack
 //! share one wake-up: at 1,000 volumes with jittered deadlines, the owner
-//! wakes about once a second for a handful of keys, not once per key. Nothing scans every key: popping the due keys costs
+//! wakes every few seconds for tens of keys, not once per key (each wake-up
+//! costs a timer, a loop pass and usually a publication; side by side at
+//! 1,000 PVCs and pods, 5 s instead of 1 s took 17% off kubedf's CPU at
+//! rest). Nothing scans every key: popping the due keys costs
 //! O(due * log n). Tests drive it with made-up instants, or with tokio's
 //! paused clock.
 
@@ -47,7 +50,7 @@ impl Policy {
 }
 
 /// The longest a key waits past its deadline to share a wake-up.
-const MAX_SLACK: Duration = Duration::from_secs(1);
+const MAX_SLACK: Duration = Duration::from_secs(5);
 
 /// Which call a result belongs to: results under an older plan are dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,7 +213,7 @@ impl<K: Clone + Eq + Hash, P: Clone + PartialEq> Scheduler<K, P> {
 
     /// How late a key may be taken so that it shares a wake-up with others.
     pub fn slack(&self) -> Duration {
-        (self.policy.period / 60).min(MAX_SLACK)
+        (self.policy.period / 12).min(MAX_SLACK)
     }
 
     /// When the owner should wake to take what is due: the next deadline
@@ -304,26 +307,26 @@ mod tests {
     fn keys_due_within_the_slack_share_one_wake_and_none_waits_longer() {
         let mut s = scheduler();
         let t0 = Instant::now();
-        assert_eq!(s.slack(), Duration::from_secs(1), "1/60 of 60 s");
-        // A new key is due when planned: these fall due 0, 0.3, 0.6 and 1.5 s
+        assert_eq!(s.slack(), Duration::from_secs(5), "1/12 of 60 s");
+        // A new key is due when planned: these fall due 0, 1.5, 3 and 7.5 s
         // after t0.
-        for (key, ms) in [("a", 0), ("b", 300), ("c", 600), ("d", 1500)] {
+        for (key, ms) in [("a", 0), ("b", 1500), ("c", 3000), ("d", 7500)] {
             s.plan(key, "/x", t0 + Duration::from_millis(ms));
         }
         assert_eq!(s.next_due(), Some(t0));
         let wake = s.next_wake().unwrap();
         assert_eq!(
             wake,
-            t0 + Duration::from_secs(1),
+            t0 + Duration::from_secs(5),
             "the first deadline plus the slack"
         );
         // One wake takes the three due within the slack; the fourth waits.
         let taken: Vec<_> = s.drain_due(wake).into_iter().map(|d| d.key).collect();
         assert_eq!(taken, ["a", "b", "c"]);
-        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(1500)));
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(7500)));
         assert_eq!(
             s.next_wake(),
-            Some(t0 + Duration::from_millis(2500)),
+            Some(t0 + Duration::from_millis(12_500)),
             "no key is taken more than the slack after its deadline"
         );
         // A short period has a proportionally short slack.
@@ -332,7 +335,7 @@ mod tests {
             retry: Duration::from_millis(100),
             max_retry: Duration::from_millis(300),
         });
-        assert_eq!(short.slack(), Duration::from_millis(5));
+        assert_eq!(short.slack(), Duration::from_millis(25));
         let long: Scheduler<&str, &str> = Scheduler::new(Policy {
             period: Duration::from_secs(600),
             ..policy()
