@@ -65,7 +65,7 @@ impl Collector for ImageGcCollector {
         &[SourceId::Cri, SourceId::ImageFs]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let policy = snapshot.kubelet.image_gc;
         out.add(
             &HIGH_THRESHOLD_PERCENT,

@@ -194,7 +194,7 @@ impl Collector for VolumeStatsCollector {
         &[SourceId::Kubernetes]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let Some(table) = &snapshot.volumes else {
             return Err(Incomplete("no volume table yet".into()));
         };
@@ -218,18 +218,24 @@ impl Collector for VolumeStatsCollector {
             (&INODES_FREE, &OWN_INODES_FREE, |u| u.inodes_free),
             (&INODES_USED, &OWN_INODES_USED, |u| u.inodes_used),
         ];
-        for (kubelet, own, figure) in figures {
-            for (row, usage) in &measured {
-                let desc = if self.kubelet_names.named_as_kubelet(row) {
-                    kubelet
-                } else {
-                    own
-                };
-                out.add(
-                    desc,
-                    [row.namespace.as_str(), row.claim.as_str()],
-                    figure(usage),
-                );
+        // kubelet's six families, then kubedf's six, each in one run.
+        let passes: &[bool] = match self.kubelet_names {
+            KubeletNames::All => &[true],
+            KubeletNames::Uncovered => &[true, false],
+            KubeletNames::None => &[false],
+        };
+        for &as_kubelet in passes {
+            for (kubelet, own, figure) in figures {
+                let desc = if as_kubelet { kubelet } else { own };
+                for (row, usage) in &measured {
+                    if self.kubelet_names.named_as_kubelet(row) == as_kubelet {
+                        out.add(
+                            desc,
+                            [row.namespace.as_str(), row.claim.as_str()],
+                            figure(usage),
+                        );
+                    }
+                }
             }
         }
         for (row, reading) in &readings {
