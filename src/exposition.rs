@@ -223,6 +223,39 @@ impl Sink {
         }
     }
 
+    /// Writes one sample of `desc` with label set `id` of `sets`, which were
+    /// written (and escaped) once for every family that shares them.
+    pub fn add_with(
+        &mut self,
+        desc: &'static Desc,
+        sets: &LabelSets,
+        id: LabelSetId,
+        value: impl Into<Value>,
+    ) {
+        debug_assert_eq!(sets.names, desc.labels, "labels of {}", desc.name);
+        let value = value.into();
+        let i = self.slot(desc);
+        let openmetrics = self.openmetrics;
+        let labels = sets.get(id);
+        if self.open == Some(i) {
+            push_line(&mut self.out, desc.name, labels, value, openmetrics);
+        } else if self.families[i].start.is_none() && self.open.is_none_or(|open| i > open) {
+            self.families[i].start = Some(self.out.len());
+            push_header(&mut self.out, desc, openmetrics);
+            push_line(&mut self.out, desc.name, labels, value, openmetrics);
+            self.open = Some(i);
+        } else {
+            push_line(
+                &mut self.families[i].spill,
+                desc.name,
+                labels,
+                value,
+                openmetrics,
+            );
+            self.first_spilled = Some(self.first_spilled.map_or(i, |f| f.min(i)));
+        }
+    }
+
     /// The index of `desc`'s family, created if new.
     fn slot(&mut self, desc: &'static Desc) -> usize {
         if let Some(f) = self.families.get(self.last)
@@ -325,6 +358,83 @@ fn push_header(out: &mut String, desc: &Desc, openmetrics: bool) {
     }
 }
 
+/// Label sets of one list of label names, each written once as its
+/// `{name="value",...}` text, for collectors whose rows appear in several
+/// families (a PVC's six figures): the values are escaped once, not once per
+/// family.
+#[derive(Debug)]
+pub struct LabelSets {
+    names: &'static [&'static str],
+    text: String,
+    /// Where each set ends in `text`.
+    ends: Vec<usize>,
+}
+
+/// One set of a [`LabelSets`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabelSetId(usize);
+
+impl LabelSets {
+    /// Room for `capacity` sets of the label `names`.
+    pub fn new(names: &'static [&'static str], capacity: usize) -> LabelSets {
+        LabelSets {
+            names,
+            text: String::with_capacity(capacity * 64),
+            ends: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds a set with the values of `names`, in order.
+    pub fn push<'l>(&mut self, values: impl IntoIterator<Item = &'l str>) -> LabelSetId {
+        push_labels(&mut self.text, self.names, values);
+        self.ends.push(self.text.len());
+        LabelSetId(self.ends.len() - 1)
+    }
+
+    fn get(&self, id: LabelSetId) -> &str {
+        let start = match id.0 {
+            0 => 0,
+            k => self.ends[k - 1],
+        };
+        &self.text[start..self.ends[id.0]]
+    }
+}
+
+/// `{name="value",...}`, nothing for no labels.
+fn push_labels<'l>(out: &mut String, names: &[&str], values: impl IntoIterator<Item = &'l str>) {
+    let mut given = 0;
+    for (label, value) in names.iter().zip(values) {
+        out.push(if given == 0 { '{' } else { ',' });
+        out.push_str(label);
+        out.push_str("=\"");
+        push_escaped(out, value, true);
+        out.push('"');
+        given += 1;
+    }
+    debug_assert_eq!(given, names.len(), "label values of {names:?}");
+    if given > 0 {
+        out.push('}');
+    }
+}
+
+/// A sample line from its name, its labels' text and its value.
+fn push_line(out: &mut String, name: &str, labels: &str, value: Value, openmetrics: bool) {
+    out.push_str(name);
+    out.push_str(labels);
+    push_value(out, value, openmetrics);
+}
+
+/// ` value` and the newline.
+fn push_value(out: &mut String, value: Value, openmetrics: bool) {
+    out.push(' ');
+    match value {
+        Value::Int(v) => out.push_str(itoa::Buffer::new().format(v)),
+        Value::Uint(v) => out.push_str(itoa::Buffer::new().format(v)),
+        Value::Float(v) => push_float(out, v, openmetrics),
+    }
+    out.push('\n');
+}
+
 /// One sample line.
 fn push_sample<'l>(
     out: &mut String,
@@ -334,26 +444,8 @@ fn push_sample<'l>(
     openmetrics: bool,
 ) {
     out.push_str(desc.name);
-    let mut given = 0;
-    for (label, value) in desc.labels.iter().zip(labels) {
-        out.push(if given == 0 { '{' } else { ',' });
-        out.push_str(label);
-        out.push_str("=\"");
-        push_escaped(out, value, true);
-        out.push('"');
-        given += 1;
-    }
-    debug_assert_eq!(given, desc.labels.len(), "labels of {}", desc.name);
-    if given > 0 {
-        out.push('}');
-    }
-    out.push(' ');
-    match value {
-        Value::Int(v) => out.push_str(itoa::Buffer::new().format(v)),
-        Value::Uint(v) => out.push_str(itoa::Buffer::new().format(v)),
-        Value::Float(v) => push_float(out, v, openmetrics),
-    }
-    out.push('\n');
+    push_labels(out, desc.labels, labels);
+    push_value(out, value, openmetrics);
 }
 
 /// Appends `s` with `\` and newline escaped, and `"` when `quote`: a vector
@@ -682,6 +774,27 @@ mod tests {
                  # HELP x [ALPHA] Counts.\n# TYPE x counter\nx_total 1.0\n# EOF\n"
             };
             assert_eq!(text, want, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn shared_label_sets_write_what_labels_given_each_time_write() {
+        for format in [Format::Text, Format::OpenMetrics100] {
+            let values = [["q\"ü", "x\\\n"], ["plain", ""]];
+            let mut each = Sink::new(format, 0);
+            let mut shared = Sink::new(format, 0);
+            let mut sets = LabelSets::new(X_BYTES.labels, 2);
+            let ids = values.map(|v| sets.push(v));
+            for (v, id) in values.iter().zip(ids) {
+                each.add(&X_BYTES, *v, 7u64);
+                shared.add_with(&X_BYTES, &sets, id, 7u64);
+            }
+            // Out of order too.
+            each.add(&Y, ["a"], 1.5);
+            each.add(&X_BYTES, values[1], 8u64);
+            shared.add(&Y, ["a"], 1.5);
+            shared.add_with(&X_BYTES, &sets, ids[1], 8u64);
+            assert_eq!(shared.finish(), each.finish(), "{format:?}");
         }
     }
 
