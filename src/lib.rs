@@ -6,8 +6,10 @@
 //! - [`model`]: the plain types everyone shares (filesystem figures, source
 //!   statuses, volume rows, the snapshot and the board it is published on);
 //!   it depends on no other module but [`kubelet`]'s settings.
-//! - [`sources`]: the I/O: CRI over a unix socket, the Kubernetes API, statfs
-//!   (under a timeout, one call in flight per path), /proc.
+//! - [`sources`]: the I/O: CRI over a unix socket, the Kubernetes API (each
+//!   object decoded into the few fields kubedf uses, including what a pod's
+//!   spec says about its ephemeral storage), statfs (under a timeout, one
+//!   call in flight per path), /proc.
 //! - [`kubelet`]: what kubelet computes, reproduced: quantities, eviction
 //!   thresholds and their merging, the image GC trigger, the config file.
 //! - [`sampler`]: the node's sources, read periodically, concurrently, bounded.
@@ -15,8 +17,8 @@
 //!   schedule (jitter, one call in flight per key, replans, backoff).
 //! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
 //!   node's running pods.
-//! - [`pods`]: the pod half: which parts of a pod kubelet counts as local
-//!   ephemeral storage, which limits it enforces, and the per-pod refresh loop.
+//! - [`pods`]: the pod half: the per-pod refresh loop of the parts kubelet
+//!   counts as local ephemeral storage.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
 //! - [`exposition`]: the OpenMetrics and Prometheus text formats, and which

@@ -17,6 +17,7 @@ use crate::model::{
 };
 use crate::sources::cri::{CriClient, ReportedFs};
 use crate::sources::host_path;
+use crate::sources::lane::{Lane, LaneError};
 use crate::sources::procfs::read_rlimit;
 use crate::sources::statfs::FsProber;
 
@@ -228,15 +229,14 @@ impl Sampler {
         }
         let start = Instant::now();
         let procfs = self.cfg.procfs.clone();
-        let task = tokio::task::spawn_blocking(move || read_rlimit(&procfs));
-        let result = match tokio::time::timeout(self.cfg.timeout, task).await {
-            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(format!("reading {}: {e}", self.cfg.procfs.display())),
-            Err(_) => Err(format!(
-                "reading {} did not finish within {:?}",
+        let task = Lane::global().run(self.cfg.timeout, move || read_rlimit(&procfs));
+        let result = match task.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(LaneError::Timeout(after)) => Err(format!(
+                "reading {} did not finish within {after:?}",
                 self.cfg.procfs.display(),
-                self.cfg.timeout
             )),
+            Err(e) => Err(format!("reading {}: {e}", self.cfg.procfs.display())),
         };
         let r = report(SourceId::Procfs, outcome_of(&result), start);
         (Some(result), Some(r))

@@ -1,5 +1,5 @@
 //! The pod half: what a pod's spec says about its local ephemeral storage
-//! (read by `pods::spec` from the API object), and, as last measured, one row
+//! (read by `sources::pod_spec` from the API object), and, as last measured, one row
 //! per running pod: its containers' rootfs and logs, its local ephemeral
 //! volumes, and kubelet's sum of them. Built by the pod sampler, read by the
 //! pod_storage collector, the summary endpoint and `kubedf df --pods`.

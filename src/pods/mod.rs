@@ -3,9 +3,9 @@
 //! gitRepo volumes, pod log files, etc-hosts) and the limits kubelet's
 //! eviction manager enforces on it.
 //!
-//! - [`spec`]: what a pod's spec says (pure); its types and the table the
-//!   sampler publishes, with kubelet's sum, are in [`crate::model::pod`].
+//! - [`crate::sources::pod_spec`]: what a pod's spec says (pure), read by
+//!   the Kubernetes source as each pod is decoded; its types and the table
+//!   the sampler publishes, with kubelet's sum, are in [`crate::model::pod`].
 //! - [`sampler`]: the per-pod refresh loop (I/O: CRI, du-method walks).
 
 pub mod sampler;
-pub mod spec;

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use indexmap::IndexMap;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -32,6 +33,7 @@ use crate::sources::cri::{CriClient, RunningContainer};
 use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::Kube;
+use crate::sources::lane::{Lane, LaneError};
 use crate::sources::walk::{PoolError, WalkError, WalkPool};
 
 #[derive(Clone, Debug)]
@@ -60,9 +62,12 @@ const WALK_RETRY: Duration = Duration::from_secs(5);
 /// table is republished at most this often (a scrape reads it every 15 s or
 /// so), so a node with thousands of parts does not republish per result.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-/// Walks and stats in flight at once, as for the volume sampler: parts due
-/// together would otherwise each take a blocking thread at once.
-const IN_FLIGHT: usize = 8;
+/// Walks and stats in flight at once. Stats queue on the measurement lane
+/// and walks on the walk pool, each with its own threads, so this bounds
+/// only their queues: large enough that the parts one wake-up gathers go
+/// out together, small enough that a walk queued behind others keeps most
+/// of its budget.
+const IN_FLIGHT: usize = 32;
 
 /// One du-method measurement of a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,9 +113,9 @@ pub struct PodSampler {
     walkers: Arc<WalkPool>,
     /// Files being stat'ed, one at a time per path.
     stating: Arc<InFlightSet>,
-    entries: HashMap<String, Entry>,
-    /// The entries' uids, sorted by namespace and name (the table's order).
-    order: Vec<String>,
+    /// By uid, kept sorted by namespace and name (the table's order), so a
+    /// publication walks them in order without a lookup each.
+    entries: IndexMap<String, Entry>,
     /// The runtime's last answer; `None` before the first.
     containers: Option<Result<Containers, Failure>>,
     /// When the runtime is asked next (one key).
@@ -156,8 +161,7 @@ impl PodSampler {
             logs_root,
             walkers: Arc::new(walkers),
             stating: Arc::default(),
-            entries: HashMap::new(),
-            order: Vec::new(),
+            entries: IndexMap::new(),
             containers: None,
             cri_calls,
             walks,
@@ -179,11 +183,8 @@ impl PodSampler {
     /// The table as it stands: the rows of pods that changed are built
     /// anew, the others shared.
     pub fn table(&mut self) -> PodTable {
-        let mut rows = Vec::with_capacity(self.order.len());
-        for uid in &self.order {
-            let Some(entry) = self.entries.get_mut(uid) else {
-                continue;
-            };
+        let mut rows = Vec::with_capacity(self.entries.len());
+        for entry in self.entries.values_mut() {
             let row = match &entry.row {
                 Some(row) => Arc::clone(row),
                 None => {
@@ -339,10 +340,7 @@ impl PodSampler {
     /// be formed is reported as such and not planned.
     fn sync(&mut self, now: Instant) {
         self.dirty = true;
-        let mut pods: Vec<PodVolumes> =
-            self.kube.pods().into_iter().filter(|p| p.running).collect();
-        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        self.order = pods.iter().map(|p| p.uid.clone()).collect();
+        let pods: Vec<PodVolumes> = self.kube.pods().into_iter().filter(|p| p.running).collect();
         let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         self.entries.retain(|uid, _| wanted.contains(uid.as_str()));
         self.walks.retain(|(uid, _)| wanted.contains(uid.as_str()));
@@ -391,6 +389,9 @@ impl PodSampler {
                 }
             }
         }
+        self.entries.sort_by(|_, a, _, b| {
+            (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name))
+        });
     }
 
     fn parts_of(&self, pod: &PodVolumes) -> Vec<(Part, Result<PathBuf, Failure>)> {
@@ -632,7 +633,7 @@ async fn stat_files(
 ) -> Option<Result<Usage, Failure>> {
     let guard = stating.claim(&path)?;
     let shown = path.clone();
-    let task = tokio::task::spawn_blocking(move || {
+    let task = Lane::global().run(timeout, move || {
         let _guard = guard;
         if files_only {
             dir_files(&path)
@@ -640,23 +641,23 @@ async fn stat_files(
             one_file(&path)
         }
     });
-    let result = match tokio::time::timeout(timeout, task).await {
-        Ok(Ok(Ok(u))) => Ok(Usage {
+    let result = match task.await {
+        Ok(Ok(u)) => Ok(Usage {
             bytes: u.0,
             inodes: u.1,
             time: SystemTime::now(),
         }),
-        Ok(Ok(Err(e))) => Err(Failure::new(
-            Reason::WalkFailed,
-            format!("{}: {e}", shown.display()),
-        )),
         Ok(Err(e)) => Err(Failure::new(
             Reason::WalkFailed,
             format!("{}: {e}", shown.display()),
         )),
-        Err(_) => Err(Failure::new(
+        Err(LaneError::Timeout(after)) => Err(Failure::new(
             Reason::Timeout,
-            format!("{} did not answer within {timeout:?}", shown.display()),
+            format!("{} did not answer within {after:?}", shown.display()),
+        )),
+        Err(e) => Err(Failure::new(
+            Reason::WalkFailed,
+            format!("{}: {e}", shown.display()),
         )),
     };
     Some(result)

@@ -91,7 +91,7 @@ pub fn pod_volumes(pod: &Pod) -> Result<PodVolumes, String> {
         uid,
         running,
         claims,
-        storage: crate::pods::spec::pod_storage_spec(pod),
+        storage: super::pod_spec::pod_storage_spec(pod),
     })
 }
 

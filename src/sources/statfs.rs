@@ -1,6 +1,7 @@
 //! statfs of a filesystem, turned into kubelet's figures, run off the async
-//! runtime under a timeout with at most one call in flight per path: a hung
-//! mount (dead NFS) costs one blocked thread, not one per sample.
+//! runtime (on the measurement [`Lane`]) under a timeout with at most one
+//! call in flight per path: a hung mount (dead NFS) costs one blocked
+//! thread, not one per sample.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,7 @@ use nix::sys::statvfs::statvfs;
 use thiserror::Error;
 
 use super::inflight::InFlightSet;
+use super::lane::{Lane, LaneError};
 use crate::model::FsUsage;
 
 /// One statfs reading, with the device the path is on.
@@ -94,11 +96,21 @@ pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
     Ok(FsReading { usage, device })
 }
 
-/// Runs statfs calls on the blocking pool, each under a timeout, never more
-/// than one at a time for the same path.
-#[derive(Clone, Debug, Default)]
+/// Runs statfs calls on the measurement lane, each under a timeout, never
+/// more than one at a time for the same path.
+#[derive(Clone, Debug)]
 pub struct FsProber {
     in_flight: InFlightSet,
+    lane: Lane,
+}
+
+impl Default for FsProber {
+    fn default() -> FsProber {
+        FsProber {
+            in_flight: InFlightSet::default(),
+            lane: Lane::global().clone(),
+        }
+    }
 }
 
 impl FsProber {
@@ -134,19 +146,22 @@ impl FsProber {
             });
         };
         let owned = path.to_path_buf();
-        let task = tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            call(&owned)
-        });
-        match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(FsError::Task {
+        let answer = self
+            .lane
+            .run(timeout, move || {
+                let _guard = guard;
+                call(&owned)
+            })
+            .await;
+        match answer {
+            Ok(result) => result,
+            Err(LaneError::Timeout(after)) => Err(FsError::Timeout {
                 path: path.to_path_buf(),
-                message: join.to_string(),
+                after,
             }),
-            Err(_) => Err(FsError::Timeout {
+            Err(e) => Err(FsError::Task {
                 path: path.to_path_buf(),
-                after: timeout,
+                message: e.to_string(),
             }),
         }
     }

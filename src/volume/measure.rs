@@ -1,6 +1,7 @@
 //! The I/O of one volume measurement: statfs of a mount point, a du-method
-//! walk, or a block device's size, each off the async runtime under a
-//! timeout with at most one call in flight per path.
+//! walk, or a block device's size, each off the async runtime (on the
+//! measurement lane, or the walk pool) under a timeout with at most one call
+//! in flight per path.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use super::plan::{Location, Target, walked_usage};
 use crate::model::{FsUsage, Method, Reason, VolumeError};
 use crate::sources::block::device_size;
 use crate::sources::inflight::InFlightSet;
+use crate::sources::lane::{Lane, LaneError};
 use crate::sources::mounts::mount_points;
 use crate::sources::statfs::{FsError, FsProber, MountRoot};
 use crate::sources::walk::{PoolError, WalkError, WalkPool};
@@ -27,6 +29,8 @@ pub struct Measurer {
     pub reading: InFlightSet,
     /// The mount table, for kernels whose statx does not say.
     pub mounts: tokio::sync::Mutex<MountTable>,
+    /// Where the block device reads and directory listings run.
+    pub lane: Lane,
 }
 
 fn fs_error(e: FsError) -> VolumeError {
@@ -134,13 +138,13 @@ impl Measurer {
                 ),
             ));
         };
-        let task = tokio::task::spawn_blocking(move || {
+        let task = self.lane.run(self.timeout, move || {
             let _guard = guard;
             device_size(&rootfs, &sysfs, &owned)
         });
-        let size = match tokio::time::timeout(self.timeout, task).await {
-            Ok(Ok(Ok(size))) => size,
-            Ok(Ok(Err(e))) => {
+        let size = match task.await {
+            Ok(Ok(size)) => size,
+            Ok(Err(e)) => {
                 let reason = if e.kind() == std::io::ErrorKind::NotFound {
                     Reason::NotFound
                 } else {
@@ -151,20 +155,19 @@ impl Measurer {
                     format!("block device {}: {e}", path.display()),
                 ));
             }
-            Ok(Err(e)) => {
-                return Err(VolumeError::new(
-                    Reason::IoError,
-                    format!("block device {}: {e}", path.display()),
-                ));
-            }
-            Err(_) => {
+            Err(LaneError::Timeout(after)) => {
                 return Err(VolumeError::new(
                     Reason::Timeout,
                     format!(
-                        "block device {} did not answer within {:?}",
+                        "block device {} did not answer within {after:?}",
                         path.display(),
-                        self.timeout
                     ),
+                ));
+            }
+            Err(e) => {
+                return Err(VolumeError::new(
+                    Reason::IoError,
+                    format!("block device {}: {e}", path.display()),
                 ));
             }
         };
@@ -182,39 +185,41 @@ impl Measurer {
             Location::AnyPlugin { dir, pv } => (dir.clone(), pv.clone()),
         };
         let shown = dir.display().to_string();
-        let search = tokio::task::spawn_blocking(move || -> std::io::Result<Option<PathBuf>> {
-            // Only directory listings of kubelet's own (local) directories:
-            // the volume itself is never stat'ed here, since on a dead NFS
-            // mount that would hang outside the one-call-per-path guard.
-            for plugin in std::fs::read_dir(&dir)? {
-                let plugin = plugin?.path();
-                let Ok(entries) = std::fs::read_dir(&plugin) else {
-                    continue;
-                };
-                if entries
-                    .filter_map(Result::ok)
-                    .any(|e| e.file_name() == pv.as_str())
-                {
-                    return Ok(Some(plugin.join(&pv)));
+        let search = self
+            .lane
+            .run(self.timeout, move || -> std::io::Result<Option<PathBuf>> {
+                // Only directory listings of kubelet's own (local) directories:
+                // the volume itself is never stat'ed here, since on a dead NFS
+                // mount that would hang outside the one-call-per-path guard.
+                for plugin in std::fs::read_dir(&dir)? {
+                    let plugin = plugin?.path();
+                    let Ok(entries) = std::fs::read_dir(&plugin) else {
+                        continue;
+                    };
+                    if entries
+                        .filter_map(Result::ok)
+                        .any(|e| e.file_name() == pv.as_str())
+                    {
+                        return Ok(Some(plugin.join(&pv)));
+                    }
                 }
-            }
-            Ok(None)
-        });
-        match tokio::time::timeout(self.timeout, search).await {
-            Ok(Ok(Ok(Some(path)))) => Ok(path),
-            Ok(Ok(Ok(None))) => Err(VolumeError::new(
+                Ok(None)
+            });
+        match search.await {
+            Ok(Ok(Some(path))) => Ok(path),
+            Ok(Ok(None)) => Err(VolumeError::new(
                 Reason::NotFound,
                 format!("no plugin directory under {shown} holds the volume"),
             )),
-            Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(VolumeError::new(Reason::NotFound, format!("{shown}: {e}")))
             }
-            Ok(Ok(Err(e))) => Err(VolumeError::new(Reason::IoError, format!("{shown}: {e}"))),
             Ok(Err(e)) => Err(VolumeError::new(Reason::IoError, format!("{shown}: {e}"))),
-            Err(_) => Err(VolumeError::new(
+            Err(LaneError::Timeout(_)) => Err(VolumeError::new(
                 Reason::Timeout,
                 format!("listing {shown} timed out"),
             )),
+            Err(e) => Err(VolumeError::new(Reason::IoError, format!("{shown}: {e}"))),
         }
     }
 }
@@ -247,12 +252,12 @@ impl MountTable {
             return Ok(Arc::clone(mounts));
         }
         let procfs = self.procfs.clone();
-        let read = tokio::task::spawn_blocking(move || mount_points(&procfs));
-        let mounts = match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(Ok(m))) => Arc::new(m),
-            Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => return Err(format!("reading the mount table: {e}")),
-            Err(_) => return Err("reading the mount table timed out".into()),
+        let read = Lane::global().run(self.timeout, move || mount_points(&procfs));
+        let mounts = match read.await {
+            Ok(Ok(m)) => Arc::new(m),
+            Ok(Err(e)) => return Err(e),
+            Err(LaneError::Timeout(_)) => return Err("reading the mount table timed out".into()),
+            Err(e) => return Err(format!("reading the mount table: {e}")),
         };
         self.cached = Some((tokio::time::Instant::now(), Arc::clone(&mounts)));
         Ok(mounts)

@@ -31,6 +31,7 @@ use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::{ClaimState, Kube};
+use crate::sources::lane::Lane;
 use crate::sources::statfs::FsProber;
 use crate::sources::walk::WalkPool;
 use measure::{Measurer, MountTable};
@@ -67,11 +68,13 @@ const MEASURE_RETRY: Duration = Duration::from_secs(5);
 /// PVC/PV GETs in flight at once, so a node with many new PVCs does not
 /// burst the API server.
 const LOOKUPS_IN_FLIGHT: usize = 8;
-/// Measurements in flight at once. Keys due together (the scheduler's slack
-/// gathers them) would otherwise each take a blocking thread at once, and
-/// the threads, kept between samples, would stay; a few at a time keeps the
-/// pool small. A hung mount does not hold a slot past its timeout.
-const MEASURES_IN_FLIGHT: usize = 8;
+/// Measurements in flight at once. Their statfs calls queue on the
+/// measurement lane, which bounds the threads however many are in flight, so
+/// this only bounds the queue: large enough that the keys one wake-up
+/// gathers (the scheduler's slack) go out together and are drained by one
+/// lane thread, not in rounds that each wake it again. A hung mount does not
+/// hold a slot past its timeout.
+const MEASURES_IN_FLIGHT: usize = 64;
 
 struct Looked {
     key: Key,
@@ -134,6 +137,7 @@ impl VolumeSampler {
             walkers,
             reading: InFlightSet::default(),
             mounts: tokio::sync::Mutex::new(MountTable::new(cfg.procfs.clone(), cfg.timeout)),
+            lane: Lane::global().clone(),
         });
         let (looked_tx, looked_rx) = mpsc::unbounded_channel();
         let (measured_tx, measured_rx) = mpsc::unbounded_channel();
