@@ -148,14 +148,13 @@ impl Lane {
             self.shared.ready.notify_one();
             return Ok(());
         }
-        if state.threads == 0 || state.progress.elapsed() >= STALL {
-            if let Err(e) = Shared::start(&self.shared, &mut state)
-                && state.threads == 0
-            {
-                // Nothing would ever run it.
-                state.queue.pop_back();
-                return Err(e);
-            }
+        if (state.threads == 0 || state.progress.elapsed() >= STALL)
+            && let Err(e) = Shared::start(&self.shared, &mut state)
+            && state.threads == 0
+        {
+            // Nothing would ever run it.
+            state.queue.pop_back();
+            return Err(e);
         }
         Ok(())
     }
