@@ -1335,7 +1335,7 @@ class Bench:
         if run.returncode != 0:
             raise Fail(f"render bench failed: {run.stderr.strip()[-800:]}")
         out = {}
-        for group in ("render", "collect", "render_gzip"):
+        for group in ("render", "render_text", "render_gzip"):
             for n in (1000, 10000):
                 path = os.path.join(home, group, str(n), "new", "estimates.json")
                 if not os.path.exists(path) and self.args.mode == "smoke" and n == 10000:

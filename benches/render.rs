@@ -4,7 +4,6 @@
 //! - `render/<n>`: `Registry::render`, everything a scrape does but HTTP and
 //!   gzip, in OpenMetrics (what Prometheus asks for);
 //! - `render_text/<n>`: the same in the Prometheus text format 0.0.4;
-//! - `collect/<n>`: only the collectors (`Registry::collect`), no text;
 //! - `render_gzip/<n>`: render, then gzip at the fastest level, as a scrape
 //!   with `Accept-Encoding: gzip` gets it.
 //!
@@ -12,6 +11,9 @@
 //! filesystem, nodefs, rlimit) with `n` statfs-measured CSI volumes with
 //! realistic label lengths.
 //! `bench/run.sh` runs this and reports criterion's estimates.
+//!
+//! There is no separate "collectors alone" figure: collectors write their
+//! samples' text straight into the exposition, so collecting is rendering.
 
 use std::hint::black_box;
 use std::io::Write as _;
@@ -54,11 +56,6 @@ fn benches(c: &mut Criterion) {
             b.iter(|| registry.render_as(black_box(s), Format::Text));
         });
         text.finish();
-        let mut collect = c.benchmark_group("collect");
-        collect.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, s| {
-            b.iter(|| registry.collect(black_box(s)).families.len());
-        });
-        collect.finish();
         let mut gzip = c.benchmark_group("render_gzip");
         gzip.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, s| {
             b.iter(|| gzip_fast(&registry.render(black_box(s))));

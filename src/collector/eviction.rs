@@ -84,22 +84,29 @@ impl Collector for EvictionCollector {
         ]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let layout = snapshot.fs_layout();
         let eviction = &snapshot.kubelet.eviction;
         let mut missing: Vec<String> = Vec::new();
+        let mut observed = Vec::with_capacity(Signal::ALL.len());
         for signal in Signal::ALL {
-            let (available, capacity) = match observe(snapshot, signal) {
-                Ok(pair) => pair,
+            match observe(snapshot, signal) {
+                Ok((available, capacity)) => observed.push((signal, available, capacity)),
                 Err(e) => {
                     if !missing.contains(&e) {
                         missing.push(e);
                     }
-                    continue;
                 }
-            };
+            }
+        }
+        // Family by family, as declared.
+        for &(signal, available, _) in &observed {
             out.add(&SIGNAL_AVAILABLE, [signal.name()], available);
+        }
+        for &(signal, _, capacity) in &observed {
             out.add(&SIGNAL_CAPACITY, [signal.name()], capacity);
+        }
+        for &(signal, _, capacity) in &observed {
             for kind in [Kind::Hard, Kind::Soft] {
                 if let Some(threshold) = eviction.threshold(kind, signal, layout) {
                     out.add(

@@ -65,8 +65,24 @@ impl Collector for ImageGcCollector {
         &[SourceId::Cri, SourceId::ImageFs]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let policy = snapshot.kubelet.image_gc;
+        let status = snapshot
+            .image_fs()
+            .map_err(Incomplete::from)
+            .and_then(|fs| {
+                policy
+                    .evaluate(
+                        int64(fs.usage.capacity_bytes),
+                        int64(fs.usage.available_bytes),
+                    )
+                    .map_err(|e| Incomplete(format!("{}: {e}", fs.path)))
+            });
+        // Family by family, as declared; the thresholds even without a
+        // filesystem.
+        if let Ok(status) = &status {
+            out.add(&USAGE_PERCENT, [""; 0], status.usage_percent);
+        }
         out.add(
             &HIGH_THRESHOLD_PERCENT,
             [""; 0],
@@ -77,14 +93,7 @@ impl Collector for ImageGcCollector {
             [""; 0],
             i64::from(policy.low_threshold_percent),
         );
-        let fs = snapshot.image_fs()?;
-        let status = policy
-            .evaluate(
-                int64(fs.usage.capacity_bytes),
-                int64(fs.usage.available_bytes),
-            )
-            .map_err(|e| Incomplete(format!("{}: {e}", fs.path)))?;
-        out.add(&USAGE_PERCENT, [""; 0], status.usage_percent);
+        let status = status?;
         out.add(&BYTES_TO_FREE, [""; 0], status.bytes_to_free);
         Ok(())
     }

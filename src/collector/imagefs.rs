@@ -45,7 +45,7 @@ static DESCS: [&Desc; 13] = {
 #[derive(Debug)]
 pub struct ImageFsCollector;
 
-fn emit<'s>(out: &mut Sink<'s>, descs: &FsDescs, fs: &'s Filesystem) {
+fn emit(out: &mut Sink, descs: &FsDescs, fs: &Filesystem) {
     emit_fs_usage(out, descs, &[fs.path.as_str()], &fs.usage);
 }
 
@@ -66,22 +66,12 @@ impl Collector for ImageFsCollector {
         &[SourceId::Cri, SourceId::ImageFs]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let runtime = match snapshot.runtime() {
             Some(Ok(rt)) => rt,
             Some(Err(e)) => return Err(Incomplete(e.clone())),
             None => return Err(Incomplete("the container runtime was not sampled".into())),
         };
-        let v = &runtime.version;
-        out.add(
-            &CRI_INFO,
-            [
-                v.runtime_name.as_str(),
-                v.runtime_version.as_str(),
-                v.runtime_api_version.as_str(),
-            ],
-            1i64,
-        );
         let mut missing = Vec::new();
         match &runtime.image_fs {
             Ok(fs) => emit(out, &IMAGEFS, fs),
@@ -92,6 +82,17 @@ impl Collector for ImageFsCollector {
             Some(Err(e)) => missing.push(e.clone()),
             None => {}
         }
+        // Last, as declared.
+        let v = &runtime.version;
+        out.add(
+            &CRI_INFO,
+            [
+                v.runtime_name.as_str(),
+                v.runtime_version.as_str(),
+                v.runtime_api_version.as_str(),
+            ],
+            1i64,
+        );
         if missing.is_empty() {
             Ok(())
         } else {

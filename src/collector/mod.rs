@@ -14,6 +14,7 @@ use std::fmt;
 
 use prometheus_client::registry::Unit;
 
+pub use crate::exposition::Sink;
 use crate::model::Snapshot;
 use crate::model::SourceId;
 
@@ -117,74 +118,6 @@ impl From<f64> for Value {
     }
 }
 
-/// Label values of one sample, borrowed from the snapshot (or static), and
-/// inline up to the three most families have, so that a sample costs no
-/// allocation of its own.
-pub type LabelValues<'s> = smallvec::SmallVec<[&'s str; 3]>;
-
-#[derive(Debug)]
-pub struct Sample<'s> {
-    pub labels: LabelValues<'s>,
-    pub value: Value,
-}
-
-/// Where collectors put their samples, grouped by family in the order the
-/// families were first declared or emitted.
-#[derive(Debug, Default)]
-pub struct Sink<'s> {
-    families: Vec<(&'static Desc, Vec<Sample<'s>>)>,
-    /// The family of the last sample: collectors emit family by family, so
-    /// this spares the search nearly always.
-    last: usize,
-}
-
-impl<'s> Sink<'s> {
-    pub fn add<I>(&mut self, desc: &'static Desc, labels: I, value: impl Into<Value>)
-    where
-        I: IntoIterator<Item = &'s str>,
-    {
-        let labels: LabelValues<'s> = labels.into_iter().collect();
-        debug_assert_eq!(labels.len(), desc.labels.len(), "labels of {}", desc.name);
-        let sample = Sample {
-            labels,
-            value: value.into(),
-        };
-        let slot = self.slot(desc);
-        self.families[slot].1.push(sample);
-    }
-
-    /// The index of `desc`'s family, created if new.
-    fn slot(&mut self, desc: &'static Desc) -> usize {
-        if let Some((d, _)) = self.families.get(self.last)
-            && std::ptr::eq(*d, desc)
-        {
-            return self.last;
-        }
-        self.last = match self
-            .families
-            .iter()
-            .position(|(d, _)| std::ptr::eq(*d, desc))
-        {
-            Some(i) => i,
-            None => {
-                self.families.push((desc, Vec::new()));
-                self.families.len() - 1
-            }
-        };
-        self.last
-    }
-
-    /// Reserves a family's place, so families render in declaration order
-    /// whatever order samples arrive in. Empty families are not rendered.
-    pub fn declare(&mut self, desc: &'static Desc) {
-        self.slot(desc);
-    }
-
-    pub fn into_families(self) -> Vec<(&'static Desc, Vec<Sample<'s>>)> {
-        self.families
-    }
-}
-
 /// Why a collector could not report everything it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Incomplete(pub String);
@@ -211,28 +144,30 @@ pub trait Collector: Send + Sync + fmt::Debug {
     fn descs(&self) -> &'static [&'static Desc];
     /// The sources the sampler must read for this collector.
     fn sources(&self) -> &'static [SourceId];
-    /// Emits what the snapshot supports. Series whose data is missing are left
-    /// out, and the collector returns `Err` saying what was missing.
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete>;
+    /// Writes what the snapshot supports into `out`, family by family in the
+    /// order of [`Collector::descs`] (any order is rendered right, but that
+    /// one copies nothing twice; see [`Sink`]). Series whose data is missing
+    /// are left out, and the collector returns `Err` saying what was missing.
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete>;
 }
 
 /// Emits the six figures of a filesystem under a family set.
-pub fn emit_fs_usage<'s>(
-    out: &mut Sink<'s>,
+pub fn emit_fs_usage(
+    out: &mut Sink,
     descs: &FsDescs,
-    labels: &[&'s str],
+    labels: &[&str],
     usage: &crate::model::FsUsage,
 ) {
-    out.add(descs.capacity, labels.iter().cloned(), usage.capacity_bytes);
+    out.add(descs.capacity, labels.iter().copied(), usage.capacity_bytes);
     out.add(
         descs.available,
-        labels.iter().cloned(),
+        labels.iter().copied(),
         usage.available_bytes,
     );
-    out.add(descs.used, labels.iter().cloned(), usage.used_bytes);
-    out.add(descs.inodes, labels.iter().cloned(), usage.inodes);
-    out.add(descs.inodes_free, labels.iter().cloned(), usage.inodes_free);
-    out.add(descs.inodes_used, labels.iter().cloned(), usage.inodes_used);
+    out.add(descs.used, labels.iter().copied(), usage.used_bytes);
+    out.add(descs.inodes, labels.iter().copied(), usage.inodes);
+    out.add(descs.inodes_free, labels.iter().copied(), usage.inodes_free);
+    out.add(descs.inodes_used, labels.iter().copied(), usage.inodes_used);
 }
 
 /// The six families every filesystem has.

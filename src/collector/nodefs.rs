@@ -38,7 +38,7 @@ impl Collector for NodeFsCollector {
         &[SourceId::NodeFs]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let fs = snapshot.nodefs()?;
         emit_fs_usage(out, &NODEFS, &[fs.path.as_str()], &fs.usage);
         Ok(())

@@ -131,7 +131,7 @@ impl Collector for PodStorageCollector {
         &[SourceId::Kubernetes]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let Some(table) = &snapshot.pods else {
             return Err(Incomplete("no pod table yet".into()));
         };
@@ -151,7 +151,7 @@ impl Collector for PodStorageCollector {
     }
 }
 
-fn emit_pod<'s>(row: &'s PodRow, out: &mut Sink<'s>) {
+fn emit_pod(row: &PodRow, out: &mut Sink) {
     let (ns, pod) = (row.namespace.as_str(), row.name.as_str());
     if let Some(Ok(total)) = row.ephemeral_storage() {
         out.add(&POD_USED, [ns, pod], total.bytes);
@@ -190,11 +190,11 @@ fn emit_pod<'s>(row: &'s PodRow, out: &mut Sink<'s>) {
     }
 }
 
-fn figures<'s>(
-    out: &mut Sink<'s>,
+fn figures(
+    out: &mut Sink,
     bytes: &'static Desc,
     inodes: &'static Desc,
-    labels: &[&'s str],
+    labels: &[&str],
     u: &Usage,
 ) {
     out.add(bytes, labels.iter().copied(), u.bytes);
@@ -207,16 +207,14 @@ mod tests {
     use crate::model::pod::tests::{row, snapshot};
     use crate::model::pod::{Failure, Reason};
 
+    /// The collector's sample lines in the text format.
     fn samples(s: &Snapshot) -> Vec<String> {
-        let mut sink = Sink::default();
+        let mut sink = Sink::new(crate::exposition::Format::Text, 0);
         let _ = PodStorageCollector.collect(s, &mut sink);
-        sink.into_families()
-            .into_iter()
-            .flat_map(|(d, samples)| {
-                samples
-                    .into_iter()
-                    .map(move |x| format!("{}{:?} {:?}", d.name, x.labels.to_vec(), x.value))
-            })
+        sink.finish()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
             .collect()
     }
 
@@ -224,15 +222,15 @@ mod tests {
     fn a_measured_pod() {
         let got = samples(&snapshot(vec![row()]));
         let want = [
-            r#"kubedf_pod_ephemeral_storage_used_bytes["shop", "web-0"] Uint(58344)"#,
-            r#"kubedf_pod_ephemeral_storage_inodes_used["shop", "web-0"] Uint(18)"#,
-            r#"kubedf_pod_ephemeral_storage_limit_bytes["shop", "web-0"] Int(2147483648)"#,
-            r#"kubedf_container_rootfs_used_bytes["shop", "web-0", "app"] Uint(4096)"#,
-            r#"kubedf_container_rootfs_used_bytes["shop", "web-0", "sidecar"] Uint(1000)"#,
-            r#"kubedf_container_logs_used_bytes["shop", "web-0", "app"] Uint(8192)"#,
-            r#"kubedf_container_ephemeral_storage_limit_bytes["shop", "web-0", "app"] Int(1073741824)"#,
-            r#"kubedf_ephemeral_volume_used_bytes["shop", "web-0", "cache", "emptyDir"] Uint(40960)"#,
-            r#"kubedf_ephemeral_volume_size_limit_bytes["shop", "web-0", "cache", "emptyDir"] Int(1048576)"#,
+            r#"kubedf_pod_ephemeral_storage_used_bytes{namespace="shop",pod="web-0"} 58344"#,
+            r#"kubedf_pod_ephemeral_storage_inodes_used{namespace="shop",pod="web-0"} 18"#,
+            r#"kubedf_pod_ephemeral_storage_limit_bytes{namespace="shop",pod="web-0"} 2147483648"#,
+            r#"kubedf_container_rootfs_used_bytes{namespace="shop",pod="web-0",container="app"} 4096"#,
+            r#"kubedf_container_rootfs_used_bytes{namespace="shop",pod="web-0",container="sidecar"} 1000"#,
+            r#"kubedf_container_logs_used_bytes{namespace="shop",pod="web-0",container="app"} 8192"#,
+            r#"kubedf_container_ephemeral_storage_limit_bytes{namespace="shop",pod="web-0",container="app"} 1073741824"#,
+            r#"kubedf_ephemeral_volume_used_bytes{namespace="shop",pod="web-0",volume="cache",kind="emptyDir"} 40960"#,
+            r#"kubedf_ephemeral_volume_size_limit_bytes{namespace="shop",pod="web-0",volume="cache",kind="emptyDir"} 1048576"#,
         ];
         for w in want {
             assert!(got.iter().any(|g| g == w), "missing {w} in {got:#?}");
@@ -261,8 +259,8 @@ mod tests {
             !got.iter()
                 .any(|g| g.starts_with("kubedf_container_rootfs") && g.contains("sidecar"))
         );
-        assert!(got.contains(&r#"kubedf_pod_storage_error["shop", "web-0", "rootfs", "sidecar", "no_cri_stats"] Int(1)"#.to_owned()), "{got:#?}");
-        let mut sink = Sink::default();
+        assert!(got.contains(&r#"kubedf_pod_storage_error{namespace="shop",pod="web-0",part="rootfs",name="sidecar",reason="no_cri_stats"} 1"#.to_owned()), "{got:#?}");
+        let mut sink = Sink::new(crate::exposition::Format::Text, 0);
         assert!(PodStorageCollector.collect(&s, &mut sink).is_err());
     }
 
@@ -271,7 +269,7 @@ mod tests {
         assert!(samples(&snapshot(vec![])).is_empty());
         let mut bare = snapshot(vec![]);
         bare.pods = None;
-        let mut sink = Sink::default();
+        let mut sink = Sink::new(crate::exposition::Format::Text, 0);
         assert!(PodStorageCollector.collect(&bare, &mut sink).is_err());
     }
 }

@@ -44,7 +44,7 @@ impl Collector for RlimitCollector {
         &[SourceId::Procfs]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let r = snapshot.rlimit()?;
         out.add(&MAXPID, [""; 0], r.maxpid);
         out.add(&CURPROC, [""; 0], r.curproc);

@@ -13,6 +13,7 @@
 //! `kubedf_volume_stats_error`.
 
 use super::{Collector, Desc, Incomplete, Sink};
+use crate::exposition::{LabelSetId, LabelSets};
 use crate::model::FsUsage;
 use crate::model::Snapshot;
 use crate::model::SourceId;
@@ -194,7 +195,7 @@ impl Collector for VolumeStatsCollector {
         &[SourceId::Kubernetes]
     }
 
-    fn collect<'s>(&self, snapshot: &'s Snapshot, out: &mut Sink<'s>) -> Result<(), Incomplete> {
+    fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let Some(table) = &snapshot.volumes else {
             return Err(Incomplete("no volume table yet".into()));
         };
@@ -202,10 +203,17 @@ impl Collector for VolumeStatsCollector {
         let readings: Vec<(&VolumeRow, Reading)> =
             table.rows.iter().map(|r| (&**r, r.reading())).collect();
         // Family by family, so each family's samples go in one run.
-        let measured: Vec<(&VolumeRow, FsUsage)> = readings
+        // The labels of a measured row are escaped and written once, for its
+        // six families.
+        let mut labels = LabelSets::new(LABELS, readings.len());
+        let measured: Vec<(&VolumeRow, FsUsage, LabelSetId)> = readings
             .iter()
             .filter_map(|(r, reading)| match &reading.stats {
-                Some(Ok(u)) => Some((*r, *u)),
+                Some(Ok(u)) => Some((
+                    *r,
+                    *u,
+                    labels.push([r.namespace.as_str(), r.claim.as_str()]),
+                )),
                 _ => None,
             })
             .collect();
@@ -218,18 +226,20 @@ impl Collector for VolumeStatsCollector {
             (&INODES_FREE, &OWN_INODES_FREE, |u| u.inodes_free),
             (&INODES_USED, &OWN_INODES_USED, |u| u.inodes_used),
         ];
-        for (kubelet, own, figure) in figures {
-            for (row, usage) in &measured {
-                let desc = if self.kubelet_names.named_as_kubelet(row) {
-                    kubelet
-                } else {
-                    own
-                };
-                out.add(
-                    desc,
-                    [row.namespace.as_str(), row.claim.as_str()],
-                    figure(usage),
-                );
+        // kubelet's six families, then kubedf's six, each in one run.
+        let passes: &[bool] = match self.kubelet_names {
+            KubeletNames::All => &[true],
+            KubeletNames::Uncovered => &[true, false],
+            KubeletNames::None => &[false],
+        };
+        for &as_kubelet in passes {
+            for (kubelet, own, figure) in figures {
+                let desc = if as_kubelet { kubelet } else { own };
+                for (row, usage, id) in &measured {
+                    if self.kubelet_names.named_as_kubelet(row) == as_kubelet {
+                        out.add_with(desc, &labels, *id, figure(usage));
+                    }
+                }
             }
         }
         for (row, reading) in &readings {
