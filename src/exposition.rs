@@ -140,7 +140,105 @@ use std::fmt::Write as _;
 
 use prometheus_client::registry::Unit;
 
-use crate::collector::{Desc, MetricKind, Value};
+/// Kubernetes' metric stability levels; HELP is prefixed with `[LEVEL] ` as
+/// Kubernetes' metrics framework does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stability {
+    Alpha,
+    Beta,
+    Stable,
+}
+
+impl Stability {
+    pub fn help_prefix(self) -> &'static str {
+        match self {
+            Stability::Alpha => "[ALPHA] ",
+            Stability::Beta => "[BETA] ",
+            Stability::Stable => "[STABLE] ",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Gauge,
+    /// Named with its `_total` suffix.
+    Counter,
+}
+
+/// A metric family's descriptor.
+#[derive(Debug)]
+pub struct Desc {
+    /// The full name, including the unit suffix when there is a unit.
+    pub name: &'static str,
+    /// A full sentence, without the stability prefix.
+    pub help: &'static str,
+    pub kind: MetricKind,
+    pub unit: Option<Unit>,
+    pub stability: Stability,
+    /// Label names, in the order samples give their values.
+    pub labels: &'static [&'static str],
+}
+
+impl Desc {
+    /// An ALPHA gauge, the common case.
+    pub const fn gauge(
+        name: &'static str,
+        help: &'static str,
+        unit: Option<Unit>,
+        labels: &'static [&'static str],
+    ) -> Desc {
+        Desc {
+            name,
+            help,
+            kind: MetricKind::Gauge,
+            unit,
+            stability: Stability::Alpha,
+            labels,
+        }
+    }
+
+    /// An ALPHA counter; `name` ends in `_total`.
+    pub const fn counter(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Desc {
+        Desc {
+            name,
+            help,
+            kind: MetricKind::Counter,
+            unit: None,
+            stability: Stability::Alpha,
+            labels,
+        }
+    }
+}
+
+/// A sample value, kept as an integer where it is one so that byte counts
+/// render exactly.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Uint(v)
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
 
 /// Where collectors put their samples: each sample is written as its text
 /// line at once, with borrowed labels and no sample kept in between.

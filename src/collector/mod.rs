@@ -1,5 +1,6 @@
-//! The collector trait and the descriptors collectors declare. A collector is
-//! a pure function of a [`Snapshot`]: it emits samples for the families it
+//! The collector trait, and the family descriptors collectors declare (defined
+//! with the formats in [`crate::exposition`]). A collector is a pure function of a
+//! [`Snapshot`]: it emits samples for the families it
 //! declared and says whether everything it needed was there.
 
 pub mod eviction;
@@ -12,111 +13,11 @@ pub mod volume_stats;
 
 use std::fmt;
 
-use prometheus_client::registry::Unit;
-
-pub use crate::exposition::Sink;
+// The family descriptors live with the formats that render them; collectors
+// name them from here.
+pub use crate::exposition::{Desc, MetricKind, Sink, Stability, Value};
 use crate::model::Snapshot;
 use crate::model::SourceId;
-
-/// Kubernetes' metric stability levels; HELP is prefixed with `[LEVEL] ` as
-/// Kubernetes' metrics framework does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stability {
-    Alpha,
-    Beta,
-    Stable,
-}
-
-impl Stability {
-    pub fn help_prefix(self) -> &'static str {
-        match self {
-            Stability::Alpha => "[ALPHA] ",
-            Stability::Beta => "[BETA] ",
-            Stability::Stable => "[STABLE] ",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricKind {
-    Gauge,
-    /// Named with its `_total` suffix.
-    Counter,
-}
-
-/// A metric family's descriptor.
-#[derive(Debug)]
-pub struct Desc {
-    /// The full name, including the unit suffix when there is a unit.
-    pub name: &'static str,
-    /// A full sentence, without the stability prefix.
-    pub help: &'static str,
-    pub kind: MetricKind,
-    pub unit: Option<Unit>,
-    pub stability: Stability,
-    /// Label names, in the order samples give their values.
-    pub labels: &'static [&'static str],
-}
-
-impl Desc {
-    /// An ALPHA gauge, the common case.
-    pub const fn gauge(
-        name: &'static str,
-        help: &'static str,
-        unit: Option<Unit>,
-        labels: &'static [&'static str],
-    ) -> Desc {
-        Desc {
-            name,
-            help,
-            kind: MetricKind::Gauge,
-            unit,
-            stability: Stability::Alpha,
-            labels,
-        }
-    }
-
-    /// An ALPHA counter; `name` ends in `_total`.
-    pub const fn counter(
-        name: &'static str,
-        help: &'static str,
-        labels: &'static [&'static str],
-    ) -> Desc {
-        Desc {
-            name,
-            help,
-            kind: MetricKind::Counter,
-            unit: None,
-            stability: Stability::Alpha,
-            labels,
-        }
-    }
-}
-
-/// A sample value, kept as an integer where it is one so that byte counts
-/// render exactly.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Value {
-    Int(i64),
-    Uint(u64),
-    Float(f64),
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Int(v)
-    }
-}
-impl From<u64> for Value {
-    fn from(v: u64) -> Self {
-        Value::Uint(v)
-    }
-}
-impl From<f64> for Value {
-    fn from(v: f64) -> Self {
-        Value::Float(v)
-    }
-}
 
 /// Why a collector could not report everything it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
