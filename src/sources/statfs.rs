@@ -98,19 +98,9 @@ pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
 
 /// Runs statfs calls on the measurement lane, each under a timeout, never
 /// more than one at a time for the same path.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct FsProber {
     in_flight: InFlightSet,
-    lane: Lane,
-}
-
-impl Default for FsProber {
-    fn default() -> FsProber {
-        FsProber {
-            in_flight: InFlightSet::default(),
-            lane: Lane::global().clone(),
-        }
-    }
 }
 
 impl FsProber {
@@ -146,8 +136,7 @@ impl FsProber {
             });
         };
         let owned = path.to_path_buf();
-        let answer = self
-            .lane
+        let answer = Lane::global()
             .run(timeout, move || {
                 let _guard = guard;
                 call(&owned)

@@ -29,8 +29,6 @@ pub struct Measurer {
     pub reading: InFlightSet,
     /// The mount table, for kernels whose statx does not say.
     pub mounts: tokio::sync::Mutex<MountTable>,
-    /// Where the block device reads and directory listings run.
-    pub lane: Lane,
 }
 
 fn fs_error(e: FsError) -> VolumeError {
@@ -138,7 +136,7 @@ impl Measurer {
                 ),
             ));
         };
-        let task = self.lane.run(self.timeout, move || {
+        let task = Lane::global().run(self.timeout, move || {
             let _guard = guard;
             device_size(&rootfs, &sysfs, &owned)
         });
@@ -185,9 +183,8 @@ impl Measurer {
             Location::AnyPlugin { dir, pv } => (dir.clone(), pv.clone()),
         };
         let shown = dir.display().to_string();
-        let search = self
-            .lane
-            .run(self.timeout, move || -> std::io::Result<Option<PathBuf>> {
+        let search =
+            Lane::global().run(self.timeout, move || -> std::io::Result<Option<PathBuf>> {
                 // Only directory listings of kubelet's own (local) directories:
                 // the volume itself is never stat'ed here, since on a dead NFS
                 // mount that would hang outside the one-call-per-path guard.

@@ -31,7 +31,6 @@ use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::{ClaimState, Kube};
-use crate::sources::lane::Lane;
 use crate::sources::statfs::FsProber;
 use crate::sources::walk::WalkPool;
 use measure::{Measurer, MountTable};
@@ -137,7 +136,6 @@ impl VolumeSampler {
             walkers,
             reading: InFlightSet::default(),
             mounts: tokio::sync::Mutex::new(MountTable::new(cfg.procfs.clone(), cfg.timeout)),
-            lane: Lane::global().clone(),
         });
         let (looked_tx, looked_rx) = mpsc::unbounded_channel();
         let (measured_tx, measured_rx) = mpsc::unbounded_channel();
