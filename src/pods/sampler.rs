@@ -605,14 +605,14 @@ fn walked(
         })),
         Err(PoolError::StillRunning(_)) => None,
         Err(e) => {
-            let reason = match &e {
-                PoolError::Walk(WalkError::Root { source, .. })
+            let reason = match (&e, e.walk_error()) {
+                (_, Some(WalkError::Root { source, .. }))
                     if source.kind() == io::ErrorKind::NotFound =>
                 {
                     Reason::NotFound
                 }
-                PoolError::Walk(WalkError::BudgetExceeded { .. }) => Reason::BudgetExceeded,
-                PoolError::Timeout { .. } => Reason::Timeout,
+                (_, Some(WalkError::BudgetExceeded { .. })) => Reason::BudgetExceeded,
+                (PoolError::Timeout { .. }, _) => Reason::Timeout,
                 _ => Reason::WalkFailed,
             };
             Some(Err(Failure::new(reason, e.to_string())))

@@ -1,10 +1,20 @@
 //! At most one blocking call in flight per path: a call that hangs (a dead
 //! NFS mount) holds its path until it returns, however late, and further
 //! calls for that path are refused instead of piling up blocked threads.
+//!
+//! [`InFlightSet`] only refuses a second call. [`Flights`] lets callers that
+//! arrive while a call is still within its time *join* it and share its
+//! answer: two PVCs whose PVs name one directory (`D` and `D/./`) are one
+//! measurement, and the second is never told the path is hung because the
+//! first is busy with it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 #[derive(Clone, Debug, Default)]
 pub struct InFlightSet {
@@ -53,6 +63,160 @@ impl InFlightSet {
     }
 }
 
+/// Calls in flight, one per key (a path, or a path and a kind of call),
+/// whose answers every caller that joined them receives. `R` is the call's
+/// whole outcome (errors included).
+#[derive(Debug)]
+pub struct Flights<K, R> {
+    map: FlightMap<K, R>,
+}
+
+type FlightMap<K, R> = Arc<Mutex<HashMap<K, Flight<R>>>>;
+
+impl<K, R> Default for Flights<K, R> {
+    fn default() -> Self {
+        Flights {
+            map: Arc::default(),
+        }
+    }
+}
+
+impl<K, R> Clone for Flights<K, R> {
+    fn clone(&self) -> Self {
+        Flights {
+            map: Arc::clone(&self.map),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Flight<R> {
+    started: Instant,
+    answer: watch::Receiver<Option<Arc<R>>>,
+}
+
+/// What [`Flights::join`] gives a caller.
+#[derive(Debug)]
+pub enum Joined<K: Eq + Hash, R> {
+    /// Nothing was in flight: the caller must run the call and hand its
+    /// outcome to the [`Pilot`]; the [`Passenger`] receives it.
+    Lead(Pilot<K, R>, Passenger<R>),
+    /// A call started less than `hung_after` ago is running: wait for it.
+    Follow(Passenger<R>),
+    /// A call has been running for longer than `hung_after`: the path is
+    /// hung, and waiting again would only pile up.
+    Hung(Duration),
+}
+
+/// Publishes the call's outcome to everyone waiting; frees the path when
+/// dropped, answered or not (a call that never ran, or panicked).
+#[derive(Debug)]
+pub struct Pilot<K: Eq + Hash, R> {
+    map: FlightMap<K, R>,
+    key: K,
+    answer: watch::Sender<Option<Arc<R>>>,
+}
+
+/// Waits for the outcome of a call in flight.
+#[derive(Debug)]
+pub struct Passenger<R> {
+    answer: watch::Receiver<Option<Arc<R>>>,
+}
+
+/// Why a [`Passenger`] got no outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The call did not finish within the caller's timeout.
+    Timeout,
+    /// The call was dropped without an answer (never run, or it panicked).
+    Abandoned,
+}
+
+impl<K: Eq + Hash + Clone, R> Flights<K, R> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Flight<R>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins the call in flight for `key`, or makes the caller its pilot.
+    pub fn join(&self, key: &K, hung_after: Duration) -> Joined<K, R> {
+        let mut map = self.lock();
+        if let Some(flight) = map.get(key) {
+            let age = flight.started.elapsed();
+            return if age > hung_after {
+                Joined::Hung(age)
+            } else {
+                Joined::Follow(Passenger {
+                    answer: flight.answer.clone(),
+                })
+            };
+        }
+        let (tx, rx) = watch::channel(None);
+        map.insert(
+            key.clone(),
+            Flight {
+                started: Instant::now(),
+                answer: rx.clone(),
+            },
+        );
+        Joined::Lead(
+            Pilot {
+                map: Arc::clone(&self.map),
+                key: key.clone(),
+                answer: tx,
+            },
+            Passenger { answer: rx },
+        )
+    }
+
+    /// Keys whose call has not returned yet.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Eq + Hash, R> Pilot<K, R> {
+    /// Frees the path, then hands `outcome` to every passenger: a caller
+    /// that arrives after this starts a fresh call.
+    pub fn land(self, outcome: R) {
+        self.free();
+        // Passengers that gave up are gone; nothing to tell them.
+        self.answer.send_replace(Some(Arc::new(outcome)));
+    }
+
+    fn free(&self) {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only this pilot's flight: a later one may hold the path already
+        // if this pilot is dropped late.
+        if map
+            .get(&self.key)
+            .is_some_and(|f| f.answer.same_channel(&self.answer.subscribe()))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl<K: Eq + Hash, R> Drop for Pilot<K, R> {
+    fn drop(&mut self) {
+        self.free();
+    }
+}
+
+impl<R> Passenger<R> {
+    /// The call's outcome, waiting at most `timeout` for it.
+    pub async fn wait(mut self, timeout: Duration) -> Result<Arc<R>, Unanswered> {
+        let answered = tokio::time::timeout(timeout, self.answer.wait_for(Option::is_some)).await;
+        match answered {
+            Ok(Ok(outcome)) => (*outcome).clone().ok_or(Unanswered::Abandoned),
+            Ok(Err(_)) => Err(Unanswered::Abandoned),
+            Err(_) => Err(Unanswered::Timeout),
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +229,61 @@ mod tests {
         let _b = set.claim(Path::new("/b")).unwrap();
         drop(a);
         assert!(set.claim(Path::new("/a")).is_some());
+    }
+
+    #[tokio::test]
+    async fn callers_within_the_time_share_one_call() {
+        let flights: Flights<PathBuf, u32> = Flights::default();
+        let Joined::Lead(pilot, first) = flights.join(&PathBuf::from("/d"), Duration::from_secs(5))
+        else {
+            panic!("nothing was in flight");
+        };
+        let Joined::Follow(second) = flights.join(&PathBuf::from("/d"), Duration::from_secs(5))
+        else {
+            panic!("the second caller should join the first call");
+        };
+        assert!(matches!(
+            flights.join(&PathBuf::from("/other"), Duration::from_secs(5)),
+            Joined::Lead(..)
+        ));
+        pilot.land(7);
+        assert_eq!(*first.wait(Duration::from_secs(1)).await.unwrap(), 7);
+        assert_eq!(*second.wait(Duration::from_secs(1)).await.unwrap(), 7);
+        assert!(
+            matches!(
+                flights.join(&PathBuf::from("/d"), Duration::from_secs(5)),
+                Joined::Lead(..)
+            ),
+            "a landed call frees its path"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_older_than_the_timeout_is_hung_and_a_dropped_one_abandoned() {
+        let flights: Flights<PathBuf, u32> = Flights::default();
+        let Joined::Lead(pilot, passenger) = flights.join(&PathBuf::from("/d"), Duration::ZERO)
+        else {
+            panic!("nothing was in flight");
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(matches!(
+            flights.join(&PathBuf::from("/d"), Duration::from_millis(1)),
+            Joined::Hung(_)
+        ));
+        assert_eq!(
+            Passenger {
+                answer: passenger.answer.clone()
+            }
+            .wait(Duration::from_millis(10))
+            .await
+            .unwrap_err(),
+            Unanswered::Timeout
+        );
+        drop(pilot);
+        assert_eq!(
+            passenger.wait(Duration::from_secs(1)).await.unwrap_err(),
+            Unanswered::Abandoned
+        );
+        assert!(flights.is_empty());
     }
 }

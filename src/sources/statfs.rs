@@ -10,7 +10,7 @@ use nix::sys::stat::stat;
 use nix::sys::statvfs::statvfs;
 use thiserror::Error;
 
-use super::inflight::InFlightSet;
+use super::inflight::{Flights, Joined, Unanswered};
 use super::lane::{Lane, LaneError};
 use crate::model::FsUsage;
 
@@ -97,15 +97,37 @@ pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
 }
 
 /// Runs statfs calls on the measurement lane, each under a timeout, never
-/// more than one at a time for the same path.
+/// more than one of each kind at a time for the same path. A caller that
+/// arrives while the call for its path is younger than its timeout shares
+/// that call's answer (two PVCs on one directory); only a call older than
+/// the timeout makes the path [`FsError::StillHung`].
 #[derive(Clone, Debug, Default)]
 pub struct FsProber {
-    in_flight: InFlightSet,
+    in_flight: Flights<(PathBuf, Probe), Result<Probed, FsError>>,
+}
+
+/// The kinds of guarded call; each has its own flight per path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Probe {
+    Statfs,
+    MountThenStatfs,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Probed {
+    Fs(FsReading),
+    Mount(MountRoot, Option<FsReading>),
 }
 
 impl FsProber {
     pub async fn probe(&self, path: &Path, timeout: Duration) -> Result<FsReading, FsError> {
-        self.guarded(path, timeout, read_fs).await
+        match self
+            .guarded(path, timeout, Probe::Statfs, |p| read_fs(p).map(Probed::Fs))
+            .await?
+        {
+            Probed::Fs(reading) => Ok(reading),
+            Probed::Mount(..) => unreachable!("a statfs flight answers with a reading"),
+        }
     }
 
     /// statfs of `path` only when statx says it is the root of a mount, in
@@ -117,40 +139,73 @@ impl FsProber {
         path: &Path,
         timeout: Duration,
     ) -> Result<(MountRoot, Option<FsReading>), FsError> {
-        self.guarded(path, timeout, |p| match mount_root(p)? {
-            MountRoot::Yes => Ok((MountRoot::Yes, Some(read_fs(p)?))),
-            other => Ok((other, None)),
-        })
-        .await
+        let probed = self
+            .guarded(
+                path,
+                timeout,
+                Probe::MountThenStatfs,
+                |p| match mount_root(p)? {
+                    MountRoot::Yes => Ok(Probed::Mount(MountRoot::Yes, Some(read_fs(p)?))),
+                    other => Ok(Probed::Mount(other, None)),
+                },
+            )
+            .await?;
+        match probed {
+            Probed::Mount(root, reading) => Ok((root, reading)),
+            Probed::Fs(_) => unreachable!("a mount flight answers with a mount root"),
+        }
     }
 
-    async fn guarded<T: Send + 'static>(
+    async fn guarded(
         &self,
         path: &Path,
         timeout: Duration,
-        call: fn(&Path) -> Result<T, FsError>,
-    ) -> Result<T, FsError> {
-        let Some(guard) = self.in_flight.claim(path) else {
-            return Err(FsError::StillHung {
-                path: path.to_path_buf(),
-            });
+        kind: Probe,
+        call: fn(&Path) -> Result<Probed, FsError>,
+    ) -> Result<Probed, FsError> {
+        let passenger = match self.in_flight.join(&(path.to_path_buf(), kind), timeout) {
+            Joined::Hung(_) => {
+                return Err(FsError::StillHung {
+                    path: path.to_path_buf(),
+                });
+            }
+            Joined::Follow(passenger) => passenger,
+            Joined::Lead(pilot, _) => {
+                let owned = path.to_path_buf();
+                // The pilot travels with the call: a call that outlives its
+                // caller keeps the path claimed until it returns; one the
+                // lane never runs frees it at once.
+                let answer = Lane::global()
+                    .run(timeout, move || {
+                        let outcome = call(&owned);
+                        pilot.land(outcome.clone());
+                        outcome
+                    })
+                    .await;
+                return match answer {
+                    Ok(outcome) => outcome,
+                    Err(LaneError::Timeout(after)) => Err(FsError::Timeout {
+                        path: path.to_path_buf(),
+                        after,
+                    }),
+                    Err(e) => Err(FsError::Task {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    }),
+                };
+            }
         };
-        let owned = path.to_path_buf();
-        let answer = Lane::global()
-            .run(timeout, move || {
-                let _guard = guard;
-                call(&owned)
-            })
-            .await;
-        match answer {
-            Ok(result) => result,
-            Err(LaneError::Timeout(after)) => Err(FsError::Timeout {
+        match passenger.wait(timeout).await {
+            Ok(outcome) => (*outcome).clone(),
+            Err(Unanswered::Timeout) => Err(FsError::Timeout {
                 path: path.to_path_buf(),
-                after,
+                after: timeout,
             }),
-            Err(e) => Err(FsError::Task {
+            Err(Unanswered::Abandoned) => Err(FsError::Task {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                message:
+                    "the call was dropped without an answer (it panicked, or the lane stopped)"
+                        .to_owned(),
             }),
         }
     }
@@ -215,5 +270,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(prober.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn concurrent_probes_of_one_path_share_one_answer() {
+        // Two PVCs whose PVs name one directory are probed at once; the
+        // second must not be told the path is hung.
+        let prober = FsProber::default();
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(5);
+        let probes = (0..8).map(|_| prober.probe(dir.path(), t));
+        let mounts = (0..8).map(|_| prober.probe_mount(dir.path(), t));
+        let (probes, mounts) = tokio::join!(
+            futures::future::join_all(probes),
+            futures::future::join_all(mounts)
+        );
+        for reading in probes {
+            assert_eq!(reading.unwrap().device, probes_device(dir.path()));
+        }
+        for mount in mounts {
+            assert_eq!(mount.unwrap(), (MountRoot::No, None));
+        }
+        assert_eq!(prober.in_flight(), 0);
+    }
+
+    fn probes_device(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().dev()
     }
 }

@@ -10,12 +10,12 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::inflight::{InFlight, InFlightSet};
+use super::inflight::{Flights, Joined, Pilot, Unanswered};
 
 /// What a walk found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -255,25 +255,29 @@ pub fn lower_thread_priority() -> io::Result<()> {
 
 /// A fixed number of low-priority threads that run walks, so walks never
 /// take more than `workers` threads (or CPUs) however many volumes need one.
+/// One walk per path at a time: a caller that asks for a path while its walk
+/// is younger than the caller's wait joins it and gets the same answer (two
+/// PVCs whose PVs share one directory are one walk); only a walk that has
+/// outlived that wait makes the path [`PoolError::StillRunning`].
 #[derive(Debug)]
 pub struct WalkPool {
     jobs: std::sync::mpsc::Sender<Job>,
     threads_per_walk: usize,
-    in_flight: InFlightSet,
+    in_flight: Flights<PathBuf, Result<DirUsage, Arc<WalkError>>>,
 }
 
 struct Job {
     path: PathBuf,
     budget: Duration,
     threads: usize,
-    reply: tokio::sync::oneshot::Sender<Result<DirUsage, WalkError>>,
-    _guard: InFlight,
+    pilot: Pilot<PathBuf, Result<DirUsage, Arc<WalkError>>>,
 }
 
 #[derive(Debug, Error)]
 pub enum PoolError {
+    /// Shared: every caller that joined the walk holds the same error.
     #[error(transparent)]
-    Walk(#[from] WalkError),
+    Walk(Arc<WalkError>),
     #[error("walk of {0} is still running from an earlier period")]
     StillRunning(PathBuf),
     #[error("walk of {path} did not finish within {after:?} (hung filesystem?)")]
@@ -282,13 +286,23 @@ pub enum PoolError {
     Stopped,
 }
 
+impl PoolError {
+    /// The walk's own error, when the walk ran and failed.
+    pub fn walk_error(&self) -> Option<&WalkError> {
+        match self {
+            PoolError::Walk(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl WalkPool {
     /// `workers` walks at a time, each with up to `threads_per_walk` threads.
     pub fn new(workers: usize, threads_per_walk: usize) -> std::io::Result<WalkPool> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let queue = Arc::new(Mutex::new(queue));
         for n in 0..workers.max(1) {
-            let queue = std::sync::Arc::clone(&queue);
+            let queue = Arc::clone(&queue);
             std::thread::Builder::new()
                 .name(format!("kubedf-walk-{n}"))
                 .spawn(move || {
@@ -297,65 +311,60 @@ impl WalkPool {
                     }
                     loop {
                         let job = {
-                            let queue = queue
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
                             queue.recv()
                         };
                         let Ok(Job {
                             path,
                             budget,
                             threads,
-                            reply,
-                            _guard: guard,
+                            pilot,
                         }) = job
                         else {
                             return;
                         };
-                        let result = walk(&path, budget, threads);
-                        // Release the path before answering, so the answer
-                        // means the path is free again.
-                        drop(guard);
-                        // The caller may have given up waiting; nothing to do then.
-                        let _ = reply.send(result);
+                        // Landing frees the path, then answers every caller
+                        // still waiting (none, if all gave up).
+                        pilot.land(walk(&path, budget, threads).map_err(Arc::new));
                     }
                 })?;
         }
         Ok(WalkPool {
             jobs,
             threads_per_walk: threads_per_walk.max(1),
-            in_flight: InFlightSet::default(),
+            in_flight: Flights::default(),
         })
     }
 
-    /// Walks `path` on a pool thread. Waits at most `budget + grace` (the
-    /// walk itself stops at `budget`; `grace` covers queueing and a
-    /// filesystem call that hangs).
+    /// Walks `path` on a pool thread, or joins the walk of `path` already
+    /// running. Waits at most `budget + grace` (the walk itself stops at
+    /// `budget`; `grace` covers queueing and a filesystem call that hangs).
     pub async fn walk(
         &self,
         path: &Path,
         budget: Duration,
         grace: Duration,
     ) -> Result<DirUsage, PoolError> {
-        let guard = self
-            .in_flight
-            .claim(path)
-            .ok_or_else(|| PoolError::StillRunning(path.to_path_buf()))?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Job {
-                path: path.to_path_buf(),
-                budget,
-                threads: self.threads_per_walk,
-                reply,
-                _guard: guard,
-            })
-            .map_err(|_| PoolError::Stopped)?;
         let wait = budget + grace;
-        match tokio::time::timeout(wait, answer).await {
-            Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(PoolError::Stopped),
-            Err(_) => Err(PoolError::Timeout {
+        let passenger = match self.in_flight.join(&path.to_path_buf(), wait) {
+            Joined::Hung(_) => return Err(PoolError::StillRunning(path.to_path_buf())),
+            Joined::Follow(passenger) => passenger,
+            Joined::Lead(pilot, passenger) => {
+                self.jobs
+                    .send(Job {
+                        path: path.to_path_buf(),
+                        budget,
+                        threads: self.threads_per_walk,
+                        pilot,
+                    })
+                    .map_err(|_| PoolError::Stopped)?;
+                passenger
+            }
+        };
+        match passenger.wait(wait).await {
+            Ok(outcome) => (*outcome).clone().map_err(PoolError::Walk),
+            Err(Unanswered::Abandoned) => Err(PoolError::Stopped),
+            Err(Unanswered::Timeout) => Err(PoolError::Timeout {
                 path: path.to_path_buf(),
                 after: wait,
             }),
@@ -442,22 +451,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_pool_walks_and_refuses_a_second_walk_of_the_same_path() {
+    async fn the_pool_shares_a_running_walk_and_refuses_a_hung_one() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("f"), vec![0u8; 10_000]).unwrap();
         let pool = WalkPool::new(2, 2).unwrap();
-        let usage = pool
-            .walk(dir.path(), Duration::from_secs(10), Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert_eq!(usage, walk(dir.path(), Duration::from_secs(10), 1).unwrap());
-        let guard = pool.in_flight.claim(dir.path()).unwrap();
+        let alone = walk(dir.path(), Duration::from_secs(10), 1).unwrap();
+        // Two PVCs on one directory, measured at once: one walk, one answer.
+        let (budget, grace) = (Duration::from_secs(10), Duration::from_secs(5));
+        let (a, b) = tokio::join!(
+            pool.walk(dir.path(), budget, grace),
+            pool.walk(dir.path(), budget, grace)
+        );
+        assert_eq!((a.unwrap(), b.unwrap()), (alone, alone));
+        assert!(pool.in_flight.is_empty());
+        // A walk older than a caller's wait is hung for that caller.
+        let Joined::Lead(pilot, _) = pool.in_flight.join(&dir.path().to_path_buf(), budget) else {
+            panic!("nothing was in flight");
+        };
+        std::thread::sleep(Duration::from_millis(5));
         let err = pool
-            .walk(dir.path(), Duration::from_secs(1), Duration::from_secs(1))
+            .walk(dir.path(), Duration::ZERO, Duration::from_millis(1))
             .await
             .unwrap_err();
         assert!(matches!(err, PoolError::StillRunning(_)), "{err}");
-        drop(guard);
+        drop(pilot);
+        let missing = dir.path().join("missing");
+        let (a, b) = tokio::join!(
+            pool.walk(&missing, budget, grace),
+            pool.walk(&missing, budget, grace)
+        );
+        for err in [a.unwrap_err(), b.unwrap_err()] {
+            assert!(
+                matches!(err.walk_error(), Some(WalkError::Root { .. })),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -107,14 +107,14 @@ impl Measurer {
             .walk(path, self.walk_budget, self.timeout)
             .await
             .map_err(|e| {
-                let reason = match &e {
-                    PoolError::Walk(WalkError::BudgetExceeded { .. }) => Reason::WalkBudgetExceeded,
-                    PoolError::Walk(WalkError::Root { source, .. })
+                let reason = match (&e, e.walk_error()) {
+                    (_, Some(WalkError::BudgetExceeded { .. })) => Reason::WalkBudgetExceeded,
+                    (_, Some(WalkError::Root { source, .. }))
                         if source.kind() == std::io::ErrorKind::NotFound =>
                     {
                         Reason::NotFound
                     }
-                    PoolError::Timeout { .. } | PoolError::StillRunning(_) => Reason::Timeout,
+                    (PoolError::Timeout { .. } | PoolError::StillRunning(_), _) => Reason::Timeout,
                     _ => Reason::IoError,
                 };
                 VolumeError::new(reason, e.to_string())

@@ -43,11 +43,22 @@ pub struct Line {
 }
 
 /// Parses the sample lines (comments skipped) of a text exposition.
+///
+/// Panics on two samples of one series (the same name and labels): every
+/// test that reads an exposition checks that there is one series per label
+/// set, which Prometheus requires and kubedf promises.
 pub fn samples(text: &str) -> Vec<Line> {
+    let mut seen = std::collections::HashSet::new();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let (series, value) = l.rsplit_once(' ').expect("sample has a value");
+            // Text formats have no timestamps here, so the series is all but
+            // the value; kubedf writes a family's labels in one order.
+            assert!(
+                seen.insert(series),
+                "duplicate series in the exposition: {series}"
+            );
             let (name, labels) = match series.split_once('{') {
                 None => (series.to_owned(), BTreeMap::new()),
                 Some((name, rest)) => {
@@ -97,4 +108,22 @@ pub fn number(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 pub fn has_family(text: &str, name: &str) -> bool {
     samples(text).iter().any(|l| l.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "duplicate series in the exposition: a{x=\"1\"}")]
+    fn a_duplicate_series_fails_the_parse() {
+        samples("a{x=\"1\"} 1\na{x=\"2\"} 1\na{x=\"1\"} 2\n");
+    }
+
+    #[test]
+    fn distinct_series_parse() {
+        let lines = samples("# HELP a A.\na{x=\"1\"} 1\na{x=\"2\"} 1\nb 3\n");
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1].labels["x"], "2");
+    }
 }
