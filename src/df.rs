@@ -6,6 +6,7 @@
 //! tables and lines, notes, errors); [`Report::text`] and [`Report::html`]
 //! only lay it out. A new view (pods, say) is one more [`Section`].
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use crate::collector::eviction::observe;
@@ -500,16 +501,47 @@ fn pvcs(volumes: &VolumeTable, errors: &mut Vec<String>) -> Section {
     Section::Table(table)
 }
 
+/// `text` with every control character (C0, DEL, C1) and every Unicode
+/// bidirectional override or isolate written as a visible escape (`\n`,
+/// `\u{1b}`, `\u{202e}`). Names come from tenants (a namespace, a PVC, a
+/// container) and reach a person's terminal and text logs: an escape
+/// sequence must be seen, never obeyed, and a newline must not forge a line.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.contains(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 impl Table {
     /// The table aligned in columns, as df(1) does, header first.
     fn text(&self, out: &mut String) {
-        let header: Vec<&str> = self.columns.iter().map(|c| c.title).collect();
+        let header: Vec<Cow<'_, str>> = self
+            .columns
+            .iter()
+            .map(|c| Cow::Borrowed(c.title))
+            .collect();
         let rows = std::iter::once(header).chain(
             self.rows
                 .iter()
-                .map(|r| r.iter().map(|c| c.text.as_str()).collect()),
+                .map(|r| r.iter().map(|c| printable(&c.text)).collect()),
         );
-        let rows: Vec<Vec<&str>> = rows.collect();
+        let rows: Vec<Vec<Cow<'_, str>>> = rows.collect();
         let widths: Vec<usize> = (0..self.columns.len())
             .map(|c| {
                 rows.iter()
@@ -561,7 +593,7 @@ impl Report {
             match section {
                 Section::Table(table) => table.text(&mut out),
                 Section::Line { text, .. } => {
-                    let _ = writeln!(out, "{text}");
+                    let _ = writeln!(out, "{}", printable(text));
                 }
             }
         }
@@ -569,10 +601,10 @@ impl Report {
             out.push('\n');
         }
         for note in &self.notes {
-            let _ = writeln!(out, "{note}");
+            let _ = writeln!(out, "{}", printable(note));
         }
         for e in &self.errors {
-            let _ = writeln!(out, "error: {e}");
+            let _ = writeln!(out, "error: {}", printable(e));
         }
         out
     }
@@ -870,6 +902,25 @@ mod tests {
             );
         }
         assert_eq!(threshold_text(ThresholdValue::Quantity(1000)), "1000");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert!(matches!(printable("shop/data-0"), Cow::Borrowed(_)));
+        assert_eq!(
+            printable("a\nb\u{1b}[31mc\u{7f}\u{9b}\u{202e}d\té"),
+            "a\\nb\\u{1b}[31mc\\u{7f}\\u{9b}\\u{202e}d\\té"
+        );
+        let mut report = Report::default();
+        report
+            .errors
+            .push("pvc evil\u{1b}]0;owned\u{7}\nerror: forged".into());
+        let text = report.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text}"
+        );
     }
 
     #[test]

@@ -29,7 +29,24 @@ fn init_tracing(format: LogFormat, quiet_sampler: bool) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        // Field values are tenants' names (a namespace, a PVC, a path): a
+        // newline or an escape sequence in one is written visibly, so it
+        // cannot forge a log line or drive the reader's terminal. JSON
+        // escapes them already.
+        LogFormat::Text => {
+            use tracing_subscriber::field::MakeExt as _;
+            let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                let text = format!("{value:?}");
+                let text = kubedf::df::printable(&text);
+                if field.name() == "message" {
+                    write!(w, "{text}")
+                } else {
+                    write!(w, "{field}={text}")
+                }
+            })
+            .delimited(" ");
+            builder.fmt_fields(fields).init()
+        }
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -30,6 +30,21 @@ pub enum QuantityError {
         "quantity {input:?}: unable to parse quantity's suffix {suffix:?} (expected Ki, Mi, Gi, Ti, Pi, Ei, n, u, m, k, M, G, T, P, E or an exponent such as e3)"
     )]
     Suffix { input: String, suffix: String },
+    /// What the API server's validation says of a negative limit, size or
+    /// capacity (`ValidateNonnegativeQuantity`).
+    #[error("quantity {0:?}: must be greater than or equal to 0")]
+    Negative(String),
+}
+
+/// [`parse_quantity`] for a size the API server never stores negative (a
+/// resource limit, an emptyDir's `sizeLimit`, a PV's capacity): a negative
+/// one is refused as the API server refuses it, so a misbehaving server
+/// cannot make kubedf export a negative limit.
+pub fn parse_size(input: &str) -> Result<i64, QuantityError> {
+    match parse_quantity(input)? {
+        v if v < 0 => Err(QuantityError::Negative(input.to_owned())),
+        v => Ok(v),
+    }
 }
 
 /// Parses a quantity and returns its value rounded up (away from zero) to an

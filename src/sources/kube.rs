@@ -20,7 +20,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::kubelet::quantity::parse_quantity;
+use crate::kubelet::quantity::parse_size;
 use crate::model::{PodVolumes, PvInfo, PvSource, SourceId, SourceStatus, VolumeMode};
 
 #[derive(Debug, Error)]
@@ -298,10 +298,10 @@ pub fn pv_info(pv: &PersistentVolume) -> Result<PvInfo, String> {
     // Logged once per lookup, which is cached for minutes.
     let capacity = match spec.capacity.as_ref().and_then(|c| c.get("storage")) {
         None => None,
-        Some(q) => match parse_quantity(&q.0) {
+        Some(q) => match parse_size(&q.0) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
-                warn!(persistentvolume = %name, error = %e, "ignoring the persistent volume's spec.capacity.storage, which is not a quantity");
+                warn!(persistentvolume = %name, error = %e, "ignoring the persistent volume's spec.capacity.storage, which is not a size");
                 None
             }
         },
@@ -547,15 +547,19 @@ impl Kube {
         name: &str,
         timeout: Duration,
     ) -> Result<Option<ClaimState>, String> {
-        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
-        let pvc = tokio::time::timeout(timeout, api.get_opt(name))
-            .await
-            .map_err(|_| {
-                format!(
-                    "GET persistentvolumeclaim {namespace}/{name} did not answer within {timeout:?}"
-                )
-            })?
-            .map_err(|e| format!("GET persistentvolumeclaim {namespace}/{name}: {e}"))?;
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &path_segment("namespace", namespace)?);
+        let pvc = tokio::time::timeout(
+            timeout,
+            api.get_opt(&path_segment("persistentvolumeclaim", name)?),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "GET persistentvolumeclaim {namespace}/{name} did not answer within {timeout:?}"
+            )
+        })?
+        .map_err(|e| format!("GET persistentvolumeclaim {namespace}/{name}: {e}"))?;
         Ok(pvc.as_ref().map(claim_state))
     }
 
@@ -566,17 +570,56 @@ impl Kube {
         timeout: Duration,
     ) -> Result<Option<Result<PvInfo, String>>, String> {
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
-        let pv = tokio::time::timeout(timeout, api.get_opt(name))
-            .await
-            .map_err(|_| format!("GET persistentvolume {name} did not answer within {timeout:?}"))?
-            .map_err(|e| format!("GET persistentvolume {name}: {e}"))?;
+        let pv = tokio::time::timeout(
+            timeout,
+            api.get_opt(&path_segment("persistentvolume", name)?),
+        )
+        .await
+        .map_err(|_| format!("GET persistentvolume {name} did not answer within {timeout:?}"))?
+        .map_err(|e| format!("GET persistentvolume {name}: {e}"))?;
         Ok(pv.as_ref().map(pv_info))
     }
+}
+
+/// A name as one segment of a request path. kube-rs puts names into URLs
+/// as they are, and the names come from other objects (a pod's `claimName`,
+/// a PVC's `volumeName`): a name the API server could never have created
+/// as a path segment (`.`, `..`, one holding `/` or `%`, apimachinery's
+/// `IsValidPathSegmentName`) is refused, naming it; anything else outside a
+/// URL's unreserved characters is percent-encoded, so no name can reach
+/// another path or break the request line.
+fn path_segment(kind: &str, name: &str) -> Result<String, String> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+        return Err(format!(
+            "{kind} name {name:?} cannot name an API object (empty, '.', '..', or holding '/' or '%')"
+        ));
+    }
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    Ok(percent_encoding::utf8_percent_encode(name, KEEP).to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_one_escaped_path_segment() {
+        assert_eq!(path_segment("pvc", "data-web-0").unwrap(), "data-web-0");
+        assert_eq!(path_segment("pvc", "a.b").unwrap(), "a.b");
+        assert_eq!(path_segment("pvc", "a b?c#\n").unwrap(), "a%20b%3Fc%23%0A");
+        assert_eq!(path_segment("pvc", "é").unwrap(), "%C3%A9");
+        for bad in ["", ".", "..", "../secrets", "a/b", "100%"] {
+            let err = path_segment("persistentvolumeclaim", bad).unwrap_err();
+            assert!(
+                err.contains("persistentvolumeclaim") && err.contains(&format!("{bad:?}")),
+                "{err}"
+            );
+        }
+    }
 
     fn pod(json: serde_json::Value) -> Pod {
         serde_json::from_value(json).unwrap()

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::kubelet::quantity::parse_quantity;
+use crate::kubelet::quantity::parse_size;
 use crate::model::pod::{EphemeralVolume, PodStorageSpec, VolumeKind};
 
 const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
@@ -131,7 +131,7 @@ fn limit_of(c: &Container) -> Option<&Quantity> {
 
 /// A quantity's value, or a problem naming the field.
 fn read(problems: &mut Vec<String>, field: String, q: &Quantity) -> Option<i64> {
-    match parse_quantity(&q.0) {
+    match parse_size(&q.0) {
         Ok(v) => Some(v),
         Err(e) => {
             problems.push(format!("{field}: {e}"));
@@ -266,5 +266,23 @@ mod tests {
         assert_eq!(s.volumes[0].size_limit, None);
         assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
         assert!(s.problems[0].contains("container a"), "{:?}", s.problems);
+    }
+
+    #[test]
+    fn a_negative_quantity_is_refused_as_the_api_server_refuses_it() {
+        let s = spec(
+            serde_json::json!({"containers": [container("a", Some("-1Gi"))],
+            "volumes": [{"name": "c", "emptyDir": {"sizeLimit": "-5"}}]}),
+        );
+        assert_eq!(s.limit, None);
+        assert_eq!(s.volumes[0].size_limit, None);
+        assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+        assert!(
+            s.problems
+                .iter()
+                .all(|p| p.contains("greater than or equal to 0")),
+            "{:?}",
+            s.problems
+        );
     }
 }
