@@ -101,7 +101,9 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     http2: Option<bool>,
-    headers: Option<BTreeMap<String, String>>,
+    /// Any YAML scalar, as yaml.v2 decodes one into exporter-toolkit's
+    /// `map[string]string` (see [`header_text`]).
+    headers: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -689,13 +691,31 @@ fn protocol_versions(
     )
 }
 
+/// A header's value as exporter-toolkit reads it: yaml.v2 decodes any
+/// scalar into a Go string, so `X-XSS-Protection: 1` is the string "1" and
+/// a null is "". The text is the number or boolean as parsed (a YAML `1.0`
+/// is "1.0", a `1e3` "1000.0", where yaml.v2 would keep the written text);
+/// a list or a mapping is no header value.
+fn header_text(value: serde_json::Value) -> Result<String, String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Ok(String::new()),
+        Value::Array(_) => Err("expected a string, got a list".into()),
+        Value::Object(_) => Err("expected a string, got a mapping".into()),
+    }
+}
+
 fn headers(
-    raw: BTreeMap<String, String>,
+    raw: BTreeMap<String, serde_json::Value>,
     field: &FieldError<'_>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, WebConfigError> {
     let mut out = Vec::new();
     for (name, value) in raw {
         let key = format!("http_server_config.headers.{name}");
+        let value = header_text(value).map_err(|e| field(&key, e))?;
         let Some((_, allowed)) = ALLOWED_HEADERS.iter().find(|(n, _)| *n == name) else {
             return Err(field(
                 &key,
@@ -1118,6 +1138,18 @@ mod tests {
                 "http_server_config.headers.X-Frame-Options",
             ),
             ("http_server_config:\n  http2: maybe\n", "http2"),
+            (
+                "http_server_config:\n  headers:\n    X-XSS-Protection: [1]\n",
+                "http_server_config.headers.X-XSS-Protection: expected a string, got a list",
+            ),
+            (
+                "http_server_config:\n  headers:\n    Content-Security-Policy: {default-src: self}\n",
+                "http_server_config.headers.Content-Security-Policy: expected a string, got a mapping",
+            ),
+            (
+                "http_server_config:\n  headers:\n    X-Frame-Options: 1\n",
+                "http_server_config.headers.X-Frame-Options: invalid value \"1\"",
+            ),
             ("rate_limit:\n  interval: soon\n", "rate_limit.interval"),
             ("rate_limit:\n  burst: 1.5\n", "rate_limit.burst"),
             ("rate_limit:\n  every: 1s\n", "every"),
@@ -1133,6 +1165,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("nope.yml"), "{err}");
+    }
+
+    #[test]
+    fn a_header_written_as_a_yaml_number_or_boolean_is_its_text() {
+        // exporter-toolkit's headers are a map[string]string: yaml.v2 reads
+        // `1` into the string "1".
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WebConfig::load(&write(
+            dir.path(),
+            "http_server_config:\n  headers:\n    X-XSS-Protection: 1\n    Strict-Transport-Security: true\n    Content-Security-Policy:\n",
+        ))
+        .unwrap();
+        let got: Vec<(&str, &str)> = cfg
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("content-security-policy", ""),
+                ("strict-transport-security", "true"),
+                ("x-xss-protection", "1"),
+            ]
+        );
+        assert_eq!(header_text(serde_json::json!(0)).unwrap(), "0");
+        assert_eq!(
+            header_text(serde_json::json!("1; mode=block")).unwrap(),
+            "1; mode=block"
+        );
     }
 
     #[test]

@@ -276,6 +276,54 @@ fn crio_values_change_only_the_cri_socket() {
 }
 
 #[test]
+fn cri_socket_is_a_path_or_a_unix_url() {
+    let test = "cri_socket_is_a_path_or_a_unix_url";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("values.yaml");
+    for given in ["/var/run/crio/crio.sock", "unix:///var/run/crio/crio.sock"] {
+        std::fs::write(&file, format!("criSocket: {given}\n")).expect("write");
+        let Some(objs) = render(test, Some(&file)) else {
+            return;
+        };
+        let args = args_of(&objs);
+        assert!(
+            args.contains(&"--cri.endpoint=unix:///var/run/crio/crio.sock".into()),
+            "{given}: {args:?}"
+        );
+        let pod = &the(&objs, "DaemonSet")["spec"]["template"]["spec"];
+        assert_eq!(
+            by_name(&pod["volumes"], "cri-socket")["hostPath"],
+            json!({"path": "/var/run/crio/crio.sock", "type": "Socket"}),
+            "{given}"
+        );
+        assert_eq!(
+            by_name(&pod["containers"][0]["volumeMounts"], "cri-socket")["mountPath"],
+            "/var/run/crio/crio.sock",
+            "{given}"
+        );
+    }
+    // Neither a socket kubedf can dial nor a path the pod can mount.
+    for given in [
+        "tcp://10.0.0.1:1234",
+        "run/crio.sock",
+        "unix://run/crio.sock",
+    ] {
+        std::fs::write(&file, format!("criSocket: {given:?}\n")).expect("write");
+        let Some(result) = manifests::helm_render(test, Some(&file)) else {
+            return;
+        };
+        match result {
+            Ok(_) => panic!("the chart rendered criSocket {given:?}"),
+            Err(e) => assert!(
+                e.contains("criSocket must be an absolute path or a unix:// URL")
+                    && e.contains(given),
+                "{given}: {e}"
+            ),
+        }
+    }
+}
+
+#[test]
 fn kubelet_root_dir_values_move_root_dir_and_config() {
     let test = "kubelet_root_dir_values_move_root_dir_and_config";
     let Some((diffs, objs)) = changes(test, "kubelet-root-dir-values.yaml") else {

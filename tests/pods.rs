@@ -757,3 +757,261 @@ fn the_summary_is_behind_the_same_web_config_as_metrics() {
     assert_eq!(s["pods"], json!([]), "no pod half: no pods, not an error");
     assert!(s["node"]["rlimit"]["maxpid"].is_u64(), "{s:#}");
 }
+
+/// The annotation kubelet writes a container's `lifecycle.preStop` into,
+/// as the handler's JSON.
+const PRE_STOP: &str = "io.kubernetes.container.preStopHandler";
+
+/// A preStop exec handler whose JSON is about `bytes` long.
+fn pre_stop_handler(bytes: usize) -> String {
+    let script = format!("echo {}", "x".repeat(bytes));
+    json!({"exec": {"command": ["/bin/sh", "-c", script]}}).to_string()
+}
+
+/// A shell that waits for SIGTERM.
+const IDLE: &str = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done";
+
+#[test]
+fn a_large_pod_spec_blinds_no_other_pod() {
+    let test = "a_large_pod_spec_blinds_no_other_pod";
+    if !prerequisites(test, need_root_and(CONTAINERD_TOOLS)) {
+        return;
+    }
+    let node = Node::new();
+    let containerd = Containerd::start(&node.dir.path().join("cd"), 512 << 20).expect("containerd");
+    let cri = Cri::connect(&containerd).expect("CRI");
+    let image = containerd
+        .import_image(&Image::busybox("idle").expect("busybox image"))
+        .expect("import");
+    let kube = FakeKube::start();
+    let mut pods = Vec::new();
+    let mut run = |name: &str, containers: &[(&str, usize)]| {
+        let uid = fake_kube::fake_uid(name);
+        let spec = PodSpec::new(NS, name, &uid, &node.logs());
+        let names: Vec<Value> = containers.iter().map(|(c, _)| container(c, None)).collect();
+        kube.put_pod(pod_with(name, &uid, Value::Array(names), vec![]));
+        let mut pod = cri.run_pod(&spec).expect("RunPodSandbox");
+        for (c, pre_stop) in containers {
+            let mut spec = ContainerSpec::new(c, &image).shell(IDLE);
+            if *pre_stop > 0 {
+                spec = spec.annotation(PRE_STOP, &pre_stop_handler(*pre_stop));
+            }
+            pod.start(&spec).expect("start container");
+        }
+        pods.push(pod);
+    };
+    // Three pods with a 1.4 MB preStop command and a plain one.
+    for name in ["hook-0", "hook-1", "hook-2"] {
+        run(name, &[("app", 1_400_000)]);
+    }
+    run("plain", &[("app", 0)]);
+
+    // The node-wide answer passes gRPC's default 4 MiB, not kubelet's 16 MiB.
+    let err = cri
+        .list_running_containers(4 << 20)
+        .expect_err("a 4 MiB client refuses the answer");
+    assert!(err.contains("too large"), "{err}");
+    let all = cri.list_running_containers(16 << 20).expect("16 MiB");
+    assert_eq!(all.len(), 4, "{err}");
+
+    let socket = format!("unix://{}", containerd.socket().display());
+    let served = node.serve(&kube, &socket);
+    let total = |t: &str, pod: &str| pod_value(t, "kubedf_pod_ephemeral_storage_used_bytes", pod);
+    let everyone = ["hook-0", "hook-1", "hook-2", "plain"];
+    let text = served.scrape_until(Duration::from_secs(60), "every pod's total", |t| {
+        everyone.iter().all(|p| total(t, p).is_some())
+    });
+    for pod in everyone {
+        assert!(
+            container_value(&text, "kubedf_container_rootfs_used_bytes", pod, "app").is_some(),
+            "{pod}: rootfs\n{text}"
+        );
+    }
+    assert!(!text.contains("kubedf_pod_storage_error{"), "{text}");
+
+    // One pod whose own answer passes 16 MiB (containerd's send limit too):
+    // three containers with a 6 MB preStop each. It alone loses its figures.
+    run(
+        "huge",
+        &[("a", 6_000_000), ("b", 6_000_000), ("c", 6_000_000)],
+    );
+    let err = cri
+        .list_running_containers(64 << 20)
+        .expect_err("containerd refuses to send the node-wide answer");
+    assert!(err.contains("ResourceExhausted"), "{err}");
+    let huge_error = |t: &str| {
+        value(
+            t,
+            "kubedf_pod_storage_error",
+            &[("namespace", NS), ("pod", "huge"), ("part", "containers")],
+        )
+    };
+    let text = served.scrape_until(Duration::from_secs(60), "the huge pod's error", |t| {
+        huge_error(t).is_some() && everyone.iter().all(|p| total(t, p).is_some())
+    });
+    assert!(text.contains(
+        r#"kubedf_pod_storage_error{namespace="shop",pod="huge",part="containers",name="",reason="cri_unavailable"} 1"#
+    ), "{text}");
+    assert_eq!(total(&text, "huge"), None, "no total for the huge pod");
+    for c in ["a", "b", "c"] {
+        assert_eq!(
+            container_value(&text, "kubedf_container_rootfs_used_bytes", "huge", c),
+            None
+        );
+    }
+    for pod in everyone {
+        assert!(
+            container_value(&text, "kubedf_container_rootfs_used_bytes", pod, "app").is_some(),
+            "{pod}: rootfs\n{text}"
+        );
+    }
+    let errors: Vec<_> = samples(&text)
+        .into_iter()
+        .filter(|l| l.name == "kubedf_pod_storage_error")
+        .collect();
+    assert_eq!(errors.len(), 1, "only the huge pod fails: {errors:?}");
+    // The log names the pod and why.
+    let log = served.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("shop/huge") && l.contains("too large"))
+        .unwrap_or_else(|| panic!("no log line names the huge pod:\n{log}"));
+    assert!(line.contains("WARN") || line.contains("warn"), "{line}");
+    assert!(
+        log.contains("asking it pod by pod"),
+        "the fallback is logged:\n{log}"
+    );
+
+    drop(served);
+    for pod in pods {
+        pod.remove().expect("stop and remove");
+    }
+}
+
+#[test]
+fn two_running_containers_of_one_name_are_one_series() {
+    let test = "two_running_containers_of_one_name_are_one_series";
+    if !prerequisites(test, need_root_and(CONTAINERD_TOOLS)) {
+        return;
+    }
+    let node = Node::new();
+    let containerd = Containerd::start(&node.dir.path().join("cd"), 256 << 20).expect("containerd");
+    let cri = Cri::connect(&containerd).expect("CRI");
+    let image = containerd
+        .import_image(&Image::busybox("overlap").expect("busybox image"))
+        .expect("import");
+    let kube = FakeKube::start();
+    let uid = fake_kube::fake_uid("overlap");
+    kube.put_pod(pod_with(
+        "overlap",
+        &uid,
+        json!([container("app", None)]),
+        vec![],
+    ));
+    let mut pod = cri
+        .run_pod(&PodSpec::new(NS, "overlap", &uid, &node.logs()))
+        .expect("RunPodSandbox");
+    // A restart overlap: attempt 0 still runs when attempt 1 starts. Each
+    // writes a different amount into its writable layer, so the figure
+    // tells which one kubedf reports.
+    let writer = |mib: u32| {
+        format!("dd if=/dev/urandom of=/written bs=1048576 count={mib} 2>/dev/null && {IDLE}")
+    };
+    let old = pod
+        .start(&ContainerSpec::new("app", &image).shell(&writer(3)))
+        .expect("start attempt 0");
+    std::thread::sleep(Duration::from_millis(50));
+    let new = pod
+        .start(
+            &ContainerSpec::new("app", &image)
+                .shell(&writer(1))
+                .attempt(1),
+        )
+        .expect("start attempt 1");
+    let status = |id: &str| cri.container_status(id).expect("ContainerStatus");
+    assert!(status(&new.id).created_at > status(&old.id).created_at);
+    for id in [&old.id, &new.id] {
+        assert_eq!(
+            status(id).state,
+            testkit::cri::proto::ContainerState::ContainerRunning as i32
+        );
+    }
+    // Both layers written and settled (containerd refreshes every second).
+    let layer = |id: &str| {
+        let w = cri
+            .container_stats(id)
+            .expect("ListContainerStats")
+            .writable_layer
+            .expect("writable_layer");
+        (
+            w.used_bytes.map(|v| v.value).unwrap_or(0),
+            w.inodes_used.map(|v| v.value).unwrap_or(0),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (layer(&old.id), layer(&new.id));
+    loop {
+        std::thread::sleep(Duration::from_millis(2500));
+        let now = (layer(&old.id), layer(&new.id));
+        if now == last && now.0.0 >= 3 * MIB && now.1.0 >= MIB {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writable layers never settled: {now:?}"
+        );
+        last = now;
+    }
+    let (new_bytes, new_inodes) = layer(&new.id);
+    assert!(new_bytes < 3 * MIB, "the layers differ: {new_bytes}");
+
+    let socket = format!("unix://{}", containerd.socket().display());
+    let served = node.serve(&kube, &socket);
+    let text = served.scrape_until(Duration::from_secs(60), "the pod's total", |t| {
+        samples(t).iter().any(|l| {
+            l.name == "kubedf_pod_ephemeral_storage_used_bytes"
+                && l.labels.get("pod").map(String::as_str) == Some("overlap")
+        })
+    });
+    // One series per family for the container, whatever the families.
+    let mut seen = std::collections::HashSet::new();
+    for l in samples(&text) {
+        if l.labels.get("pod").map(String::as_str) == Some("overlap") {
+            assert!(
+                seen.insert((l.name.clone(), l.labels.clone())),
+                "a duplicate series: {l:?}\n{text}"
+            );
+        }
+    }
+    let figure = |name: &str| container_value(&text, name, "overlap", "app");
+    assert_eq!(
+        figure("kubedf_container_rootfs_used_bytes"),
+        Some(new_bytes.to_string()),
+        "the newer container's layer (the older one has {:?})",
+        layer(&old.id)
+    );
+    assert_eq!(
+        figure("kubedf_container_rootfs_inodes_used"),
+        Some(new_inodes.to_string())
+    );
+    for family in [
+        "kubedf_container_logs_used_bytes",
+        "kubedf_container_logs_inodes_used",
+    ] {
+        assert!(figure(family).is_some(), "{family}\n{text}");
+    }
+    // The summary lists it once, with the same figure.
+    let s = summary(&served);
+    let p = summary_pod(&s, "overlap");
+    let apps: Vec<&Value> = p["containers"]
+        .as_array()
+        .expect("containers[]")
+        .iter()
+        .filter(|c| c["name"] == "app")
+        .collect();
+    assert_eq!(apps.len(), 1, "{p:#}");
+    assert_eq!(apps[0]["rootfs"]["usedBytes"], new_bytes);
+
+    drop(served);
+    pod.remove().expect("stop and remove");
+}

@@ -6,7 +6,8 @@
 //! between 1x and 2x, on the walk pool's low-priority threads within the walk
 //! budget, at most one in flight per path; a failed walk is retried with
 //! backoff. The runtime is asked for its running containers and their
-//! writable layers every 1x-2x `cri_period`. The loop sleeps until something
+//! writable layers every 1x-2x `cri_period`; a pod the runtime cannot answer
+//! for (its own answer too large) has no containers, only an error. The loop sleeps until something
 //! is due, a result comes back or the pod watch changes; it never scans every
 //! part on a timer. A scrape only reads the last published table.
 
@@ -29,7 +30,7 @@ use crate::model::pod::{
 };
 use crate::model::snapshot::SnapshotHandle;
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
-use crate::sources::cri::{CriClient, RunningContainer};
+use crate::sources::cri::{CriClient, RunningContainer, RuntimeContainers};
 use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::Kube;
@@ -93,8 +94,9 @@ struct Entry {
     row: Option<Arc<PodRow>>,
 }
 
-/// The runtime's running containers, by pod uid.
-type Containers = HashMap<String, Vec<RunningContainer>>;
+/// The runtime's running containers, by pod uid; an error for a pod the
+/// runtime could not answer for.
+type Containers = HashMap<String, Result<Vec<RunningContainer>, Failure>>;
 
 struct Done {
     key: Key,
@@ -118,6 +120,8 @@ pub struct PodSampler {
     entries: IndexMap<String, Entry>,
     /// The runtime's last answer; `None` before the first.
     containers: Option<Result<Containers, Failure>>,
+    /// The runtime was last asked pod by pod (its node-wide answer too large).
+    per_pod: bool,
     /// When the runtime is asked next (one key).
     cri_calls: Scheduler<(), ()>,
     walks: Scheduler<Key, PathBuf>,
@@ -163,6 +167,7 @@ impl PodSampler {
             stating: Arc::default(),
             entries: IndexMap::new(),
             containers: None,
+            per_pod: false,
             cri_calls,
             walks,
             in_flight: 0,
@@ -290,7 +295,7 @@ impl PodSampler {
                 .cri
                 .running_containers(self.cfg.timeout)
                 .await
-                .map(by_pod)
+                .map(|r| self.by_pod(r))
                 .map_err(|e| Failure::new(Reason::CriUnavailable, e.to_string()));
             let outcome = if answer.is_ok() {
                 Outcome::Done
@@ -305,6 +310,9 @@ impl PodSampler {
                 }
                 (Some(Err(_)), Ok(_)) => info!("container runtime answers again"),
                 _ => {}
+            }
+            if let Ok(new) = &answer {
+                self.log_pod_failures(new);
             }
             if self.containers.as_ref() != Some(&answer) {
                 match (&self.containers, &answer) {
@@ -398,7 +406,8 @@ impl PodSampler {
         let mut parts = Vec::new();
         let log_dir = pod_log_dir(&self.logs_root, pod);
         if let Some(Ok(containers)) = &self.containers {
-            for c in containers.get(&pod.uid).into_iter().flatten() {
+            let running = containers.get(&pod.uid).and_then(|r| r.as_ref().ok());
+            for c in running.into_iter().flatten() {
                 let path = log_dir.clone().and_then(|d| join(d, &c.name));
                 parts.push((Part::Logs(c.name.clone()), path));
             }
@@ -453,6 +462,53 @@ impl PodSampler {
         }
     }
 
+    /// The runtime's answer by pod, logging when it starts or stops being
+    /// asked pod by pod.
+    fn by_pod(&mut self, answer: RuntimeContainers) -> Containers {
+        match (&answer.per_pod_because, self.per_pod) {
+            (Some(why), false) => {
+                warn!(error = %why, "the runtime's node-wide answer is too large; asking it pod by pod")
+            }
+            (None, true) => info!("the runtime's node-wide answer fits again"),
+            _ => {}
+        }
+        self.per_pod = answer.per_pod_because.is_some();
+        group_by_pod(answer)
+    }
+
+    /// Logs each pod whose containers the runtime cannot tell, or can again,
+    /// once per change.
+    fn log_pod_failures(&self, new: &Containers) {
+        let old = match &self.containers {
+            Some(Ok(old)) => Some(old),
+            _ => None,
+        };
+        let failed = |all: Option<&Containers>, uid: &str| {
+            all.and_then(|a| a.get(uid))
+                .and_then(|r| r.as_ref().err())
+                .cloned()
+        };
+        let uids = new.keys().chain(old.into_iter().flat_map(|o| o.keys()));
+        for uid in uids.collect::<HashSet<_>>() {
+            let pod = self
+                .entries
+                .get(uid)
+                .map(|e| format!("{}/{}", e.pod.namespace, e.pod.name))
+                .unwrap_or_else(|| uid.clone());
+            match (failed(old, uid), failed(Some(new), uid)) {
+                (before, Some(e)) if before.as_ref() != Some(&e) => warn!(
+                    pod = %pod,
+                    error = %e.message,
+                    "the runtime cannot tell this pod's containers; its rootfs and logs are not reported"
+                ),
+                (Some(_), None) if new.contains_key(uid) => {
+                    info!(pod = %pod, "the runtime tells this pod's containers again")
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn apply(&mut self, done: Done, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let outcome = match &done.result {
@@ -485,11 +541,22 @@ impl PodSampler {
     }
 }
 
-/// The runtime's answer, grouped by pod.
-fn by_pod(all: Vec<RunningContainer>) -> Containers {
+/// The runtime's answer, grouped by pod: a pod it could not answer for has
+/// its error, even beside containers from another of its sandboxes (its
+/// containers would be incomplete).
+fn group_by_pod(answer: RuntimeContainers) -> Containers {
     let mut grouped = Containers::new();
-    for c in all {
-        grouped.entry(c.pod_uid.clone()).or_default().push(c);
+    for c in answer.running {
+        if let Ok(list) = grouped.entry(c.pod_uid.clone()).or_insert(Ok(Vec::new())) {
+            list.push(c);
+        }
+    }
+    for pod in answer.unanswered {
+        let message = format!(
+            "pod {}/{} (sandbox {}): {}",
+            pod.namespace, pod.name, pod.sandbox_id, pod.error
+        );
+        grouped.insert(pod.uid, Err(Failure::new(Reason::CriUnavailable, message)));
     }
     grouped
 }
@@ -504,19 +571,23 @@ fn build_row(
     let (containers_pending, containers, containers_error) = match containers {
         None => (true, Vec::new(), None),
         Some(Err(e)) => (false, Vec::new(), Some(e.clone())),
-        Some(Ok(all)) => (
-            false,
-            all.get(&pod.uid)
-                .into_iter()
-                .flatten()
-                .map(|c| ContainerRow {
-                    name: c.name.clone(),
-                    rootfs: rootfs(c),
-                    logs: slot(&Part::Logs(c.name.clone())),
-                })
-                .collect(),
-            None,
-        ),
+        Some(Ok(all)) => match all.get(&pod.uid) {
+            Some(Err(e)) => (false, Vec::new(), Some(e.clone())),
+            running => (
+                false,
+                running
+                    .and_then(|r| r.as_ref().ok())
+                    .into_iter()
+                    .flatten()
+                    .map(|c| ContainerRow {
+                        name: c.name.clone(),
+                        rootfs: rootfs(c),
+                        logs: slot(&Part::Logs(c.name.clone())),
+                    })
+                    .collect(),
+                None,
+            ),
+        },
     };
     PodRow {
         namespace: pod.namespace.clone(),
@@ -730,6 +801,78 @@ mod tests {
         assert_eq!(one_file(&dir.path().join("gone")).unwrap(), (0, 0));
     }
 
+    fn pod(name: &str, uid: &str) -> PodVolumes {
+        PodVolumes {
+            namespace: "shop".into(),
+            name: name.into(),
+            uid: uid.into(),
+            running: true,
+            claims: Vec::new(),
+            storage: Default::default(),
+        }
+    }
+
+    fn container(uid: &str, name: &str, bytes: u64) -> RunningContainer {
+        RunningContainer {
+            id: format!("{uid}-{name}"),
+            pod_uid: uid.into(),
+            pod_name: "p".into(),
+            pod_namespace: "shop".into(),
+            name: name.into(),
+            attempt: 0,
+            created_at: 1,
+            writable_layer: Some(crate::sources::cri::WritableLayer {
+                timestamp: 1_000_000_000,
+                used_bytes: Some(bytes),
+                inodes_used: Some(1),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_pod_the_runtime_cannot_answer_for_loses_only_its_own_containers() {
+        let answer = RuntimeContainers {
+            running: vec![container("u-a", "app", 4096), container("u-b", "app", 8192)],
+            unanswered: vec![crate::sources::cri::UnansweredPod {
+                uid: "u-b".into(),
+                namespace: "shop".into(),
+                name: "huge".into(),
+                sandbox_id: "sb".into(),
+                error: crate::sources::cri::CriError::TooLarge {
+                    endpoint: "unix:///run/cri.sock".into(),
+                    call: "RuntimeService/ListContainers",
+                    message: "ResourceExhausted: grpc: trying to send message larger than max"
+                        .into(),
+                },
+            }],
+            per_pod_because: Some("node-wide too large".into()),
+        };
+        let containers = Some(Ok(group_by_pod(answer)));
+        let results = BTreeMap::new();
+
+        let fine = build_row(&pod("fine", "u-a"), &results, &containers);
+        assert_eq!(fine.containers_error, None);
+        assert_eq!(fine.containers.len(), 1);
+        assert_eq!(fine.containers[0].rootfs.as_ref().unwrap().bytes, 4096);
+
+        // Its containers from another sandbox would be a partial list: none.
+        let huge = build_row(&pod("huge", "u-b"), &results, &containers);
+        assert!(huge.containers.is_empty());
+        assert!(!huge.containers_pending);
+        let e = huge.containers_error.expect("an error for the pod");
+        assert_eq!(e.reason, Reason::CriUnavailable);
+        assert!(
+            e.message.contains("pod shop/huge (sandbox sb)"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("too large"), "{}", e.message);
+
+        // A pod without running containers is neither pending nor failed.
+        let idle = build_row(&pod("idle", "u-c"), &results, &containers);
+        assert!(idle.containers.is_empty() && idle.containers_error.is_none());
+    }
+
     #[test]
     fn a_writable_layer_without_used_bytes_is_no_figure() {
         let c = RunningContainer {
@@ -738,6 +881,8 @@ mod tests {
             pod_name: "p".into(),
             pod_namespace: "ns".into(),
             name: "app".into(),
+            attempt: 0,
+            created_at: 1,
             writable_layer: Some(crate::sources::cri::WritableLayer {
                 timestamp: 1_000_000_000,
                 used_bytes: None,

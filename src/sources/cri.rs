@@ -1,7 +1,14 @@
 //! The container runtime over CRI (gRPC on a unix socket): `RuntimeService/Version`,
 //! `ListContainers` and `ListContainerStats` (writable layers, for the pod
-//! half), and `ImageService/ImageFsInfo`, from the subset of `runtime.v1` in
+//! half; pod by pod through `ListPodSandbox` when the node-wide answer is too
+//! large), and `ImageService/ImageFsInfo`, from the subset of `runtime.v1` in
 //! `proto/cri.proto`.
+//!
+//! The runtime's answers carry what tenants wrote in their pod specs (kubelet
+//! copies lifecycle hooks and ports into container annotations), so they are
+//! accepted up to kubelet's own limit, their annotations are skipped unread
+//! (left out of the proto), and one pod whose answer is too large even alone
+//! loses only its own figures.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -31,6 +38,11 @@ pub const DEFAULT_ENDPOINTS: [&str; 2] = [
 /// The CRI API version kubedf speaks.
 const CRI_API_VERSION: &str = "v1";
 
+/// The largest CRI message kubedf accepts: kubelet's (cri-client's
+/// `maxMsgSize`, 16 MiB), where gRPC's default is 4 MiB. A few pods with a
+/// large preStop command pass 4 MiB in one `ListContainers` answer.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Error)]
 pub enum CriError {
     #[error(
@@ -39,6 +51,13 @@ pub enum CriError {
     Endpoint(String),
     #[error("CRI {endpoint} {call}: {message}")]
     Call {
+        endpoint: String,
+        call: &'static str,
+        message: String,
+    },
+    /// The answer passed the runtime's send limit or kubedf's receive limit.
+    #[error("CRI {endpoint} {call}: the answer is too large: {message}")]
+    TooLarge {
         endpoint: String,
         call: &'static str,
         message: String,
@@ -111,8 +130,36 @@ pub struct RunningContainer {
     pub pod_namespace: String,
     /// The container's name in the pod spec.
     pub name: String,
+    /// Its restart count (`metadata.attempt`).
+    pub attempt: u32,
+    /// When the runtime created it, in nanoseconds since the epoch.
+    pub created_at: i64,
     /// `None` when the runtime has no stats for it (yet).
     pub writable_layer: Option<WritableLayer>,
+}
+
+/// A pod the runtime could not answer for: its own containers' answer is
+/// too large even alone.
+#[derive(Debug)]
+pub struct UnansweredPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub sandbox_id: String,
+    pub error: CriError,
+}
+
+/// The runtime's answer for the node's pods.
+#[derive(Debug, Default)]
+pub struct RuntimeContainers {
+    /// One running container per pod and name ([`newest_per_name`]),
+    /// sorted by pod uid and name.
+    pub running: Vec<RunningContainer>,
+    /// Pods whose containers are unknown; empty when the node-wide answer came.
+    pub unanswered: Vec<UnansweredPod>,
+    /// Why the runtime was asked pod by pod (the node-wide call's error);
+    /// `None` when the node-wide answer came.
+    pub per_pod_because: Option<String>,
 }
 
 /// `ContainerStats.writable_layer`; a field the runtime leaves unset is `None`.
@@ -127,6 +174,7 @@ pub struct WritableLayer {
 /// Joins running containers with their stats, as kubelet's CRI stats
 /// provider does: only running containers count (kubelet drops terminated
 /// ones), containers without kubelet's pod labels are not pods' containers.
+/// Unsorted, and a name may come twice: see [`newest_per_name`].
 pub fn running_containers(
     containers: Vec<proto::Container>,
     stats: Vec<proto::ContainerStats>,
@@ -144,7 +192,7 @@ pub fn running_containers(
         })
         .collect();
     let running = proto::ContainerState::ContainerRunning as i32;
-    let mut out: Vec<RunningContainer> = containers
+    containers
         .into_iter()
         .filter(|c| c.state == running)
         .filter_map(|c| {
@@ -154,13 +202,42 @@ pub fn running_containers(
                 pod_name: label(LABEL_POD_NAME)?,
                 pod_namespace: label(LABEL_POD_NAMESPACE)?,
                 name: label(LABEL_CONTAINER_NAME)?,
+                attempt: c.metadata.as_ref().map_or(0, |m| m.attempt),
+                created_at: c.created_at,
                 writable_layer: layers.remove(&c.id).flatten(),
                 id: c.id,
             })
         })
-        .collect();
-    out.sort_by(|a, b| (&a.pod_uid, &a.name).cmp(&(&b.pod_uid, &b.name)));
-    out
+        .collect()
+}
+
+/// One running container per pod and container name, sorted by pod uid and
+/// name. Two run at once when a restart overlaps (the old one not yet
+/// stopped). kubelet's summary lists both (its `removeTerminatedContainers`
+/// keeps every running one), under one name; a series per label set needs
+/// one, and this is the most recently created (then the highest attempt,
+/// then the greatest id, so the choice is stable): the container kubelet's
+/// pod status shows under that name, whose restart count the user sees.
+pub fn newest_per_name(mut all: Vec<RunningContainer>) -> Vec<RunningContainer> {
+    all.sort_by(|a, b| {
+        (&a.pod_uid, &a.name)
+            .cmp(&(&b.pod_uid, &b.name))
+            .then_with(|| (b.created_at, b.attempt, &b.id).cmp(&(a.created_at, a.attempt, &a.id)))
+    });
+    all.dedup_by(|later, kept| later.pod_uid == kept.pod_uid && later.name == kept.name);
+    all
+}
+
+/// Whether a failed call failed on the size of its answer: the runtime's
+/// gRPC refuses to send past its limit (`ResourceExhausted`, grpc-go's
+/// "trying to send message larger than max"), tonic refuses to decode past
+/// kubedf's (`OutOfRange`, "decoded message length too large").
+fn answer_too_large(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::ResourceExhausted => true,
+        tonic::Code::OutOfRange => status.message().contains("message length too large"),
+        _ => false,
+    }
 }
 
 /// A CRI client on a unix socket. The connection is made on first use and
@@ -209,6 +286,12 @@ impl CriClient {
         *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// A RuntimeService client that accepts answers up to [`MAX_MESSAGE_BYTES`].
+    fn runtime(&self, timeout: Duration) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel(timeout))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
     async fn call<T, F>(&self, call: &'static str, timeout: Duration, fut: F) -> Result<T, CriError>
     where
         F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -216,6 +299,14 @@ impl CriClient {
         let outcome = tokio::time::timeout(timeout, fut).await;
         let err = match outcome {
             Ok(Ok(response)) => return Ok(response.into_inner()),
+            // The connection is sound: keep it for the smaller calls that follow.
+            Ok(Err(status)) if answer_too_large(&status) => {
+                return Err(CriError::TooLarge {
+                    endpoint: self.endpoint.clone(),
+                    call,
+                    message: describe_status(&status),
+                });
+            }
             Ok(Err(status)) => CriError::Call {
                 endpoint: self.endpoint.clone(),
                 call,
@@ -232,7 +323,7 @@ impl CriClient {
     }
 
     pub async fn version(&self, timeout: Duration) -> Result<RuntimeVersion, CriError> {
-        let mut client = RuntimeServiceClient::new(self.channel(timeout));
+        let mut client = self.runtime(timeout);
         let request = proto::VersionRequest {
             version: CRI_API_VERSION.to_owned(),
         };
@@ -247,16 +338,38 @@ impl CriClient {
     }
 
     /// The running containers of kubelet's pods with their writable layers:
-    /// `ListContainers` (running only) joined with `ListContainerStats`.
+    /// `ListContainers` (running only) joined with `ListContainerStats`, one
+    /// container per pod and name. Node-wide first; when that answer is too
+    /// large, pod by pod (every ready sandbox), so that only a pod whose own
+    /// answer is too large goes unanswered. Any other failure fails the
+    /// whole answer: the runtime, not a pod, is then at fault.
     pub async fn running_containers(
         &self,
         timeout: Duration,
+    ) -> Result<RuntimeContainers, CriError> {
+        let running = match self.containers_of("", timeout).await {
+            Ok(running) => running,
+            Err(e @ CriError::TooLarge { .. }) => return self.pod_by_pod(e, timeout).await,
+            Err(e) => return Err(e),
+        };
+        Ok(RuntimeContainers {
+            running: newest_per_name(running),
+            ..Default::default()
+        })
+    }
+
+    /// The running containers of one sandbox, or of the node for `""`.
+    async fn containers_of(
+        &self,
+        sandbox: &str,
+        timeout: Duration,
     ) -> Result<Vec<RunningContainer>, CriError> {
-        let mut client = RuntimeServiceClient::new(self.channel(timeout));
+        let mut client = self.runtime(timeout);
         let filter = proto::ContainerFilter {
             state: Some(proto::ContainerStateValue {
                 state: proto::ContainerState::ContainerRunning as i32,
             }),
+            pod_sandbox_id: sandbox.to_owned(),
             ..Default::default()
         };
         let containers = self
@@ -269,19 +382,75 @@ impl CriClient {
             )
             .await?
             .containers;
+        let filter = proto::ContainerStatsFilter {
+            pod_sandbox_id: sandbox.to_owned(),
+            ..Default::default()
+        };
         let stats = self
             .call(
                 "RuntimeService/ListContainerStats",
                 timeout,
-                client.list_container_stats(proto::ListContainerStatsRequest { filter: None }),
+                client.list_container_stats(proto::ListContainerStatsRequest {
+                    filter: Some(filter),
+                }),
             )
             .await?
             .stats;
         Ok(running_containers(containers, stats))
     }
 
+    /// [`CriClient::running_containers`] sandbox by sandbox, after the
+    /// node-wide answer failed with `because`.
+    async fn pod_by_pod(
+        &self,
+        because: CriError,
+        timeout: Duration,
+    ) -> Result<RuntimeContainers, CriError> {
+        let mut client = self.runtime(timeout);
+        let filter = proto::PodSandboxFilter {
+            state: Some(proto::PodSandboxStateValue {
+                state: proto::PodSandboxState::SandboxReady as i32,
+            }),
+            ..Default::default()
+        };
+        let sandboxes = self
+            .call(
+                "RuntimeService/ListPodSandbox",
+                timeout,
+                client.list_pod_sandbox(proto::ListPodSandboxRequest {
+                    filter: Some(filter),
+                }),
+            )
+            .await?
+            .items;
+        let mut running = Vec::new();
+        let mut unanswered = Vec::new();
+        for sandbox in sandboxes {
+            match self.containers_of(&sandbox.id, timeout).await {
+                Ok(some) => running.extend(some),
+                Err(error @ CriError::TooLarge { .. }) => {
+                    let meta = sandbox.metadata.unwrap_or_default();
+                    unanswered.push(UnansweredPod {
+                        uid: meta.uid,
+                        namespace: meta.namespace,
+                        name: meta.name,
+                        sandbox_id: sandbox.id,
+                        error,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(RuntimeContainers {
+            running: newest_per_name(running),
+            unanswered,
+            per_pod_because: Some(because.to_string()),
+        })
+    }
+
     pub async fn image_fs_info(&self, timeout: Duration) -> Result<ImageFsInfo, CriError> {
-        let mut client = ImageServiceClient::new(self.channel(timeout));
+        let mut client = ImageServiceClient::new(self.channel(timeout))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let r = self
             .call(
                 "ImageService/ImageFsInfo",
@@ -405,10 +574,10 @@ mod tests {
                 inodes_used: Some(proto::UInt64Value { value: 3 }),
             }),
         };
-        let got = running_containers(
+        let got = newest_per_name(running_containers(
             containers,
             vec![stat("c0", Some(1)), stat("c1", Some(4096))],
-        );
+        ));
         assert_eq!(
             got.len(),
             2,
@@ -425,6 +594,74 @@ mod tests {
         );
         assert_eq!(got[1].name, "side");
         assert_eq!(got[1].writable_layer, None, "no stats for c2");
+    }
+
+    fn running(uid: &str, name: &str, id: &str, attempt: u32, created_at: i64) -> RunningContainer {
+        RunningContainer {
+            id: id.into(),
+            pod_uid: uid.into(),
+            pod_name: format!("pod-{uid}"),
+            pod_namespace: "shop".into(),
+            name: name.into(),
+            attempt,
+            created_at,
+            writable_layer: None,
+        }
+    }
+
+    #[test]
+    fn two_running_containers_of_one_name_are_one_the_newest() {
+        let all = vec![
+            running("u1", "app", "old", 0, 100),
+            running("u2", "app", "other-pod", 0, 50),
+            running("u1", "side", "s", 0, 10),
+            running("u1", "app", "new", 1, 200),
+            // Created in the same nanosecond: the higher attempt, then the id.
+            running("u3", "app", "b", 2, 7),
+            running("u3", "app", "c", 3, 7),
+            running("u3", "app", "a", 3, 7),
+        ];
+        let kept = newest_per_name(all.clone());
+        let got: Vec<(&str, &str, &str)> = kept
+            .iter()
+            .map(|c| (c.pod_uid.as_str(), c.name.as_str(), c.id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("u1", "app", "new"),
+                ("u1", "side", "s"),
+                ("u2", "app", "other-pod"),
+                ("u3", "app", "c"),
+            ]
+        );
+        // The order the runtime lists them in does not matter.
+        let mut reversed = all;
+        reversed.reverse();
+        let again: Vec<String> = newest_per_name(reversed)
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(again, ["new", "s", "other-pod", "c"]);
+    }
+
+    #[test]
+    fn an_answer_too_large_is_told_from_other_failures() {
+        // grpc-go on the runtime's side, past its send limit.
+        assert!(answer_too_large(&tonic::Status::resource_exhausted(
+            "grpc: trying to send message larger than max (18874368 vs. 16777216)"
+        )));
+        // tonic on kubedf's side, past MAX_MESSAGE_BYTES.
+        assert!(answer_too_large(&tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 17000000 bytes, the limit is: 16777216 bytes"
+        )));
+        assert!(!answer_too_large(&tonic::Status::out_of_range("offset")));
+        assert!(!answer_too_large(&tonic::Status::unavailable(
+            "connection refused"
+        )));
+        assert!(!answer_too_large(&tonic::Status::unimplemented(
+            "ListPodSandbox"
+        )));
     }
 
     #[tokio::test]

@@ -179,6 +179,26 @@ impl Cri {
         }
     }
 
+    /// The running containers as `ListContainers` answers, to a client that
+    /// decodes answers up to `max_bytes` (gRPC's default is 4 MiB, kubelet's
+    /// 16 MiB); the error names the size when the answer is larger.
+    pub fn list_running_containers(
+        &self,
+        max_bytes: usize,
+    ) -> Result<Vec<proto::Container>, String> {
+        let mut client = self.runtime().max_decoding_message_size(max_bytes);
+        let request = proto::ListContainersRequest {
+            filter: Some(proto::ContainerFilter {
+                state: Some(proto::ContainerStateValue {
+                    state: proto::ContainerState::ContainerRunning as i32,
+                }),
+                ..Default::default()
+            }),
+        };
+        self.call("ListContainers", client.list_containers(request))
+            .map(|r| r.containers)
+    }
+
     pub fn container_status(&self, id: &str) -> Result<proto::ContainerStatus, String> {
         let mut client = self.runtime();
         let request = proto::ContainerStatusRequest {
@@ -359,6 +379,9 @@ pub struct ContainerSpec {
     pub security: Security,
     /// The restart count: the container's attempt and its log file name.
     restart_count: u32,
+    /// Annotations beside kubelet's restart count, as kubelet adds the pod
+    /// spec's lifecycle hooks (`io.kubernetes.container.preStopHandler`).
+    pub annotations: HashMap<String, String>,
 }
 
 impl ContainerSpec {
@@ -372,7 +395,20 @@ impl ContainerSpec {
             mounts: Vec::new(),
             security: Security::default(),
             restart_count: 0,
+            annotations: HashMap::new(),
         }
+    }
+
+    /// The restart count, as kubelet gives a container it starts again.
+    pub fn attempt(mut self, restart_count: u32) -> ContainerSpec {
+        self.restart_count = restart_count;
+        self
+    }
+
+    /// An annotation on the container.
+    pub fn annotation(mut self, key: &str, value: &str) -> ContainerSpec {
+        self.annotations.insert(key.to_owned(), value.to_owned());
+        self
     }
 
     /// `sh -c script` (the image must have `/bin/sh`).
@@ -437,11 +473,11 @@ impl Pod {
         let log_path = format!("{}/{}.log", spec.name, spec.restart_count);
         let mut labels: HashMap<String, String> = pod_labels(&meta).into();
         labels.insert("io.kubernetes.container.name".into(), spec.name.clone());
-        let annotations: HashMap<String, String> = [(
+        let mut annotations = spec.annotations.clone();
+        annotations.insert(
             "io.kubernetes.container.restartCount".to_owned(),
             spec.restart_count.to_string(),
-        )]
-        .into();
+        );
         let mut mounts = spec.mounts.clone();
         if let Some(hosts) = &self.etc_hosts {
             mounts.push(proto::Mount {

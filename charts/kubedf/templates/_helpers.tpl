@@ -67,3 +67,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "kubedf.webConfigPath" -}}
 /etc/kubedf/web-config.yml
 {{- end }}
+
+{{/*
+The CRI socket's host path: criSocket given as a path (/run/containerd/containerd.sock)
+or as kubelet's --container-runtime-endpoint URL (unix:///run/containerd/containerd.sock).
+It is both mounted and passed to --cri.endpoint, so only a unix socket at an absolute path
+will do.
+*/}}
+{{- define "kubedf.criSocketPath" -}}
+{{- $path := trimPrefix "unix://" .Values.criSocket }}
+{{- if not (hasPrefix "/" $path) }}
+{{- fail (printf "criSocket must be an absolute path or a unix:// URL of one, not %q" .Values.criSocket) }}
+{{- end }}
+{{- $path }}
+{{- end }}
