@@ -115,6 +115,59 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 /// else (see the module's header); any other error on an entry fails the
 /// walk, because a partial sum would under-report.
 pub fn walk(root: &Path, budget: Duration, threads: usize) -> Result<DirUsage, WalkError> {
+    let threads = threads.max(1);
+    let tuning = Tuning {
+        buffer: LISTING_BUFFER,
+        open_per_thread: (OPEN_FDS_PER_WALK / threads).max(MIN_OPEN_FDS_PER_THREAD),
+    };
+    walk_tuned(root, budget, threads, tuning).map(|(usage, _)| usage)
+}
+
+/// The sizes [`walk`] picks, set apart so that tests can make them tiny.
+#[derive(Clone, Copy, Debug)]
+struct Tuning {
+    /// Bytes of one listing (at least one entry of a 255-byte name: 280).
+    buffer: usize,
+    /// Descriptors of frames each thread keeps open (at least 2: its root
+    /// and its top frame).
+    open_per_thread: usize,
+}
+
+/// How a walk went about it, for tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stats {
+    /// Frames reopened with `..`.
+    reopened: u64,
+    /// ... of which the listing was not over: resumed at its cookie.
+    resumed: u64,
+    /// Frames whose rest was skipped: not the directory they were when
+    /// reopened.
+    skipped: u64,
+    /// Directories handed to an idle thread.
+    handed_over: u64,
+    /// Most frames on one thread's stack at once.
+    max_frames: usize,
+    /// Most descriptors of frames one thread had open at once.
+    max_open: usize,
+}
+
+impl Stats {
+    fn merge(&mut self, other: &Stats) {
+        self.reopened += other.reopened;
+        self.resumed += other.resumed;
+        self.skipped += other.skipped;
+        self.handed_over += other.handed_over;
+        self.max_frames = self.max_frames.max(other.max_frames);
+        self.max_open = self.max_open.max(other.max_open);
+    }
+}
+
+fn walk_tuned(
+    root: &Path,
+    budget: Duration,
+    threads: usize,
+    tuning: Tuning,
+) -> Result<(DirUsage, Stats), WalkError> {
     let started = Instant::now();
     let threads = threads.max(1);
     let (fd, stat) = open_root(root)?;
@@ -125,6 +178,7 @@ pub fn walk(root: &Path, budget: Duration, threads: usize) -> Result<DirUsage, W
         budget,
         started,
         threads,
+        tuning,
         state: Mutex::new(Handoff {
             dirs: vec![Opened {
                 fd,
@@ -142,6 +196,7 @@ pub fn walk(root: &Path, budget: Duration, threads: usize) -> Result<DirUsage, W
         linked: Mutex::default(),
         bytes: AtomicU64::new(meta.bytes),
         inodes: AtomicU64::new(1),
+        stats: Mutex::default(),
     };
     std::thread::scope(|scope| {
         for _ in 1..threads {
@@ -155,10 +210,16 @@ pub fn walk(root: &Path, budget: Duration, threads: usize) -> Result<DirUsage, W
         .unwrap_or_else(PoisonError::into_inner);
     match state.failed {
         Some(e) => Err(e),
-        None => Ok(DirUsage {
-            bytes: shared.bytes.into_inner(),
-            inodes: shared.inodes.into_inner(),
-        }),
+        None => Ok((
+            DirUsage {
+                bytes: shared.bytes.into_inner(),
+                inodes: shared.inodes.into_inner(),
+            },
+            shared
+                .stats
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner),
+        )),
     }
 }
 
@@ -231,6 +292,7 @@ struct Shared<'a> {
     budget: Duration,
     started: Instant,
     threads: usize,
+    tuning: Tuning,
     state: Mutex<Handoff>,
     wake: Condvar,
     /// Threads waiting for work; a busy thread hands work over only then,
@@ -242,6 +304,7 @@ struct Shared<'a> {
     linked: Mutex<HashSet<(u64, u64)>>,
     bytes: AtomicU64,
     inodes: AtomicU64,
+    stats: Mutex<Stats>,
 }
 
 /// Directories handed from a busy thread to an idle one.
@@ -272,6 +335,10 @@ impl Shared<'_> {
                 self.fail(e);
             }
         }
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(&walker.stats);
     }
 
     /// Waits for a directory to walk; `None` when the walk is over.
@@ -398,6 +465,10 @@ impl Pending {
         self.count
     }
 
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     fn push(&mut self, name: &CStr, dev: u64, ino: u64) {
         let name = name.to_bytes_with_nul();
         // Names are at most 255 bytes on Linux, and getdents64 gives them
@@ -462,19 +533,21 @@ struct Walker<'s, 'a> {
     listed: HashSet<u64>,
     bytes: u64,
     inodes: u64,
+    stats: Stats,
 }
 
 impl<'s, 'a> Walker<'s, 'a> {
     fn new(shared: &'s Shared<'a>) -> Self {
         Walker {
             shared,
-            buffer: Vec::with_capacity(LISTING_BUFFER),
+            buffer: Vec::with_capacity(shared.tuning.buffer),
             stack: Vec::new(),
             closed_below: 1,
-            open_cap: (OPEN_FDS_PER_WALK / shared.threads).max(MIN_OPEN_FDS_PER_THREAD),
+            open_cap: shared.tuning.open_per_thread.max(2),
             listed: HashSet::new(),
             bytes: 0,
             inodes: 0,
+            stats: Stats::default(),
         }
     }
 
@@ -515,7 +588,7 @@ impl<'s, 'a> Walker<'s, 'a> {
                 // subdirectory is entered (see `down`).
                 self.list()?;
                 self.flush();
-            } else if top.pending.len() == 0 {
+            } else if top.pending.is_empty() {
                 self.up()?;
             } else {
                 self.down()?;
@@ -635,7 +708,10 @@ impl<'s, 'a> Walker<'s, 'a> {
             child
         } else {
             match shared.offer(child) {
-                None => return Ok(()),
+                None => {
+                    self.stats.handed_over += 1;
+                    return Ok(());
+                }
                 Some(child) => child,
             }
         };
@@ -647,11 +723,14 @@ impl<'s, 'a> Walker<'s, 'a> {
     /// thread's share (never the thread's own root's, never the top's).
     fn push(&mut self, dir: Opened) {
         self.stack.push(Frame::new(dir));
-        let open = 1 + self.stack.len() - self.closed_below;
+        let mut open = 1 + self.stack.len() - self.closed_below;
         if open > self.open_cap && self.closed_below + 1 < self.stack.len() {
             self.stack[self.closed_below].fd = None;
             self.closed_below += 1;
+            open -= 1;
         }
+        self.stats.max_frames = self.stats.max_frames.max(self.stack.len());
+        self.stats.max_open = self.stats.max_open.max(open.min(self.stack.len()));
     }
 
     /// Leaves the finished top frame, reopening the next one if its
@@ -676,10 +755,13 @@ impl<'s, 'a> Walker<'s, 'a> {
                 Some(fd) if is_dir(&fd, frame.dev, frame.ino) => {
                     if !frame.eof {
                         rustix::fs::seek(&fd, SeekFrom::Start(frame.cookie)).map_err(|e| {
-                            self.shared.entry_error("resume listing", c".", frame.depth, e)
+                            self.shared
+                                .entry_error("resume listing", c".", frame.depth, e)
                         })?;
+                        self.stats.resumed += 1;
                     }
                     frame.fd = Some(fd);
+                    self.stats.reopened += 1;
                     break;
                 }
                 // Moved or removed meanwhile: the rest of that directory is
@@ -690,6 +772,7 @@ impl<'s, 'a> Walker<'s, 'a> {
                 reached => {
                     from = reached;
                     self.stack.pop();
+                    self.stats.skipped += 1;
                 }
             }
         }
@@ -864,8 +947,80 @@ impl WalkPool {
 mod tests {
     use super::*;
     use std::fs;
-    use std::os::unix::fs::MetadataExt;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    const SECOND: Duration = Duration::from_secs(10);
+
+    /// The plainest walk there is, on paths (short trees only): what du -sx
+    /// and the distinct inodes of find -xdev say.
+    fn reference(root: &Path) -> DirUsage {
+        fn visit(dir: &Path, dev: u64, seen: &mut HashSet<(u64, u64)>, usage: &mut DirUsage) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                if meta.dev() != dev || !seen.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                usage.bytes += meta.blocks() * 512;
+                usage.inodes += 1;
+                if meta.is_dir() {
+                    visit(&path, dev, seen, usage);
+                }
+            }
+        }
+        let meta = fs::symlink_metadata(root).unwrap();
+        let mut usage = DirUsage {
+            bytes: meta.blocks() * 512,
+            inodes: 1,
+        };
+        visit(root, meta.dev(), &mut HashSet::new(), &mut usage);
+        usage
+    }
+
+    /// `mkdir name && cd name`, relative to a descriptor: no path is ever
+    /// longer than one name.
+    fn mkdir_at(parent: BorrowedFd<'_>, name: &str) -> OwnedFd {
+        rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o755)).unwrap();
+        rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()).unwrap()
+    }
+
+    fn write_at(parent: BorrowedFd<'_>, name: &str, len: usize) {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o644)).unwrap();
+        rustix::io::write(&fd, &vec![7u8; len]).unwrap();
+    }
+
+    fn bytes_at(parent: BorrowedFd<'_>, name: &str) -> u64 {
+        Meta::of(&rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).unwrap()).bytes
+    }
+
+    fn tiny(open_per_thread: usize) -> Tuning {
+        Tuning {
+            buffer: 300,
+            open_per_thread,
+        }
+    }
+
+    #[test]
+    fn pending_names_come_back_last_first_with_their_ids() {
+        let mut pending = Pending::default();
+        let long = std::ffi::CString::new("x".repeat(255)).unwrap();
+        pending.push(c"a", 1, 2);
+        pending.push(&long, u64::MAX, 0);
+        pending.push(c"b", 5, 6);
+        assert_eq!(pending.len(), 3);
+        let mut popped = Vec::new();
+        while let Some(()) = pending.pop(|name, dev, ino| {
+            popped.push((name.to_bytes().len(), dev, ino));
+        }) {}
+        assert_eq!(popped, [(1, 5, 6), (255, u64::MAX, 0), (1, 1, 2)]);
+        assert!(pending.is_empty());
+        assert_eq!(
+            pending.bytes.capacity(),
+            0,
+            "an emptied frame keeps no buffer"
+        );
+    }
 
     #[test]
     fn counts_entries_and_blocks_and_hard_links_once() {
@@ -876,7 +1031,7 @@ mod tests {
         fs::write(root.join("b"), b"hello").unwrap();
         fs::hard_link(root.join("sub/a"), root.join("a-link")).unwrap();
         symlink("/etc", root.join("to-etc")).unwrap();
-        let usage = walk(root, Duration::from_secs(10), 1).unwrap();
+        let usage = walk(root, SECOND, 1).unwrap();
         // root, sub, sub/a (once, despite the link), b, to-etc.
         assert_eq!(usage.inodes, 5);
         let blocks: u64 = [
@@ -890,6 +1045,7 @@ mod tests {
         .map(|p| fs::symlink_metadata(p).unwrap().blocks() * 512)
         .sum();
         assert_eq!(usage.bytes, blocks);
+        assert_eq!(usage, reference(root));
     }
 
     #[test]
@@ -903,14 +1059,185 @@ mod tests {
             }
             fs::hard_link(sub.join("f1"), dir.path().join(format!("link{d}"))).unwrap();
         }
-        let one = walk(dir.path(), Duration::from_secs(10), 1).unwrap();
+        let one = walk(dir.path(), SECOND, 1).unwrap();
         for threads in [2, 4] {
-            assert_eq!(
-                walk(dir.path(), Duration::from_secs(10), threads).unwrap(),
-                one
-            );
+            assert_eq!(walk(dir.path(), SECOND, threads).unwrap(), one);
         }
         assert_eq!(one.inodes, 1 + 30 + 30 + 30 * 20, "links counted once");
+        assert_eq!(one, reference(dir.path()));
+    }
+
+    /// Tiny listings and two descriptors per thread: every directory is
+    /// listed in many buffers, its frame closed in the middle of its
+    /// listing and reopened with `..` and resumed at its cookie; the sums
+    /// must not move.
+    #[test]
+    fn tiny_buffers_and_few_descriptors_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = fastrand::Rng::with_seed(16);
+        let mut dirs = vec![dir.path().to_path_buf()];
+        let mut files = Vec::new();
+        for i in 0..400 {
+            let parent = dirs[rng.usize(..dirs.len())].clone();
+            let name = format!("{i}{}", "n".repeat(rng.usize(0..200)));
+            let path = parent.join(&name);
+            match rng.u8(0..10) {
+                0..=3 if path.as_os_str().len() < 3000 => {
+                    fs::create_dir(&path).unwrap();
+                    dirs.push(path);
+                }
+                4 if !files.is_empty() => {
+                    let target: &PathBuf = &files[rng.usize(..files.len())];
+                    fs::hard_link(target, &path).unwrap();
+                }
+                5 => symlink("/etc/passwd", &path).unwrap(),
+                6 => {
+                    let f = fs::File::create(&path).unwrap();
+                    f.set_len(rng.u64(0..10_000_000)).unwrap();
+                    files.push(path);
+                }
+                _ => {
+                    fs::write(&path, vec![1u8; rng.usize(0..20_000)]).unwrap();
+                    files.push(path);
+                }
+            }
+        }
+        let want = reference(dir.path());
+        assert_eq!(walk(dir.path(), SECOND, 2).unwrap(), want);
+        for threads in [1, 2, 3] {
+            let (usage, stats) = walk_tuned(dir.path(), SECOND, threads, tiny(2)).unwrap();
+            assert_eq!(usage, want, "{threads} threads: {stats:?}");
+            assert!(stats.max_open <= 2, "{stats:?}");
+            if threads == 1 {
+                assert!(stats.resumed > 0 && stats.skipped == 0, "{stats:?}");
+            }
+        }
+    }
+
+    /// 120 nested 250-character names (30,000 bytes of path, seven times
+    /// PATH_MAX), each level with two more directories and a file beside
+    /// the next level, so that most frames wait on the stack.
+    #[test]
+    fn deeper_than_path_max_and_the_descriptor_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut levels =
+            vec![rustix::fs::openat(CWD, dir.path(), DIR_FLAGS, Mode::empty()).unwrap()];
+        for level in 0..120 {
+            let parent = levels[level].as_fd();
+            mkdir_at(parent, "a");
+            write_at(parent, "f", 3000);
+            let next = mkdir_at(parent, &format!("{level:03}{}", "n".repeat(247)));
+            mkdir_at(parent, "z");
+            levels.push(next);
+        }
+        let mut want = DirUsage {
+            bytes: Meta::of(&rustix::fs::fstat(&levels[0]).unwrap()).bytes,
+            inodes: 1,
+        };
+        for (level, fd) in levels.iter().enumerate().skip(1) {
+            let parent = levels[level - 1].as_fd();
+            want.bytes += Meta::of(&rustix::fs::fstat(fd).unwrap()).bytes
+                + ["a", "f", "z"]
+                    .iter()
+                    .map(|n| bytes_at(parent, n))
+                    .sum::<u64>();
+            want.inodes += 4;
+        }
+        drop(levels);
+        assert_eq!(walk(dir.path(), SECOND, 2).unwrap(), want);
+        // Which frames wait depends on the listing's order (ext4's is a
+        // hash); a third to two thirds of them do, well over 8.
+        let few = Tuning {
+            buffer: LISTING_BUFFER,
+            open_per_thread: 8,
+        };
+        let (usage, stats) = walk_tuned(dir.path(), SECOND, 1, few).unwrap();
+        assert_eq!(usage, want, "{stats:?}");
+        assert!(stats.max_frames > 8, "{stats:?}");
+        assert!(stats.max_open <= 8 && stats.reopened > 0, "{stats:?}");
+    }
+
+    #[test]
+    fn a_chain_costs_one_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fd = rustix::fs::openat(CWD, dir.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        for _ in 0..2000 {
+            fd = mkdir_at(fd.as_fd(), "d");
+        }
+        write_at(fd.as_fd(), "f", 10);
+        let (usage, stats) = walk_tuned(dir.path(), SECOND, 1, tiny(4)).unwrap();
+        assert_eq!(usage.inodes, 1 + 2000 + 1);
+        assert!(stats.max_frames <= 2, "{stats:?}");
+    }
+
+    /// A frame reopened with `..` is resumed only if it is still the
+    /// directory it was; otherwise its rest is skipped, and the walk goes
+    /// on from its nearest open ancestor.
+    #[test]
+    fn a_frame_moved_meanwhile_is_skipped_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir(root.join("x")).unwrap();
+        let open = |p: &Path| rustix::fs::openat(CWD, p, DIR_FLAGS, Mode::empty()).unwrap();
+        let opened = |p: &Path, depth: usize| {
+            let meta = fs::metadata(p).unwrap();
+            Opened {
+                fd: open(p),
+                dev: meta.dev(),
+                ino: meta.ino(),
+                depth,
+            }
+        };
+        let (fd, stat) = open_root(root).unwrap();
+        let shared = Shared {
+            root,
+            device: Meta::of(&stat).dev,
+            budget: SECOND,
+            started: Instant::now(),
+            threads: 1,
+            tuning: tiny(2),
+            state: Mutex::new(Handoff {
+                dirs: Vec::new(),
+                busy: 0,
+                failed: None,
+                finished: false,
+            }),
+            wake: Condvar::new(),
+            idle: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            linked: Mutex::default(),
+            bytes: AtomicU64::new(0),
+            inodes: AtomicU64::new(0),
+            stats: Mutex::default(),
+        };
+        drop(fd);
+        // The frame at depth 1 says it is `a` (the truth) or `x` (what it
+        // would say had the tenant swapped a and x meanwhile).
+        for (claimed, resumed) in [("a", true), ("x", false)] {
+            let mut walker = Walker::new(&shared);
+            walker.stack.push(Frame::new(opened(root, 0)));
+            let mut middle = Frame::new(opened(&root.join(claimed), 1));
+            middle.fd = None;
+            middle.eof = true;
+            middle.pending.push(c"b", 0, 0);
+            walker.stack.push(middle);
+            walker.closed_below = 2;
+            let mut top = Frame::new(opened(&root.join("a/b"), 2));
+            top.eof = true;
+            walker.stack.push(top);
+            walker.up().unwrap();
+            if resumed {
+                assert_eq!(walker.stack.len(), 2);
+                let a = fs::metadata(root.join("a")).unwrap();
+                let fd = walker.stack[1].fd.as_ref().unwrap();
+                assert!(is_dir(fd, a.dev(), a.ino()));
+                assert_eq!((walker.stats.reopened, walker.stats.skipped), (1, 0));
+            } else {
+                assert_eq!(walker.stack.len(), 1, "x's frame is not resumed from a");
+                assert_eq!((walker.stats.reopened, walker.stats.skipped), (0, 1));
+            }
+        }
     }
 
     #[test]
@@ -927,7 +1254,41 @@ mod tests {
             Err(WalkError::NotADirectory(_))
         ));
         let err = walk(&dir.path().join("missing"), Duration::from_secs(1), 1).unwrap_err();
+        assert!(
+            matches!(&err, WalkError::Root { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn an_entry_error_names_the_entry_and_its_depth() {
+        let err = Shared {
+            root: Path::new("/v"),
+            device: 0,
+            budget: SECOND,
+            started: Instant::now(),
+            threads: 1,
+            tuning: tiny(2),
+            state: Mutex::new(Handoff {
+                dirs: Vec::new(),
+                busy: 0,
+                failed: None,
+                finished: false,
+            }),
+            wake: Condvar::new(),
+            idle: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            linked: Mutex::default(),
+            bytes: AtomicU64::new(0),
+            inodes: AtomicU64::new(0),
+            stats: Mutex::default(),
+        }
+        .entry_error("stat", c"a\nb", 3, Errno::IO);
+        assert_eq!(
+            err.to_string(),
+            "walk of /v: cannot stat \"a\\nb\" 3 levels down: Input/output error (os error 5)"
+        );
     }
 
     #[test]
