@@ -24,8 +24,11 @@
 //!   it does not (the tenant moved it meanwhile), the rest of that directory
 //!   is skipped rather than followed to wherever `..` leads now.
 //! - The walk's threads share work only when one of them is idle: a busy
-//!   thread hands it a subdirectory it has just opened and checked, through
-//!   a queue of at most one descriptor per thread.
+//!   thread hands it half of the subdirectories its current directory
+//!   listed, with a duplicate of that directory's descriptor to open them
+//!   by, through a queue of at most one share per thread. Handing over
+//!   names, not single directories, keeps a wide tree of small directories
+//!   from costing a wake-up per directory.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
@@ -180,12 +183,12 @@ fn walk_tuned(
         threads,
         tuning,
         state: Mutex::new(Handoff {
-            dirs: vec![Opened {
+            shares: vec![Frame::new(Opened {
                 fd,
                 dev: meta.dev,
                 ino: meta.ino,
                 depth: 0,
-            }],
+            })],
             busy: 0,
             failed: None,
             finished: false,
@@ -307,10 +310,11 @@ struct Shared<'a> {
     stats: Mutex<Stats>,
 }
 
-/// Directories handed from a busy thread to an idle one.
+/// Work handed from a busy thread to an idle one.
 struct Handoff {
-    /// At most one per thread.
-    dirs: Vec<Opened>,
+    /// The walked directory, then shares of listed frames (see
+    /// [`Walker::share`]); at most one per thread.
+    shares: Vec<Frame>,
     /// Threads walking a directory (they may hand more over).
     busy: usize,
     failed: Option<WalkError>,
@@ -327,9 +331,9 @@ impl Shared<'_> {
     fn work(&self) {
         let mut walker = Walker::new(self);
         let mut walked = false;
-        while let Some(dir) = self.next_dir(walked) {
+        while let Some(share) = self.next_share(walked) {
             walked = true;
-            let outcome = walker.subtree(dir);
+            let outcome = walker.subtree(share);
             walker.flush();
             if let Err(e) = outcome {
                 self.fail(e);
@@ -341,8 +345,8 @@ impl Shared<'_> {
             .merge(&walker.stats);
     }
 
-    /// Waits for a directory to walk; `None` when the walk is over.
-    fn next_dir(&self, walked: bool) -> Option<Opened> {
+    /// Waits for work; `None` when the walk is over.
+    fn next_share(&self, walked: bool) -> Option<Frame> {
         let mut state = self.lock();
         if walked {
             state.busy -= 1;
@@ -351,9 +355,9 @@ impl Shared<'_> {
             if state.finished || state.failed.is_some() {
                 return None;
             }
-            if let Some(dir) = state.dirs.pop() {
+            if let Some(share) = state.shares.pop() {
                 state.busy += 1;
-                return Some(dir);
+                return Some(share);
             }
             if state.busy == 0 {
                 state.finished = true;
@@ -369,18 +373,21 @@ impl Shared<'_> {
         }
     }
 
-    /// Hands `dir` to an idle thread, or gives it back.
-    fn offer(&self, dir: Opened) -> Option<Opened> {
-        if self.idle.load(Ordering::Relaxed) == 0 {
-            return Some(dir);
-        }
+    /// Hands what `share` makes to an idle thread, if one is waiting and
+    /// the queue has room; whether it did.
+    fn offer(&self, share: impl FnOnce() -> Option<Frame>) -> bool {
         let mut state = self.lock();
-        if state.dirs.len() >= self.threads {
-            return Some(dir);
+        if self.idle.load(Ordering::Relaxed) <= state.shares.len()
+            || state.shares.len() >= self.threads
+        {
+            return false;
         }
-        state.dirs.push(dir);
+        let Some(share) = share() else {
+            return false;
+        };
+        state.shares.push(share);
         self.wake.notify_one();
-        None
+        true
     }
 
     fn fail(&self, e: WalkError) {
@@ -483,6 +490,29 @@ impl Pending {
         self.count += 1;
     }
 
+    /// Moves the first half of the records (the ones `pop` would reach
+    /// last) into a `Pending` of their own.
+    fn split_front(&mut self) -> Pending {
+        let give = self.count / 2;
+        let mut at = 0;
+        for _ in 0..give {
+            let Some(nul) = self
+                .bytes
+                .get(at..)
+                .and_then(|b| b.iter().position(|&c| c == 0))
+            else {
+                return Pending::default();
+            };
+            at += nul + 1 + 8 + 8 + 2;
+        }
+        let front = Pending {
+            bytes: self.bytes.drain(..at.min(self.bytes.len())).collect(),
+            count: give,
+        };
+        self.count -= give;
+        front
+    }
+
     /// Calls `f` with the last record pushed, then removes it.
     fn pop<R>(&mut self, f: impl FnOnce(&CStr, u64, u64) -> R) -> Option<R> {
         let end = self.bytes.len();
@@ -566,10 +596,10 @@ impl<'s, 'a> Walker<'s, 'a> {
             .fetch_add(std::mem::take(&mut self.inodes), Ordering::Relaxed);
     }
 
-    /// Walks what is below `dir` (`dir` itself was counted by whoever
-    /// listed it).
-    fn subtree(&mut self, dir: Opened) -> Result<(), WalkError> {
-        self.stack.push(Frame::new(dir));
+    /// Walks what is below `share`: the directory, or the subdirectories
+    /// it lists (the directory itself was counted by whoever listed it).
+    fn subtree(&mut self, share: Frame) -> Result<(), WalkError> {
+        self.stack.push(share);
         self.closed_below = 1;
         let outcome = self.run();
         // Closes whatever a failure left open.
@@ -671,10 +701,13 @@ impl<'s, 'a> Walker<'s, 'a> {
         }
     }
 
-    /// Enters the top frame's last listed subdirectory, or hands it to an
-    /// idle thread.
+    /// Enters the top frame's last listed subdirectory, first handing half
+    /// of the others to an idle thread if there is one.
     fn down(&mut self) -> Result<(), WalkError> {
         let shared = self.shared;
+        if shared.idle.load(Ordering::Relaxed) > 0 {
+            self.share();
+        }
         let Some(frame) = self.stack.last_mut() else {
             return Ok(());
         };
@@ -701,22 +734,41 @@ impl<'s, 'a> Walker<'s, 'a> {
         let Some(child) = opened? else {
             return Ok(());
         };
-        let child = if last {
+        if last {
             // Nothing else to do in the parent: the child takes its place,
             // and a chain of any depth costs one frame.
             self.stack.pop();
-            child
-        } else {
-            match shared.offer(child) {
-                None => {
-                    self.stats.handed_over += 1;
-                    return Ok(());
-                }
-                Some(child) => child,
-            }
-        };
+        }
         self.push(child);
         Ok(())
+    }
+
+    /// Gives an idle thread the first half of the top frame's listed
+    /// subdirectories, with a duplicate of the frame's descriptor (which it
+    /// only opens them by: the listing goes on here).
+    fn share(&mut self) {
+        let Some(frame) = self.stack.last_mut() else {
+            return;
+        };
+        if frame.pending.len() < 2 {
+            return;
+        }
+        let given = self.shared.offer(|| {
+            let fd = frame.fd.as_ref()?;
+            let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0).ok()?;
+            Some(Frame {
+                fd: Some(fd),
+                dev: frame.dev,
+                ino: frame.ino,
+                depth: frame.depth,
+                cookie: 0,
+                eof: true,
+                pending: frame.pending.split_front(),
+            })
+        });
+        if given {
+            self.stats.handed_over += 1;
+        }
     }
 
     /// Pushes a frame, closing the shallowest open descriptor beyond the
@@ -1023,6 +1075,32 @@ mod tests {
     }
 
     #[test]
+    fn a_share_takes_the_first_half_of_the_names() {
+        let mut pending = Pending::default();
+        let names: Vec<std::ffi::CString> = (0..7)
+            .map(|i| std::ffi::CString::new("n".repeat(i * 40 + 1)).unwrap())
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            pending.push(name, 0, i as u64);
+        }
+        let mut front = pending.split_front();
+        let drain = |p: &mut Pending| {
+            let mut inos = Vec::new();
+            while let Some(ino) = p.pop(|name, _, ino| {
+                assert_eq!(name.to_bytes().len(), ino as usize * 40 + 1);
+                ino
+            }) {
+                inos.push(ino);
+            }
+            inos
+        };
+        assert_eq!((front.len(), pending.len()), (3, 4));
+        assert_eq!(drain(&mut front), [2, 1, 0]);
+        assert_eq!(drain(&mut pending), [6, 5, 4, 3]);
+        assert_eq!(Pending::default().split_front().len(), 0);
+    }
+
+    #[test]
     fn counts_entries_and_blocks_and_hard_links_once() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -1198,7 +1276,7 @@ mod tests {
             threads: 1,
             tuning: tiny(2),
             state: Mutex::new(Handoff {
-                dirs: Vec::new(),
+                shares: Vec::new(),
                 busy: 0,
                 failed: None,
                 finished: false,
@@ -1271,7 +1349,7 @@ mod tests {
             threads: 1,
             tuning: tiny(2),
             state: Mutex::new(Handoff {
-                dirs: Vec::new(),
+                shares: Vec::new(),
                 busy: 0,
                 failed: None,
                 finished: false,
