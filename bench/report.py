@@ -460,6 +460,15 @@ def walk_rss_section(w):
         ("the tree: bytes, inodes (du -sxB1, find -xdev)", f"{num(w['bytes'])}, {num(w['inodes'])}"),
         ("tree made in / reported by kubedf after", f"{w['tree_seconds']:.1f} s / {w['reported_seconds']:.1f} s"),
     ]
+    if "before" in w:
+        # The same step run once against an earlier build, recorded by hand.
+        o = w["before"]
+        rows.append(
+            (
+                f"the same, kubedf at git {o['rev']} ({o['what']}): at rest / peak",
+                f"{mib(o['idle_rss_kib'])} / {mib(o['peak_kib'])} (+{mib(o['peak_kib'] - o['idle_rss_kib'])})",
+            )
+        )
     text = (
         f"A tenant's tree from issue 16 in a hostPath PV (a tmpfs of its own): {w['names']} nested directories of "
         f"{w['name_len']}-character names and {w['dirs']:,} directories in the deepest, made as `mkdir $long; cd $long` "
