@@ -64,6 +64,13 @@ MODES = {
         tree_files=200_000,
         tree_size="2G",
         walk_rounds=5,
+        deep_names=14,  # a tenant's 14 nested 250-character names ...
+        deep_name_len=250,
+        deep_dirs=20_000,  # ... and 20,000 directories under them (issue 16)
+        deep_size="256M",
+        rss_period="2s",  # --volume-stats-agg-period: a walk every 2-4 s
+        rss_idle_seconds=20.0,  # kubedf walking the empty PV, before the tree
+        rss_walk_seconds=30.0,  # after the first walk that saw the whole tree
         uncached_scrapes=100,  # paced scrapes while kubedf renders anew for each
         uncached_pace=0.12,
         sample_period="2s",
@@ -96,6 +103,13 @@ MODES = {
         tree_files=2_000,
         tree_size="64M",
         walk_rounds=1,
+        deep_names=14,
+        deep_name_len=250,
+        deep_dirs=2_000,
+        deep_size="64M",
+        rss_period="1s",
+        rss_idle_seconds=1.0,
+        rss_walk_seconds=1.5,
         uncached_scrapes=10,
         uncached_pace=0.12,
         sample_period="1s",
@@ -175,6 +189,23 @@ def cpu_used(a, b):
     if abs(precise - ticks) <= 1.0 / CLK_TCK + 0.05 * ticks:
         return precise
     return ticks
+
+
+def reset_peak_rss(pid):
+    """Sets a process's VmHWM to its current VmRSS (Linux 4.0+), so that the
+    next VmHWM is the peak from now on."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def du_find(path):
+    """kubelet's du method by its own tools: (du -sxB1, the distinct inodes
+    find -xdev lists on the tree's device), as testkit::du_find."""
+    du = subprocess.run(["du", "-sxB1", path], capture_output=True, text=True, check=True, timeout=600)
+    find = subprocess.run(["find", path, "-xdev", "-printf", "%D %i\\n"], capture_output=True, text=True, check=True, timeout=600)
+    lines = find.stdout.splitlines()
+    dev = lines[0].split(" ")[0]
+    return int(du.stdout.split()[0]), len({l for l in lines if l.split(" ")[0] == dev})
 
 
 def memory_kib(pid):
@@ -1246,49 +1277,7 @@ class Bench:
 
     def walk_end_to_end(self, top, want_bytes, want_inodes):
         """The same tree as a hostPath PV, through `kubedf metrics`."""
-        pod_uid = "7d0a1f1e-0000-4000-8000-00000000b0b0"
-        objects = [
-            {
-                "kind": "PersistentVolume",
-                "apiVersion": "v1",
-                "metadata": {"name": "pv-tree", "uid": "7d0a1f1e-0000-4000-8000-0000000000a1"},
-                "spec": {
-                    "capacity": {"storage": "10Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": "manual",
-                    "volumeMode": "Filesystem",
-                    "hostPath": {"path": top, "type": ""},
-                    "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": NS, "name": "tree"},
-                },
-                "status": {"phase": "Bound"},
-            },
-            {
-                "kind": "PersistentVolumeClaim",
-                "apiVersion": "v1",
-                "metadata": {"name": "tree", "namespace": NS, "uid": "7d0a1f1e-0000-4000-8000-0000000000a2"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "10Gi"}},
-                    "storageClassName": "manual",
-                    "volumeMode": "Filesystem",
-                    "volumeName": "pv-tree",
-                },
-                "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "10Gi"}},
-            },
-            {
-                "kind": "Pod",
-                "apiVersion": "v1",
-                "metadata": {"name": "tree-user", "namespace": NS, "uid": pod_uid},
-                "spec": {
-                    "nodeName": NODE,
-                    "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
-                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "tree"}}],
-                },
-                "status": {"phase": "Running"},
-            },
-        ]
-        fake, kubeconfig, _ = self.start_fake("walk-e2e", objects=objects)
+        fake, kubeconfig, _ = self.start_fake("walk-e2e", objects=host_path_pvc(top))
         root = os.path.join(self.work, "walk-e2e", "kubelet")
         os.makedirs(root, exist_ok=True)
         argv = [
@@ -1304,13 +1293,100 @@ class Bench:
         ]  # fmt: skip
         text, wall, cpu = self.timed(argv)
         self.res.stop(fake)
-        used = values(text, "kubelet_volume_stats_used_bytes")
-        inodes = values(text, "kubelet_volume_stats_inodes_used")
-        key = f'{{namespace="{NS}",persistentvolumeclaim="tree"}}'
-        got = (used.get(key), inodes.get(key))
+        got = (values(text, "kubelet_volume_stats_used_bytes").get(TREE_KEY), values(text, "kubelet_volume_stats_inodes_used").get(TREE_KEY))
         if got != (want_bytes, want_inodes):
             raise Fail(f"kubedf metrics reports used/inodes {got} for the tree, du/find say {(want_bytes, want_inodes)}")
         return dict(wall=wall, cpu=cpu, used_bytes=int(got[0]), inodes_used=int(got[1]))
+
+    # -- (c2) peak RSS walking a tenant's deep tree --------------------------------
+
+    def make_deep_tree(self, top):
+        """As a tenant does it: `mkdir $long; cd $long` deep_names times, then
+        `seq deep_dirs | xargs mkdir` (relative to a descriptor, as cd is)."""
+        cfg = self.cfg
+        name = "n" * cfg["deep_name_len"]
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(cfg["deep_names"]):
+                os.mkdir(name, dir_fd=fd)
+                below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = below
+            for i in range(1, cfg["deep_dirs"] + 1):
+                os.mkdir(str(i), dir_fd=fd)
+        finally:
+            os.close(fd)
+
+    def walk_rss_scenario(self):
+        """kubedf serve's peak RSS while it walks a hostPath PV holding a
+        tenant's deep tree, against its RSS at rest walking the same PV empty."""
+        cfg = self.cfg
+        mnt = os.path.join(self.work, "deep")
+        self.res.mount_tmpfs(mnt, cfg["deep_size"])
+        top = os.path.join(mnt, "pv")
+        os.mkdir(top)
+        fake, kubeconfig, _ = self.start_fake("walk-rss", objects=host_path_pvc(top))
+        root = os.path.join(self.work, "walk-rss", "kubelet")
+        os.makedirs(root, exist_ok=True)
+        kd = self.start_kubedf("walk-rss", root, kubeconfig, period=cfg["rss_period"])
+        self.wait_kubedf(kd, 1)
+        time.sleep(cfg["rss_idle_seconds"])
+        idle = memory_kib(kd.pid)
+        reset_peak_rss(kd.pid)
+        t0 = time.monotonic()
+        self.make_deep_tree(top)
+        made = time.monotonic() - t0
+        want = du_find(top)
+        deadline = time.monotonic() + cfg["ready_timeout"]
+        while True:
+            text = scrape(kd.port).text
+            got = (values(text, "kubelet_volume_stats_used_bytes").get(TREE_KEY), values(text, "kubelet_volume_stats_inodes_used").get(TREE_KEY))
+            if got == want:
+                break
+            if not kd.alive():
+                raise Fail(f"kubedf exited while walking the deep tree; log:\n{kd.log_tail()}")
+            if time.monotonic() > deadline:
+                raise Fail(f"kubedf reports used/inodes {got} for the deep tree, du/find say {want}")
+            time.sleep(0.25)
+        seen = time.monotonic() - t0 - made
+        rss = []
+        end = time.monotonic() + cfg["rss_walk_seconds"]
+        while time.monotonic() < end:
+            if not kd.alive():
+                raise Fail(f"kubedf exited while walking the deep tree; log:\n{kd.log_tail()}")
+            rss.append(memory_kib(kd.pid)["VmRSS"])
+            time.sleep(0.1)
+        last = memory_kib(kd.pid)
+        self.res.stop(kd)
+        self.res.stop(fake)
+        if not self.res.umount_all(under=mnt):
+            raise Fail(f"could not unmount {mnt}")
+        out = dict(
+            names=cfg["deep_names"],
+            name_len=cfg["deep_name_len"],
+            dirs=cfg["deep_dirs"],
+            period=cfg["rss_period"],
+            walk_seconds=cfg["rss_walk_seconds"],
+            tree_seconds=made,
+            reported_seconds=seen,
+            bytes=want[0],
+            inodes=want[1],
+            idle_rss_kib=idle["VmRSS"],
+            idle_hwm_kib=idle["VmHWM"],
+            peak_kib=last["VmHWM"],
+            max_sampled_rss_kib=max(rss),
+            end_rss_kib=last["VmRSS"],
+            target_kib=8 * 1024,
+            rev=kubedf_rev(),
+            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        )
+        out["delta_kib"] = out["peak_kib"] - out["idle_rss_kib"]
+        log(
+            f"walk RSS: idle {out['idle_rss_kib'] / 1024:.1f} MiB, peak while walking {out['peak_kib'] / 1024:.1f} MiB "
+            f"(+{out['delta_kib'] / 1024:.1f} MiB; target +8 MiB) over {cfg['deep_dirs']:,} dirs under "
+            f"{cfg['deep_names']} names of {cfg['deep_name_len']}"
+        )
+        return out
 
     # -- (d) render ----------------------------------------------------------------
 
@@ -1355,6 +1431,56 @@ class Bench:
         return out
 
 
+TREE_KEY = f'{{namespace="{NS}",persistentvolumeclaim="tree"}}'
+
+
+def host_path_pvc(top):
+    """The fake API's objects for one running pod whose PVC `tree` is bound
+    to a hostPath PV at `top` (what local-path-provisioner makes)."""
+    pod_uid = "7d0a1f1e-0000-4000-8000-00000000b0b0"
+    return [
+        {
+            "kind": "PersistentVolume",
+            "apiVersion": "v1",
+            "metadata": {"name": "pv-tree", "uid": "7d0a1f1e-0000-4000-8000-0000000000a1"},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "manual",
+                "volumeMode": "Filesystem",
+                "hostPath": {"path": top, "type": ""},
+                "claimRef": {"kind": "PersistentVolumeClaim", "apiVersion": "v1", "namespace": NS, "name": "tree"},
+            },
+            "status": {"phase": "Bound"},
+        },
+        {
+            "kind": "PersistentVolumeClaim",
+            "apiVersion": "v1",
+            "metadata": {"name": "tree", "namespace": NS, "uid": "7d0a1f1e-0000-4000-8000-0000000000a2"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "10Gi"}},
+                "storageClassName": "manual",
+                "volumeMode": "Filesystem",
+                "volumeName": "pv-tree",
+            },
+            "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "10Gi"}},
+        },
+        {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "metadata": {"name": "tree-user", "namespace": NS, "uid": pod_uid},
+            "spec": {
+                "nodeName": NODE,
+                "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10", "volumeMounts": [{"name": "d", "mountPath": "/d"}]}],
+                "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "tree"}}],
+            },
+            "status": {"phase": "Running"},
+        },
+    ]
+
+
 def shlex_quote(s):
     import shlex
 
@@ -1372,6 +1498,15 @@ def first_line(argv):
         return ((run.stdout or run.stderr).strip().splitlines() or [""])[0]
     except (OSError, subprocess.SubprocessError):
         return "?"
+
+
+def kubedf_rev():
+    rev = first_line(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    ).stdout.rstrip()
+    dirty_files = [line[3:] for line in dirty.splitlines()]
+    return rev + (f" with uncommitted changes to {', '.join(dirty_files)}" if dirty_files else "")
 
 
 def machine():
@@ -1397,12 +1532,7 @@ def machine():
     info["node_exporter"] = first_line(["prometheus-node-exporter", "--version"])
     info["wrk"] = first_line(["wrk", "--version"])
     info["rustc"] = first_line(["rustc", "--version"])
-    rev = first_line(["git", "-C", REPO, "rev-parse", "--short=12", "HEAD"])
-    dirty = subprocess.run(
-        ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, stdin=subprocess.DEVNULL
-    ).stdout.rstrip()
-    dirty_files = [line[3:] for line in dirty.splitlines()]
-    info["kubedf_rev"] = rev + (f" with uncommitted changes to {', '.join(dirty_files)}" if dirty_files else "")
+    info["kubedf_rev"] = kubedf_rev()
     info["python"] = platform.python_version()
     with open("/proc/loadavg") as f:
         info["loadavg_start"] = f.read().split()[:3]
@@ -1422,7 +1552,7 @@ def main():
     ap.add_argument("--render-bench", help="the benches/render.rs executable")
     ap.add_argument("--profile", help="the cargo profile the binaries were built with (for the report)")
     ap.add_argument("--out-dir", required=True, help="where results.json (and the report) go")
-    ap.add_argument("--only", help="comma-separated steps to run: scrape,rest,hung,walk,render")
+    ap.add_argument("--only", help="comma-separated steps to run: scrape,rest,hung,walk,walkrss,render")
     args = ap.parse_args()
     cfg = dict(MODES[args.mode])
     if os.environ.get("BENCH_REST_NS"):
@@ -1450,7 +1580,7 @@ def main():
     fcntl.flock(lockfd, fcntl.LOCK_EX)
     res = Resources(work)
     bench = Bench(args, cfg, res)
-    steps = set((args.only or "scrape,rest,hung,walk,render").split(","))
+    steps = set((args.only or "scrape,rest,hung,walk,walkrss,render").split(","))
     results = dict(mode=args.mode, profile=args.profile or os.path.basename(os.path.normpath(args.bin_dir)), config={k: v for k, v in cfg.items()}, machine=machine(), steps={})
     busy0, total0 = machine_busy()
     own0 = own_cpu()
@@ -1469,6 +1599,8 @@ def main():
             plan.append(("hung mount", bench.hung_scenario))
         if "walk" in steps:
             plan.append(("walk", bench.walk_scenario))
+        if "walkrss" in steps:
+            plan.append(("walk RSS", bench.walk_rss_scenario))
         if "render" in steps:
             plan.append(("render", bench.render_scenario))
         for name, fn in plan:

@@ -245,6 +245,21 @@ def targets(r, scr, nmax):
                     verdict,
                 )
             )
+    rss = step(r, "walk RSS")
+    if rss:
+        d = rss["delta_kib"]
+        t = rss["target_kib"]
+        verdict = f"**met** (+{mib(d)})" if d <= t else f"**missed**: +{mib(d)}, limit +{mib(t)} ({mib(d - t)} over)"
+        rows.append(
+            (
+                f"peak RSS walking {rss['dirs']:,} directories under {rss['names']} nested {rss['name_len']}-character "
+                "names (a hostPath PV): within 8 MiB of kubedf's RSS at rest",
+                f"{mib(rss['peak_kib'])} (at rest {mib(rss['idle_rss_kib'])})",
+                "–",
+                "–",
+                verdict,
+            )
+        )
     render = step(r, "render")
     if render and "render/10000" in render:
         m = render["render/10000"]["mean_ms"]
@@ -433,6 +448,37 @@ def walk_section(w):
         "each.\n\n"
     )
     return text + table(["", "wall (median)", "CPU user+sys (median)", "result"], rows)
+
+
+def walk_rss_section(w):
+    rows = [
+        ("VmRSS at rest (walking the PV empty, before the tree)", mib(w["idle_rss_kib"])),
+        ("VmHWM at rest (since start)", mib(w["idle_hwm_kib"])),
+        (f"**VmHWM while walking the tree** (reset at rest; {w['walk_seconds']:g} s of walks after the first whole one)", f"**{mib(w['peak_kib'])}**"),
+        ("peak − RSS at rest", f"**+{mib(w['delta_kib'])}** (target +{mib(w['target_kib'])})"),
+        ("highest VmRSS sampled every 100 ms / VmRSS at the end", f"{mib(w['max_sampled_rss_kib'])} / {mib(w['end_rss_kib'])}"),
+        ("the tree: bytes, inodes (du -sxB1, find -xdev)", f"{num(w['bytes'])}, {num(w['inodes'])}"),
+        ("tree made in / reported by kubedf after", f"{w['tree_seconds']:.1f} s / {w['reported_seconds']:.1f} s"),
+    ]
+    if "before" in w:
+        # The same step run once against an earlier build, recorded by hand.
+        o = w["before"]
+        rows.append(
+            (
+                f"the same, kubedf at git {o['rev']} ({o['what']}): at rest / peak",
+                f"{mib(o['idle_rss_kib'])} / {mib(o['peak_kib'])} (+{mib(o['peak_kib'] - o['idle_rss_kib'])})",
+            )
+        )
+    text = (
+        f"A tenant's tree from issue 16 in a hostPath PV (a tmpfs of its own): {w['names']} nested directories of "
+        f"{w['name_len']}-character names and {w['dirs']:,} directories in the deepest, made as `mkdir $long; cd $long` "
+        "and `seq N | xargs mkdir` would. `kubedf serve` with `--volume-stats-agg-period "
+        f"{w['period']}` (a walk every 1-2 periods, default walk threads) walks the PV while it is empty; at rest its "
+        "peak is reset (`echo 5 > /proc/PID/clear_refs`), the tree is made, and once kubedf reports du's and find's "
+        f"figures for it, it walks on for {w['walk_seconds']:g} s. VmHWM then is the peak RSS of those walks. "
+        f"Measured at git {w['rev']}, {w['date']}.\n\n"
+    )
+    return text + table(["", ""], rows)
 
 
 def render_section(rd):
@@ -708,6 +754,11 @@ def markdown(r, png_name, results_path):
     out.append("## kubedf's usage walk against kubelet's du method\n")
     walk = step(r, "walk")
     out.append(walk_section(walk) if walk else missing(r, "walk"))
+    out.append("")
+
+    out.append("## kubedf's peak RSS walking a tenant's deep tree\n")
+    rss = step(r, "walk RSS")
+    out.append(walk_rss_section(rss) if rss else missing(r, "walk RSS"))
     out.append("")
 
     out.append("## Rendering\n")

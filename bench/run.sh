@@ -9,7 +9,7 @@
 #                           docs/); exits non-zero if any step fails. Under a minute
 #                           once the debug build is done (the test suite runs it).
 #
-# Options: --out-dir DIR (where the report goes), --only scrape,hung,walk,render.
+# Options: --out-dir DIR (where the report goes), --only scrape,rest,hung,walk,walkrss,render.
 # Env: BENCH_NOTE="text" adds a note under the machine description;
 # BENCH_REST_NS=0,1000 measures the cost at rest at those N only.
 #
@@ -24,6 +24,9 @@
 #      scrapes 1, 2 and 10 of each exporter against a control run without it.
 #   c. kubedf's usage walk against kubelet's du method (du -x -s -B 1 + find -xdev)
 #      on 200,000 files in 2,000 directories on a tmpfs; results must be identical.
+#      Then kubedf serve's peak RSS (VmHWM) while it walks a hostPath PV into which a
+#      tenant puts 20,000 directories under 14 nested 250-character names, against
+#      its RSS walking the PV empty (issue 16; target: within 8 MiB).
 #   d. benches/render.rs (criterion): rendering 1,000 and 10,000 PVCs.
 #   e. kubedf's sampling cost: CPU per volume per period at N=1000 with a 2s period,
 #      and CPU per minute idling at N=1000 with the default 1m period.

@@ -4,7 +4,6 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testkit::containerd::{Containerd, Image};
@@ -37,27 +36,6 @@ fn upper_dir(container_id: &str) -> Option<String> {
             .split(',')
             .find_map(|o| o.strip_prefix("upperdir=").map(str::to_owned))
     })
-}
-
-/// `du -sxB1` and `find -xdev | wc -l` of a directory.
-fn du_and_inodes(dir: &Path) -> (u64, u64) {
-    let du = Command::new("du")
-        .arg("-sxB1")
-        .arg(dir)
-        .output()
-        .expect("du");
-    let bytes = String::from_utf8_lossy(&du.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("du prints a number");
-    let find = Command::new("find")
-        .arg(dir)
-        .arg("-xdev")
-        .output()
-        .expect("find");
-    let inodes = String::from_utf8_lossy(&find.stdout).lines().count() as u64;
-    (bytes, inodes)
 }
 
 #[test]
@@ -143,7 +121,7 @@ fn a_pod_writes_its_rootfs_and_logs_as_under_kubelet() {
         let layer = stats.writable_layer.clone().expect("writable_layer");
         let used = layer.used_bytes.map(|v| v.value).unwrap_or(0);
         let inodes = layer.inodes_used.map(|v| v.value).unwrap_or(0);
-        let independent = upper.as_ref().map(|u| du_and_inodes(Path::new(u)));
+        let independent = upper.as_ref().map(|u| du_find(Path::new(u)));
         let agreed =
             used >= ROOTFS_MIB * MIB && independent.is_none_or(|(b, i)| (b, i) == (used, inodes));
         if agreed || Instant::now() > deadline {
@@ -909,7 +887,7 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
     });
 
     // The 0700 hostPath PV of uid 1234, walked: du's figures.
-    let (bytes, inodes) = du_and_inodes(&private);
+    let (bytes, inodes) = du_find(&private);
     let claim = |t: &str, name: &str, pvc: &str| {
         value(
             t,

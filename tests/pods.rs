@@ -6,7 +6,6 @@
 //! -xdev` and containerd's own ListContainerStats answer.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -18,41 +17,6 @@ use testkit::*;
 const NODE: &str = "node-1";
 const NS: &str = "shop";
 const MIB: u64 = 1 << 20;
-
-/// `du -sxB1` of a tree and the distinct inodes `find -xdev` lists on the
-/// tree's own device: a hard-linked file is one inode (kubelet counts it
-/// once), and find lists a nested mount point itself (it only does not
-/// descend) while kubelet's walk, like du -x, skips it.
-fn du_find(path: &Path) -> (u64, u64) {
-    let du = Command::new("du")
-        .arg("-sxB1")
-        .arg(path)
-        .output()
-        .expect("du");
-    let bytes = String::from_utf8_lossy(&du.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("du prints a number");
-    let find = Command::new("find")
-        .arg(path)
-        .args(["-xdev", "-printf", "%D %i\\n"])
-        .output()
-        .expect("find");
-    let text = String::from_utf8_lossy(&find.stdout);
-    let root_dev = text
-        .lines()
-        .next()
-        .and_then(|l| l.split(' ').next())
-        .expect("find lists the root")
-        .to_owned();
-    let inodes = text
-        .lines()
-        .filter(|l| l.split(' ').next() == Some(root_dev.as_str()))
-        .collect::<std::collections::HashSet<_>>()
-        .len() as u64;
-    (bytes, inodes)
-}
 
 /// A node: kubelet root dir, podLogsDir, kubelet config, nested mounts.
 struct Node {

@@ -3,8 +3,11 @@
 //! watches are cut and its history compacted, a real containerd is killed
 //! (SIGKILL) and restarted, malformed pods, PVCs and PVs go through the API
 //! among the good ones, and the web config (TLS and basic auth) is rewritten
-//! non-atomically over and over, while Prometheus-style scrapes (HTTPS with
-//! the password, gzip, OpenMetrics Accept) run back to back. Bounded:
+//! non-atomically over and over, and a tenant keeps exchanging a directory
+//! of a walked hostPath volume with a symlink to another pod's data and
+//! with a file (renameat2), nesting directories beyond PATH_MAX and creating
+//! and removing files in it, while Prometheus-style scrapes (HTTPS with the
+//! password, gzip, OpenMetrics Accept) run back to back. Bounded:
 //! KUBEDF_SOAK_SECS seconds (default 60; the benchmark's long mode sets
 //! more). Figures are printed at the end and recorded in docs/soak.md.
 //!
@@ -14,7 +17,8 @@
 //! pod; no live PVC is missing from any scrape once it appeared; the CRI
 //! source reports down while containerd is, and is back after its restart;
 //! every malformed object is logged by name and kubedf outlives them all;
-//! and RSS, open fds and threads stay flat (bounds below).
+//! the tenant's volume is in every scrape, never in error, never counting the
+//! other pod's data; and RSS, open fds and threads stay flat (bounds below).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -25,8 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use rustix::fs::{CWD, Mode, OFlags, RenameFlags};
 use serde_json::{Value, json};
 use testkit::containerd::Containerd;
 use testkit::fake_kube::{self, FakeKube};
@@ -86,6 +93,145 @@ struct Pod {
     name: String,
     claim: String,
     mount: Tmpfs,
+}
+
+/// What the tenant's volume may hold at most (its own files); the other
+/// pod's data is twice as much, so counting it would show.
+const TENANT_MAX: u64 = 8 << 20;
+
+/// A pod whose hostPath PV (a directory on a tmpfs of its own, beside
+/// another pod's data) kubedf walks, and the tenant that misbehaves in it.
+struct Walked {
+    claim: String,
+    volume: PathBuf,
+    victim: PathBuf,
+    _mount: Tmpfs,
+}
+
+fn add_walked_pod(kube: &FakeKube, dir: &Path) -> Walked {
+    let mount = Tmpfs::mount(&dir.join("host-disk"), 64 << 20);
+    let volume = mount.path.join("local-path/pv-tenant");
+    let victim = mount.path.join("local-path/pv-victim");
+    std::fs::create_dir_all(&volume).expect("mkdir tenant volume");
+    std::fs::create_dir_all(&victim).expect("mkdir victim volume");
+    std::fs::write(victim.join("data"), vec![9u8; 2 * TENANT_MAX as usize]).expect("victim data");
+    let (name, claim, pv) = ("tenant", "tenant-data", "pv-tenant");
+    let pvc = fake_kube::pvc(NS, claim, Some(pv), "Bound");
+    kube.put_pv(fake_kube::bind_pv(
+        fake_kube::pv_host_path(pv, volume.to_str().expect("utf-8"), "1Gi"),
+        &pvc,
+    ));
+    kube.put_pvc(pvc);
+    kube.put_pod(fake_kube::pod(
+        NS,
+        name,
+        &fake_kube::fake_uid(name),
+        NODE,
+        "Running",
+        vec![fake_kube::pvc_volume("d", claim)],
+    ));
+    Walked {
+        claim: claim.into(),
+        volume,
+        victim,
+        _mount: mount,
+    }
+}
+
+/// What the tenant did.
+#[derive(Default, Debug)]
+struct TenantDid {
+    cycles: u64,
+    exchanges: u64,
+    nests: u64,
+    files: u64,
+}
+
+fn open_dir(parent: impl AsFd, name: &str) -> OwnedFd {
+    rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("open dir")
+}
+
+/// The tenant of issue 16, until `stop`: in each cycle it nests 20
+/// directories of 250-character names (5,000 bytes of path) with a file at
+/// the bottom, replacing the last cycle's nest; rewrites 50 files; and
+/// exchanges its directory `d` 500 times with a symlink to the other pod's
+/// data and 500 times with a file (renameat2 RENAME_EXCHANGE). A short pause
+/// between cycles leaves the shared machine's CPUs to the rest of the test.
+fn misbehave(volume: &Path, victim: &Path, stop: &AtomicBool) -> TenantDid {
+    std::fs::create_dir_all(volume.join("d/inner")).expect("mkdir d");
+    std::fs::write(volume.join("d/inner/f"), vec![1u8; 100_000]).expect("write d");
+    std::fs::write(volume.join("file"), vec![2u8; 4096]).expect("write file");
+    std::os::unix::fs::symlink(victim, volume.join("link")).expect("symlink");
+    let dir = open_dir(CWD, volume.to_str().expect("utf-8"));
+    let long = "n".repeat(250);
+    let mut did = TenantDid::default();
+    while !stop.load(Ordering::Relaxed) {
+        did.cycles += 1;
+        let nest = format!("nest{}", did.cycles % 2);
+        // std's remove_dir_all goes by descriptors: no PATH_MAX limit.
+        let _ = std::fs::remove_dir_all(volume.join(&nest));
+        let mut fd = {
+            rustix::fs::mkdirat(&dir, nest.as_str(), Mode::from_raw_mode(0o755))
+                .expect("mkdir nest");
+            open_dir(&dir, &nest)
+        };
+        for _ in 0..20 {
+            rustix::fs::mkdirat(&fd, long.as_str(), Mode::from_raw_mode(0o755)).expect("mkdir");
+            fd = open_dir(&fd, &long);
+        }
+        let bottom = rustix::fs::openat(
+            &fd,
+            "bottom",
+            OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .expect("create bottom");
+        rustix::io::write(&bottom, &[3u8; 5000]).expect("write bottom");
+        did.nests += 1;
+        for f in 0..50 {
+            std::fs::write(volume.join(format!("c{f}")), vec![4u8; 1000 + f * 100]).expect("write");
+            did.files += 1;
+        }
+        for other in ["link", "file"] {
+            for _ in 0..500 {
+                rustix::fs::renameat_with(&dir, "d", &dir, other, RenameFlags::EXCHANGE)
+                    .expect("renameat2 RENAME_EXCHANGE");
+                did.exchanges += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    did
+}
+
+/// The tenant's thread, stopped and joined when dropped (before the mount
+/// it works in goes).
+struct Tenant {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<TenantDid>>,
+}
+
+impl Tenant {
+    fn finish(mut self) -> TenantDid {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take().expect("tenant thread");
+        thread.join().expect("tenant")
+    }
+}
+
+impl Drop for Tenant {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn add_pod(kube: &FakeKube, root: &Path, n: usize) -> Pod {
@@ -241,6 +387,12 @@ struct Scraper<'a> {
     /// and each round's claims while they live).
     live: Vec<String>,
     keeper_seen: bool,
+    /// The tenant's walked claim: in every scrape once it appeared, never
+    /// in error, never more than the tenant's own bytes.
+    walked: String,
+    walked_seen: bool,
+    walked_wrong: u64,
+    walked_max: f64,
     /// kubedf's log, shown when a wait fails.
     log: Arc<Mutex<Vec<String>>>,
     scrapes: u64,
@@ -297,6 +449,25 @@ impl Scraper<'_> {
         }
         if claim_series(body, &self.keeper) {
             self.keeper_seen = true;
+        }
+        let walked = [
+            ("namespace", NS),
+            ("persistentvolumeclaim", self.walked.as_str()),
+        ];
+        if let Some(used) = number(body, "kubelet_volume_stats_used_bytes", &walked) {
+            self.walked_seen = true;
+            self.walked_max = self.walked_max.max(used);
+            if used > TENANT_MAX as f64 {
+                eprintln!("scrape {n}: the tenant's volume counts {used} bytes");
+                self.walked_wrong += 1;
+            }
+        } else if self.walked_seen {
+            eprintln!("scrape {n}: the tenant's volume is missing");
+            self.walked_wrong += 1;
+        }
+        if value(body, "kubedf_volume_stats_error", &walked).is_some() {
+            eprintln!("scrape {n}: the tenant's volume in error");
+            self.walked_wrong += 1;
         }
         if self.keeper_seen {
             // A cut watch or a 410 Expired re-list is the API answering:
@@ -582,6 +753,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
 
     // One PVC that lives throughout: it must never go missing.
     let keeper = add_pod(&kube, &root, 0);
+    let walked = add_walked_pod(&kube, d);
     let mut served = kubedf!()
         .on_node(NODE, &kubeconfig, &root, &cri)
         .kubelet_config(NO_KUBELET_CONFIG)
@@ -604,6 +776,10 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         keeper: keeper.claim.clone(),
         live: Vec::new(),
         keeper_seen: false,
+        walked: walked.claim.clone(),
+        walked_seen: false,
+        walked_wrong: 0,
+        walked_max: 0.0,
         log: Arc::clone(&served.log),
         scrapes: 0,
         checked: 0,
@@ -611,8 +787,8 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         series_lost: 0,
         api_down: 0,
     };
-    let first = s.wait_for("the first PVC and the CRI source", |t| {
-        claim_series(t, &keeper.claim) && cri_up(t)
+    let first = s.wait_for("the first PVCs and the CRI source", |t| {
+        claim_series(t, &keeper.claim) && claim_series(t, &walked.claim) && cri_up(t)
     });
     assert_eq!(
         number(&first, "kubedf_web_config_reloads_failed_total", &[]),
@@ -626,6 +802,14 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
             let (path, good, bad) = (web_config.clone(), good.clone(), bad.clone());
             let (log, stop) = (Arc::clone(&served.log), Arc::clone(&stop));
             std::thread::spawn(move || rewrite_web_config(&path, &good, &bad, &log, pid, &stop))
+        }),
+    };
+    let tenant_stop = Arc::new(AtomicBool::new(false));
+    let tenant = Tenant {
+        stop: Arc::clone(&tenant_stop),
+        thread: Some({
+            let (volume, victim) = (walked.volume.clone(), walked.victim.clone());
+            std::thread::spawn(move || misbehave(&volume, &victim, &tenant_stop))
         }),
     };
 
@@ -704,6 +888,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
     }
     let end = resources(pid);
     let rewrites = writer.finish();
+    let did = tenant.finish();
     // Scrapes went on while the writer finished its last rewrite.
     let text = s.scrape();
     let failed = number(&text, "kubedf_web_config_reloads_failed_total", &[]).unwrap_or(0.0) as u64;
@@ -718,6 +903,7 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
          SIGKILLs (CRI back within {cri_back_max:.1?} at worst), {written} non-atomic web config \
          rewrites {written_by:?}, {forced} forced refusals, {failed} refused reloads counted; \
          {bad_total} bad inputs {bad_inputs:?}; series lost {lost}, API source down {api_down}; \
+         the tenant {did:?}, its volume wrong in {walked_wrong} scrapes (at most {walked_max} bytes); \
          RSS kB {} -> {} (peak {}), threads {} -> {} (peak {}), fds {} -> {} (peak {}) \
          (bounds: RSS +50% +16 MiB, threads +8, fds +16, from round 3 to the end)",
         base.0,
@@ -736,8 +922,19 @@ fn a_churning_node_keeps_answering_with_flat_resources() {
         forced = rewrites.refusals_forced,
         lost = s.series_lost,
         api_down = s.api_down,
+        walked_wrong = s.walked_wrong,
+        walked_max = s.walked_max,
     );
     assert_eq!(s.series_lost, 0, "a live PVC went missing");
+    assert!(
+        s.walked_seen && s.walked_wrong == 0,
+        "the tenant's volume was missing, in error or over {TENANT_MAX} bytes in {} scrapes",
+        s.walked_wrong
+    );
+    assert!(
+        did.cycles >= 3 && did.exchanges >= 3000,
+        "the tenant did too little: {did:?}"
+    );
     assert_eq!(
         s.api_down, 0,
         "the API's routine faults made its source look down"

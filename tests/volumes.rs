@@ -88,28 +88,6 @@ impl Drop for Node {
     }
 }
 
-/// du and find, the way kubelet's du method measures: (bytes, inodes).
-fn du_method(path: &Path) -> (u64, u64) {
-    let du = Command::new("du")
-        .args(["-s", "-x", "-B", "1"])
-        .arg(path)
-        .output()
-        .expect("du");
-    let bytes = String::from_utf8_lossy(&du.stdout)
-        .split_whitespace()
-        .next()
-        .expect("du output")
-        .parse()
-        .expect("du bytes");
-    let find = Command::new("find")
-        .arg(path)
-        .arg("-xdev")
-        .output()
-        .expect("find");
-    let inodes = String::from_utf8_lossy(&find.stdout).lines().count() as u64;
-    (bytes, inodes)
-}
-
 fn running_pod(name: &str, volumes: Vec<Value>) -> (String, Value) {
     let uid = fake_kube::fake_uid(name);
     let pod = fake_kube::pod(NS, name, &uid, NODE, "Running", volumes);
@@ -368,7 +346,7 @@ fn every_pvc_of_running_pods_under_kubelets_names() {
     );
 
     // hostPath: du-method figures, declared capacity, statfs inodes.
-    let (bytes, inodes) = du_method(&host_dir);
+    let (bytes, inodes) = du_find(&host_dir);
     assert_eq!(
         stat(&text, "used_bytes", "uploads"),
         Some(bytes.to_string())
@@ -390,7 +368,7 @@ fn every_pvc_of_running_pods_under_kubelets_names() {
         available <= (1u64 << 30) - bytes && available <= fs[1] + (64 << 20),
         "available {available}"
     );
-    let (bytes, inodes) = du_method(&local_dir);
+    let (bytes, inodes) = du_find(&local_dir);
     assert_eq!(
         stat(&text, "used_bytes", "local-plain"),
         Some(bytes.to_string())
