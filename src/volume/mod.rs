@@ -550,9 +550,9 @@ async fn locate(
     let Some(dir) = host_dir(&pv).map(str::to_owned) else {
         return Ok(Located { pv, host_dir: None });
     };
-    let hung = |what: String| {
+    let failed = |reason, what: String| {
         VolumeError::new(
-            Reason::Timeout,
+            reason,
             format!(
                 "persistent volume {}: resolving host path {dir:?} {what}",
                 pv.name
@@ -560,7 +560,10 @@ async fn locate(
         )
     };
     let Some(guard) = resolving.claim(std::path::Path::new(&dir)) else {
-        return Err(hung("is still hung from an earlier call".into()));
+        return Err(failed(
+            Reason::Timeout,
+            "is still hung from an earlier call".into(),
+        ));
     };
     let owned = dir.clone();
     let answer = Lane::global()
@@ -572,9 +575,12 @@ async fn locate(
     let resolved = match answer {
         Ok(resolved) => resolved,
         Err(LaneError::Timeout(after)) => {
-            return Err(hung(format!("did not answer within {after:?}")));
+            return Err(failed(
+                Reason::Timeout,
+                format!("did not answer within {after:?}"),
+            ));
         }
-        Err(e) => return Err(hung(e.to_string())),
+        Err(e) => return Err(failed(Reason::IoError, format!("failed: {e}"))),
     };
     let host_dir = resolved.map_err(|e| {
         let reason = match e {
