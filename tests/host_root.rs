@@ -472,6 +472,16 @@ fn stat(text: &str, name: &str, claim: &str) -> Option<String> {
     )
 }
 
+fn volume_error(text: &str, claim: &str) -> Option<String> {
+    samples(text)
+        .into_iter()
+        .find(|l| {
+            l.name == "kubedf_volume_stats_error"
+                && l.labels.get("persistentvolumeclaim").map(String::as_str) == Some(claim)
+        })
+        .map(|l| l.labels["reason"].clone())
+}
+
 /// hostPath PVs whose paths cross symlinks inside the host root: measured
 /// at their targets inside it; a link that names `/etc` or climbs past the
 /// root with `..` stays inside (the host root's own `/etc`, the host root's
@@ -529,6 +539,13 @@ fn host_path_pvs_behind_symlinks_stay_inside_the_host_root() {
         "climb",
         fake_kube::pv_host_path("pv-climb", &climbing_path, "1Gi"),
     );
+    // A relative host path: refused, naming the path, the others measured.
+    pod_with_pv(
+        &kube,
+        "relative",
+        "relative",
+        fake_kube::pv_host_path("pv-relative", "opt/local-path/pv-linked", "1Gi"),
+    );
     let kubeconfig = base.join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig)
         .expect("write kubeconfig");
@@ -548,7 +565,14 @@ fn host_path_pvs_behind_symlinks_stay_inside_the_host_root() {
     let claims = ["linked", "etc", "climb"];
     let text = served.scrape_until(Duration::from_secs(20), "every volume measured", |t| {
         claims.iter().all(|c| stat(t, "used_bytes", c).is_some())
+            && volume_error(t, "relative").is_some()
     });
+    assert_eq!(volume_error(&text, "relative").as_deref(), Some("bad_path"));
+    assert_eq!(stat(&text, "used_bytes", "relative"), None);
+    assert!(
+        served.log_text().contains("opt/local-path/pv-linked"),
+        "the error names the path"
+    );
     for (claim, target, not) in [
         ("linked", linked.clone(), None),
         ("etc", host.join("etc"), Some(PathBuf::from("/etc"))),
