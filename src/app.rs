@@ -15,7 +15,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::sources::cri::{CriClient, CriError, default_endpoint};
 use crate::sources::kube::{Kube, client};
-use crate::sources::{HostPathError, host_path};
+use crate::sources::{HostPathError, HostRoot};
 use crate::volume::{VolumeConfig, VolumeSampler};
 
 /// The collectors that need the Kubernetes API.
@@ -57,9 +57,18 @@ impl App {
         collectors: &BTreeSet<String>,
     ) -> Result<App, BuildError> {
         check_rootfs(&args.rootfs)?;
+        // Every host path is resolved inside the host root, as the host
+        // would resolve it (a symlinked /var/lib/containerd included).
+        let host = Arc::new(
+            HostRoot::open(&args.rootfs).map_err(|e| BuildError::Rootfs {
+                path: args.rootfs.display().to_string(),
+                problem: e.to_string(),
+            })?,
+        );
         let mut collectors = collectors.clone();
-        let config_file =
-            host_path(&args.rootfs, &args.kubelet_config).map_err(BuildError::KubeletConfigPath)?;
+        let config_file = host
+            .resolve(&args.kubelet_config)
+            .map_err(BuildError::KubeletConfigPath)?;
         let kubelet = KubeletConfig::load(&config_file, Path::new(&args.kubelet_config))?;
         let shown = kubelet.path.display().to_string();
         if kubelet.from_file {
@@ -92,11 +101,11 @@ impl App {
             None
         };
         let volumes = match (&kube, collectors.contains(VOLUME_STATS)) {
-            (Some(kube), true) => volume_sampler(args, kube.clone()),
+            (Some(kube), true) => volume_sampler(args, &host, kube.clone()),
             _ => None,
         };
         let pods = match (&kube, collectors.contains(POD_STORAGE)) {
-            (Some(kube), true) => pod_sampler(args, kube.clone(), &kubelet, &endpoint)?,
+            (Some(kube), true) => pod_sampler(args, &host, kube.clone(), &kubelet, &endpoint)?,
             _ => None,
         };
         let options = crate::collector::Options {
@@ -106,7 +115,7 @@ impl App {
         let cri = CriClient::new(&endpoint)?;
         let sampler = Sampler::new(
             SamplerConfig {
-                rootfs: args.rootfs.clone(),
+                host,
                 procfs: args.procfs.clone(),
                 kubelet_root_dir: args.kubelet_root_dir.clone(),
                 timeout: args.sample_timeout,
@@ -172,9 +181,9 @@ async fn kube_side(args: &CommonArgs) -> KubeSide {
     }
 }
 
-fn volume_sampler(args: &CommonArgs, kube: Kube) -> Option<VolumeSampler> {
+fn volume_sampler(args: &CommonArgs, host: &Arc<HostRoot>, kube: Kube) -> Option<VolumeSampler> {
     let cfg = VolumeConfig {
-        rootfs: args.rootfs.clone(),
+        host: Arc::clone(host),
         procfs: args.procfs.clone(),
         sysfs: args.sysfs.clone(),
         kubelet_root_dir: args.kubelet_root_dir.clone(),
@@ -195,12 +204,13 @@ fn volume_sampler(args: &CommonArgs, kube: Kube) -> Option<VolumeSampler> {
 
 fn pod_sampler(
     args: &CommonArgs,
+    host: &Arc<HostRoot>,
     kube: Kube,
     kubelet: &KubeletConfig,
     endpoint: &str,
 ) -> Result<Option<PodSampler>, BuildError> {
     let cfg = PodConfig {
-        rootfs: args.rootfs.clone(),
+        host: Arc::clone(host),
         kubelet_root_dir: args.kubelet_root_dir.clone(),
         pod_logs_dir: kubelet.pod_logs_dir.clone(),
         period: args.volume_stats_agg_period,

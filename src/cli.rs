@@ -88,7 +88,8 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Where the host's root filesystem is mounted; host paths (kubelet root
-    /// dir, kubelet config, runtime mountpoints) are read under it.
+    /// dir, kubelet config, runtime mountpoints, hostPath PVs) are resolved
+    /// inside it, symlinks included, as the host resolves them.
     #[arg(
         long = "path.rootfs",
         env = "KUBEDF_PATH_ROOTFS",

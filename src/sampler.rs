@@ -4,7 +4,7 @@
 //! of state, not once per sample.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,16 +15,18 @@ use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
     Filesystem, FsUsage, NodeSample, Rlimit, Runtime, Sampled, SourceId, SourceStatus,
 };
+use crate::sources::HostRoot;
 use crate::sources::cri::{CriClient, ReportedFs};
-use crate::sources::host_path;
+use crate::sources::inflight::InFlightSet;
 use crate::sources::lane::{Lane, LaneError};
 use crate::sources::procfs::read_rlimit;
 use crate::sources::statfs::FsProber;
 
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
-    /// Where the host's root filesystem is mounted (`--path.rootfs`).
-    pub rootfs: PathBuf,
+    /// The host's root filesystem (`--path.rootfs`), where host paths are
+    /// resolved.
+    pub host: Arc<HostRoot>,
     /// Where the host's /proc is mounted (`--path.procfs`).
     pub procfs: PathBuf,
     /// The kubelet root dir as a host path (`--kubelet.root-dir`).
@@ -58,16 +60,27 @@ struct History {
 pub struct Sampler {
     cfg: SamplerConfig,
     cri: CriClient,
+    /// `--kubelet.root-dir` resolved inside the host root, once at start-up
+    /// (kubelet does not move it while running).
+    kubelet_root: Result<PathBuf, String>,
     prober: FsProber,
+    /// The runtime's mountpoints being resolved, one call at a time each.
+    resolving: InFlightSet,
     history: Mutex<BTreeMap<SourceId, History>>,
 }
 
 impl Sampler {
     pub fn new(cfg: SamplerConfig, cri: CriClient) -> Sampler {
+        let kubelet_root = cfg
+            .host
+            .resolve(&cfg.kubelet_root_dir)
+            .map_err(|e| format!("--kubelet.root-dir: {e}"));
         Sampler {
             cfg,
             cri,
+            kubelet_root,
             prober: FsProber::default(),
+            resolving: InFlightSet::default(),
             history: Mutex::new(BTreeMap::new()),
         }
     }
@@ -183,7 +196,9 @@ impl Sampler {
                 "the container runtime reports a {what} filesystem without a mountpoint"
             ));
         }
-        let local = host_path(&self.cfg.rootfs, &reported.mountpoint)
+        let local = self
+            .resolve(&reported.mountpoint)
+            .await
             .map_err(|e| format!("{what} filesystem mountpoint from the container runtime: {e}"))?;
         let reading = self
             .prober
@@ -201,16 +216,38 @@ impl Sampler {
         })
     }
 
+    /// A host path the runtime names, resolved inside the host root on each
+    /// sample (a few syscalls), so a symlink changed on the host is
+    /// followed. Off the async runtime and under the sample timeout: a path
+    /// lookup can hang on a dead mount like any other call.
+    async fn resolve(&self, host: &str) -> Result<PathBuf, String> {
+        let Some(guard) = self.resolving.claim(Path::new(host)) else {
+            return Err(format!(
+                "resolving {host:?} is still hung from an earlier call"
+            ));
+        };
+        let root = Arc::clone(&self.cfg.host);
+        let owned = host.to_owned();
+        let task = Lane::global().run(self.cfg.timeout, move || {
+            let _guard = guard;
+            root.resolve(&owned)
+        });
+        match task.await {
+            Ok(resolved) => resolved.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("resolving {host:?}: {e}")),
+        }
+    }
+
     async fn sample_nodefs(&self) -> (Sampled<Filesystem>, Option<Report>) {
         if !self.wants(SourceId::NodeFs) {
             return (None, None);
         }
         let start = Instant::now();
-        let result = match host_path(&self.cfg.rootfs, &self.cfg.kubelet_root_dir) {
-            Err(e) => Err(format!("--kubelet.root-dir: {e}")),
+        let result = match &self.kubelet_root {
+            Err(e) => Err(e.clone()),
             Ok(local) => self
                 .prober
-                .probe(&local, self.cfg.timeout)
+                .probe(local, self.cfg.timeout)
                 .await
                 .map(|reading| Filesystem {
                     path: self.cfg.kubelet_root_dir.clone(),

@@ -2,7 +2,8 @@
 //! filesystem, when the runtime splits them), and the runtime's identity.
 //!
 //! Source: CRI `ImageService/ImageFsInfo` for used bytes and used inodes,
-//! statfs of the reported mountpoint for capacity, available and inodes (as
+//! statfs of the reported mountpoint (a host path, resolved inside
+//! `--path.rootfs`) for capacity, available and inodes (as
 //! kubelet merges them), CRI `RuntimeService/Version` for `kubedf_cri_info`.
 //!
 //! Families: `kubedf_imagefs_*`, `kubedf_containerfs_*` (six each, label

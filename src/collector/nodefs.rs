@@ -1,6 +1,6 @@
 //! nodefs: the filesystem holding the kubelet root dir, as kubelet sees it.
 //!
-//! Source: statfs of `--kubelet.root-dir` (under `--path.rootfs`).
+//! Source: statfs of `--kubelet.root-dir` (resolved inside `--path.rootfs`).
 //!
 //! Families: `kubedf_nodefs_*` (six, label `path`).
 

@@ -137,7 +137,7 @@ pub enum Reason {
     PvcUnbound,
     /// The PV the PVC is bound to does not exist.
     PvNotFound,
-    /// The PV names a path kubedf refuses (relative, `..`).
+    /// The PV names a path kubedf refuses (relative, or a symlink loop).
     BadPath,
     /// The Kubernetes API did not answer.
     ApiError,

@@ -30,8 +30,8 @@ use crate::model::pod::{
 };
 use crate::model::snapshot::SnapshotHandle;
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
+use crate::sources::HostRoot;
 use crate::sources::cri::{CriClient, RunningContainer, RuntimeContainers};
-use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::Kube;
 use crate::sources::lane::{Lane, LaneError};
@@ -39,7 +39,9 @@ use crate::sources::walk::{PoolError, WalkError, WalkPool};
 
 #[derive(Clone, Debug)]
 pub struct PodConfig {
-    pub rootfs: PathBuf,
+    /// The host's root filesystem (`--path.rootfs`), where host paths are
+    /// resolved.
+    pub host: Arc<HostRoot>,
     /// The kubelet root dir as a host path.
     pub kubelet_root_dir: String,
     /// kubelet's `podLogsDir` as a host path.
@@ -138,9 +140,16 @@ pub struct PodSampler {
 
 impl PodSampler {
     pub fn new(cfg: PodConfig, kube: Kube, cri: CriClient) -> Result<PodSampler, String> {
-        let kubelet_root = host_path(&cfg.rootfs, &cfg.kubelet_root_dir)
+        // Both resolved once, at start-up: kubelet does not move them while
+        // running. A log dir that does not exist yet keeps its path as
+        // written below its last existing directory.
+        let kubelet_root = cfg
+            .host
+            .resolve(&cfg.kubelet_root_dir)
             .map_err(|e| format!("--kubelet.root-dir: {e}"))?;
-        let logs_root = host_path(&cfg.rootfs, &cfg.pod_logs_dir)
+        let logs_root = cfg
+            .host
+            .resolve(&cfg.pod_logs_dir)
             .map_err(|e| format!("kubelet config podLogsDir: {e}"))?;
         let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
             .map_err(|e| format!("cannot start walk threads: {e}"))?;

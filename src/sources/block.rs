@@ -5,35 +5,37 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
-use crate::sources::host_path;
+use crate::sources::HostRoot;
 
-/// The size in bytes of the device (or file) at `path`. kubelet publishes
-/// block volumes as symlinks or device nodes; an absolute symlink names a
-/// host path, so it is followed under `rootfs` rather than in this process's
-/// own root.
+/// The size in bytes of the device (or file) at `path`, a path under
+/// `rootfs`. kubelet publishes block volumes as symlinks or device nodes; a
+/// symlink names a host path, so the path is resolved inside `rootfs` as the
+/// host resolves it ([`HostRoot`]), never in this process's own root.
 pub fn device_size(rootfs: &Path, sysfs: &Path, path: &Path) -> io::Result<u64> {
-    let mut target = path.to_path_buf();
-    for _ in 0..8 {
-        match std::fs::read_link(&target) {
-            Ok(link) if link.is_absolute() => {
-                let host = link.to_str().ok_or_else(|| invalid(&link))?;
-                target = host_path(rootfs, host)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            }
-            Ok(link) => {
-                target = target
-                    .parent()
-                    .map(|p| p.join(&link))
-                    .ok_or_else(|| invalid(&link))?
-            }
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => break,
-            Err(e) => return Err(e),
-        }
-    }
-    let meta = std::fs::metadata(&target)?;
+    let root = HostRoot::open(rootfs).map_err(io::Error::other)?;
+    let host = path
+        .strip_prefix(rootfs)
+        .or_else(|_| path.strip_prefix(root.path()))
+        .ok()
+        .and_then(|rest| rest.to_str())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "block device {} is not a UTF-8 path under the host root {}",
+                    path.display(),
+                    rootfs.display()
+                ),
+            )
+        })?;
+    let target = root
+        .resolve(&format!("/{host}"))
+        .map_err(io::Error::other)?;
+    // Resolved: no symlink is left to follow, and one put there since is not.
+    let meta = std::fs::symlink_metadata(&target)?;
     if meta.file_type().is_block_device() {
         let rdev = meta.rdev();
         let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
@@ -53,16 +55,11 @@ pub fn device_size(rootfs: &Path, sysfs: &Path, path: &Path) -> io::Result<u64> 
             });
         }
     }
-    let mut file = File::open(&target)?;
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&target)?;
     file.seek(SeekFrom::End(0))
-}
-
-fn invalid(link: &Path) -> io::Error {
-    let shown: PathBuf = link.to_path_buf();
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("unusable symlink target {}", shown.display()),
-    )
 }
 
 #[cfg(test)]
@@ -90,6 +87,16 @@ mod tests {
             12_345
         );
         assert!(device_size(root.path(), Path::new("/sys"), &root.path().join("missing")).is_err());
+        // A symlink that climbs past the root stays inside it: the file
+        // beside the root is not reached.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("disk"), vec![0u8; 7]).unwrap();
+        let up = "../".repeat(root.path().components().count() + 2);
+        let escape = format!("{up}{}/disk", outside.path().display());
+        std::os::unix::fs::symlink(&escape, root.path().join("escape")).unwrap();
+        let e = device_size(root.path(), Path::new("/sys"), &root.path().join("escape"))
+            .expect_err("the file outside the root must not be sized");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
     }
 
     #[test]

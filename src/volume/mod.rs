@@ -28,17 +28,20 @@ use crate::model::{
     VolumeTable,
 };
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
-use crate::sources::host_path;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::kube::{ClaimState, Kube};
+use crate::sources::lane::{Lane, LaneError};
 use crate::sources::statfs::FsProber;
 use crate::sources::walk::WalkPool;
+use crate::sources::{HostPathError, HostRoot};
 use measure::{Measurer, MountTable};
-use plan::{Target, claims_of, plan};
+use plan::{Target, claims_of, host_dir, plan};
 
 #[derive(Clone, Debug)]
 pub struct VolumeConfig {
-    pub rootfs: PathBuf,
+    /// The host's root filesystem (`--path.rootfs`), where host paths are
+    /// resolved.
+    pub host: Arc<HostRoot>,
     pub procfs: PathBuf,
     pub sysfs: PathBuf,
     /// The kubelet root dir as a host path.
@@ -78,7 +81,18 @@ const MEASURES_IN_FLIGHT: usize = 64;
 struct Looked {
     key: Key,
     ticket: Ticket,
-    result: Result<PvInfo, VolumeError>,
+    result: Result<Located, VolumeError>,
+}
+
+/// A PV as looked up, with the host directory it is measured at (hostPath
+/// and local PVs) resolved inside the host root when the lookup is made, off
+/// the loop: a symlink in it is followed as the host follows it, and never
+/// out of the host root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Located {
+    pv: PvInfo,
+    /// `None` for PVs found under the kubelet root dir.
+    host_dir: Option<Result<PathBuf, VolumeError>>,
 }
 
 struct Measured {
@@ -90,7 +104,7 @@ struct Measured {
 /// One PVC of the node: its claim, what the last lookup said, its row.
 struct Entry {
     claim: ClaimRef,
-    pv: Option<PvInfo>,
+    pv: Option<Located>,
     row: Arc<VolumeRow>,
 }
 
@@ -99,6 +113,8 @@ pub struct VolumeSampler {
     kube: Kube,
     events: watch::Receiver<u64>,
     kubelet_root: PathBuf,
+    /// Host directories of PVs being resolved, one call at a time each.
+    resolving: InFlightSet,
     measurer: Arc<Measurer>,
     entries: HashMap<Key, Entry>,
     lookups: Scheduler<Key, ()>,
@@ -120,15 +136,18 @@ pub struct VolumeSampler {
 
 impl VolumeSampler {
     pub fn new(cfg: VolumeConfig, kube: Kube) -> Result<VolumeSampler, String> {
-        let kubelet_root = host_path(&cfg.rootfs, &cfg.kubelet_root_dir)
+        // Resolved once, at start-up: kubelet does not move its root dir
+        // while running. The result is a real path, as the mount table
+        // names them (a local directory, never a volume, so this cannot
+        // hang).
+        let kubelet_root = cfg
+            .host
+            .resolve(&cfg.kubelet_root_dir)
             .map_err(|e| format!("--kubelet.root-dir: {e}"))?;
-        // The mount table names real paths: resolve symlinks in the root
-        // dir once (it is a local directory, never a volume).
-        let kubelet_root = std::fs::canonicalize(&kubelet_root).unwrap_or(kubelet_root);
         let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
             .map_err(|e| format!("cannot start walk threads: {e}"))?;
         let measurer = Arc::new(Measurer {
-            rootfs: cfg.rootfs.clone(),
+            rootfs: cfg.host.path().to_path_buf(),
             sysfs: cfg.sysfs.clone(),
             timeout: cfg.timeout,
             walk_budget: cfg.walk_budget,
@@ -154,6 +173,7 @@ impl VolumeSampler {
             cfg,
             kube,
             kubelet_root,
+            resolving: InFlightSet::default(),
             measurer,
             entries: HashMap::new(),
             lookups,
@@ -325,10 +345,15 @@ impl VolumeSampler {
             };
             self.lookups_in_flight += 1;
             let kube = self.kube.clone();
+            let host = Arc::clone(&self.cfg.host);
+            let resolving = self.resolving.clone();
             let timeout = self.cfg.timeout;
             let tx = self.looked_tx.clone();
             tokio::spawn(async move {
-                let result = resolve(&kube, &due.key.0, &due.key.1, timeout).await;
+                let result = match resolve(&kube, &due.key.0, &due.key.1, timeout).await {
+                    Ok(pv) => locate(host, &resolving, pv, timeout).await,
+                    Err(e) => Err(e),
+                };
                 let _ = tx.send(Looked {
                     key: due.key,
                     ticket: due.ticket,
@@ -352,9 +377,9 @@ impl VolumeSampler {
             return;
         };
         match done.result {
-            Ok(pv) => {
-                if entry.pv.as_ref() != Some(&pv) {
-                    entry.pv = Some(pv);
+            Ok(located) => {
+                if entry.pv.as_ref() != Some(&located) {
+                    entry.pv = Some(located);
                     self.replan(&done.key, now);
                 }
             }
@@ -387,18 +412,17 @@ impl VolumeSampler {
             &claim.pod,
             entry.row.reading(),
         );
-        let Some(pv) = &entry.pv else {
+        let Some(Located { pv, host_dir }) = &entry.pv else {
             entry.row = Arc::new(row);
             self.membership_changed = true;
             return;
         };
         row = row.with_pv(&pv.name, &pv.source.driver(), pv.mode);
-        let target = plan(&self.cfg.rootfs, &self.kubelet_root, &claim.pod_uid, pv).map_err(|e| {
-            VolumeError::new(
-                Reason::BadPath,
-                format!("persistent volume {}: {e}", pv.name),
-            )
-        });
+        let target = match host_dir {
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(dir)) => plan_or_bad_path(&self.kubelet_root, &claim.pod_uid, pv, Some(dir)),
+            None => plan_or_bad_path(&self.kubelet_root, &claim.pod_uid, pv, None),
+        };
         entry.row = Arc::new(row);
         self.membership_changed = true;
         match target {
@@ -499,6 +523,78 @@ fn log_error(row: &VolumeRow, e: &VolumeError) {
 }
 
 /// PVC -> PV name -> PV.
+fn plan_or_bad_path(
+    kubelet_root: &std::path::Path,
+    pod_uid: &str,
+    pv: &PvInfo,
+    dir: Option<&std::path::Path>,
+) -> Result<Target, VolumeError> {
+    plan(kubelet_root, pod_uid, pv, dir).map_err(|e| {
+        VolumeError::new(
+            Reason::BadPath,
+            format!("persistent volume {}: {e}", pv.name),
+        )
+    })
+}
+
+/// Resolves the PV's [`host_dir`] inside the host root, on the measurement
+/// lane under `timeout`, one call at a time per path. A path kubedf refuses
+/// is the PV's error (the lookup itself succeeded); a resolution that does
+/// not answer fails the lookup, to be retried.
+async fn locate(
+    host: Arc<HostRoot>,
+    resolving: &InFlightSet,
+    pv: PvInfo,
+    timeout: Duration,
+) -> Result<Located, VolumeError> {
+    let Some(dir) = host_dir(&pv).map(str::to_owned) else {
+        return Ok(Located { pv, host_dir: None });
+    };
+    let failed = |reason, what: String| {
+        VolumeError::new(
+            reason,
+            format!(
+                "persistent volume {}: resolving host path {dir:?} {what}",
+                pv.name
+            ),
+        )
+    };
+    let Some(guard) = resolving.claim(std::path::Path::new(&dir)) else {
+        return Err(failed(
+            Reason::Timeout,
+            "is still hung from an earlier call".into(),
+        ));
+    };
+    let owned = dir.clone();
+    let answer = Lane::global()
+        .run(timeout, move || {
+            let _guard = guard;
+            host.resolve(&owned)
+        })
+        .await;
+    let resolved = match answer {
+        Ok(resolved) => resolved,
+        Err(LaneError::Timeout(after)) => {
+            return Err(failed(
+                Reason::Timeout,
+                format!("did not answer within {after:?}"),
+            ));
+        }
+        Err(e) => return Err(failed(Reason::IoError, format!("failed: {e}"))),
+    };
+    let host_dir = resolved.map_err(|e| {
+        let reason = match e {
+            HostPathError::Io { .. } | HostPathError::Root { .. } => Reason::IoError,
+            _ => Reason::BadPath,
+        };
+        VolumeError::new(reason, format!("persistent volume {}: {e}", pv.name))
+    });
+    Ok(Located {
+        pv,
+        host_dir: Some(host_dir),
+    })
+}
+
 async fn resolve(
     kube: &Kube,
     namespace: &str,

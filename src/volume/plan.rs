@@ -5,12 +5,24 @@
 //! - in-tree plugins: `<root>/pods/<uid>/volumes/kubernetes.io~<plugin>/<pv>`
 //! - block mode: `<root>/pods/<uid>/volumeDevices/kubernetes.io~<plugin>/<pv>`
 //! - hostPath PVs: bind-mounted from `spec.hostPath.path`, nothing under pods/.
+//!
+//! hostPath and local PVs name a directory on the host ([`host_dir`]); the
+//! caller resolves it inside the host root (I/O) and hands the result in.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use thiserror::Error;
+
 use crate::model::{ClaimRef, FsUsage, Method, PodVolumes, PvInfo, PvSource, VolumeMode};
-use crate::sources::{HostPathError, host_path};
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// The caller did not resolve the PV's host directory (a bug, reported
+    /// rather than measured somewhere else).
+    #[error("host path {0:?} was not resolved inside the host root")]
+    Unresolved(String),
+}
 
 /// The claims of running pods, one per PVC: the first pod (in the given
 /// order) wins, as in kubelet.
@@ -54,14 +66,31 @@ pub struct Target {
     pub capacity: Option<i64>,
 }
 
+/// The host directory a PV is measured at (hostPath and local PVs in
+/// filesystem mode), to be resolved inside the host root before [`plan`].
+pub fn host_dir(pv: &PvInfo) -> Option<&str> {
+    match (&pv.source, pv.mode) {
+        (PvSource::HostPath { path } | PvSource::Local { path }, VolumeMode::Filesystem) => {
+            Some(path)
+        }
+        _ => None,
+    }
+}
+
 /// Plans the measurement of a PV mounted into pod `pod_uid`. `kubelet_root`
-/// is the kubelet root dir as this process sees it (under `--path.rootfs`).
+/// is the kubelet root dir as this process sees it (resolved under
+/// `--path.rootfs`), `resolved` the PV's [`host_dir`] resolved the same way.
 pub fn plan(
-    rootfs: &Path,
     kubelet_root: &Path,
     pod_uid: &str,
     pv: &PvInfo,
-) -> Result<Target, HostPathError> {
+    resolved: Option<&Path>,
+) -> Result<Target, PlanError> {
+    let resolved = |path: &str| {
+        resolved
+            .map(Path::to_path_buf)
+            .ok_or_else(|| PlanError::Unresolved(path.to_owned()))
+    };
     let pod_dir = kubelet_root.join("pods").join(pod_uid);
     let target = match (&pv.source, pv.mode) {
         (PvSource::Csi { .. }, VolumeMode::Block) => Target {
@@ -93,12 +122,12 @@ pub fn plan(
         },
         (PvSource::HostPath { path }, VolumeMode::Filesystem) => Target {
             method: Method::Walk,
-            location: Location::Path(host_path(rootfs, path)?),
+            location: Location::Path(resolved(path)?),
             capacity: pv.capacity,
         },
         (PvSource::Local { path }, VolumeMode::Filesystem) => Target {
             method: Method::LocalPath,
-            location: Location::Path(host_path(rootfs, path)?),
+            location: Location::Path(resolved(path)?),
             capacity: pv.capacity,
         },
         (PvSource::InTree { .. }, VolumeMode::Filesystem) => Target {
@@ -184,12 +213,13 @@ mod tests {
 
     #[test]
     fn plans_follow_kubelets_layout() {
-        let rootfs = Path::new("/host");
         let root = Path::new("/host/var/lib/kubelet");
         let csi = PvSource::Csi {
             driver: "ebs.csi.aws.com".into(),
         };
-        let t = plan(rootfs, root, "u1", &pv(csi.clone(), VolumeMode::Filesystem)).unwrap();
+        let csi_fs = pv(csi.clone(), VolumeMode::Filesystem);
+        assert_eq!(host_dir(&csi_fs), None);
+        let t = plan(root, "u1", &csi_fs, None).unwrap();
         assert_eq!(t.method, Method::Statfs);
         assert_eq!(
             t.location,
@@ -197,7 +227,7 @@ mod tests {
                 "/host/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/pv-1/mount".into()
             )
         );
-        let t = plan(rootfs, root, "u1", &pv(csi, VolumeMode::Block)).unwrap();
+        let t = plan(root, "u1", &pv(csi, VolumeMode::Block), None).unwrap();
         assert_eq!(t.method, Method::Block);
         assert_eq!(
             t.location,
@@ -205,37 +235,40 @@ mod tests {
                 "/host/var/lib/kubelet/pods/u1/volumeDevices/kubernetes.io~csi/pv-1".into()
             )
         );
+        let hp = pv(
+            PvSource::HostPath {
+                path: "/opt/local-path/pv-1".into(),
+            },
+            VolumeMode::Filesystem,
+        );
+        assert_eq!(host_dir(&hp), Some("/opt/local-path/pv-1"));
+        // Measured where the host path resolved to, not where it was written.
         let t = plan(
-            rootfs,
             root,
             "u1",
-            &pv(
-                PvSource::HostPath {
-                    path: "/opt/local-path/pv-1".into(),
-                },
-                VolumeMode::Filesystem,
-            ),
+            &hp,
+            Some(Path::new("/host/data/local-path/pv-1")),
         )
         .unwrap();
         assert_eq!(
             (t.method, t.location),
             (
                 Method::Walk,
-                Location::Path("/host/opt/local-path/pv-1".into())
+                Location::Path("/host/data/local-path/pv-1".into())
             )
         );
-        let t = plan(
-            rootfs,
-            root,
-            "u1",
-            &pv(
-                PvSource::Local {
-                    path: "/mnt/disks/ssd1".into(),
-                },
-                VolumeMode::Filesystem,
-            ),
-        )
-        .unwrap();
+        assert_eq!(
+            plan(root, "u1", &hp, None),
+            Err(PlanError::Unresolved("/opt/local-path/pv-1".into()))
+        );
+        let local = pv(
+            PvSource::Local {
+                path: "/mnt/disks/ssd1".into(),
+            },
+            VolumeMode::Filesystem,
+        );
+        assert_eq!(host_dir(&local), Some("/mnt/disks/ssd1"));
+        let t = plan(root, "u1", &local, Some(Path::new("/host/mnt/disks/ssd1"))).unwrap();
         assert_eq!(
             (t.method, t.location),
             (
@@ -243,8 +276,18 @@ mod tests {
                 Location::Path("/host/mnt/disks/ssd1".into())
             )
         );
+        let local_block = pv(
+            PvSource::Local {
+                path: "/dev/sdb".into(),
+            },
+            VolumeMode::Block,
+        );
+        assert_eq!(
+            host_dir(&local_block),
+            None,
+            "block PVs are found under pods/"
+        );
         let t = plan(
-            rootfs,
             root,
             "u1",
             &pv(
@@ -253,6 +296,7 @@ mod tests {
                 },
                 VolumeMode::Filesystem,
             ),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -261,34 +305,6 @@ mod tests {
                 dir: "/host/var/lib/kubelet/pods/u1/volumes".into(),
                 pv: "pv-1".into()
             }
-        );
-        assert!(
-            plan(
-                rootfs,
-                root,
-                "u1",
-                &pv(
-                    PvSource::HostPath {
-                        path: "../etc".into()
-                    },
-                    VolumeMode::Filesystem
-                )
-            )
-            .is_err()
-        );
-        assert!(
-            plan(
-                rootfs,
-                root,
-                "u1",
-                &pv(
-                    PvSource::HostPath {
-                        path: "/a/../../etc".into()
-                    },
-                    VolumeMode::Filesystem
-                )
-            )
-            .is_err()
         );
     }
 
