@@ -6,6 +6,7 @@ pub mod block;
 pub mod cri;
 pub mod inflight;
 pub mod kube;
+pub mod kubelet_config;
 pub mod lane;
 pub mod mounts;
 pub mod pod_spec;
