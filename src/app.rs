@@ -14,11 +14,11 @@ use crate::model::Snapshot;
 use crate::pods::sampler::{PodConfig, PodSampler};
 use crate::registry::{Registry, RegistryError};
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::sources::configz::{Configz, ConfigzOptions};
 use crate::sources::cri::{CriClient, CriError, default_endpoint};
 use crate::sources::kube::{Kube, client};
 use crate::sources::kubelet_config::{
-    DEFAULT_VOLUME_STATS_AGG_PERIOD, Host, KubeletSourceError, find_kubelet, read_file,
-    read_process,
+    DEFAULT_VOLUME_STATS_AGG_PERIOD, Host, KubeletSourceError, Reading, Sources,
 };
 use crate::volume::{VolumeConfig, VolumeSampler};
 
@@ -30,6 +30,8 @@ pub const POD_STORAGE: &str = "pod_storage";
 pub enum BuildError {
     #[error(transparent)]
     KubeletConfig(#[from] KubeletSourceError),
+    #[error(transparent)]
+    Configz(#[from] crate::sources::configz::ConfigzError),
     #[error("--cri.endpoint: {0}")]
     Cri(#[from] CriError),
     #[error("--collector: {0}")]
@@ -61,8 +63,14 @@ impl App {
         check_rootfs(&args.rootfs)?;
         let mut collectors = collectors.clone();
         let host = Host::new(&args.rootfs, &args.procfs);
-        let kubelet = kubelet_config(args, &host)?;
-        log_in_force(&kubelet);
+        let kubelet_sources = Sources {
+            host: host.clone(),
+            file: args.kubelet_config.clone(),
+            configz: configz(args).await?,
+        };
+        let reading = kubelet_sources.read().await?;
+        log_reading(&reading);
+        let kubelet = reading.config;
         let settings = Settings::of(args, &host, &kubelet);
         let endpoint = settings.cri_endpoint.clone();
         let wants_kube = [VOLUME_STATS, POD_STORAGE]
@@ -168,22 +176,36 @@ fn endpoint_under_rootfs(host: &Host, endpoint: &str) -> String {
     }
 }
 
-/// kubelet's configuration, from the first source that has one: the
-/// running kubelet, then the file --kubelet.config names, then kubelet's
-/// defaults. A kubelet whose configuration cannot be read is logged with the
-/// reason and passed over.
-fn kubelet_config(args: &CommonArgs, host: &Host) -> Result<KubeletConfig, BuildError> {
-    if let Some(process) = find_kubelet(host) {
-        match read_process(host, &process) {
-            Ok(config) => return Ok(config),
-            Err(e) => warn!(
-                error = %e,
-                process = %process.describe(),
-                "cannot read the running kubelet's configuration; trying --kubelet.config"
-            ),
+/// The `/configz` client when `--kubelet.endpoint` is set, with the API
+/// server's credentials; none (said once) when those cannot be had.
+/// A bad --kubelet.endpoint or --kubelet.ca-file stops kubedf at start,
+/// as any other bad flag does.
+async fn configz(args: &CommonArgs) -> Result<Option<Configz>, BuildError> {
+    let Some(endpoint) = args.kubelet_endpoint.as_deref() else {
+        return Ok(None);
+    };
+    let api = match crate::sources::kube::config(args.kubeconfig.as_deref()).await {
+        Ok(api) => api,
+        Err(e) => {
+            warn!(error = %e, endpoint, "--kubelet.endpoint: no credentials for kubelet's /configz; it is not read");
+            return Ok(None);
         }
+    };
+    let opts = ConfigzOptions {
+        endpoint,
+        ca_file: args.kubelet_ca_file.as_deref(),
+        insecure_skip_tls_verify: args.kubelet_insecure_skip_tls_verify,
+        timeout: args.sample_timeout,
+    };
+    Configz::new(api, &opts).map(Some).map_err(BuildError::from)
+}
+
+/// Says which sources were passed over and why, then which is in force.
+fn log_reading(reading: &Reading) {
+    for (source, cause) in &reading.passed_over {
+        warn!(source = source.name(), error = %cause, "kubelet configuration source passed over");
     }
-    Ok(read_file(host, &args.kubelet_config)?)
+    log_in_force(&reading.config);
 }
 
 fn log_in_force(kubelet: &KubeletConfig) {
@@ -193,7 +215,7 @@ fn log_in_force(kubelet: &KubeletConfig) {
         warn!(
             path = %shown,
             source,
-            "no running kubelet found and the kubelet config file does not exist; kubelet's defaults are in force"
+            "no kubelet configuration could be read and the kubelet config file does not exist; kubelet's defaults are in force"
         );
     } else {
         info!(path = %shown, source, origin = %kubelet.origin, "kubelet config in force");

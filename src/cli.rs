@@ -129,6 +129,31 @@ pub struct CommonArgs {
         global = true
     )]
     pub kubelet_config: String,
+    /// kubelet's address, to read its effective configuration from
+    /// `<endpoint>/configz` before any other source (e.g.
+    /// https://10.0.0.1:10250; a DaemonSet sets https://$(HOST_IP):10250).
+    #[arg(
+        long = "kubelet.endpoint",
+        env = "KUBEDF_KUBELET_ENDPOINT",
+        global = true
+    )]
+    pub kubelet_endpoint: Option<String>,
+    /// CA file to verify kubelet's serving certificate with [default: the
+    /// cluster CA of the in-cluster config or kubeconfig].
+    #[arg(
+        long = "kubelet.ca-file",
+        env = "KUBEDF_KUBELET_CA_FILE",
+        global = true
+    )]
+    pub kubelet_ca_file: Option<PathBuf>,
+    /// Do not verify kubelet's serving certificate (kubelets with
+    /// self-signed certificates); the credentials are still sent.
+    #[arg(
+        long = "kubelet.insecure-skip-tls-verify",
+        env = "KUBEDF_KUBELET_INSECURE_SKIP_TLS_VERIFY",
+        global = true
+    )]
+    pub kubelet_insecure_skip_tls_verify: bool,
     /// CRI endpoint of the container runtime, in this process's view
     /// [default: kubelet's containerRuntimeEndpoint under --path.rootfs, else
     /// the first of unix:///run/containerd/containerd.sock and

@@ -494,6 +494,99 @@ pub fn read_file(host: &Host, path: &str) -> Result<KubeletConfig, KubeletSource
     Ok(KubeletConfig::load(&file, Path::new(path))?)
 }
 
+/// kubelet's `--root-dir` as the running `process` has it (k3s/RKE2: their
+/// `--kubelet-arg=root-dir=`), default `/var/lib/kubelet`; `/configz` lacks
+/// it.
+pub fn root_dir_of(host: &Host, process: &KubeletProcess) -> Option<String> {
+    let argv = kubelet_argv(host, process).ok()?;
+    let args = flags::parse(&argv).ok()?;
+    Some(args.root_dir.unwrap_or_else(|| DEFAULT_ROOT_DIR.into()))
+}
+
+/// Which running kubelet a configuration was read from: its pid and start
+/// time. Another value means kubelet restarted.
+pub type ProcessId = (i32, u64);
+
+/// Every source of kubelet's configuration, in kubedf's order: `/configz`
+/// (when `--kubelet.endpoint` is set), the running kubelet, the file
+/// `--kubelet.config` names, kubelet's defaults.
+#[derive(Clone, Debug)]
+pub struct Sources {
+    pub host: Host,
+    /// `--kubelet.config`.
+    pub file: String,
+    pub configz: Option<super::configz::Configz>,
+}
+
+/// What one read of the sources found.
+#[derive(Debug)]
+pub struct Reading {
+    /// The configuration from the first source that had one.
+    pub config: KubeletConfig,
+    /// The running kubelet, if one was found.
+    pub process: Option<ProcessId>,
+    /// The sources before it that failed, each with its cause.
+    pub passed_over: Vec<(ConfigSource, String)>,
+}
+
+impl Sources {
+    /// Reads the sources in order. An error only when the last resort,
+    /// `--kubelet.config`, exists and is invalid.
+    pub async fn read(&self) -> Result<Reading, KubeletSourceError> {
+        let mut passed_over = Vec::new();
+        let host = self.host.clone();
+        let process = tokio::task::spawn_blocking(move || find_kubelet(&host))
+            .await
+            .ok()
+            .flatten();
+        let process_id = process.as_ref().map(|p| (p.pid, p.start_time));
+        if let Some(configz) = &self.configz {
+            match configz.fetch().await {
+                Ok(mut config) => {
+                    // /configz has no root dir: the process's command line does.
+                    config.root_dir = process.as_ref().and_then(|p| root_dir_of(&self.host, p));
+                    return Ok(Reading {
+                        config,
+                        process: process_id,
+                        passed_over,
+                    });
+                }
+                Err(e) => passed_over.push((ConfigSource::Configz, e.to_string())),
+            }
+        }
+        let host = self.host.clone();
+        let file = self.file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut passed = Vec::new();
+            if let Some(process) = &process {
+                match read_process(&host, process) {
+                    Ok(config) => return (Ok(config), passed),
+                    Err(e) => passed.push((ConfigSource::Process, e.to_string())),
+                }
+            }
+            (read_file(&host, &file), passed)
+        })
+        .await;
+        let (config, passed) = match read {
+            Ok(done) => done,
+            // The blocking task panicked: a bug, said as the error it is.
+            Err(e) => (
+                Err(KubeletSourceError::DistroConfig {
+                    path: self.file.clone(),
+                    message: format!("reading kubelet's configuration failed: {e}"),
+                }),
+                Vec::new(),
+            ),
+        };
+        passed_over.extend(passed);
+        Ok(Reading {
+            config: config?,
+            process: process_id,
+            passed_over,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

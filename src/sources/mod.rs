@@ -3,6 +3,7 @@
 //! scrape path, under a timeout; what they return are [`crate::model`] types.
 
 pub mod block;
+pub mod configz;
 pub mod cri;
 pub mod inflight;
 pub mod kube;
