@@ -18,7 +18,7 @@ use crate::sources::configz::{Configz, ConfigzOptions};
 use crate::sources::cri::{CriClient, CriError, default_endpoint};
 use crate::sources::kube::{Kube, client};
 use crate::sources::kubelet_config::{
-    DEFAULT_VOLUME_STATS_AGG_PERIOD, Host, KubeletSourceError, Reading, Sources,
+    DEFAULT_VOLUME_STATS_AGG_PERIOD, Host, KubeletSourceError, ProcessId, Reading, Sources,
 };
 use crate::volume::{VolumeConfig, VolumeSampler};
 
@@ -43,6 +43,10 @@ pub enum BuildError {
 pub struct App {
     pub registry: Arc<Registry>,
     pub kubelet: Arc<KubeletConfig>,
+    /// Where kubelet's configuration is read again from (`serve`).
+    pub kubelet_sources: Sources,
+    /// The kubelet process `kubelet` was read with, if one was found.
+    pub kubelet_process: Option<ProcessId>,
     pub sampler: Arc<Sampler>,
     /// The watch of this node's pods, when a collector needs it and the
     /// cluster can be reached.
@@ -70,6 +74,7 @@ impl App {
         };
         let reading = kubelet_sources.read().await?;
         log_reading(&reading);
+        let kubelet_process = reading.process;
         let kubelet = reading.config;
         let settings = Settings::of(args, &host, &kubelet);
         let endpoint = settings.cri_endpoint.clone();
@@ -118,6 +123,8 @@ impl App {
         Ok(App {
             registry: Arc::new(registry),
             kubelet: Arc::new(kubelet),
+            kubelet_sources,
+            kubelet_process,
             sampler: Arc::new(sampler),
             kube: (volumes.is_some() || pods.is_some())
                 .then_some(kube)

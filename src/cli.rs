@@ -154,6 +154,10 @@ pub struct CommonArgs {
         global = true
     )]
     pub kubelet_insecure_skip_tls_verify: bool,
+    /// How often `serve` reads kubelet's configuration again (and at once
+    /// when the kubelet process is another one): 100ms to 24h.
+    #[arg(long = "kubelet.config-refresh-interval", env = "KUBEDF_KUBELET_CONFIG_REFRESH_INTERVAL", default_value = "1m", value_parser = parse_sample_interval, global = true)]
+    pub kubelet_config_refresh_interval: Duration,
     /// CRI endpoint of the container runtime, in this process's view
     /// [default: kubelet's containerRuntimeEndpoint under --path.rootfs, else
     /// the first of unix:///run/containerd/containerd.sock and

@@ -655,3 +655,106 @@ fn kubedf_takes_root_dir_cri_endpoint_and_thresholds_from_the_kubelet() {
     );
     assert!(all.contains("/nonexistent/kubedf/root"), "{all}");
 }
+
+/// nodefs.available's hard threshold in bytes and the capacity it is taken
+/// of, from an exposition.
+fn nodefs_threshold(text: &str) -> Option<(i64, i64)> {
+    let capacity = sample(
+        text,
+        "kubedf_eviction_signal_capacity",
+        &[("signal", "nodefs.available")],
+    )?
+    .parse()
+    .ok()?;
+    let threshold = sample(
+        text,
+        "kubedf_eviction_threshold",
+        &[("signal", "nodefs.available"), ("kind", "hard")],
+    )?
+    .parse()
+    .ok()?;
+    Some((threshold, capacity))
+}
+
+/// kubelet's threshold for a percentage of `capacity`: float64(capacity) *
+/// float64(float32(percent)/100), truncated.
+fn percent_of(capacity: i64, percent: f32) -> i64 {
+    (capacity as f64 * f64::from(percent / 100.0)) as i64
+}
+
+#[test]
+fn a_restarted_kubelet_with_other_flags_is_followed_while_serving() {
+    let test = "a_restarted_kubelet_with_other_flags_is_followed_while_serving";
+    if !prerequisites(test, kubelet_prerequisites()) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().expect("tempdir");
+    write_host_files(
+        root.path(),
+        &[(
+            "/var/lib/kubelet/config.yaml",
+            &format!("{HEAD}cgroupDriver: systemd\n"),
+        )],
+    );
+    let start = |percent: u32, config: &str| {
+        FakeKubelet::start(
+            root.path(),
+            "/usr/bin/kubelet",
+            &[
+                &format!("--config={config}"),
+                &format!("--eviction-hard=nodefs.available<{percent}%"),
+            ],
+        )
+    };
+    let first = start(10, "/var/lib/kubelet/config.yaml");
+    let rootfs = root.path().to_str().expect("utf-8");
+    let served = kubedf!().serve(&[
+        "--path.rootfs",
+        rootfs,
+        "--path.procfs",
+        "/proc",
+        "--cri.endpoint",
+        NO_RUNTIME,
+        "--sample-interval",
+        "200ms",
+        "--kubelet.config-refresh-interval",
+        "500ms",
+    ]);
+    let wait = std::time::Duration::from_secs(60);
+    served.scrape_until(wait, "nodefs.available at 10%", |text| {
+        nodefs_threshold(text).is_some_and(|(t, c)| t == percent_of(c, 10.0))
+    });
+    // kubelet restarts with another threshold: a new pid, new flags.
+    drop(first);
+    let second = start(20, "/var/lib/kubelet/config.yaml");
+    served.scrape_until(wait, "nodefs.available at 20% after the restart", |text| {
+        nodefs_threshold(text).is_some_and(|(t, c)| t == percent_of(c, 20.0))
+    });
+    // A kubelet whose configuration cannot be read: the last good one stays,
+    // and the log names the file.
+    drop(second);
+    let _third = start(30, "/var/lib/kubelet/missing.yaml");
+    let deadline = std::time::Instant::now() + wait;
+    while !served.log_text().contains("/var/lib/kubelet/missing.yaml") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error naming the file:\n{}",
+            served.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let text = served.scrape();
+    let (t, c) = nodefs_threshold(&text).expect("nodefs threshold");
+    assert_eq!(t, percent_of(c, 20.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "kubedf_kubelet_config_info",
+            &[("source", "process")]
+        )
+        .as_deref(),
+        Some("1"),
+        "{text}"
+    );
+}
