@@ -71,6 +71,9 @@ pub const DEFAULT_POD_LOGS_DIR: &str = "/var/log/pods";
 /// kubelet's default `containerRuntimeEndpoint` (v1beta1 defaults, 1.27+).
 pub const DEFAULT_CONTAINER_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 
+/// kubelet's default `volumeStatsAggPeriod`.
+pub const DEFAULT_VOLUME_STATS_AGG_PERIOD: Duration = Duration::from_secs(60);
+
 /// kubelet's default `--root-dir`.
 pub const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
 

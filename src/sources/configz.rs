@@ -205,7 +205,7 @@ pub fn parse(text: &str, url: &str) -> Result<KubeletConfig, ConfigzError> {
     );
     cfg.volume_stats_agg_period = Some(
         cfg.volume_stats_agg_period
-            .unwrap_or(super::kubelet_config::DEFAULT_VOLUME_STATS_AGG_PERIOD),
+            .unwrap_or(crate::kubelet::config::DEFAULT_VOLUME_STATS_AGG_PERIOD),
     );
     Ok(cfg)
 }

@@ -23,22 +23,19 @@
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use procfs_core::FromRead as _;
 use procfs_core::process::Stat;
 use serde_json::Value;
 use thiserror::Error;
 
+pub use crate::kubelet::config::DEFAULT_VOLUME_STATS_AGG_PERIOD;
 use crate::kubelet::config::{
     ConfigError, ConfigSource, DEFAULT_CONTAINER_RUNTIME_ENDPOINT, DEFAULT_ROOT_DIR, KubeletConfig,
 };
 use crate::kubelet::effective::{Document, EffectiveError, Layers, effective};
 use crate::kubelet::flags::{self, FlagError};
 use crate::sources::{HostPathError, host_path};
-
-/// kubelet's default `volumeStatsAggPeriod`.
-pub const DEFAULT_VOLUME_STATS_AGG_PERIOD: Duration = Duration::from_secs(60);
 
 /// The most drop-in files kubedf reads from one `--config-dir`: a real one
 /// holds a handful; a directory with more is not a drop-in directory.
