@@ -113,15 +113,16 @@ pub struct CommonArgs {
         global = true
     )]
     pub sysfs: PathBuf,
-    /// kubelet's root directory (host path); its filesystem is nodefs.
+    /// kubelet's root directory (host path); its filesystem is nodefs
+    /// [default: the running kubelet's root dir, else /var/lib/kubelet].
     #[arg(
         long = "kubelet.root-dir",
         env = "KUBEDF_KUBELET_ROOT_DIR",
-        default_value = "/var/lib/kubelet",
         global = true
     )]
-    pub kubelet_root_dir: String,
-    /// kubelet's configuration file (host path); a missing file means kubelet's defaults.
+    pub kubelet_root_dir: Option<String>,
+    /// kubelet's configuration file (host path), read when no running
+    /// kubelet is found; a missing file means kubelet's defaults.
     #[arg(
         long = "kubelet.config",
         env = "KUBEDF_KUBELET_CONFIG",
@@ -129,9 +130,39 @@ pub struct CommonArgs {
         global = true
     )]
     pub kubelet_config: String,
-    /// CRI endpoint of the container runtime [default: the first of
-    /// unix:///run/containerd/containerd.sock and unix:///var/run/crio/crio.sock
-    /// that exists].
+    /// kubelet's address, to read its effective configuration from
+    /// `<endpoint>/configz` before any other source (e.g.
+    /// https://10.0.0.1:10250; a DaemonSet sets https://$(HOST_IP):10250).
+    #[arg(
+        long = "kubelet.endpoint",
+        env = "KUBEDF_KUBELET_ENDPOINT",
+        global = true
+    )]
+    pub kubelet_endpoint: Option<String>,
+    /// CA file to verify kubelet's serving certificate with [default: the
+    /// cluster CA of the in-cluster config or kubeconfig].
+    #[arg(
+        long = "kubelet.ca-file",
+        env = "KUBEDF_KUBELET_CA_FILE",
+        global = true
+    )]
+    pub kubelet_ca_file: Option<PathBuf>,
+    /// Do not verify kubelet's serving certificate (kubelets with
+    /// self-signed certificates); the credentials are still sent.
+    #[arg(
+        long = "kubelet.insecure-skip-tls-verify",
+        env = "KUBEDF_KUBELET_INSECURE_SKIP_TLS_VERIFY",
+        global = true
+    )]
+    pub kubelet_insecure_skip_tls_verify: bool,
+    /// How often `serve` reads kubelet's configuration again (and at once
+    /// when the kubelet process is another one): 100ms to 24h.
+    #[arg(long = "kubelet.config-refresh-interval", env = "KUBEDF_KUBELET_CONFIG_REFRESH_INTERVAL", default_value = "1m", value_parser = parse_sample_interval, global = true)]
+    pub kubelet_config_refresh_interval: Duration,
+    /// CRI endpoint of the container runtime, in this process's view
+    /// [default: kubelet's containerRuntimeEndpoint under --path.rootfs, else
+    /// the first of unix:///run/containerd/containerd.sock and
+    /// unix:///var/run/crio/crio.sock that exists].
     #[arg(long = "cri.endpoint", env = "KUBEDF_CRI_ENDPOINT", global = true)]
     pub cri_endpoint: Option<String>,
     /// How often sources are read in `serve`.
@@ -150,9 +181,10 @@ pub struct CommonArgs {
     #[arg(long = "kubeconfig", global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// How often each PVC volume is measured, jittered to 1x-2x as kubelet's
-    /// volumeStatsAggPeriod; 0 turns volume stats off.
-    #[arg(long = "volume-stats-agg-period", env = "KUBEDF_VOLUME_STATS_AGG_PERIOD", default_value = "1m", value_parser = parse_agg_period, global = true)]
-    pub volume_stats_agg_period: Duration,
+    /// volumeStatsAggPeriod; 0 turns volume stats off [default: kubelet's
+    /// volumeStatsAggPeriod, else 1m].
+    #[arg(long = "volume-stats-agg-period", env = "KUBEDF_VOLUME_STATS_AGG_PERIOD", value_parser = parse_agg_period, global = true)]
+    pub volume_stats_agg_period: Option<Duration>,
     /// How long one volume statfs, device read or Kubernetes API call may take.
     #[arg(long = "volume-stats-timeout", env = "KUBEDF_VOLUME_STATS_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration, global = true)]
     pub volume_stats_timeout: Duration,
@@ -375,6 +407,16 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// still lets tests and demos see changes quickly; production uses 15s.
 const MIN_PERIOD: Duration = Duration::from_millis(100);
 
+/// A period taken from kubelet's volumeStatsAggPeriod, within the bounds
+/// the flag has: 0 stays off, anything else is held to 100ms..1 day.
+pub fn clamp_agg_period(d: Duration) -> Duration {
+    if d.is_zero() {
+        d
+    } else {
+        d.clamp(MIN_PERIOD, DAY)
+    }
+}
+
 fn parse_sample_interval(s: &str) -> Result<Duration, String> {
     bounded(s, parse_duration(s)?, MIN_PERIOD, DAY)
 }
@@ -420,14 +462,11 @@ mod tests {
         assert_eq!(serve.max_connections, 64);
         assert_eq!(p.cli.common.rootfs, PathBuf::from("/"));
         assert_eq!(p.cli.common.procfs, PathBuf::from("/proc"));
-        assert_eq!(p.cli.common.kubelet_root_dir, "/var/lib/kubelet");
+        assert_eq!(p.cli.common.kubelet_root_dir, None);
         assert_eq!(p.cli.common.kubelet_config, "/var/lib/kubelet/config.yaml");
         assert_eq!(p.cli.common.sample_interval, Duration::from_secs(15));
         assert_eq!(p.cli.common.sample_timeout, Duration::from_secs(5));
-        assert_eq!(
-            p.cli.common.volume_stats_agg_period,
-            Duration::from_secs(60)
-        );
+        assert_eq!(p.cli.common.volume_stats_agg_period, None);
         assert_eq!(p.cli.common.volume_stats_timeout, Duration::from_secs(5));
         assert_eq!(
             p.cli.common.volume_stats_walk_timeout,
@@ -441,7 +480,7 @@ mod tests {
         let p = parse_from(["kubedf", "df", "--volume-stats.kubelet-names", "uncovered"]).unwrap();
         assert_eq!(p.cli.common.volume_kubelet_names, KubeletNames::Uncovered);
         let p = parse_from(["kubedf", "df", "--volume-stats-agg-period", "0"]).unwrap();
-        assert!(p.cli.common.volume_stats_agg_period.is_zero());
+        assert_eq!(p.cli.common.volume_stats_agg_period, Some(Duration::ZERO));
         assert_eq!(p.collectors.len(), Registry::available().len());
     }
 

@@ -254,6 +254,11 @@ pub fn report(snapshot: &Snapshot) -> Report {
             " (not found: kubelet defaults)"
         }
     ));
+    report.notes.push(format!(
+        "kubelet config source: {} ({})",
+        config.source.name(),
+        config.origin
+    ));
     let eviction = &config.eviction;
     if !eviction.dropped_defaults.is_empty() {
         let names: Vec<&str> = eviction.dropped_defaults.iter().map(|s| s.name()).collect();

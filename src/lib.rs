@@ -9,10 +9,14 @@
 //! - [`sources`]: the I/O: CRI over a unix socket, the Kubernetes API (each
 //!   object decoded into the few fields kubedf uses, including what a pod's
 //!   spec says about its ephemeral storage), statfs (under a timeout, one
-//!   call in flight per path), /proc.
+//!   call in flight per path), /proc, kubelet's configuration (its
+//!   `/configz`, its process's command line and files, `--kubelet.config`).
 //! - [`kubelet`]: what kubelet computes, reproduced: quantities, eviction
-//!   thresholds and their merging, the image GC trigger, the config file.
+//!   thresholds and their merging, the image GC trigger, its configuration
+//!   merged from flags, the config file and drop-ins as kubelet merges it.
 //! - [`sampler`]: the node's sources, read periodically, concurrently, bounded.
+//! - [`kubelet_watch`]: kubelet's configuration in force, read again every
+//!   minute and when kubelet restarts; the last good one kept.
 //! - [`scheduler`]: the one timer queue for everything measured on its own
 //!   schedule (jitter, one call in flight per key, replans, backoff).
 //! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
@@ -45,6 +49,7 @@ pub mod exposition;
 pub mod fixtures;
 pub mod heap;
 pub mod kubelet;
+pub mod kubelet_watch;
 pub mod model;
 pub mod pods;
 pub mod registry;

@@ -136,6 +136,13 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             if let Some(p) = pods.as_mut() {
                 board.publish_pods(Some(Arc::new(p.table())));
             }
+            tokio::spawn(kubedf::kubelet_watch::run(
+                app.kubelet_sources.clone(),
+                Arc::clone(&board),
+                app.kubelet_process,
+                common.kubelet_config_refresh_interval,
+                stop_rx.clone(),
+            ));
             let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
                 Arc::clone(&board),
                 common.sample_interval,

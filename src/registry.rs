@@ -71,7 +71,7 @@ pub static WEB_CONFIG_RELOADS_FAILED: Desc = Desc::counter(
 
 pub static KUBELET_CONFIG_INFO: Desc = Desc::gauge(
     "kubedf_kubelet_config_info",
-    "The kubelet configuration kubedf's thresholds come from: source is file when they were read from path, defaults when that file does not exist and kubelet's defaults apply. Always 1.",
+    "The kubelet configuration kubedf's thresholds, GC percents, root dir and CRI endpoint come from: source is configz (the running kubelet's /configz, path its URL), process (the running kubelet's command line, --config file and drop-ins merged as kubelet merges them, path its --config), file (the file --kubelet.config names, path) or defaults (nothing could be read; kubelet's defaults apply). Always 1.",
     None,
     &["path", "source"],
 );
@@ -246,11 +246,7 @@ fn write_with(
         sink.add(&WEB_CONFIG_RELOADS_FAILED, [""; 0], failed);
     }
     let kubelet = &snapshot.kubelet;
-    let source = if kubelet.from_file {
-        "file"
-    } else {
-        "defaults"
-    };
+    let source = kubelet.source.name();
     // The path comes from a UTF-8 flag; a label value must borrow it.
     if let Some(path) = kubelet.path.to_str() {
         sink.add(&KUBELET_CONFIG_INFO, [path, source], 1i64);

@@ -82,21 +82,33 @@ pub enum YamlError {
 
 /// Parses `text`; an empty document is `T::default()`.
 pub fn from_str<T: DeserializeOwned + Default>(text: &str) -> Result<T, YamlError> {
+    match tree(text)? {
+        None => Ok(T::default()),
+        Some(map) => from_tree(serde_json::Value::Object(map)),
+    }
+}
+
+/// Parses `text` (YAML, or JSON, which is YAML) into a generic tree: `None`
+/// for an empty document, else the top-level mapping.
+pub fn tree(text: &str) -> Result<Option<serde_json::Map<String, serde_json::Value>>, YamlError> {
     if text.trim().is_empty() {
-        return Ok(T::default());
+        return Ok(None);
     }
     let tree: serde_json::Value =
         serde_saphyr::from_str(text).map_err(|e| YamlError::Syntax(e.to_string()))?;
     match tree {
-        serde_json::Value::Null => Ok(T::default()),
-        serde_json::Value::Object(_) => {
-            serde_path_to_error::deserialize(tree).map_err(|e| YamlError::Field {
-                path: e.path().to_string(),
-                message: e.inner().to_string(),
-            })
-        }
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Object(map) => Ok(Some(map)),
         _ => Err(YamlError::NotAMapping),
     }
+}
+
+/// A tree (see [`tree`]) into the typed struct, errors naming the field.
+pub fn from_tree<T: DeserializeOwned>(tree: serde_json::Value) -> Result<T, YamlError> {
+    serde_path_to_error::deserialize(tree).map_err(|e| YamlError::Field {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
 }
 
 #[cfg(test)]

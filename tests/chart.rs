@@ -329,16 +329,18 @@ fn kubelet_root_dir_values_move_root_dir_and_config() {
     let Some((diffs, objs)) = changes(test, "kubelet-root-dir-values.yaml") else {
         return;
     };
+    // The default names neither (the running kubelet's are used); the
+    // values add both flags after --kubelet.endpoint.
     assert_eq!(
         diffs,
         set(&[
-            &format!("{DS}.containers[0].args[5]"),
             &format!("{DS}.containers[0].args[6]"),
+            &format!("{DS}.containers[0].args[7]"),
         ])
     );
     let args = args_of(&objs);
     assert_eq!(
-        args[5..7],
+        args[6..8],
         [
             "--kubelet.root-dir=/var/lib/k0s/kubelet".to_owned(),
             "--kubelet.config=/var/lib/k0s/kubelet/config.yaml".to_owned()
@@ -388,11 +390,11 @@ fn kubelet_compat_values_relabel_kubelet_volume_stats_only() {
     assert_eq!(
         diffs,
         set(&[
-            &format!("{DS}.containers[0].args[7]"),
+            &format!("{DS}.containers[0].args[6]"),
             &format!("{SM}.metricRelabelings"),
         ])
     );
-    assert_eq!(args_of(&objs)[7], "--volume-stats.kubelet-names=uncovered");
+    assert_eq!(args_of(&objs)[6], "--volume-stats.kubelet-names=uncovered");
     let ep = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
     assert_eq!(ep["honorLabels"], true);
     let rules = ep["metricRelabelings"]
@@ -431,7 +433,7 @@ fn web_config_values_add_the_secret_flag_mount_and_https() {
         set(&[
             "Secret/kubedf-web-config",
             "DaemonSet/kubedf spec.template.metadata.annotations",
-            &format!("{DS}.containers[0].args[7]"),
+            &format!("{DS}.containers[0].args[6]"),
             &format!("{DS}.containers[0].livenessProbe.httpGet.scheme"),
             &format!("{DS}.containers[0].readinessProbe.httpGet.scheme"),
             &format!("{DS}.containers[0].volumeMounts[3]"),
@@ -632,6 +634,7 @@ fn values_follow_the_node_exporter_chart_and_are_documented() {
         "prometheus.monitor.kubeletCompat",
         "prometheusRule.enabled",
         "prometheusRule.additionalLabels",
+        "kubeletEndpoint",
         "kubeletRootDir",
         "kubeletConfig",
         "criSocket",

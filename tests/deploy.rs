@@ -78,8 +78,9 @@ fn kustomize_renders_the_expected_objects() {
         }
     }
 
-    // RBAC: exactly pods get/list/watch, PVC get, PV get, bound to the
-    // DaemonSet's service account.
+    // RBAC: exactly pods get/list/watch, PVC get, PV get and nodes/configz
+    // get (kubelet's /configz; never nodes/proxy), bound to the DaemonSet's
+    // service account.
     let role = the(&objs, "ClusterRole");
     let mut granted = BTreeSet::new();
     for rule in role["rules"].as_array().expect("ClusterRole rules") {
@@ -97,6 +98,7 @@ fn kustomize_renders_the_expected_objects() {
         "pods:watch",
         "persistentvolumeclaims:get",
         "persistentvolumes:get",
+        "nodes/configz:get",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -140,6 +142,20 @@ fn kustomize_renders_the_expected_objects() {
         "spec.nodeName"
     );
     assert_eq!(by_name(env, "KUBEDF_LOG_FORMAT")["value"], "json");
+    // kubelet's /configz on the node's own address, from the downward API;
+    // kubelet expands $(HOST_IP) in args.
+    assert_eq!(
+        by_name(env, "HOST_IP")["valueFrom"]["fieldRef"]["fieldPath"],
+        "status.hostIP"
+    );
+    assert_eq!(flag("kubelet.endpoint"), "https://$(HOST_IP):10250");
+    // The root dir and config file are the running kubelet's: not pinned.
+    for pinned in ["kubelet.root-dir", "kubelet.config"] {
+        assert!(
+            !args.iter().any(|a| a.starts_with(&format!("--{pinned}="))),
+            "--{pinned} would override the running kubelet's: {args:?}"
+        );
+    }
 
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);

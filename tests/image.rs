@@ -451,7 +451,7 @@ fn manifest() -> Manifest {
             )
         })
         .collect();
-    let env = c["env"]
+    let env: Vec<(String, String)> = c["env"]
         .as_array()
         .expect("env")
         .iter()
@@ -463,14 +463,27 @@ fn manifest() -> Manifest {
             ) {
                 (Some(v), _) => v.to_owned(),
                 (None, Some("spec.nodeName")) => NODE.to_owned(),
+                // No kubelet listens there in the test: /configz fails and
+                // the next source is used, as on a node whose kubelet
+                // refuses it.
+                (None, Some("status.hostIP")) => "127.0.0.1".to_owned(),
                 other => panic!("env {name}: {other:?} is not translated here"),
             };
             (name, value)
         })
         .collect();
     let probe = &c["livenessProbe"];
+    // kubelet expands $(VAR) in args from the container's env.
+    let args = strings(&c["args"])
+        .into_iter()
+        .map(|a| {
+            env.iter().fold(a, |a, (name, value)| {
+                a.replace(&format!("$({name})"), value)
+            })
+        })
+        .collect();
     Manifest {
-        args: strings(&c["args"]),
+        args,
         env,
         security,
         seccomp,

@@ -448,3 +448,189 @@ fn valid_pv() -> Value {
         }
     })
 }
+
+// ---- kubelet's command line and drop-ins (kubelet::flags, kubelet::effective) ----
+
+use kubedf::kubelet::effective::{Document, Layers, effective};
+use kubedf::kubelet::flags::{Setting, apply, parse};
+use kubedf::sources::kubelet_config::Host;
+
+/// A kubelet scalar flag and a value it accepts.
+fn scalar_flag() -> impl Strategy<Value = (Setting, String)> {
+    prop_oneof![
+        (0i32..=100).prop_map(|n| (Setting::ImageGcHighThreshold, n.to_string())),
+        (0i32..=100).prop_map(|n| (Setting::ImageGcLowThreshold, n.to_string())),
+        // Any text: quotes, spaces, '=', ',' and leading dashes pass
+        // through both forms unchanged (argv has no quoting left in it).
+        any::<String>()
+            .prop_filter("no NUL in argv", |s| !s.contains('\0'))
+            .prop_map(|s| (Setting::ContainerRuntimeEndpoint, s)),
+        (1u32..100_000).prop_map(|s| (Setting::VolumeStatsAggPeriod, format!("{s}s"))),
+    ]
+}
+
+/// Flags kubedf does not know, in the shapes kubelet command lines have.
+fn unknown_flag() -> impl Strategy<Value = Vec<String>> {
+    prop_oneof![
+        "[a-z][a-z-]{0,12}".prop_map(|n| vec![format!("--x-{n}")]),
+        ("[a-z][a-z-]{0,12}", "[a-zA-Z0-9/.:=,]{0,12}")
+            .prop_map(|(n, v)| vec![format!("--x-{n}={v}")]),
+        ("[a-z][a-z-]{0,12}", "[a-zA-Z0-9/.:][a-zA-Z0-9/.:=,]{0,12}")
+            .prop_map(|(n, v)| vec![format!("--x-{n}"), v]),
+        Just(vec!["-v".to_owned(), "4".to_owned()]),
+    ]
+}
+
+/// One argument list: each known flag in a random form (`=` or separate,
+/// `-` or `_` in its name), unknown flags in between.
+fn command_line() -> impl Strategy<Value = (Vec<String>, Vec<(Setting, String)>)> {
+    proptest::collection::vec(
+        (scalar_flag(), any::<bool>(), any::<bool>(), unknown_flag()),
+        0..12,
+    )
+    .prop_map(|items| {
+        let mut argv = Vec::new();
+        let mut known = Vec::new();
+        for ((setting, value), equals, underscores, unknown) in items {
+            argv.extend(unknown);
+            let mut name = setting.flag().to_owned();
+            if underscores {
+                name = name.replace('-', "_");
+            }
+            if equals {
+                argv.push(format!("--{name}={value}"));
+            } else {
+                argv.push(format!("--{name}"));
+                argv.push(value.clone());
+            }
+            known.push((setting, value));
+        }
+        (argv, known)
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Both forms, `_` for `-`, unknown flags skipped, and the last of a
+    /// repeated flag wins.
+    #[test]
+    fn kubelet_flags_in_either_form_last_one_wins((argv, known) in command_line()) {
+        let args = parse(&argv).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&args.settings, &known);
+        let mut obj = serde_json::Map::new();
+        apply(&args.settings, &mut obj).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        for setting in Setting::ALL {
+            let last = known.iter().rev().find(|(s, _)| *s == setting).map(|(_, v)| v);
+            let got = obj.get(setting.field());
+            match (last, got) {
+                (None, None) => {}
+                (Some(v), Some(Value::String(g))) => prop_assert_eq!(v, g),
+                (Some(v), Some(Value::Number(n))) => prop_assert_eq!(v, &n.to_string()),
+                (last, got) => prop_assert!(false, "{setting:?}: {last:?} vs {got:?}"),
+            }
+        }
+    }
+
+    /// A map flag replaces the whole map at its first occurrence and adds
+    /// to it after; keys and values are trimmed; empty items are skipped.
+    #[test]
+    fn kubelet_map_flags_replace_then_accumulate(
+        occurrences in proptest::collection::vec(
+            proptest::collection::vec(("[a-z.]{1,8}", "[0-9]{1,3}%?", "[ ]{0,2}", any::<bool>()), 0..4),
+            1..4,
+        ),
+    ) {
+        let mut obj = serde_json::Map::new();
+        obj.insert("evictionHard".into(), json!({"memory.available": "100Mi", "zzz": "1"}));
+        let mut want = serde_json::Map::new();
+        let mut settings = Vec::new();
+        for items in &occurrences {
+            let mut text = Vec::new();
+            for (k, v, pad, empty_after) in items {
+                text.push(format!("{pad}{k}{pad}<{pad}{v}{pad}"));
+                if *empty_after {
+                    text.push(String::new());
+                }
+                want.insert(k.clone(), Value::String(v.clone()));
+            }
+            settings.push((Setting::EvictionHard, text.join(",")));
+        }
+        apply(&settings, &mut obj).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&obj["evictionHard"], &Value::Object(want));
+    }
+
+    /// Drop-ins: only `.conf` files count, in WalkDir order (each
+    /// directory's names sorted as bytes, subdirectories where their name
+    /// sorts); the last one's value wins. The other files hold text that is
+    /// not even YAML: reading one would fail the case.
+    #[test]
+    fn drop_ins_count_conf_files_only_in_walk_order(
+        files in proptest::collection::btree_map(
+            ("(sub/)?[0-9a-z-]{1,6}", prop_oneof![Just(".conf"), Just(".yaml"), Just(".conf.bak"), Just("")]),
+            1u8..=100,
+            1..10,
+        ),
+    ) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = "/etc/kubernetes/kubelet.conf.d";
+        let mut confs: Vec<(std::path::PathBuf, u8)> = Vec::new();
+        for ((name, ext), high) in &files {
+            let rel = format!("{name}{ext}");
+            let file = root.path().join(dir.trim_start_matches('/')).join(&rel);
+            // A name that is a file and a directory at once ("sub" and
+            // "sub/x") keeps whichever came first.
+            if std::fs::create_dir_all(file.parent().expect("parent")).is_err() || file.is_dir() {
+                continue;
+            }
+            if *ext == ".conf" {
+                let text = format!(
+                    "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimageGCHighThresholdPercent: {high}\nimageGCLowThresholdPercent: 0\n"
+                );
+                std::fs::write(&file, text).expect("write");
+                confs.push((std::path::PathBuf::from(&rel), *high));
+            } else {
+                std::fs::write(&file, "key: [unclosed\n").expect("write");
+            }
+        }
+        // A name may be both a file and a directory prefix; keep only the
+        // files that exist as files.
+        confs.retain(|(rel, _)| root.path().join(dir.trim_start_matches('/')).join(rel).is_file());
+        // std's Path order compares component by component: WalkDir's order.
+        confs.sort();
+        let host = Host::new(root.path(), "/proc");
+        let listed = host.drop_in_files(dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let want: Vec<String> = confs.iter().map(|(rel, _)| format!("{dir}/{}", rel.display())).collect();
+        prop_assert_eq!(&listed, &want);
+        let layers = Layers {
+            drop_ins: listed
+                .iter()
+                .map(|p| Document {
+                    path: p.clone(),
+                    text: std::fs::read_to_string(root.path().join(p.trim_start_matches('/'))).expect("read"),
+                })
+                .collect(),
+            ..Layers::default()
+        };
+        let cfg = effective(&layers, Path::new("kubelet")).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let high = confs.last().map_or(85, |(_, h)| i32::from(*h));
+        prop_assert_eq!(cfg.image_gc.high_threshold_percent, high);
+    }
+
+    /// A drop-in that is not a KubeletConfiguration mapping is refused with
+    /// an error naming the file, whatever its text.
+    #[test]
+    fn bad_drop_ins_name_the_file(s in any::<String>()) {
+        let layers = Layers {
+            drop_ins: vec![Document { path: "/etc/kubelet.conf.d/50-x.conf".into(), text: s.clone() }],
+            ..Layers::default()
+        };
+        if let Err(e) = effective(&layers, Path::new("kubelet")) {
+            let e = e.to_string();
+            prop_assert!(e.contains("/etc/kubelet.conf.d/50-x.conf"), "{s:?}: {e}");
+        } else {
+            // Only a document with both apiVersion and kind passes.
+            prop_assert!(s.contains("KubeletConfiguration"), "{s:?}");
+        }
+    }
+}

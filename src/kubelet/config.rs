@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use thiserror::Error;
 
+use super::duration::parse_go_duration;
 use super::eviction::{EvictionConfig, EvictionStatements, ThresholdError};
 use super::image_gc::ImageGcPolicy;
 use crate::yaml::YamlError;
@@ -46,8 +49,8 @@ pub enum ConfigError {
 /// The fields kubedf reads; every other field of the file is ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawConfig {
-    kind: Option<String>,
+pub(crate) struct RawConfig {
+    pub(crate) kind: Option<String>,
     #[serde(rename = "imageGCHighThresholdPercent")]
     image_gc_high_threshold_percent: Option<i32>,
     #[serde(rename = "imageGCLowThresholdPercent")]
@@ -58,34 +61,98 @@ struct RawConfig {
     eviction_minimum_reclaim: Option<HashMap<String, String>>,
     merge_default_eviction_settings: Option<bool>,
     pod_logs_dir: Option<String>,
+    container_runtime_endpoint: Option<String>,
+    volume_stats_agg_period: Option<String>,
 }
 
 /// kubelet's default `podLogsDir`.
 pub const DEFAULT_POD_LOGS_DIR: &str = "/var/log/pods";
 
+/// kubelet's default `containerRuntimeEndpoint` (v1beta1 defaults, 1.27+).
+pub const DEFAULT_CONTAINER_RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+
+/// kubelet's default `volumeStatsAggPeriod`.
+pub const DEFAULT_VOLUME_STATS_AGG_PERIOD: Duration = Duration::from_secs(60);
+
+/// kubelet's default `--root-dir`.
+pub const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
+
+/// Where kubedf's view of the kubelet configuration came from, in the order
+/// kubedf tries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The running kubelet's `/configz`: its effective configuration.
+    Configz,
+    /// The running kubelet's command line, its `--config` file and its
+    /// `--config-dir` drop-ins, merged as kubelet merges them.
+    Process,
+    /// The file `--kubelet.config` names.
+    File,
+    /// kubelet's defaults: nothing could be read.
+    Defaults,
+}
+
+impl ConfigSource {
+    /// The `source` label of `kubedf_kubelet_config_info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigSource::Configz => "configz",
+            ConfigSource::Process => "process",
+            ConfigSource::File => "file",
+            ConfigSource::Defaults => "defaults",
+        }
+    }
+}
+
 /// What kubedf knows of the node's kubelet configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct KubeletConfig {
-    /// The file it came from (as given, before `--path.rootfs`).
+    /// Where it was read: the file (as given, before `--path.rootfs`), the
+    /// process's `--config` file, or the `/configz` URL.
     pub path: PathBuf,
-    /// False when the file does not exist and kubelet's defaults apply.
+    /// False when nothing was read and kubelet's defaults apply.
     pub from_file: bool,
+    pub source: ConfigSource,
+    /// What was read, said in full (the process, its files and flags).
+    pub origin: String,
     pub image_gc: ImageGcPolicy,
     pub eviction: EvictionConfig,
     /// `podLogsDir` (a host path): where container logs live, in
     /// `<namespace>_<pod>_<uid>/<container>/` directories.
     pub pod_logs_dir: String,
+    /// `containerRuntimeEndpoint`, when the source says it (kubelet's
+    /// default counts only when the source is the running kubelet).
+    pub container_runtime_endpoint: Option<String>,
+    /// `volumeStatsAggPeriod`, when the source says it; zero when kubelet
+    /// does not compute volume stats (a period of 0 or less).
+    pub volume_stats_agg_period: Option<Duration>,
+    /// kubelet's `--root-dir`, when a kubelet process was found.
+    pub root_dir: Option<String>,
+}
+
+/// Whether an absent `evictionHard` means kubelet's defaults (a file read
+/// by `loadConfigFile`) or no thresholds (`/configz`, which omits an empty
+/// map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbsentEvictionHard {
+    Defaults,
+    Empty,
 }
 
 impl KubeletConfig {
     /// kubelet's defaults, used when there is no configuration file.
     pub fn defaults(path: PathBuf) -> KubeletConfig {
         KubeletConfig {
+            origin: format!("kubelet's defaults ({} not found)", path.display()),
             path,
             from_file: false,
+            source: ConfigSource::Defaults,
             image_gc: ImageGcPolicy::default(),
             eviction: EvictionConfig::kubelet_defaults(),
             pod_logs_dir: DEFAULT_POD_LOGS_DIR.into(),
+            container_runtime_endpoint: None,
+            volume_stats_agg_period: None,
+            root_dir: None,
         }
     }
 
@@ -105,27 +172,31 @@ impl KubeletConfig {
         }
     }
 
+    /// One configuration file on its own, as `--kubelet.config` names it.
     pub fn parse(text: &str, path: &Path) -> Result<KubeletConfig, ConfigError> {
+        let tree = parse_tree(text, path)?.unwrap_or_default();
+        KubeletConfig::from_tree(tree, path, AbsentEvictionHard::Defaults)
+    }
+
+    /// A configuration object (v1beta1 field names) checked and turned into
+    /// kubedf's settings with kubelet's validation; `path` names it in
+    /// errors. The result says [`ConfigSource::File`]; callers that read it
+    /// elsewhere say so.
+    pub fn from_tree(
+        tree: Map<String, Value>,
+        path: &Path,
+        absent_hard: AbsentEvictionHard,
+    ) -> Result<KubeletConfig, ConfigError> {
+        let raw = raw_config(tree, path)?;
+        KubeletConfig::from_raw(raw, path, absent_hard)
+    }
+
+    fn from_raw(
+        raw: RawConfig,
+        path: &Path,
+        absent_hard: AbsentEvictionHard,
+    ) -> Result<KubeletConfig, ConfigError> {
         let path_buf = || path.to_path_buf();
-        let raw: RawConfig = crate::yaml::from_str(text).map_err(|e| match e {
-            YamlError::Syntax(message) => ConfigError::Yaml {
-                path: path_buf(),
-                message,
-            },
-            YamlError::NotAMapping => ConfigError::Yaml {
-                path: path_buf(),
-                message: "expected a mapping (a KubeletConfiguration object) at the top level"
-                    .into(),
-            },
-            YamlError::Field {
-                path: field,
-                message,
-            } => ConfigError::Field {
-                path: path_buf(),
-                field,
-                message,
-            },
-        })?;
         let field_error = |field: &str, message: String| ConfigError::Field {
             path: path_buf(),
             field: field.into(),
@@ -178,8 +249,14 @@ impl KubeletConfig {
                 ),
             ));
         }
+        let empty = HashMap::new();
+        let hard = match (&raw.eviction_hard, absent_hard) {
+            (Some(map), _) => Some(map),
+            (None, AbsentEvictionHard::Defaults) => None,
+            (None, AbsentEvictionHard::Empty) => Some(&empty),
+        };
         let eviction = EvictionConfig::from_statements(EvictionStatements {
-            hard: raw.eviction_hard.as_ref(),
+            hard,
             soft: raw.eviction_soft.as_ref(),
             soft_grace: raw.eviction_soft_grace_period.as_ref(),
             minimum_reclaim: raw.eviction_minimum_reclaim.as_ref(),
@@ -205,13 +282,62 @@ impl KubeletConfig {
                 format!("pod logs path {pod_logs_dir:?} must be normalized"),
             ));
         }
+        let volume_stats_agg_period = match &raw.volume_stats_agg_period {
+            None => None,
+            Some(text) => {
+                let nanos = parse_go_duration(text)
+                    .map_err(|e| field_error("volumeStatsAggPeriod", e.to_string()))?;
+                // kubelet's resource analyzer computes nothing for a period
+                // of 0 or less.
+                Some(Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)))
+            }
+        };
         Ok(KubeletConfig {
             path: path_buf(),
             from_file: true,
+            source: ConfigSource::File,
+            origin: format!("file {}", path.display()),
             image_gc,
             eviction,
             pod_logs_dir,
+            container_runtime_endpoint: raw.container_runtime_endpoint,
+            volume_stats_agg_period,
+            root_dir: None,
         })
+    }
+}
+
+/// `text` as a tree (`None` when empty), errors naming `path`.
+pub(crate) fn parse_tree(
+    text: &str,
+    path: &Path,
+) -> Result<Option<Map<String, Value>>, ConfigError> {
+    crate::yaml::tree(text).map_err(|e| yaml_error(e, path))
+}
+
+/// The fields kubedf reads, typed, errors naming `path` and the field.
+pub(crate) fn raw_config(tree: Map<String, Value>, path: &Path) -> Result<RawConfig, ConfigError> {
+    crate::yaml::from_tree(Value::Object(tree)).map_err(|e| yaml_error(e, path))
+}
+
+fn yaml_error(e: YamlError, path: &Path) -> ConfigError {
+    match e {
+        YamlError::Syntax(message) => ConfigError::Yaml {
+            path: path.to_path_buf(),
+            message,
+        },
+        YamlError::NotAMapping => ConfigError::Yaml {
+            path: path.to_path_buf(),
+            message: "expected a mapping (a KubeletConfiguration object) at the top level".into(),
+        },
+        YamlError::Field {
+            path: field,
+            message,
+        } => ConfigError::Field {
+            path: path.to_path_buf(),
+            field,
+            message,
+        },
     }
 }
 

@@ -1,10 +1,13 @@
 //! What kubelet computes, reproduced: quantities, eviction thresholds, the
-//! image GC trigger, and the configuration file they come from. Pure code,
-//! no I/O but reading the configuration file.
+//! image GC trigger, and the configuration they come from, merged from the
+//! command line, the `--config` file and the drop-ins as kubelet merges them.
+//! Pure code, no I/O but reading `--kubelet.config`.
 
 pub mod config;
 pub mod duration;
+pub mod effective;
 pub mod eviction;
+pub mod flags;
 pub mod image_gc;
 pub mod quantity;
 

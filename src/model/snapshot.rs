@@ -1,6 +1,7 @@
 //! What scrapes read. Each writer owns one part and swaps in its own part
 //! only: the sampler the [`NodeSample`], the volume sampler the
-//! [`VolumeTable`] (whose rows it also updates in place, one per result).
+//! [`VolumeTable`] (whose rows it also updates in place, one per result),
+//! the kubelet watch the [`KubeletConfig`] in force.
 //! Nobody clones another writer's part. A scrape takes a [`Snapshot`], a
 //! handful of `Arc`s, and never does I/O.
 
@@ -157,7 +158,8 @@ fn sampled<'a, T>(value: &'a Sampled<T>, what: &str) -> Result<&'a T, String> {
 /// the board after updating a row in place); readers take a [`Snapshot`].
 #[derive(Debug)]
 pub struct Board {
-    kubelet: Arc<KubeletConfig>,
+    /// kubelet's configuration in force; the kubelet watch's part.
+    kubelet: ArcSwap<KubeletConfig>,
     node: ArcSwap<NodeSample>,
     volumes: ArcSwapOption<VolumeTable>,
     pods: ArcSwapOption<PodTable>,
@@ -169,7 +171,7 @@ pub struct Board {
 impl Board {
     pub fn new(kubelet: Arc<KubeletConfig>, node: NodeSample) -> Board {
         Board {
-            kubelet,
+            kubelet: ArcSwap::new(kubelet),
             node: ArcSwap::from_pointee(node),
             volumes: ArcSwapOption::empty(),
             pods: ArcSwapOption::empty(),
@@ -184,7 +186,7 @@ impl Board {
         // next scrape renders once more rather than missing it.
         let version = self.version.load(Ordering::Acquire);
         Snapshot {
-            kubelet: Arc::clone(&self.kubelet),
+            kubelet: self.kubelet.load_full(),
             node: self.node.load_full(),
             volumes: self.volumes.load_full(),
             pods: self.pods.load_full(),
@@ -195,6 +197,17 @@ impl Board {
     /// The change count (see [`Snapshot::version`]).
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
+    }
+
+    /// The kubelet watch's part: the configuration now in force.
+    pub fn publish_kubelet(&self, kubelet: Arc<KubeletConfig>) {
+        self.kubelet.store(kubelet);
+        self.touch();
+    }
+
+    /// The kubelet configuration in force.
+    pub fn kubelet(&self) -> Arc<KubeletConfig> {
+        self.kubelet.load_full()
     }
 
     /// The sampler's part.

@@ -36,7 +36,15 @@ pub enum KubeError {
 /// A client from `--kubeconfig`, else `$KUBECONFIG` / `~/.kube/config`, else
 /// the in-cluster service account.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
-    let config = match kubeconfig {
+    let config = config(kubeconfig).await?;
+    Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
+}
+
+/// The API server's configuration (address, CA, credentials) from
+/// `--kubeconfig`, else `$KUBECONFIG` / `~/.kube/config`, else the in-cluster
+/// service account.
+pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, KubeError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let shown = path.display().to_string();
             let file =
@@ -54,8 +62,7 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
         None => kube::Config::infer()
             .await
             .map_err(|e| KubeError::Config(e.to_string()))?,
-    };
-    Client::try_from(config).map_err(|e| KubeError::Client(e.to_string()))
+    })
 }
 
 /// The PVC-relevant view of a pod, or which field it lacks.

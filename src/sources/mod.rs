@@ -5,10 +5,12 @@
 //! ([`hostroot`]).
 
 pub mod block;
+pub mod configz;
 pub mod cri;
 pub mod hostroot;
 pub mod inflight;
 pub mod kube;
+pub mod kubelet_config;
 pub mod lane;
 pub mod mounts;
 pub mod pod_spec;

@@ -22,12 +22,15 @@
 //!   Prometheus Operator render them.
 //! - [`tls`]: certificates from the real `openssl`, requests with the real
 //!   `curl`.
+//! - [`kubelet`]: kubelet processes of fixture host roots (a static idle
+//!   program run under `chroot` with a distribution's command line).
 
 pub mod binary;
 pub mod containerd;
 pub mod cri;
 pub mod exposition;
 pub mod fake_kube;
+pub mod kubelet;
 pub mod manifests;
 pub mod mounts;
 pub mod prerequisites;
