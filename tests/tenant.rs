@@ -162,6 +162,10 @@ fn control_characters_in_names_are_shown_not_obeyed() {
         );
     }
     assert!(table.contains("\\u{1b}[2J"), "{table}");
+    assert!(
+        log.contains("\\u{1b}[2J"),
+        "the log names the claim, escaped:\n{log}"
+    );
     // The name never reached another path of the API.
     assert!(
         kube.request_log().iter().all(|r| !r.contains("secrets")),
