@@ -322,7 +322,7 @@ fn alert_rules() -> Vec<Value> {
 
 #[test]
 fn every_alert_is_labelled_scoped_and_documented() {
-    let readme = read("README.md");
+    let readme = read("docs/metrics.md");
     let rules = alert_rules();
     assert!(!rules.is_empty());
     for rule in &rules {
@@ -435,7 +435,7 @@ fn assert_documented(readme: &str, what: &str, expr: &str) {
     for (metric, _) in metric_names(expr) {
         assert!(
             readme.contains(&format!("`{metric}`")),
-            "{what}: {metric} is not in README.md's metrics table"
+            "{what}: {metric} is not in docs/metrics.md"
         );
     }
 }
@@ -498,7 +498,7 @@ fn variable_query(v: &Value) -> &str {
 
 #[test]
 fn dashboards_are_importable_and_query_only_documented_metrics() {
-    let readme = read("README.md");
+    let readme = read("docs/metrics.md");
     let dashboards = dashboards();
     let files: BTreeSet<&str> = dashboards.iter().map(|(f, _)| f.as_str()).collect();
     for want in [
