@@ -462,9 +462,15 @@ impl Kube {
     /// kube's watcher.
     pub async fn watch_pods(self, mut shutdown: watch::Receiver<bool>) {
         let api: Api<WatchedPod> = Api::all(self.client.clone());
-        let config = watcher::Config::default()
+        let mut config = watcher::Config::default()
             .fields(&format!("spec.nodeName={}", self.node))
             .any_semantic();
+        // Listed whole from the watch cache, as kubelet lists its pods: with
+        // a page size, kube-rs leaves out `resourceVersion=0` (a paged list
+        // must be consistent), and every start of kubedf on every node would
+        // be a quorum read of all the cluster's pods from etcd, filtered by
+        // node in the API server. One node's pods fit one response.
+        config.page_size = None;
         let mut stream = watcher(api, config).default_backoff().boxed();
         loop {
             let event = tokio::select! {
@@ -558,7 +564,7 @@ impl Kube {
             Api::namespaced(self.client.clone(), &path_segment("namespace", namespace)?);
         let pvc = tokio::time::timeout(
             timeout,
-            api.get_opt(&path_segment("persistentvolumeclaim", name)?),
+            get_cached(&api, &path_segment("persistentvolumeclaim", name)?),
         )
         .await
         .map_err(|_| {
@@ -579,12 +585,28 @@ impl Kube {
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         let pv = tokio::time::timeout(
             timeout,
-            api.get_opt(&path_segment("persistentvolume", name)?),
+            get_cached(&api, &path_segment("persistentvolume", name)?),
         )
         .await
         .map_err(|_| format!("GET persistentvolume {name} did not answer within {timeout:?}"))?
         .map_err(|e| format!("GET persistentvolume {name}: {e}"))?;
         Ok(pv.as_ref().map(pv_info))
+    }
+}
+
+/// GETs one object from the API server's watch cache (`resourceVersion=0`,
+/// "any version"), not with a quorum read from etcd: `Ok(None)` when it
+/// does not exist. A PVC or PV a few hundred milliseconds stale is as good
+/// as a fresh one here (a capacity or binding is re-read later anyway), and
+/// a DaemonSet's nodes then cost etcd nothing, at start or at rest.
+async fn get_cached<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_with(name, &kube::api::GetParams::any()).await {
+        Ok(object) => Ok(Some(object)),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -728,6 +728,26 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             name,
         }) => {
             let st = shared.lock();
+            // As the API server: no resourceVersion is a quorum read, "0"
+            // any version (the watch cache), a number at least that one;
+            // anything else is refused.
+            if let Some(rv) = query_param(query, "resourceVersion").filter(|rv| !rv.is_empty()) {
+                match rv.parse::<u64>() {
+                    Err(_) => {
+                        return status_response(
+                            400,
+                            &format!(
+                                "resourceVersion: Invalid value: \"{rv}\": must be a non-negative integer"
+                            ),
+                            None,
+                        );
+                    }
+                    Ok(rv) if rv > st.rv => {
+                        return status_response(504, "Too large resource version", None);
+                    }
+                    Ok(_) => {}
+                }
+            }
             match st.objects.get(&(kind, namespace, name.clone())) {
                 Some(obj) => json_response(StatusCode::OK, obj),
                 None => status_response(
