@@ -4,6 +4,7 @@
 //! declared and says whether everything it needed was there.
 
 pub mod eviction;
+pub mod filter;
 pub mod image_gc;
 pub mod imagefs;
 pub mod nodefs;
