@@ -691,9 +691,9 @@ fn walked(
                 {
                     Reason::NotFound
                 }
-                (_, Some(WalkError::BudgetExceeded { .. })) => Reason::BudgetExceeded,
+                (_, Some(WalkError::BudgetExceeded { .. })) => Reason::WalkBudgetExceeded,
                 (PoolError::Timeout { .. }, _) => Reason::Timeout,
-                _ => Reason::WalkFailed,
+                _ => Reason::IoError,
             };
             Some(Err(Failure::new(reason, e.to_string())))
         }
@@ -728,7 +728,7 @@ async fn stat_files(
             time: SystemTime::now(),
         }),
         Ok(Err(e)) => Err(Failure::new(
-            Reason::WalkFailed,
+            Reason::IoError,
             format!("{}: {e}", shown.display()),
         )),
         Err(LaneError::Timeout(after)) => Err(Failure::new(
@@ -736,7 +736,7 @@ async fn stat_files(
             format!("{} did not answer within {after:?}", shown.display()),
         )),
         Err(e) => Err(Failure::new(
-            Reason::WalkFailed,
+            Reason::IoError,
             format!("{}: {e}", shown.display()),
         )),
     };

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::plan::{Location, Target, walked_usage};
-use crate::model::{FsUsage, Method, Reason, VolumeError};
+use crate::model::{Failure, FsUsage, Method, Reason};
 use crate::sources::block::device_size;
 use crate::sources::inflight::InFlightSet;
 use crate::sources::lane::{Lane, LaneError};
@@ -31,23 +31,23 @@ pub struct Measurer {
     pub mounts: tokio::sync::Mutex<MountTable>,
 }
 
-fn fs_error(e: FsError) -> VolumeError {
+fn fs_error(e: FsError) -> Failure {
     let reason = match &e {
         FsError::Timeout { .. } | FsError::StillHung { .. } => Reason::Timeout,
         FsError::Statfs { errno, .. } if *errno == nix::errno::Errno::ENOENT => Reason::NotFound,
         FsError::Statx { errno, .. } if *errno == rustix::io::Errno::NOENT => Reason::NotFound,
         _ => Reason::IoError,
     };
-    VolumeError::new(reason, e.to_string())
+    Failure::new(reason, e.to_string())
 }
 
 impl Measurer {
-    pub async fn measure(&self, target: &Target) -> Result<(FsUsage, Method), VolumeError> {
+    pub async fn measure(&self, target: &Target) -> Result<(FsUsage, Method), Failure> {
         let path = self.locate(&target.location).await?;
         match target.method {
             Method::Statfs => match self.statfs_mount(&path).await? {
                 Some(usage) => Ok((usage, Method::Statfs)),
-                None => Err(VolumeError::new(
+                None => Err(Failure::new(
                     Reason::NotMounted,
                     format!(
                         "{} is not a mount point; statfs would report the node's root filesystem",
@@ -67,7 +67,7 @@ impl Measurer {
     /// statfs of `path` if it is a mount point, else None. statx answers
     /// in the same guarded call as the statfs; only on kernels before 5.8
     /// is the mount table read (and kept for a second).
-    async fn statfs_mount(&self, path: &Path) -> Result<Option<FsUsage>, VolumeError> {
+    async fn statfs_mount(&self, path: &Path) -> Result<Option<FsUsage>, Failure> {
         let (root, reading) = self
             .prober
             .probe_mount(path, self.timeout)
@@ -83,7 +83,7 @@ impl Measurer {
                     .await
                     .get()
                     .await
-                    .map_err(|e| VolumeError::new(Reason::IoError, e))?;
+                    .map_err(|e| Failure::new(Reason::IoError, e))?;
                 if mounts.contains(path) {
                     Ok(Some(self.statfs(path).await?))
                 } else {
@@ -93,7 +93,7 @@ impl Measurer {
         }
     }
 
-    async fn statfs(&self, path: &Path) -> Result<FsUsage, VolumeError> {
+    async fn statfs(&self, path: &Path) -> Result<FsUsage, Failure> {
         self.prober
             .probe(path, self.timeout)
             .await
@@ -101,7 +101,7 @@ impl Measurer {
             .map_err(fs_error)
     }
 
-    async fn walk(&self, path: &Path, declared: Option<i64>) -> Result<FsUsage, VolumeError> {
+    async fn walk(&self, path: &Path, declared: Option<i64>) -> Result<FsUsage, Failure> {
         let usage = self
             .walkers
             .walk(path, self.walk_budget, self.timeout)
@@ -117,18 +117,18 @@ impl Measurer {
                     (PoolError::Timeout { .. } | PoolError::StillRunning(_), _) => Reason::Timeout,
                     _ => Reason::IoError,
                 };
-                VolumeError::new(reason, e.to_string())
+                Failure::new(reason, e.to_string())
             })?;
         let fs = self.statfs(path).await?;
         Ok(walked_usage(declared, usage.bytes, usage.inodes, &fs))
     }
 
-    async fn block(&self, path: &Path) -> Result<FsUsage, VolumeError> {
+    async fn block(&self, path: &Path) -> Result<FsUsage, Failure> {
         let rootfs = self.rootfs.clone();
         let sysfs = self.sysfs.clone();
         let owned = path.to_path_buf();
         let Some(guard) = self.reading.claim(path) else {
-            return Err(VolumeError::new(
+            return Err(Failure::new(
                 Reason::Timeout,
                 format!(
                     "block device {} is still hung from an earlier read",
@@ -148,13 +148,13 @@ impl Measurer {
                 } else {
                     Reason::IoError
                 };
-                return Err(VolumeError::new(
+                return Err(Failure::new(
                     reason,
                     format!("block device {}: {e}", path.display()),
                 ));
             }
             Err(LaneError::Timeout(after)) => {
-                return Err(VolumeError::new(
+                return Err(Failure::new(
                     Reason::Timeout,
                     format!(
                         "block device {} did not answer within {after:?}",
@@ -163,7 +163,7 @@ impl Measurer {
                 ));
             }
             Err(e) => {
-                return Err(VolumeError::new(
+                return Err(Failure::new(
                     Reason::IoError,
                     format!("block device {}: {e}", path.display()),
                 ));
@@ -177,7 +177,7 @@ impl Measurer {
     }
 
     /// The volume's path: given, or found as `dir/<plugin>/<pv>`.
-    async fn locate(&self, location: &Location) -> Result<PathBuf, VolumeError> {
+    async fn locate(&self, location: &Location) -> Result<PathBuf, Failure> {
         let (dir, pv) = match location {
             Location::Path(p) => return Ok(p.clone()),
             Location::AnyPlugin { dir, pv } => (dir.clone(), pv.clone()),
@@ -204,19 +204,19 @@ impl Measurer {
             });
         match search.await {
             Ok(Ok(Some(path))) => Ok(path),
-            Ok(Ok(None)) => Err(VolumeError::new(
+            Ok(Ok(None)) => Err(Failure::new(
                 Reason::NotFound,
                 format!("no plugin directory under {shown} holds the volume"),
             )),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(VolumeError::new(Reason::NotFound, format!("{shown}: {e}")))
+                Err(Failure::new(Reason::NotFound, format!("{shown}: {e}")))
             }
-            Ok(Err(e)) => Err(VolumeError::new(Reason::IoError, format!("{shown}: {e}"))),
-            Err(LaneError::Timeout(_)) => Err(VolumeError::new(
+            Ok(Err(e)) => Err(Failure::new(Reason::IoError, format!("{shown}: {e}"))),
+            Err(LaneError::Timeout(_)) => Err(Failure::new(
                 Reason::Timeout,
                 format!("listing {shown} timed out"),
             )),
-            Err(e) => Err(VolumeError::new(Reason::IoError, format!("{shown}: {e}"))),
+            Err(e) => Err(Failure::new(Reason::IoError, format!("{shown}: {e}"))),
         }
     }
 }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
-    ClaimRef, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeError, VolumeRow,
+    ClaimRef, Failure, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeRow,
     VolumeTable,
 };
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
@@ -81,7 +81,7 @@ const MEASURES_IN_FLIGHT: usize = 64;
 struct Looked {
     key: Key,
     ticket: Ticket,
-    result: Result<Located, VolumeError>,
+    result: Result<Located, Failure>,
 }
 
 /// A PV as looked up, with the host directory it is measured at (hostPath
@@ -92,13 +92,13 @@ struct Looked {
 struct Located {
     pv: PvInfo,
     /// `None` for PVs found under the kubelet root dir.
-    host_dir: Option<Result<PathBuf, VolumeError>>,
+    host_dir: Option<Result<PathBuf, Failure>>,
 }
 
 struct Measured {
     key: Key,
     ticket: Ticket,
-    result: Result<(FsUsage, Method), VolumeError>,
+    result: Result<(FsUsage, Method), Failure>,
 }
 
 /// One PVC of the node: its claim, what the last lookup said, its row.
@@ -441,7 +441,7 @@ impl VolumeSampler {
         }
     }
 
-    fn set_error(&mut self, key: &Key, e: VolumeError) {
+    fn set_error(&mut self, key: &Key, e: Failure) {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
@@ -512,7 +512,7 @@ impl VolumeSampler {
     }
 }
 
-fn log_error(row: &VolumeRow, e: &VolumeError) {
+fn log_error(row: &VolumeRow, e: &Failure) {
     warn!(
         namespace = %row.namespace,
         persistentvolumeclaim = %row.claim,
@@ -528,9 +528,9 @@ fn plan_or_bad_path(
     pod_uid: &str,
     pv: &PvInfo,
     dir: Option<&std::path::Path>,
-) -> Result<Target, VolumeError> {
+) -> Result<Target, Failure> {
     plan(kubelet_root, pod_uid, pv, dir).map_err(|e| {
-        VolumeError::new(
+        Failure::new(
             Reason::BadPath,
             format!("persistent volume {}: {e}", pv.name),
         )
@@ -546,12 +546,12 @@ async fn locate(
     resolving: &InFlightSet,
     pv: PvInfo,
     timeout: Duration,
-) -> Result<Located, VolumeError> {
+) -> Result<Located, Failure> {
     let Some(dir) = host_dir(&pv).map(str::to_owned) else {
         return Ok(Located { pv, host_dir: None });
     };
     let failed = |reason, what: String| {
-        VolumeError::new(
+        Failure::new(
             reason,
             format!(
                 "persistent volume {}: resolving host path {dir:?} {what}",
@@ -587,7 +587,7 @@ async fn locate(
             HostPathError::Io { .. } | HostPathError::Root { .. } => Reason::IoError,
             _ => Reason::BadPath,
         };
-        VolumeError::new(reason, format!("persistent volume {}: {e}", pv.name))
+        Failure::new(reason, format!("persistent volume {}: {e}", pv.name))
     });
     Ok(Located {
         pv,
@@ -600,11 +600,11 @@ async fn resolve(
     namespace: &str,
     claim: &str,
     timeout: Duration,
-) -> Result<PvInfo, VolumeError> {
-    let api = |e: String| VolumeError::new(Reason::ApiError, e);
+) -> Result<PvInfo, Failure> {
+    let api = |e: String| Failure::new(Reason::ApiError, e);
     let volume_name = match kube.claim(namespace, claim, timeout).await.map_err(api)? {
         None => {
-            return Err(VolumeError::new(
+            return Err(Failure::new(
                 Reason::PvcNotFound,
                 format!("persistentvolumeclaim {namespace}/{claim} not found"),
             ));
@@ -616,7 +616,7 @@ async fn resolve(
             } else {
                 format!("is not bound (phase {phase})")
             };
-            return Err(VolumeError::new(
+            return Err(Failure::new(
                 Reason::PvcUnbound,
                 format!("persistentvolumeclaim {namespace}/{claim} {why}"),
             ));
@@ -624,11 +624,11 @@ async fn resolve(
         Some(ClaimState::Bound { volume_name }) => volume_name,
     };
     match kube.volume(&volume_name, timeout).await.map_err(api)? {
-        None => Err(VolumeError::new(
+        None => Err(Failure::new(
             Reason::PvNotFound,
             format!("persistentvolume {volume_name} of {namespace}/{claim} not found"),
         )),
-        Some(Err(e)) => Err(VolumeError::new(Reason::ApiError, e)),
+        Some(Err(e)) => Err(Failure::new(Reason::ApiError, e)),
         Some(Ok(pv)) => Ok(pv),
     }
 }
