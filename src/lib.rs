@@ -4,13 +4,17 @@
 //! Data flows one way:
 //!
 //! - [`model`]: the plain types everyone shares (filesystem figures, source
-//!   statuses, volume rows, the snapshot and the board it is published on);
-//!   it depends on no other module but [`kubelet`]'s settings.
+//!   statuses, why a measurement has no figure, volume rows, the snapshot
+//!   and the board it is published on); it depends on no other module but
+//!   [`kubelet`]'s settings.
 //! - [`sources`]: the I/O: CRI over a unix socket, the Kubernetes API (each
 //!   object decoded into the few fields kubedf uses, including what a pod's
-//!   spec says about its ephemeral storage), statfs (under a timeout, one
-//!   call in flight per path), /proc, kubelet's configuration (its
-//!   `/configz`, its process's command line and files, `--kubelet.config`).
+//!   spec says about its ephemeral storage), statfs, /proc, kubelet's
+//!   configuration (its `/configz`, its process's command line and files,
+//!   `--kubelet.config`). Every blocking call of a measurement is one
+//!   guarded call (`sources::guard`: on the lane, under a timeout, one call
+//!   in flight per path in the process); the guard and the one walk pool are
+//!   built once by the app (`sources::io`) and handed to every sampler.
 //! - [`kubelet`]: what kubelet computes, reproduced: quantities, eviction
 //!   thresholds and their merging, the image GC trigger, its configuration
 //!   merged from flags, the config file and drop-ins as kubelet merges it.

@@ -119,6 +119,31 @@ impl fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// How a state moved from one reading to the next: what a failing source or
+/// measurement logs, once per change of state and never once per sample.
+/// `E` is the failure as compared (a [`Failure`], a message): a different
+/// failure is a change, the same one again is not.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change<'a, E> {
+    /// A failure that was not there before, or another one: log it.
+    Failed(&'a E),
+    /// Failing before, fine now: log the recovery, with what it recovered
+    /// from.
+    Recovered(&'a E),
+    /// Nothing to log.
+    Unchanged,
+}
+
+impl<'a, E: PartialEq> Change<'a, E> {
+    pub fn of(before: Option<&'a E>, after: Option<&'a E>) -> Change<'a, E> {
+        match (before, after) {
+            (before, Some(now)) if before != Some(now) => Change::Failed(now),
+            (Some(was), None) => Change::Recovered(was),
+            _ => Change::Unchanged,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +161,17 @@ mod tests {
         }
         // The values the pod half used to have are gone (renamed).
         assert!(!names.contains("walk_failed") && !names.contains("budget_exceeded"));
+    }
+
+    #[test]
+    fn a_change_of_state_is_logged_once() {
+        let a = Failure::new(Reason::Timeout, "statfs /a");
+        let b = Failure::new(Reason::NotFound, "statfs /a");
+        assert_eq!(Change::of(None, Some(&a)), Change::Failed(&a));
+        assert_eq!(Change::of(Some(&a), Some(&a)), Change::Unchanged);
+        assert_eq!(Change::of(Some(&a), Some(&b)), Change::Failed(&b));
+        assert_eq!(Change::of(Some(&b), None), Change::Recovered(&b));
+        assert_eq!(Change::<Failure>::of(None, None), Change::Unchanged);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod snapshot;
 pub mod source;
 pub mod volume;
 
-pub use failure::{Failure, Reason};
+pub use failure::{Change, Failure, Reason};
 pub use fs::{Filesystem, FsUsage};
 pub use node::{Rlimit, Runtime, RuntimeVersion};
 pub use snapshot::{Board, NodeSample, Snapshot};

@@ -23,19 +23,19 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::model::PodVolumes;
 use crate::model::SourceStatus;
 use crate::model::pod::{
     ContainerRow, EphemeralVolumeRow, Failure, Measured, PodRow, PodTable, Reason, Usage,
 };
 use crate::model::snapshot::SnapshotHandle;
+use crate::model::{Change, PodVolumes};
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::HostRoot;
 use crate::sources::cri::{CriClient, RunningContainer, RuntimeContainers};
-use crate::sources::inflight::InFlightSet;
+use crate::sources::guard::Guard;
+use crate::sources::io::Io;
 use crate::sources::kube::Kube;
-use crate::sources::lane::{Lane, LaneError};
-use crate::sources::walk::{PoolError, WalkError, WalkPool};
+use crate::sources::walk::PoolError;
 
 #[derive(Clone, Debug)]
 pub struct PodConfig {
@@ -54,8 +54,6 @@ pub struct PodConfig {
     pub timeout: Duration,
     /// Time budget of one walk.
     pub walk_budget: Duration,
-    pub walk_workers: usize,
-    pub walk_threads: usize,
 }
 
 /// The first retry of a failed walk (a directory not there yet); doubled up
@@ -103,8 +101,7 @@ type Containers = HashMap<String, Result<Vec<RunningContainer>, Failure>>;
 struct Done {
     key: Key,
     ticket: Ticket,
-    /// `None`: an earlier walk of the path is still running; keep the last figure.
-    result: Option<Result<Usage, Failure>>,
+    result: Result<Usage, Failure>,
 }
 
 pub struct PodSampler {
@@ -114,9 +111,8 @@ pub struct PodSampler {
     cri: Arc<CriClient>,
     kubelet_root: PathBuf,
     logs_root: PathBuf,
-    walkers: Arc<WalkPool>,
-    /// Files being stat'ed, one at a time per path.
-    stating: Arc<InFlightSet>,
+    /// The process's guarded calls and walk pool.
+    io: Io,
     /// By uid, kept sorted by namespace and name (the table's order), so a
     /// publication walks them in order without a lookup each.
     entries: IndexMap<String, Entry>,
@@ -139,7 +135,7 @@ pub struct PodSampler {
 }
 
 impl PodSampler {
-    pub fn new(cfg: PodConfig, kube: Kube, cri: CriClient) -> Result<PodSampler, String> {
+    pub fn new(cfg: PodConfig, kube: Kube, cri: CriClient, io: Io) -> Result<PodSampler, String> {
         // Both resolved once, at start-up: kubelet does not move them while
         // running. A log dir that does not exist yet keeps its path as
         // written below its last existing directory.
@@ -151,8 +147,6 @@ impl PodSampler {
             .host
             .resolve(&cfg.pod_logs_dir)
             .map_err(|e| format!("kubelet config podLogsDir: {e}"))?;
-        let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
-            .map_err(|e| format!("cannot start walk threads: {e}"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let mut cri_calls = Scheduler::new(Policy {
             period: cfg.cri_period,
@@ -172,8 +166,7 @@ impl PodSampler {
             cri: Arc::new(cri),
             kubelet_root,
             logs_root,
-            walkers: Arc::new(walkers),
-            stating: Arc::default(),
+            io,
             entries: IndexMap::new(),
             containers: None,
             per_pod: false,
@@ -313,12 +306,13 @@ impl PodSampler {
             };
             self.cri_calls
                 .finish(&due.key, due.ticket, outcome, Instant::now());
-            match (&self.containers, &answer) {
-                (Some(Ok(_)) | None, Err(e)) => {
+            let before = self.containers.as_ref().and_then(|c| c.as_ref().err());
+            match Change::of(before, answer.as_ref().err()) {
+                Change::Failed(e) => {
                     warn!(error = %e.message, "container runtime failed; pods' rootfs and logs are not reported")
                 }
-                (Some(Err(_)), Ok(_)) => info!("container runtime answers again"),
-                _ => {}
+                Change::Recovered(_) => info!("container runtime answers again"),
+                Change::Unchanged => {}
             }
             if let Ok(new) = &answer {
                 self.log_pod_failures(new);
@@ -443,7 +437,7 @@ impl PodSampler {
             let (key, ticket, path) = (due.key, due.ticket, due.plan);
             match &key.1 {
                 Part::Logs(_) | Part::Volume(_) => {
-                    let walkers = Arc::clone(&self.walkers);
+                    let walkers = Arc::clone(&self.io.walkers);
                     let (budget, grace) = (self.cfg.walk_budget, self.cfg.timeout);
                     tokio::spawn(async move {
                         let result = walked(walkers.walk(&path, budget, grace).await);
@@ -456,10 +450,10 @@ impl PodSampler {
                 }
                 Part::PodLogs | Part::EtcHosts => {
                     let files_only = matches!(key.1, Part::PodLogs);
-                    let stating = Arc::clone(&self.stating);
+                    let guard = self.io.guard.clone();
                     let timeout = self.cfg.timeout;
                     tokio::spawn(async move {
-                        let result = stat_files(stating, path, files_only, timeout).await;
+                        let result = stat_files(&guard, &path, files_only, timeout).await;
                         let _ = tx.send(Done {
                             key,
                             ticket,
@@ -474,12 +468,14 @@ impl PodSampler {
     /// The runtime's answer by pod, logging when it starts or stops being
     /// asked pod by pod.
     fn by_pod(&mut self, answer: RuntimeContainers) -> Containers {
-        match (&answer.per_pod_because, self.per_pod) {
-            (Some(why), false) => {
+        let why = answer.per_pod_because.as_ref().map(|_| ());
+        match Change::of(self.per_pod.then_some(&()), why.as_ref()) {
+            Change::Failed(()) => {
+                let why = answer.per_pod_because.as_deref().unwrap_or_default();
                 warn!(error = %why, "the runtime's node-wide answer is too large; asking it pod by pod")
             }
-            (None, true) => info!("the runtime's node-wide answer fits again"),
-            _ => {}
+            Change::Recovered(()) => info!("the runtime's node-wide answer fits again"),
+            Change::Unchanged => {}
         }
         self.per_pod = answer.per_pod_because.is_some();
         group_by_pod(answer)
@@ -504,13 +500,15 @@ impl PodSampler {
                 .get(uid)
                 .map(|e| format!("{}/{}", e.pod.namespace, e.pod.name))
                 .unwrap_or_else(|| uid.clone());
-            match (failed(old, uid), failed(Some(new), uid)) {
-                (before, Some(e)) if before.as_ref() != Some(&e) => warn!(
+            let (before, now) = (failed(old, uid), failed(Some(new), uid));
+            match Change::of(before.as_ref(), now.as_ref()) {
+                Change::Failed(e) => warn!(
                     pod = %pod,
                     error = %e.message,
                     "the runtime cannot tell this pod's containers; its rootfs and logs are not reported"
                 ),
-                (Some(_), None) if new.contains_key(uid) => {
+                // A pod that is gone has not recovered.
+                Change::Recovered(_) if new.contains_key(uid) => {
                     info!(pod = %pod, "the runtime tells this pod's containers again")
                 }
                 _ => {}
@@ -521,15 +519,13 @@ impl PodSampler {
     fn apply(&mut self, done: Done, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let outcome = match &done.result {
-            Some(Err(_)) => Outcome::Failed,
-            _ => Outcome::Done,
+            Err(_) => Outcome::Failed,
+            Ok(_) => Outcome::Done,
         };
         if !self.walks.finish(&done.key, done.ticket, outcome, now) {
             return;
         }
-        let Some(result) = done.result else {
-            return;
-        };
+        let result = done.result;
         let (uid, part) = &done.key;
         let Some(entry) = self.entries.get_mut(uid) else {
             return;
@@ -537,10 +533,15 @@ impl PodSampler {
         let Some(slot) = entry.results.get_mut(part) else {
             return;
         };
-        if let Err(e) = &result
-            && slot.as_ref().and_then(|r| r.as_ref().err()) != Some(e)
-        {
-            warn!(pod = %uid, error = %e.message, "cannot measure a part of a pod");
+        let before = slot.as_ref().and_then(|r| r.as_ref().err());
+        match Change::of(before, result.as_ref().err()) {
+            Change::Failed(e) => {
+                warn!(pod = %uid, reason = %e.reason, error = %e.message, "cannot measure a part of a pod")
+            }
+            Change::Recovered(was) => {
+                info!(pod = %uid, previous_error = %was, "a part of a pod is measurable again")
+            }
+            Change::Unchanged => {}
         }
         if slot.as_ref() != Some(&result) {
             *slot = Some(result);
@@ -674,73 +675,48 @@ fn join(dir: PathBuf, name: &str) -> Result<PathBuf, Failure> {
     Ok(dir.join(name))
 }
 
-fn walked(
-    result: Result<crate::sources::walk::DirUsage, PoolError>,
-) -> Option<Result<Usage, Failure>> {
-    match result {
-        Ok(u) => Some(Ok(Usage {
-            bytes: u.bytes,
-            inodes: u.inodes,
-            time: SystemTime::now(),
-        })),
-        Err(PoolError::StillRunning(_)) => None,
-        Err(e) => {
-            let reason = match (&e, e.walk_error()) {
-                (_, Some(WalkError::Root { source, .. }))
-                    if source.kind() == io::ErrorKind::NotFound =>
-                {
-                    Reason::NotFound
-                }
-                (_, Some(WalkError::BudgetExceeded { .. })) => Reason::WalkBudgetExceeded,
-                (PoolError::Timeout { .. }, _) => Reason::Timeout,
-                _ => Reason::IoError,
-            };
-            Some(Err(Failure::new(reason, e.to_string())))
-        }
-    }
+/// A walk's outcome as a part's figure. A walk still running from an
+/// earlier period is a hung filesystem, reported as `timeout` (the volume
+/// half's policy), not hidden behind the last figure.
+fn walked(result: Result<crate::sources::walk::DirUsage, PoolError>) -> Result<Usage, Failure> {
+    let u = result?;
+    Ok(Usage {
+        bytes: u.bytes,
+        inodes: u.inodes,
+        time: SystemTime::now(),
+    })
 }
 
 /// The du of single files, as kubelet's du of each file: etc-hosts (a
 /// missing file adds nothing), or the regular entries directly in the pod's
 /// log dir (subdirectories are containers' log dirs, measured on their own;
-/// a missing dir adds nothing). Off the runtime, under a timeout, one stat
-/// pass in flight per path.
+/// a missing dir adds nothing). A guarded call.
 async fn stat_files(
-    stating: Arc<InFlightSet>,
-    path: PathBuf,
+    guard: &Guard,
+    path: &Path,
     files_only: bool,
     timeout: Duration,
-) -> Option<Result<Usage, Failure>> {
-    let guard = stating.claim(&path)?;
-    let shown = path.clone();
-    let task = Lane::global().run(timeout, move || {
-        let _guard = guard;
-        if files_only {
-            dir_files(&path)
-        } else {
-            one_file(&path)
-        }
-    });
-    let result = match task.await {
-        Ok(Ok(u)) => Ok(Usage {
-            bytes: u.0,
-            inodes: u.1,
-            time: SystemTime::now(),
-        }),
-        Ok(Err(e)) => Err(Failure::new(
-            Reason::IoError,
-            format!("{}: {e}", shown.display()),
-        )),
-        Err(LaneError::Timeout(after)) => Err(Failure::new(
-            Reason::Timeout,
-            format!("{} did not answer within {after:?}", shown.display()),
-        )),
-        Err(e) => Err(Failure::new(
-            Reason::IoError,
-            format!("{}: {e}", shown.display()),
-        )),
+) -> Result<Usage, Failure> {
+    let what = if files_only {
+        "listing the files of"
+    } else {
+        "stat"
     };
-    Some(result)
+    let (bytes, inodes) = guard
+        .call(what, path, timeout, move |path| {
+            let counted = if files_only {
+                dir_files(path)
+            } else {
+                one_file(path)
+            };
+            counted.map_err(|e| Failure::new(Reason::of_io(&e), format!("{}: {e}", path.display())))
+        })
+        .await?;
+    Ok(Usage {
+        bytes,
+        inodes,
+        time: SystemTime::now(),
+    })
 }
 
 fn one_file(path: &Path) -> io::Result<(u64, u64)> {
@@ -792,6 +768,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_walk_still_running_is_a_timeout_as_for_volumes_not_the_last_figure() {
+        let hung = walked(Err(PoolError::StillRunning(PathBuf::from("/pods/u/v"))));
+        let e = hung.unwrap_err();
+        assert_eq!(e.reason, Reason::Timeout);
+        assert!(e.message.contains("/pods/u/v"), "{e}");
+        let budget = walked(Err(PoolError::Walk(Arc::new(
+            crate::sources::walk::WalkError::BudgetExceeded {
+                path: PathBuf::from("/pods/u/v"),
+                budget: Duration::from_secs(60),
+                inodes: 7,
+            },
+        ))));
+        assert_eq!(budget.unwrap_err().reason, Reason::WalkBudgetExceeded);
+    }
+
+    #[tokio::test]
+    async fn a_missing_etc_hosts_adds_nothing_and_a_denied_read_is_an_io_error() {
+        let guard = Guard::on_global_lane();
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(5);
+        let gone = stat_files(&guard, &dir.path().join("etc-hosts"), false, t).await;
+        assert_eq!(gone.map(|u| (u.bytes, u.inodes)), Ok((0, 0)));
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let e = stat_files(&guard, &not_a_dir, true, t).await.unwrap_err();
+        assert_eq!(e.reason, Reason::IoError);
+        assert!(e.message.contains(&not_a_dir.display().to_string()), "{e}");
     }
 
     #[test]

@@ -7,8 +7,10 @@
 pub mod block;
 pub mod configz;
 pub mod cri;
+pub mod guard;
 pub mod hostroot;
 pub mod inflight;
+pub mod io;
 pub mod kube;
 pub mod kubelet_config;
 pub mod lane;

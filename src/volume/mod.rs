@@ -14,7 +14,7 @@ pub mod measure;
 pub mod plan;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,16 +24,13 @@ use tracing::{info, warn};
 
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
-    ClaimRef, Failure, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeRow,
+    Change, ClaimRef, Failure, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeRow,
     VolumeTable,
 };
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
-use crate::sources::inflight::InFlightSet;
+use crate::sources::HostRoot;
+use crate::sources::io::Io;
 use crate::sources::kube::{ClaimState, Kube};
-use crate::sources::lane::{Lane, LaneError};
-use crate::sources::statfs::FsProber;
-use crate::sources::walk::WalkPool;
-use crate::sources::{HostPathError, HostRoot};
 use measure::{Measurer, MountTable};
 use plan::{Target, claims_of, host_dir, plan};
 
@@ -52,9 +49,6 @@ pub struct VolumeConfig {
     pub timeout: Duration,
     /// Time budget of one usage walk.
     pub walk_budget: Duration,
-    pub walk_workers: usize,
-    /// Threads one walk may use.
-    pub walk_threads: usize,
 }
 
 type Key = (String, String);
@@ -113,8 +107,8 @@ pub struct VolumeSampler {
     kube: Kube,
     events: watch::Receiver<u64>,
     kubelet_root: PathBuf,
-    /// Host directories of PVs being resolved, one call at a time each.
-    resolving: InFlightSet,
+    /// The process's guarded calls and walk pool.
+    io: Io,
     measurer: Arc<Measurer>,
     entries: HashMap<Key, Entry>,
     lookups: Scheduler<Key, ()>,
@@ -135,7 +129,7 @@ pub struct VolumeSampler {
 }
 
 impl VolumeSampler {
-    pub fn new(cfg: VolumeConfig, kube: Kube) -> Result<VolumeSampler, String> {
+    pub fn new(cfg: VolumeConfig, kube: Kube, io: Io) -> Result<VolumeSampler, String> {
         // Resolved once, at start-up: kubelet does not move its root dir
         // while running. The result is a real path, as the mount table
         // names them (a local directory, never a volume, so this cannot
@@ -144,17 +138,14 @@ impl VolumeSampler {
             .host
             .resolve(&cfg.kubelet_root_dir)
             .map_err(|e| format!("--kubelet.root-dir: {e}"))?;
-        let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
-            .map_err(|e| format!("cannot start walk threads: {e}"))?;
         let measurer = Arc::new(Measurer {
             rootfs: cfg.host.path().to_path_buf(),
             sysfs: cfg.sysfs.clone(),
             timeout: cfg.timeout,
             walk_budget: cfg.walk_budget,
-            prober: FsProber::default(),
-            walkers,
-            reading: InFlightSet::default(),
-            mounts: tokio::sync::Mutex::new(MountTable::new(cfg.procfs.clone(), cfg.timeout)),
+            prober: io.prober(),
+            io: io.clone(),
+            mounts: MountTable::new(cfg.procfs.clone(), cfg.timeout),
         });
         let (looked_tx, looked_rx) = mpsc::unbounded_channel();
         let (measured_tx, measured_rx) = mpsc::unbounded_channel();
@@ -173,7 +164,7 @@ impl VolumeSampler {
             cfg,
             kube,
             kubelet_root,
-            resolving: InFlightSet::default(),
+            io,
             measurer,
             entries: HashMap::new(),
             lookups,
@@ -346,12 +337,12 @@ impl VolumeSampler {
             self.lookups_in_flight += 1;
             let kube = self.kube.clone();
             let host = Arc::clone(&self.cfg.host);
-            let resolving = self.resolving.clone();
+            let io = self.io.clone();
             let timeout = self.cfg.timeout;
             let tx = self.looked_tx.clone();
             tokio::spawn(async move {
                 let result = match resolve(&kube, &due.key.0, &due.key.1, timeout).await {
-                    Ok(pv) => locate(host, &resolving, pv, timeout).await,
+                    Ok(pv) => locate(host, &io, pv, timeout).await,
                     Err(e) => Err(e),
                 };
                 let _ = tx.send(Looked {
@@ -446,9 +437,7 @@ impl VolumeSampler {
             return;
         };
         let mut reading = entry.row.reading();
-        if reading.stats.as_ref().and_then(|s| s.as_ref().err()) != Some(&e) {
-            log_error(&entry.row, &e);
-        }
+        log_change(&entry.row, &reading, Some(&e));
         // Left out rather than kept stale.
         reading.stats = Some(Err(e));
         if entry.row.set_reading(reading) {
@@ -490,15 +479,7 @@ impl VolumeSampler {
         };
         match done.result {
             Ok((usage, method)) => {
-                let previous = entry.row.reading();
-                if let Some(Err(previous)) = &previous.stats {
-                    info!(
-                        namespace = %entry.row.namespace,
-                        persistentvolumeclaim = %entry.row.claim,
-                        previous_error = %previous,
-                        "volume measurable again"
-                    );
-                }
+                log_change(&entry.row, &entry.row.reading(), None);
                 let reading = Reading {
                     method: Some(method),
                     stats: Some(Ok(usage)),
@@ -512,14 +493,26 @@ impl VolumeSampler {
     }
 }
 
-fn log_error(row: &VolumeRow, e: &Failure) {
-    warn!(
-        namespace = %row.namespace,
-        persistentvolumeclaim = %row.claim,
-        reason = %e.reason,
-        error = %e.message,
-        "volume not measured; its series are left out"
-    );
+/// Logs a volume that fails, fails otherwise, or is measurable again, once
+/// per change.
+fn log_change(row: &VolumeRow, before: &Reading, now: Option<&Failure>) {
+    let before = before.stats.as_ref().and_then(|s| s.as_ref().err());
+    match Change::of(before, now) {
+        Change::Failed(e) => warn!(
+            namespace = %row.namespace,
+            persistentvolumeclaim = %row.claim,
+            reason = %e.reason,
+            error = %e.message,
+            "volume not measured; its series are left out"
+        ),
+        Change::Recovered(was) => info!(
+            namespace = %row.namespace,
+            persistentvolumeclaim = %row.claim,
+            previous_error = %was,
+            "volume measurable again"
+        ),
+        Change::Unchanged => {}
+    }
 }
 
 /// PVC -> PV name -> PV.
@@ -537,61 +530,36 @@ fn plan_or_bad_path(
     })
 }
 
-/// Resolves the PV's [`host_dir`] inside the host root, on the measurement
-/// lane under `timeout`, one call at a time per path. A path kubedf refuses
-/// is the PV's error (the lookup itself succeeded); a resolution that does
-/// not answer fails the lookup, to be retried.
+/// Resolves the PV's [`host_dir`] inside the host root, as a guarded call.
+/// A path kubedf refuses is the PV's error (the lookup itself succeeded); a
+/// resolution that does not answer fails the lookup, to be retried.
 async fn locate(
     host: Arc<HostRoot>,
-    resolving: &InFlightSet,
+    io: &Io,
     pv: PvInfo,
     timeout: Duration,
 ) -> Result<Located, Failure> {
     let Some(dir) = host_dir(&pv).map(str::to_owned) else {
         return Ok(Located { pv, host_dir: None });
     };
-    let failed = |reason, what: String| {
+    let of_pv = |e: Failure| {
         Failure::new(
-            reason,
-            format!(
-                "persistent volume {}: resolving host path {dir:?} {what}",
-                pv.name
-            ),
+            e.reason,
+            format!("persistent volume {}: {}", pv.name, e.message),
         )
     };
-    let Some(guard) = resolving.claim(std::path::Path::new(&dir)) else {
-        return Err(failed(
-            Reason::Timeout,
-            "is still hung from an earlier call".into(),
-        ));
-    };
     let owned = dir.clone();
-    let answer = Lane::global()
-        .run(timeout, move || {
-            let _guard = guard;
-            host.resolve(&owned)
+    let resolved = io
+        .guard
+        .call("resolving host path", Path::new(&dir), timeout, move |_| {
+            Ok(host.resolve(&owned).map_err(Failure::from))
         })
-        .await;
-    let resolved = match answer {
-        Ok(resolved) => resolved,
-        Err(LaneError::Timeout(after)) => {
-            return Err(failed(
-                Reason::Timeout,
-                format!("did not answer within {after:?}"),
-            ));
-        }
-        Err(e) => return Err(failed(Reason::IoError, format!("failed: {e}"))),
-    };
-    let host_dir = resolved.map_err(|e| {
-        let reason = match e {
-            HostPathError::Io { .. } | HostPathError::Root { .. } => Reason::IoError,
-            _ => Reason::BadPath,
-        };
-        Failure::new(reason, format!("persistent volume {}: {e}", pv.name))
-    });
+        .await
+        .map_err(of_pv)?
+        .map_err(of_pv);
     Ok(Located {
         pv,
-        host_dir: Some(host_dir),
+        host_dir: Some(resolved),
     })
 }
 
