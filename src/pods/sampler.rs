@@ -35,6 +35,7 @@ use crate::sources::cri::{CriClient, RunningContainer, RuntimeContainers};
 use crate::sources::guard::Guard;
 use crate::sources::io::Io;
 use crate::sources::kube::Kube;
+use crate::sources::seams::{ContainerRuntime, PodSource};
 use crate::sources::walk::PoolError;
 
 #[derive(Clone, Debug)]
@@ -104,15 +105,62 @@ struct Done {
     result: Result<Usage, Failure>,
 }
 
-pub struct PodSampler {
+/// How a part of a pod is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartKind {
+    /// A du-method walk of a directory (a container's logs, a volume).
+    Walk,
+    /// The du of the files directly in a directory (the pod's log files).
+    Files,
+    /// The du of one file (etc-hosts).
+    File,
+}
+
+/// The I/O seam of the pod loop: one measurement of one part.
+pub trait PartIo: Send + Sync + 'static {
+    fn measure(
+        &self,
+        kind: PartKind,
+        path: PathBuf,
+    ) -> impl std::future::Future<Output = Result<Usage, Failure>> + Send;
+}
+
+/// The real I/O: walks on the process's walk pool within the walk budget,
+/// stats as guarded calls.
+pub struct PodIo {
+    pub io: Io,
+    pub walk_budget: Duration,
+    pub timeout: Duration,
+}
+
+impl PartIo for PodIo {
+    fn measure(
+        &self,
+        kind: PartKind,
+        path: PathBuf,
+    ) -> impl std::future::Future<Output = Result<Usage, Failure>> + Send {
+        let (io, budget, timeout) = (self.io.clone(), self.walk_budget, self.timeout);
+        async move {
+            match kind {
+                PartKind::Walk => walked(io.walkers.walk(&path, budget, timeout).await),
+                PartKind::Files => stat_files(&io.guard, &path, true, timeout).await,
+                PartKind::File => stat_files(&io.guard, &path, false, timeout).await,
+            }
+        }
+    }
+}
+
+/// The pod loop. Its seams: `P`, the node's pods (the pod watch); `R`, the
+/// container runtime; `M`, the parts' I/O. The defaults are the real ones;
+/// the unit tests hand in fakes.
+pub struct PodSampler<P = Kube, R = CriClient, M = PodIo> {
     cfg: PodConfig,
-    kube: Kube,
+    source: P,
     events: watch::Receiver<u64>,
-    cri: Arc<CriClient>,
+    cri: R,
     kubelet_root: PathBuf,
     logs_root: PathBuf,
-    /// The process's guarded calls and walk pool.
-    io: Io,
+    io: Arc<M>,
     /// By uid, kept sorted by namespace and name (the table's order), so a
     /// publication walks them in order without a lookup each.
     entries: IndexMap<String, Entry>,
@@ -147,6 +195,31 @@ impl PodSampler {
             .host
             .resolve(&cfg.pod_logs_dir)
             .map_err(|e| format!("kubelet config podLogsDir: {e}"))?;
+        let part_io = PodIo {
+            io,
+            walk_budget: cfg.walk_budget,
+            timeout: cfg.timeout,
+        };
+        Ok(PodSampler::with_seams(
+            cfg,
+            (kubelet_root, logs_root),
+            kube,
+            cri,
+            part_io,
+        ))
+    }
+}
+
+impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
+    /// The loop on the given seams; `(kubelet root, pod logs dir)` already
+    /// resolved.
+    pub fn with_seams(
+        cfg: PodConfig,
+        (kubelet_root, logs_root): (PathBuf, PathBuf),
+        source: P,
+        cri: R,
+        io: M,
+    ) -> PodSampler<P, R, M> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut cri_calls = Scheduler::new(Policy {
             period: cfg.cri_period,
@@ -159,14 +232,14 @@ impl PodSampler {
             retry: WALK_RETRY.min(cfg.period),
             max_retry: cfg.period,
         });
-        Ok(PodSampler {
-            events: kube.subscribe(),
+        PodSampler {
+            events: source.subscribe(),
             cfg,
-            kube,
-            cri: Arc::new(cri),
+            source,
+            cri,
             kubelet_root,
             logs_root,
-            io,
+            io: Arc::new(io),
             entries: IndexMap::new(),
             containers: None,
             per_pod: false,
@@ -179,12 +252,12 @@ impl PodSampler {
             published_source: None,
             tx,
             rx,
-        })
+        }
     }
 
     /// The Kubernetes API as a source.
     fn source(&self) -> SourceStatus {
-        self.kube.source_status()
+        self.source.source_status()
     }
 
     /// The table as it stands: the rows of pods that changed are built
@@ -210,7 +283,7 @@ impl PodSampler {
 
     /// Measures every pod once (for `kubedf metrics` and `kubedf df`).
     pub async fn sample_once(&mut self) -> PodTable {
-        if !self.kube.wait_synced(self.cfg.timeout).await {
+        if !self.source.wait_synced(self.cfg.timeout).await {
             warn!(
                 "the pod list did not arrive within {:?}; reporting no pods",
                 self.cfg.timeout
@@ -298,7 +371,7 @@ impl PodSampler {
                 .running_containers(self.cfg.timeout)
                 .await
                 .map(|r| self.by_pod(r))
-                .map_err(|e| Failure::new(Reason::CriUnavailable, e.to_string()));
+                .map_err(|e| Failure::new(Reason::CriUnavailable, e));
             let outcome = if answer.is_ok() {
                 Outcome::Done
             } else {
@@ -333,7 +406,7 @@ impl PodSampler {
                 resync = true;
             }
         }
-        let version = self.kube.version();
+        let version = self.source.version();
         if self.pods_version != Some(version) {
             self.pods_version = Some(version);
             resync = true;
@@ -351,7 +424,12 @@ impl PodSampler {
     /// be formed is reported as such and not planned.
     fn sync(&mut self, now: Instant) {
         self.dirty = true;
-        let pods: Vec<PodVolumes> = self.kube.pods().into_iter().filter(|p| p.running).collect();
+        let pods: Vec<PodVolumes> = self
+            .source
+            .pods()
+            .into_iter()
+            .filter(|p| p.running)
+            .collect();
         let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         self.entries.retain(|uid, _| wanted.contains(uid.as_str()));
         self.walks.retain(|(uid, _)| wanted.contains(uid.as_str()));
@@ -435,33 +513,20 @@ impl PodSampler {
             self.in_flight += 1;
             let tx = self.tx.clone();
             let (key, ticket, path) = (due.key, due.ticket, due.plan);
-            match &key.1 {
-                Part::Logs(_) | Part::Volume(_) => {
-                    let walkers = Arc::clone(&self.io.walkers);
-                    let (budget, grace) = (self.cfg.walk_budget, self.cfg.timeout);
-                    tokio::spawn(async move {
-                        let result = walked(walkers.walk(&path, budget, grace).await);
-                        let _ = tx.send(Done {
-                            key,
-                            ticket,
-                            result,
-                        });
-                    });
-                }
-                Part::PodLogs | Part::EtcHosts => {
-                    let files_only = matches!(key.1, Part::PodLogs);
-                    let guard = self.io.guard.clone();
-                    let timeout = self.cfg.timeout;
-                    tokio::spawn(async move {
-                        let result = stat_files(&guard, &path, files_only, timeout).await;
-                        let _ = tx.send(Done {
-                            key,
-                            ticket,
-                            result,
-                        });
-                    });
-                }
-            }
+            let kind = match &key.1 {
+                Part::Logs(_) | Part::Volume(_) => PartKind::Walk,
+                Part::PodLogs => PartKind::Files,
+                Part::EtcHosts => PartKind::File,
+            };
+            let io = Arc::clone(&self.io);
+            tokio::spawn(async move {
+                let result = io.measure(kind, path).await;
+                let _ = tx.send(Done {
+                    key,
+                    ticket,
+                    result,
+                });
+            });
         }
     }
 

@@ -17,6 +17,7 @@ pub mod lane;
 pub mod mounts;
 pub mod pod_spec;
 pub mod procfs;
+pub mod seams;
 pub mod statfs;
 pub mod walk;
 

@@ -15,6 +15,23 @@ use crate::sources::io::Io;
 use crate::sources::mounts::mount_points;
 use crate::sources::statfs::{FsProber, MountRoot};
 
+/// How a planned volume is measured: the I/O seam of the volume loop.
+pub trait Measure: Send + Sync + 'static {
+    fn measure(
+        &self,
+        target: &Target,
+    ) -> impl std::future::Future<Output = Result<(FsUsage, Method), Failure>> + Send;
+}
+
+impl Measure for Measurer {
+    fn measure(
+        &self,
+        target: &Target,
+    ) -> impl std::future::Future<Output = Result<(FsUsage, Method), Failure>> + Send {
+        Measurer::measure(self, target)
+    }
+}
+
 /// The I/O of one measurement, shared by the spawned tasks.
 pub struct Measurer {
     pub rootfs: PathBuf,

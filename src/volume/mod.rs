@@ -31,7 +31,8 @@ use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::HostRoot;
 use crate::sources::io::Io;
 use crate::sources::kube::{ClaimState, Kube};
-use measure::{Measurer, MountTable};
+use crate::sources::seams::{ClaimApi, PodSource};
+use measure::{Measure, Measurer, MountTable};
 use plan::{Target, claims_of, host_dir, plan};
 
 #[derive(Clone, Debug)]
@@ -102,14 +103,18 @@ struct Entry {
     row: Arc<VolumeRow>,
 }
 
-pub struct VolumeSampler {
+/// The volume loop. Its seams: `P`, the node's pods (the pod watch); `A`,
+/// the PVC/PV GETs; `M`, the measurements' I/O. The defaults are the real
+/// ones; the unit tests hand in fakes.
+pub struct VolumeSampler<P = Kube, A = Kube, M = Measurer> {
     cfg: VolumeConfig,
-    kube: Kube,
+    pods: P,
+    api: A,
     events: watch::Receiver<u64>,
     kubelet_root: PathBuf,
     /// The process's guarded calls and walk pool.
     io: Io,
-    measurer: Arc<Measurer>,
+    measurer: Arc<M>,
     entries: HashMap<Key, Entry>,
     lookups: Scheduler<Key, ()>,
     measures: Scheduler<Key, Target>,
@@ -138,7 +143,7 @@ impl VolumeSampler {
             .host
             .resolve(&cfg.kubelet_root_dir)
             .map_err(|e| format!("--kubelet.root-dir: {e}"))?;
-        let measurer = Arc::new(Measurer {
+        let measurer = Measurer {
             rootfs: cfg.host.path().to_path_buf(),
             sysfs: cfg.sysfs.clone(),
             timeout: cfg.timeout,
@@ -146,7 +151,28 @@ impl VolumeSampler {
             prober: io.prober(),
             io: io.clone(),
             mounts: MountTable::new(cfg.procfs.clone(), cfg.timeout),
-        });
+        };
+        Ok(VolumeSampler::with_seams(
+            cfg,
+            kubelet_root,
+            kube.clone(),
+            kube,
+            io,
+            measurer,
+        ))
+    }
+}
+
+impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
+    /// The loop on the given seams; `kubelet_root` already resolved.
+    pub fn with_seams(
+        cfg: VolumeConfig,
+        kubelet_root: PathBuf,
+        pods: P,
+        api: A,
+        io: Io,
+        measurer: M,
+    ) -> VolumeSampler<P, A, M> {
         let (looked_tx, looked_rx) = mpsc::unbounded_channel();
         let (measured_tx, measured_rx) = mpsc::unbounded_channel();
         let lookups = Scheduler::new(Policy {
@@ -159,13 +185,14 @@ impl VolumeSampler {
             retry: MEASURE_RETRY.min(cfg.period),
             max_retry: cfg.period,
         });
-        Ok(VolumeSampler {
-            events: kube.subscribe(),
+        VolumeSampler {
+            events: pods.subscribe(),
             cfg,
-            kube,
+            pods,
+            api,
             kubelet_root,
             io,
-            measurer,
+            measurer: Arc::new(measurer),
             entries: HashMap::new(),
             lookups,
             measures,
@@ -179,12 +206,12 @@ impl VolumeSampler {
             looked_rx,
             measured_tx,
             measured_rx,
-        })
+        }
     }
 
     /// The Kubernetes API as a source.
     fn source(&self) -> SourceStatus {
-        self.kube.source_status()
+        self.pods.source_status()
     }
 
     /// The table as it stands (its rows are shared, not copied).
@@ -198,7 +225,7 @@ impl VolumeSampler {
     /// Looks up and measures every volume once (for `kubedf metrics` and
     /// `kubedf df`), bounded in time.
     pub async fn sample_once(&mut self) -> VolumeTable {
-        if !self.kube.wait_synced(self.cfg.timeout).await {
+        if !self.pods.wait_synced(self.cfg.timeout).await {
             warn!(
                 "the pod list did not arrive within {:?}; reporting no volumes",
                 self.cfg.timeout
@@ -228,7 +255,7 @@ impl VolumeSampler {
     pub async fn run(mut self, board: SnapshotHandle, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = Instant::now();
-            if self.pods_version != Some(self.kube.version()) {
+            if self.pods_version != Some(self.pods.version()) {
                 self.sync_claims(now);
             }
             self.start_lookups(now);
@@ -283,8 +310,8 @@ impl VolumeSampler {
 
     /// Brings the entries in line with the running pods' claims.
     fn sync_claims(&mut self, now: Instant) {
-        self.pods_version = Some(self.kube.version());
-        let claims = claims_of(&self.kube.pods());
+        self.pods_version = Some(self.pods.version());
+        let claims = claims_of(&self.pods.pods());
         let wanted: HashSet<Key> = claims
             .iter()
             .map(|c| (c.namespace.clone(), c.claim.clone()))
@@ -335,13 +362,13 @@ impl VolumeSampler {
                 return;
             };
             self.lookups_in_flight += 1;
-            let kube = self.kube.clone();
+            let api = self.api.clone();
             let host = Arc::clone(&self.cfg.host);
             let io = self.io.clone();
             let timeout = self.cfg.timeout;
             let tx = self.looked_tx.clone();
             tokio::spawn(async move {
-                let result = match resolve(&kube, &due.key.0, &due.key.1, timeout).await {
+                let result = match resolve(&api, &due.key.0, &due.key.1, timeout).await {
                     Ok(pv) => locate(host, &io, pv, timeout).await,
                     Err(e) => Err(e),
                 };
@@ -384,7 +411,11 @@ impl VolumeSampler {
                 );
             }
             Err(e) => {
-                entry.pv = None;
+                // A row's labels are fixed for its life: a PV that is gone
+                // (the claim deleted, unbound) takes its row with it.
+                if entry.pv.take().is_some() {
+                    self.replan(&done.key, now);
+                }
                 self.measures.remove(&done.key);
                 self.set_error(&done.key, e);
             }
@@ -564,7 +595,7 @@ async fn locate(
 }
 
 async fn resolve(
-    kube: &Kube,
+    kube: &impl ClaimApi,
     namespace: &str,
     claim: &str,
     timeout: Duration,
@@ -600,3 +631,6 @@ async fn resolve(
         Some(Ok(pv)) => Ok(pv),
     }
 }
+
+#[cfg(test)]
+mod tests;
