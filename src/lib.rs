@@ -24,9 +24,12 @@
 //! - [`scheduler`]: the one timer queue for everything measured on its own
 //!   schedule (jitter, one call in flight per key, replans, backoff).
 //! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
-//!   node's running pods.
+//!   node's running pods; the loop takes its pod watch, PVC/PV API and I/O
+//!   as seams (`sources::seams`, `volume::measure::Measure`) and is
+//!   unit-tested on fakes with tokio's paused clock.
 //! - [`pods`]: the pod half: the per-pod refresh loop of the parts kubelet
-//!   counts as local ephemeral storage.
+//!   counts as local ephemeral storage, on the same seams (the runtime and
+//!   `pods::sampler::PartIo` for its I/O) and tested the same way.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
 //! - [`exposition`]: the OpenMetrics and Prometheus text formats, and which

@@ -89,14 +89,73 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 }
 
 impl ContainerRuntime for CriClient {
-    fn running_containers(
-        &self,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<RuntimeContainers, String>> + Send {
-        async move {
-            CriClient::running_containers(self, timeout)
-                .await
-                .map_err(|e| e.to_string())
+    async fn running_containers(&self, timeout: Duration) -> Result<RuntimeContainers, String> {
+        CriClient::running_containers(self, timeout)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Fakes of the seams for the loops' unit tests.
+#[cfg(test)]
+pub mod fakes {
+    use std::future::Future;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::PodSource;
+    use crate::model::{PodVolumes, SourceId, SourceStatus};
+
+    pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The pod watch: a list of pods and a version bumped on each change.
+    #[derive(Clone)]
+    pub struct FakePods {
+        pods: Arc<Mutex<(u64, Vec<PodVolumes>)>>,
+        events: Arc<watch::Sender<u64>>,
+    }
+
+    impl FakePods {
+        pub fn new(pods: Vec<PodVolumes>) -> FakePods {
+            FakePods {
+                pods: Arc::new(Mutex::new((1, pods))),
+                events: Arc::new(watch::Sender::new(1)),
+            }
+        }
+
+        pub fn set(&self, pods: Vec<PodVolumes>) {
+            let mut state = lock(&self.pods);
+            state.0 += 1;
+            state.1 = pods;
+            self.events.send_replace(state.0);
+        }
+    }
+
+    impl PodSource for FakePods {
+        fn subscribe(&self) -> watch::Receiver<u64> {
+            self.events.subscribe()
+        }
+        fn version(&self) -> u64 {
+            lock(&self.pods).0
+        }
+        fn pods(&self) -> Vec<PodVolumes> {
+            lock(&self.pods).1.clone()
+        }
+        fn source_status(&self) -> SourceStatus {
+            SourceStatus {
+                source: SourceId::Kubernetes,
+                up: true,
+                last_success: None,
+                duration: None,
+                error: None,
+            }
+        }
+        fn wait_synced(&self, _: Duration) -> impl Future<Output = bool> + Send {
+            std::future::ready(true)
         }
     }
 }

@@ -16,66 +16,17 @@ use crate::kubelet::config::KubeletConfig;
 use crate::model::pod::PodStorageSpec;
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
-    Board, Failure, FsUsage, Method, NodeSample, PodVolumes, PvInfo, PvSource, Reason, SourceId,
-    SourceStatus, VolumeMode,
+    Board, Failure, FsUsage, Method, NodeSample, PodVolumes, PvInfo, PvSource, Reason, VolumeMode,
 };
 use crate::sources::HostRoot;
 use crate::sources::io::Io;
 use crate::sources::kube::ClaimState;
-use crate::sources::seams::{ClaimApi, PodSource};
+use crate::sources::seams::ClaimApi;
+use crate::sources::seams::fakes::FakePods;
 
 const PERIOD: Duration = Duration::from_secs(60);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap()
-}
-
-/// The pod watch: a list of pods and a version bumped on each change.
-#[derive(Clone)]
-struct FakePods {
-    pods: Arc<Mutex<(u64, Vec<PodVolumes>)>>,
-    events: Arc<watch::Sender<u64>>,
-}
-
-impl FakePods {
-    fn new(pods: Vec<PodVolumes>) -> FakePods {
-        FakePods {
-            pods: Arc::new(Mutex::new((1, pods))),
-            events: Arc::new(watch::Sender::new(1)),
-        }
-    }
-
-    fn set(&self, pods: Vec<PodVolumes>) {
-        let mut state = lock(&self.pods);
-        state.0 += 1;
-        state.1 = pods;
-        self.events.send_replace(state.0);
-    }
-}
-
-impl PodSource for FakePods {
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.events.subscribe()
-    }
-    fn version(&self) -> u64 {
-        lock(&self.pods).0
-    }
-    fn pods(&self) -> Vec<PodVolumes> {
-        lock(&self.pods).1.clone()
-    }
-    fn source_status(&self) -> SourceStatus {
-        SourceStatus {
-            source: SourceId::Kubernetes,
-            up: true,
-            last_success: None,
-            duration: None,
-            error: None,
-        }
-    }
-    fn wait_synced(&self, _: Duration) -> impl Future<Output = bool> + Send {
-        std::future::ready(true)
-    }
-}
+use crate::sources::seams::fakes::lock;
 
 /// PVCs bound to CSI PVs of the same name (`pv-<claim>`), until the API
 /// goes down or a claim is deleted.
