@@ -123,6 +123,17 @@ pub trait PartIo: Send + Sync + 'static {
         kind: PartKind,
         path: PathBuf,
     ) -> impl std::future::Future<Output = Result<Usage, Failure>> + Send;
+
+    /// Several stats ([`PartKind::Files`], [`PartKind::File`]) due at one
+    /// wake-up, answered in order. By default each on its own.
+    fn measure_batch(
+        &self,
+        parts: Vec<(PartKind, PathBuf)>,
+    ) -> impl std::future::Future<Output = Vec<Result<Usage, Failure>>> + Send {
+        async move {
+            futures::future::join_all(parts.into_iter().map(|(k, p)| self.measure(k, p))).await
+        }
+    }
 }
 
 /// The real I/O: walks on the process's walk pool within the walk budget,
@@ -147,6 +158,47 @@ impl PartIo for PodIo {
                 PartKind::File => stat_files(&io.guard, &path, false, timeout).await,
             }
         }
+    }
+
+    /// The stats as guarded batches, one per kind of call: one lane job
+    /// each, the per-path timeout and one-in-flight rule kept.
+    async fn measure_batch(&self, parts: Vec<(PartKind, PathBuf)>) -> Vec<Result<Usage, Failure>> {
+        let mut answers: Vec<Option<Result<Usage, Failure>>> = vec![None; parts.len()];
+        let mut by_kind: [(PartKind, Vec<usize>, Vec<PathBuf>); 2] = [
+            (PartKind::Files, Vec::new(), Vec::new()),
+            (PartKind::File, Vec::new(), Vec::new()),
+        ];
+        let mut walks = Vec::new();
+        for (i, (kind, path)) in parts.into_iter().enumerate() {
+            match by_kind.iter_mut().find(|(k, ..)| *k == kind) {
+                Some((_, idx, paths)) => {
+                    idx.push(i);
+                    paths.push(path);
+                }
+                None => walks.push((i, kind, path)),
+            }
+        }
+        let [(_, files_idx, files), (_, file_idx, file)] = by_kind;
+        let (files, file) = tokio::join!(
+            stat_batch(&self.io.guard, files, true, self.timeout),
+            stat_batch(&self.io.guard, file, false, self.timeout),
+        );
+        for (i, r) in files_idx
+            .into_iter()
+            .zip(files)
+            .chain(file_idx.into_iter().zip(file))
+        {
+            answers[i] = Some(r);
+        }
+        for (i, kind, path) in walks {
+            answers[i] = Some(self.measure(kind, path).await);
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| Err(Failure::new(Reason::IoError, "a part was not measured")))
+            })
+            .collect()
     }
 }
 
@@ -178,8 +230,9 @@ pub struct PodSampler<P = Kube, R = CriClient, M = PodIo> {
     dirty: bool,
     published_at: Option<Instant>,
     published_source: Option<SourceStatus>,
-    tx: mpsc::UnboundedSender<Done>,
-    rx: mpsc::UnboundedReceiver<Done>,
+    /// Results come back a batch to a message.
+    tx: mpsc::UnboundedSender<Vec<Done>>,
+    rx: mpsc::UnboundedReceiver<Vec<Done>>,
 }
 
 impl PodSampler {
@@ -296,7 +349,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         while self.in_flight > 0 {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(done)) => {
-                    self.apply(done, Instant::now());
+                    self.apply_all(done, Instant::now());
                     self.start_due(Instant::now());
                 }
                 _ => break,
@@ -329,9 +382,9 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
                 }
                 Some(done) = self.rx.recv() => {
                     // Results come in bursts: take what is there.
-                    self.apply(done, Instant::now());
+                    self.apply_all(done, Instant::now());
                     while let Ok(done) = self.rx.try_recv() {
-                        self.apply(done, Instant::now());
+                        self.apply_all(done, Instant::now());
                     }
                 }
                 _ = shutdown.changed() => return,
@@ -505,29 +558,57 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         parts
     }
 
+    /// Starts the parts that are due: the stats (the pod's log files,
+    /// etc-hosts) as one batch, one task and one message for all of them;
+    /// the walks one task each, so a long walk holds up no other result.
     fn start_due(&mut self, now: Instant) {
+        let mut stats = Vec::new();
         while self.in_flight < IN_FLIGHT {
             let Some(due) = self.walks.pop_due(now) else {
-                return;
+                break;
             };
             self.in_flight += 1;
-            let tx = self.tx.clone();
             let (key, ticket, path) = (due.key, due.ticket, due.plan);
             let kind = match &key.1 {
                 Part::Logs(_) | Part::Volume(_) => PartKind::Walk,
                 Part::PodLogs => PartKind::Files,
                 Part::EtcHosts => PartKind::File,
             };
-            let io = Arc::clone(&self.io);
+            if kind != PartKind::Walk {
+                stats.push((key, ticket, kind, path));
+                continue;
+            }
+            let (io, tx) = (Arc::clone(&self.io), self.tx.clone());
             tokio::spawn(async move {
                 let result = io.measure(kind, path).await;
-                let _ = tx.send(Done {
+                let _ = tx.send(vec![Done {
                     key,
                     ticket,
                     result,
-                });
+                }]);
             });
         }
+        if stats.is_empty() {
+            return;
+        }
+        let (io, tx) = (Arc::clone(&self.io), self.tx.clone());
+        tokio::spawn(async move {
+            let (keys, parts): (Vec<_>, Vec<_>) = stats
+                .into_iter()
+                .map(|(key, ticket, kind, path)| ((key, ticket), (kind, path)))
+                .unzip();
+            let results = io.measure_batch(parts).await;
+            let done = keys
+                .into_iter()
+                .zip(results)
+                .map(|((key, ticket), result)| Done {
+                    key,
+                    ticket,
+                    result,
+                })
+                .collect();
+            let _ = tx.send(done);
+        });
     }
 
     /// The runtime's answer by pod, logging when it starts or stops being
@@ -578,6 +659,12 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
                 }
                 _ => {}
             }
+        }
+    }
+
+    fn apply_all(&mut self, done: Vec<Done>, now: Instant) {
+        for one in done {
+            self.apply(one, now);
         }
     }
 
@@ -762,26 +849,60 @@ async fn stat_files(
     files_only: bool,
     timeout: Duration,
 ) -> Result<Usage, Failure> {
-    let what = if files_only {
+    let counted = guard
+        .call(stat_kind(files_only), path, timeout, move |p| {
+            count(p, files_only)
+        })
+        .await?;
+    Ok(counted_usage(counted))
+}
+
+/// [`stat_files`] of several paths of one kind, as one guarded batch.
+async fn stat_batch(
+    guard: &Guard,
+    paths: Vec<PathBuf>,
+    files_only: bool,
+    timeout: Duration,
+) -> Vec<Result<Usage, Failure>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let calls = paths
+        .into_iter()
+        .map(|p| (p, move |p: &Path| count(p, files_only)))
+        .collect();
+    guard
+        .call_batch(stat_kind(files_only), calls, timeout)
+        .await
+        .into_iter()
+        .map(|r| r.map(counted_usage))
+        .collect()
+}
+
+fn stat_kind(files_only: bool) -> &'static str {
+    if files_only {
         "listing the files of"
     } else {
         "stat"
+    }
+}
+
+/// Blocking: (bytes, inodes) of the files directly in `path`, or of `path`.
+fn count(path: &Path, files_only: bool) -> Result<(u64, u64), Failure> {
+    let counted = if files_only {
+        dir_files(path)
+    } else {
+        one_file(path)
     };
-    let (bytes, inodes) = guard
-        .call(what, path, timeout, move |path| {
-            let counted = if files_only {
-                dir_files(path)
-            } else {
-                one_file(path)
-            };
-            counted.map_err(|e| Failure::new(Reason::of_io(&e), format!("{}: {e}", path.display())))
-        })
-        .await?;
-    Ok(Usage {
+    counted.map_err(|e| Failure::new(Reason::of_io(&e), format!("{}: {e}", path.display())))
+}
+
+fn counted_usage((bytes, inodes): (u64, u64)) -> Usage {
+    Usage {
         bytes,
         inodes,
         time: SystemTime::now(),
-    })
+    }
 }
 
 fn one_file(path: &Path) -> io::Result<(u64, u64)> {

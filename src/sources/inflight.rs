@@ -159,6 +159,14 @@ impl<K: Eq + Hash, R> Drop for Pilot<K, R> {
 }
 
 impl<R> Passenger<R> {
+    /// The call's outcome, however long it takes (the caller bounds it).
+    pub async fn answered(&mut self) -> Result<Arc<R>, Unanswered> {
+        match self.answer.wait_for(Option::is_some).await {
+            Ok(outcome) => (*outcome).clone().ok_or(Unanswered::Abandoned),
+            Err(_) => Err(Unanswered::Abandoned),
+        }
+    }
+
     /// The call's outcome, waiting at most `timeout` for it.
     pub async fn wait(mut self, timeout: Duration) -> Result<Arc<R>, Unanswered> {
         let answered = tokio::time::timeout(timeout, self.answer.wait_for(Option::is_some)).await;

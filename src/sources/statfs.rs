@@ -66,6 +66,14 @@ pub fn mount_root(path: &Path) -> Result<MountRoot, FsError> {
     }
 }
 
+/// Blocking: statfs of `path` only if statx says it is a mount root.
+fn probe_mount_now(path: &Path) -> Result<(MountRoot, Option<FsReading>), Failure> {
+    match mount_root(path)? {
+        MountRoot::Yes => Ok((MountRoot::Yes, Some(read_fs(path)?))),
+        other => Ok((other, None)),
+    }
+}
+
 /// Blocking statfs + stat of `path`.
 pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
     let err = |errno| FsError::Statfs {
@@ -136,12 +144,20 @@ impl FsProber {
         timeout: Duration,
     ) -> Result<(MountRoot, Option<FsReading>), Failure> {
         self.guard
-            .call("statx and statfs", path, timeout, |p| {
-                match mount_root(p)? {
-                    MountRoot::Yes => Ok((MountRoot::Yes, Some(read_fs(p)?))),
-                    other => Ok((other, None)),
-                }
-            })
+            .call("statx and statfs", path, timeout, probe_mount_now)
+            .await
+    }
+
+    /// [`FsProber::probe_mount`] of several paths as one batch (one job on
+    /// the lane, the same per-path timeout and one-in-flight rule).
+    pub async fn probe_mounts(
+        &self,
+        paths: Vec<PathBuf>,
+        timeout: Duration,
+    ) -> Vec<Result<(MountRoot, Option<FsReading>), Failure>> {
+        let calls = paths.into_iter().map(|p| (p, probe_mount_now)).collect();
+        self.guard
+            .call_batch("statx and statfs", calls, timeout)
             .await
     }
 

@@ -21,6 +21,15 @@ pub trait Measure: Send + Sync + 'static {
         &self,
         target: &Target,
     ) -> impl std::future::Future<Output = Result<(FsUsage, Method), Failure>> + Send;
+
+    /// Several quick measurements (see [`Target::is_quick`]) due at one
+    /// wake-up, answered in order. By default each on its own.
+    fn measure_batch(
+        &self,
+        targets: Vec<Target>,
+    ) -> impl std::future::Future<Output = Vec<Result<(FsUsage, Method), Failure>>> + Send {
+        async move { futures::future::join_all(targets.iter().map(|t| self.measure(t))).await }
+    }
 }
 
 impl Measure for Measurer {
@@ -30,6 +39,41 @@ impl Measure for Measurer {
     ) -> impl std::future::Future<Output = Result<(FsUsage, Method), Failure>> + Send {
         Measurer::measure(self, target)
     }
+
+    /// The statx+statfs of every mounted volume as one guarded batch; a
+    /// kernel that does not say whether a path is a mount root (before
+    /// 5.8) falls back to the mount table, one target at a time.
+    async fn measure_batch(&self, targets: Vec<Target>) -> Vec<Result<(FsUsage, Method), Failure>> {
+        let paths = targets
+            .iter()
+            .map(|t| match &t.location {
+                Location::Path(p) => p.clone(),
+                Location::AnyPlugin { dir, pv } => dir.join(pv),
+            })
+            .collect();
+        let probed = self.prober.probe_mounts(paths, self.timeout).await;
+        let mut out = Vec::with_capacity(targets.len());
+        for (target, probed) in targets.iter().zip(probed) {
+            out.push(match probed {
+                Ok((MountRoot::Yes, Some(reading))) => Ok((reading.usage, Method::Statfs)),
+                Ok((MountRoot::Unknown, _)) => self.measure(target).await,
+                Ok(_) => Err(not_mounted(&target.location)),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+}
+
+fn not_mounted(location: &Location) -> Failure {
+    let path = match location {
+        Location::Path(p) => p.display().to_string(),
+        Location::AnyPlugin { dir, pv } => format!("{}/*/{pv}", dir.display()),
+    };
+    Failure::new(
+        Reason::NotMounted,
+        format!("{path} is not a mount point; statfs would report the node's root filesystem"),
+    )
 }
 
 /// The I/O of one measurement, shared by the spawned tasks.
@@ -51,13 +95,7 @@ impl Measurer {
         match target.method {
             Method::Statfs => match self.statfs_mount(&path).await? {
                 Some(usage) => Ok((usage, Method::Statfs)),
-                None => Err(Failure::new(
-                    Reason::NotMounted,
-                    format!(
-                        "{} is not a mount point; statfs would report the node's root filesystem",
-                        path.display()
-                    ),
-                )),
+                None => Err(not_mounted(&Location::Path(path))),
             },
             Method::LocalPath => match self.statfs_mount(&path).await? {
                 Some(usage) => Ok((usage, Method::Statfs)),

@@ -129,8 +129,9 @@ pub struct VolumeSampler<P = Kube, A = Kube, M = Measurer> {
     published_source: Option<SourceStatus>,
     looked_tx: mpsc::UnboundedSender<Looked>,
     looked_rx: mpsc::UnboundedReceiver<Looked>,
-    measured_tx: mpsc::UnboundedSender<Measured>,
-    measured_rx: mpsc::UnboundedReceiver<Measured>,
+    /// Results come back a batch to a message.
+    measured_tx: mpsc::UnboundedSender<Vec<Measured>>,
+    measured_rx: mpsc::UnboundedReceiver<Vec<Measured>>,
 }
 
 impl VolumeSampler {
@@ -244,7 +245,7 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
             }
             tokio::select! {
                 Some(done) = self.looked_rx.recv() => self.apply_lookup(done, Instant::now()),
-                Some(done) = self.measured_rx.recv() => self.apply_measurement(done, Instant::now()),
+                Some(done) = self.measured_rx.recv() => self.apply_measurements(done, Instant::now()),
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -282,9 +283,9 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
                 Some(done) = self.looked_rx.recv() => self.apply_lookup(done, Instant::now()),
                 Some(done) = self.measured_rx.recv() => {
                     // Results come in bursts: take what is there.
-                    self.apply_measurement(done, Instant::now());
+                    self.apply_measurements(done, Instant::now());
                     while let Ok(done) = self.measured_rx.try_recv() {
-                        self.apply_measurement(done, Instant::now());
+                        self.apply_measurements(done, Instant::now());
                     }
                 }
                 _ = shutdown.changed() => return,
@@ -476,22 +477,59 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
         }
     }
 
+    /// Starts the measurements that are due: the quick ones (a statfs of
+    /// a mount point) as one batch, one task and one message for all of
+    /// them; walks, block devices and searches one task each, so a long walk
+    /// holds up no other result.
     fn start_measurements(&mut self, now: Instant) {
+        let mut quick = Vec::new();
         while self.measures_in_flight < MEASURES_IN_FLIGHT {
             let Some(due) = self.measures.pop_due(now) else {
-                return;
+                break;
             };
             self.measures_in_flight += 1;
+            if due.plan.is_quick() {
+                quick.push(due);
+                continue;
+            }
             let measurer = Arc::clone(&self.measurer);
             let tx = self.measured_tx.clone();
             tokio::spawn(async move {
                 let result = measurer.measure(&due.plan).await;
-                let _ = tx.send(Measured {
+                let _ = tx.send(vec![Measured {
                     key: due.key,
                     ticket: due.ticket,
                     result,
-                });
+                }]);
             });
+        }
+        if quick.is_empty() {
+            return;
+        }
+        let measurer = Arc::clone(&self.measurer);
+        let tx = self.measured_tx.clone();
+        tokio::spawn(async move {
+            let (keys, targets): (Vec<_>, Vec<_>) = quick
+                .into_iter()
+                .map(|due| ((due.key, due.ticket), due.plan))
+                .unzip();
+            let results = measurer.measure_batch(targets).await;
+            let done = keys
+                .into_iter()
+                .zip(results)
+                .map(|((key, ticket), result)| Measured {
+                    key,
+                    ticket,
+                    result,
+                })
+                .collect();
+            let _ = tx.send(done);
+        });
+    }
+
+    fn apply_measurements(&mut self, done: Vec<Measured>, now: Instant) {
+        for one in done {
+            self.apply_measurement(one, now);
         }
     }
 
