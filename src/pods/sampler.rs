@@ -9,7 +9,10 @@
 //! writable layers every 1x-2x `cri_period`; a pod the runtime cannot answer
 //! for (its own answer too large) has no containers, only an error. The loop sleeps until something
 //! is due, a result comes back or the pod watch changes; it never scans every
-//! part on a timer. A scrape only reads the last published table.
+//! part on a timer. The stats due at one wake-up go out as one batch, as the
+//! volume loop's statfs calls do. A scrape only reads the last published
+//! table. Its seams (the pod watch, the runtime, [`PartIo`]) are type
+//! parameters, so `pods/tests.rs` runs it on fakes and a paused clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;

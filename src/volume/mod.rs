@@ -6,9 +6,13 @@
 //! background every `--volume-stats-agg-period`, jittered to between 1x and
 //! 2x the period, and a scrape only reads the table. The loop sleeps until a
 //! lookup or measurement is due, a result comes back, or the pod watch says
-//! something changed; it never scans every volume on a timer. A result
-//! updates its own row in place; the table itself is republished only when
-//! its membership (or the API's health) changes.
+//! something changed; it never scans every volume on a timer. The statfs
+//! calls due at one wake-up go out as one batch (one task, one lane job, one
+//! message back), each still under its own timeout and one in flight per
+//! path; walks go out one task each. A result updates its own row in place;
+//! the table itself is republished only when its membership (or the API's
+//! health) changes. Its seams (the pod watch, the PVC/PV API, the I/O) are
+//! type parameters, so `tests.rs` runs it on fakes and a paused clock.
 
 pub mod measure;
 pub mod plan;
