@@ -17,6 +17,7 @@ use crate::sampler::{Sampler, SamplerConfig};
 use crate::sources::HostRoot;
 use crate::sources::configz::{Configz, ConfigzOptions};
 use crate::sources::cri::{CriClient, CriError, default_endpoint};
+use crate::sources::io::Io;
 use crate::sources::kube::{Kube, client};
 use crate::sources::kubelet_config::{
     DEFAULT_VOLUME_STATS_AGG_PERIOD, Host, KubeletSourceError, ProcessId, Reading, Sources,
@@ -39,6 +40,8 @@ pub enum BuildError {
     Registry(#[from] RegistryError),
     #[error("--path.rootfs {path}: {problem}")]
     Rootfs { path: String, problem: String },
+    #[error("cannot start the walk threads: {0}")]
+    Walkers(#[source] std::io::Error),
 }
 
 pub struct App {
@@ -58,6 +61,9 @@ pub struct App {
     pub pods: Option<PodSampler>,
     /// `--node-name`, for the summary's `node.nodeName`.
     pub node_name: String,
+    /// The process's guarded calls and walk pool, shared by every sampler
+    /// (a sampler built again later takes this one too).
+    pub io: Io,
 }
 
 impl App {
@@ -75,6 +81,11 @@ impl App {
                 problem: e.to_string(),
             })?,
         );
+        let io = Io::new(
+            usize::from(args.volume_stats_walk_workers),
+            usize::from(args.volume_stats_walk_threads),
+        )
+        .map_err(BuildError::Walkers)?;
         let host = Host::new(&args.rootfs, &args.procfs);
         let kubelet_sources = Sources {
             host: host.clone(),
@@ -107,11 +118,13 @@ impl App {
             None
         };
         let volumes = match (&kube, collectors.contains(VOLUME_STATS)) {
-            (Some(kube), true) => volume_sampler(args, &host_root, &settings, kube.clone()),
+            (Some(kube), true) => volume_sampler(args, &host_root, &settings, kube.clone(), &io),
             _ => None,
         };
         let pods = match (&kube, collectors.contains(POD_STORAGE)) {
-            (Some(kube), true) => pod_sampler(args, &host_root, &settings, kube.clone(), &kubelet)?,
+            (Some(kube), true) => {
+                pod_sampler(args, &host_root, &settings, kube.clone(), &kubelet, &io)?
+            }
             _ => None,
         };
         let options = crate::collector::Options {
@@ -128,6 +141,7 @@ impl App {
                 sources: registry.sources(),
             },
             cri,
+            io.guard.clone(),
         );
         Ok(App {
             registry: Arc::new(registry),
@@ -141,6 +155,7 @@ impl App {
             volumes,
             pods,
             node_name: args.node_name.clone().unwrap_or_default(),
+            io,
         })
     }
 }
@@ -289,6 +304,7 @@ fn volume_sampler(
     host: &Arc<HostRoot>,
     settings: &Settings,
     kube: Kube,
+    io: &Io,
 ) -> Option<VolumeSampler> {
     let cfg = VolumeConfig {
         host: Arc::clone(host),
@@ -298,10 +314,8 @@ fn volume_sampler(
         period: settings.volume_stats_agg_period,
         timeout: args.volume_stats_timeout,
         walk_budget: args.volume_stats_walk_timeout,
-        walk_workers: usize::from(args.volume_stats_walk_workers),
-        walk_threads: usize::from(args.volume_stats_walk_threads),
     };
-    match VolumeSampler::new(cfg, kube) {
+    match VolumeSampler::new(cfg, kube, io.clone()) {
         Ok(sampler) => Some(sampler),
         Err(e) => {
             warn!(error = %e, "volume_stats collector failing");
@@ -316,6 +330,7 @@ fn pod_sampler(
     settings: &Settings,
     kube: Kube,
     kubelet: &KubeletConfig,
+    io: &Io,
 ) -> Result<Option<PodSampler>, BuildError> {
     let cfg = PodConfig {
         host: Arc::clone(host),
@@ -325,11 +340,14 @@ fn pod_sampler(
         cri_period: args.sample_interval,
         timeout: args.volume_stats_timeout,
         walk_budget: args.volume_stats_walk_timeout,
-        walk_workers: usize::from(args.volume_stats_walk_workers),
-        walk_threads: usize::from(args.volume_stats_walk_threads),
     };
     Ok(
-        match PodSampler::new(cfg, kube, CriClient::new(&settings.cri_endpoint)?) {
+        match PodSampler::new(
+            cfg,
+            kube,
+            CriClient::new(&settings.cri_endpoint)?,
+            io.clone(),
+        ) {
             Ok(sampler) => Some(sampler),
             Err(e) => {
                 warn!(error = %e, "pod_storage collector failing");

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::kubelet::config::KubeletConfig;
 use crate::model::pod::PodTable;
 use crate::model::{
-    Filesystem, FsUsage, Method, NodeSample, Reading, Reason, Rlimit, Runtime, RuntimeVersion,
-    Snapshot, SourceId, SourceStatus, VolumeError, VolumeMode, VolumeRow, VolumeTable,
+    Failure, Filesystem, FsUsage, Method, NodeSample, Reading, Reason, Rlimit, Runtime,
+    RuntimeVersion, Snapshot, SourceId, SourceStatus, VolumeMode, VolumeRow, VolumeTable,
 };
 
 /// When the fixed snapshot was taken (November 2026).
@@ -189,7 +189,7 @@ fn golden_volumes() -> Vec<Arc<VolumeRow>> {
             "kubernetes.io/nfs",
             VolumeMode::Filesystem,
             Method::Statfs,
-            Err(VolumeError::new(
+            Err(Failure::new(
                 Reason::Timeout,
                 "statfs did not answer within 5s",
             )),
@@ -236,9 +236,7 @@ fn pvc(i: usize) -> Arc<VolumeRow> {
 /// configMap, and one pod whose rootfs the runtime does not report.
 pub fn golden_pods() -> PodTable {
     let at = taken_at();
-    use crate::model::pod::{
-        ContainerRow, EphemeralVolumeRow, Failure, PodRow, Reason as PodReason, Usage, VolumeKind,
-    };
+    use crate::model::pod::{ContainerRow, EphemeralVolumeRow, Failure, PodRow, Usage, VolumeKind};
     let usage = |bytes, inodes| Usage {
         bytes,
         inodes,
@@ -281,7 +279,7 @@ pub fn golden_pods() -> PodTable {
             Arc::new(pod(
                 "web-1",
                 Err(Failure::new(
-                    PodReason::NoCriStats,
+                    Reason::NoCriStats,
                     "the runtime reports no writable layer usage",
                 )),
             )),

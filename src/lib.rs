@@ -4,13 +4,17 @@
 //! Data flows one way:
 //!
 //! - [`model`]: the plain types everyone shares (filesystem figures, source
-//!   statuses, volume rows, the snapshot and the board it is published on);
-//!   it depends on no other module but [`kubelet`]'s settings.
+//!   statuses, why a measurement has no figure, volume rows, the snapshot
+//!   and the board it is published on); it depends on no other module but
+//!   [`kubelet`]'s settings.
 //! - [`sources`]: the I/O: CRI over a unix socket, the Kubernetes API (each
 //!   object decoded into the few fields kubedf uses, including what a pod's
-//!   spec says about its ephemeral storage), statfs (under a timeout, one
-//!   call in flight per path), /proc, kubelet's configuration (its
-//!   `/configz`, its process's command line and files, `--kubelet.config`).
+//!   spec says about its ephemeral storage), statfs, /proc, kubelet's
+//!   configuration (its `/configz`, its process's command line and files,
+//!   `--kubelet.config`). Every blocking call of a measurement is one
+//!   guarded call (`sources::guard`: on the lane, under a timeout, one call
+//!   in flight per path in the process); the guard and the one walk pool are
+//!   built once by the app (`sources::io`) and handed to every sampler.
 //! - [`kubelet`]: what kubelet computes, reproduced: quantities, eviction
 //!   thresholds and their merging, the image GC trigger, its configuration
 //!   merged from flags, the config file and drop-ins as kubelet merges it.
@@ -20,9 +24,12 @@
 //! - [`scheduler`]: the one timer queue for everything measured on its own
 //!   schedule (jitter, one call in flight per key, replans, backoff).
 //! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
-//!   node's running pods.
+//!   node's running pods; the loop takes its pod watch, PVC/PV API and I/O
+//!   as seams (`sources::seams`, `volume::measure::Measure`) and is
+//!   unit-tested on fakes with tokio's paused clock.
 //! - [`pods`]: the pod half: the per-pod refresh loop of the parts kubelet
-//!   counts as local ephemeral storage.
+//!   counts as local ephemeral storage, on the same seams (the runtime and
+//!   `pods::sampler::PartIo` for its I/O) and tested the same way.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
 //! - [`exposition`]: the OpenMetrics and Prometheus text formats, and which

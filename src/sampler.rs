@@ -13,12 +13,12 @@ use tracing::{info, warn};
 
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
-    Filesystem, FsUsage, NodeSample, Rlimit, Runtime, Sampled, SourceId, SourceStatus,
+    Change, Failure, Filesystem, FsUsage, NodeSample, Reason, Rlimit, Runtime, Sampled, SourceId,
+    SourceStatus,
 };
 use crate::sources::HostRoot;
 use crate::sources::cri::{CriClient, ReportedFs};
-use crate::sources::inflight::InFlightSet;
-use crate::sources::lane::{Lane, LaneError};
+use crate::sources::guard::Guard;
 use crate::sources::procfs::read_rlimit;
 use crate::sources::statfs::FsProber;
 
@@ -63,14 +63,14 @@ pub struct Sampler {
     /// `--kubelet.root-dir` resolved inside the host root, once at start-up
     /// (kubelet does not move it while running).
     kubelet_root: Result<PathBuf, String>,
+    /// The process's guarded calls (shared with the volume and pod halves).
+    guard: Guard,
     prober: FsProber,
-    /// The runtime's mountpoints being resolved, one call at a time each.
-    resolving: InFlightSet,
     history: Mutex<BTreeMap<SourceId, History>>,
 }
 
 impl Sampler {
-    pub fn new(cfg: SamplerConfig, cri: CriClient) -> Sampler {
+    pub fn new(cfg: SamplerConfig, cri: CriClient, guard: Guard) -> Sampler {
         let kubelet_root = cfg
             .host
             .resolve(&cfg.kubelet_root_dir)
@@ -79,8 +79,8 @@ impl Sampler {
             cfg,
             cri,
             kubelet_root,
-            prober: FsProber::default(),
-            resolving: InFlightSet::default(),
+            prober: FsProber::new(guard.clone()),
+            guard,
             history: Mutex::new(BTreeMap::new()),
         }
     }
@@ -204,7 +204,7 @@ impl Sampler {
             .prober
             .probe(&local, self.cfg.timeout)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.message)?;
         Ok(Filesystem {
             path: reported.mountpoint.clone(),
             usage: FsUsage {
@@ -221,21 +221,17 @@ impl Sampler {
     /// followed. Off the async runtime and under the sample timeout: a path
     /// lookup can hang on a dead mount like any other call.
     async fn resolve(&self, host: &str) -> Result<PathBuf, String> {
-        let Some(guard) = self.resolving.claim(Path::new(host)) else {
-            return Err(format!(
-                "resolving {host:?} is still hung from an earlier call"
-            ));
-        };
         let root = Arc::clone(&self.cfg.host);
         let owned = host.to_owned();
-        let task = Lane::global().run(self.cfg.timeout, move || {
-            let _guard = guard;
-            root.resolve(&owned)
-        });
-        match task.await {
-            Ok(resolved) => resolved.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("resolving {host:?}: {e}")),
-        }
+        self.guard
+            .call(
+                "resolving host path",
+                Path::new(host),
+                self.cfg.timeout,
+                move |_| root.resolve(&owned).map_err(Into::into),
+            )
+            .await
+            .map_err(|e| e.message)
     }
 
     async fn sample_nodefs(&self) -> (Sampled<Filesystem>, Option<Report>) {
@@ -254,7 +250,7 @@ impl Sampler {
                     usage: reading.usage,
                     device: reading.device,
                 })
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.message),
         };
         let r = report(SourceId::NodeFs, outcome_of(&result), start);
         (Some(result), Some(r))
@@ -265,16 +261,13 @@ impl Sampler {
             return (None, None);
         }
         let start = Instant::now();
-        let procfs = self.cfg.procfs.clone();
-        let task = Lane::global().run(self.cfg.timeout, move || read_rlimit(&procfs));
-        let result = match task.await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(LaneError::Timeout(after)) => Err(format!(
-                "reading {} did not finish within {after:?}",
-                self.cfg.procfs.display(),
-            )),
-            Err(e) => Err(format!("reading {}: {e}", self.cfg.procfs.display())),
-        };
+        let result = self
+            .guard
+            .call("reading", &self.cfg.procfs, self.cfg.timeout, |procfs| {
+                read_rlimit(procfs).map_err(|e| Failure::new(Reason::IoError, e.to_string()))
+            })
+            .await
+            .map_err(|e| e.message);
         let r = report(SourceId::Procfs, outcome_of(&result), start);
         (Some(result), Some(r))
     }
@@ -288,31 +281,40 @@ impl Sampler {
             .map(|r| {
                 let h = history.entry(r.source).or_default();
                 let error = match r.outcome {
-                    Outcome::Ok => {
-                        if let Some(previous) = h.last_error.take() {
-                            info!(source = %r.source, previous_error = %previous, "source recovered");
-                        }
-                        h.last_success = Some(now);
-                        None
+                    Outcome::Ok => None,
+                    Outcome::Failed(message) => Some(message),
+                    // Not read because another source failed: that one was logged.
+                    Outcome::Skipped(message) => {
+                        return status(r.source, r.duration, h.last_success, Some(message));
                     }
-                    Outcome::Failed(message) => {
-                        if h.last_error.as_deref() != Some(message.as_str()) {
-                            warn!(source = %r.source, error = %message, "source failed; its series are left out until it recovers");
-                            h.last_error = Some(message.clone());
-                        }
-                        Some(message)
-                    }
-                    Outcome::Skipped(message) => Some(message),
                 };
-                SourceStatus {
-                    source: r.source,
-                    up: error.is_none(),
-                    last_success: h.last_success,
-                    duration: Some(r.duration),
-                    error,
+                match Change::of(h.last_error.as_ref(), error.as_ref()) {
+                    Change::Failed(e) => warn!(source = %r.source, error = %e, "source failed; its series are left out until it recovers"),
+                    Change::Recovered(was) => info!(source = %r.source, previous_error = %was, "source recovered"),
+                    Change::Unchanged => {}
                 }
+                h.last_error.clone_from(&error);
+                if error.is_none() {
+                    h.last_success = Some(now);
+                }
+                status(r.source, r.duration, h.last_success, error)
             })
             .collect()
+    }
+}
+
+fn status(
+    source: SourceId,
+    duration: Duration,
+    last_success: Option<SystemTime>,
+    error: Option<String>,
+) -> SourceStatus {
+    SourceStatus {
+        source,
+        up: error.is_none(),
+        last_success,
+        duration: Some(duration),
+        error,
     }
 }
 

@@ -5,7 +5,7 @@
 //! serve`'s /metrics and /stats/summary, checked against `du -sxB1`, `find
 //! -xdev` and containerd's own ListContainerStats answer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -18,89 +18,22 @@ const NODE: &str = "node-1";
 const NS: &str = "shop";
 const MIB: u64 = 1 << 20;
 
-/// A node: kubelet root dir, podLogsDir, kubelet config, nested mounts.
-struct Node {
-    dir: tempfile::TempDir,
-    mounts: Vec<Tmpfs>,
-}
-
-impl Node {
-    fn new() -> Node {
-        let node = Node {
-            dir: tempfile::tempdir().expect("tempdir"),
-            mounts: Vec::new(),
-        };
-        std::fs::create_dir_all(node.root()).expect("kubelet root");
-        std::fs::create_dir_all(node.logs()).expect("pod logs dir");
-        std::fs::write(
-            node.config(),
-            format!(
-                "kind: KubeletConfiguration\npodLogsDir: {}\n",
-                node.logs().display()
-            ),
-        )
-        .expect("kubelet config");
-        node
-    }
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("kubelet")
-    }
-    fn logs(&self) -> PathBuf {
-        self.dir.path().join("log-pods")
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("config.yaml")
-    }
-    fn volume(&self, uid: &str, plugin: &str, name: &str) -> PathBuf {
-        let path = self
-            .root()
-            .join("pods")
-            .join(uid)
-            .join("volumes")
-            .join(plugin)
-            .join(name);
-        std::fs::create_dir_all(&path).expect("volume dir");
-        path
-    }
-
-    /// Files of known sizes, a hard link (counted once), a symlink out of the
-    /// tree (counted, not followed) and a nested tmpfs with data in it (not
-    /// counted).
-    fn fill(&mut self, dir: &Path) {
-        std::fs::create_dir_all(dir.join("sub/deeper")).expect("mkdir");
-        std::fs::write(dir.join("a"), vec![1u8; 300_000]).expect("write");
-        std::fs::write(dir.join("sub/b"), vec![2u8; 70_000]).expect("write");
-        std::fs::write(dir.join("sub/deeper/c"), vec![3u8; 5]).expect("write");
-        std::fs::hard_link(dir.join("a"), dir.join("sub/a-again")).expect("hard link");
-        std::os::unix::fs::symlink("/etc", dir.join("escape")).expect("symlink");
-        let nested = dir.join("nested");
-        self.mounts.push(Tmpfs::mount(&nested, 8 * MIB));
-        std::fs::write(nested.join("big"), vec![4u8; 2 * MIB as usize]).expect("write");
-    }
-
-    fn serve(&self, kube: &FakeKube, cri: &str) -> Served {
-        let kubeconfig = self.dir.path().join("kubeconfig");
-        kube.write_kubeconfig(&kubeconfig)
-            .expect("write kubeconfig");
-        kubedf!()
-            .on_node(NODE, &kubeconfig, &self.root(), cri)
-            .kubelet_config(self.config())
-            .serve(&[
-                "--sample-interval",
-                "500ms",
-                "--volume-stats-agg-period",
-                "300ms",
-                "--volume-stats-timeout",
-                "2s",
-            ])
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // Unmount before the temporary dir is removed.
-        self.mounts.clear();
-    }
+/// `kubedf serve` on the node, its pod logs dir from the kubelet config.
+fn serve(node: &TestNode, kube: &FakeKube, cri: &str) -> Served {
+    let kubeconfig = node.dir().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig)
+        .expect("write kubeconfig");
+    kubedf!()
+        .on_node(NODE, &kubeconfig, &node.root(), cri)
+        .kubelet_config(node.config())
+        .serve(&[
+            "--sample-interval",
+            "500ms",
+            "--volume-stats-agg-period",
+            "300ms",
+            "--volume-stats-timeout",
+            "2s",
+        ])
 }
 
 fn pod_with(name: &str, uid: &str, containers: Value, volumes: Vec<Value>) -> Value {
@@ -188,7 +121,7 @@ fn ephemeral_volumes_and_limits_by_kubelets_rules() {
         return;
     }
     let kube = FakeKube::start();
-    let mut node = Node::new();
+    let mut node = TestNode::new();
 
     // A container limit, an emptyDir with a sizeLimit, a configMap; a
     // memory emptyDir and a secret that are not local ephemeral storage.
@@ -243,7 +176,7 @@ fn ephemeral_volumes_and_limits_by_kubelets_rules() {
         vec![fake_kube::emptydir_volume("scratch")],
     ));
 
-    let served = node.serve(&kube, NO_RUNTIME);
+    let served = serve(&node, &kube, NO_RUNTIME);
     let text = served.scrape_until(Duration::from_secs(30), "volumes measured", |t| {
         volume_value(
             t,
@@ -462,8 +395,8 @@ fn real_containers_rootfs_logs_and_kubelets_sum() {
     if !prerequisites(test, need_root_and(CONTAINERD_TOOLS)) {
         return;
     }
-    let mut node = Node::new();
-    let containerd = Containerd::start(&node.dir.path().join("cd"), 256 << 20).expect("containerd");
+    let mut node = TestNode::new();
+    let containerd = Containerd::start(&node.dir().join("cd"), 256 << 20).expect("containerd");
     let cri = Cri::connect(&containerd).expect("CRI");
     let image = containerd
         .import_image(&Image::busybox("writer").expect("busybox image"))
@@ -521,7 +454,7 @@ fn real_containers_rootfs_logs_and_kubelets_sum() {
     std::fs::hard_link(&app.log_path, app_logs.join("0.log.20261201-000000")).expect("link");
     std::os::unix::fs::symlink("/etc", app_logs.join("escape")).expect("symlink");
     let nested = app_logs.join("nested");
-    node.mounts.push(Tmpfs::mount(&nested, 4 * MIB));
+    node.mount(&nested, 4 * MIB);
     std::fs::write(nested.join("big"), vec![1u8; MIB as usize]).expect("write");
     let pod_log_dir = app_logs.parent().expect("pod log dir").to_path_buf();
     std::fs::write(pod_log_dir.join("sandbox.log"), vec![b'l'; 20_000]).expect("write");
@@ -561,7 +494,7 @@ fn real_containers_rootfs_logs_and_kubelets_sum() {
     }
 
     let socket = format!("unix://{}", containerd.socket().display());
-    let served = node.serve(&kube, &socket);
+    let served = serve(&node, &kube, &socket);
     let text = served.scrape_until(Duration::from_secs(60), "the pod's total", |t| {
         pod_value(t, "kubedf_pod_ephemeral_storage_used_bytes", "writer").is_some()
             && container_value(t, "kubedf_container_logs_used_bytes", "writer", "app").is_some()
@@ -741,8 +674,8 @@ fn a_large_pod_spec_blinds_no_other_pod() {
     if !prerequisites(test, need_root_and(CONTAINERD_TOOLS)) {
         return;
     }
-    let node = Node::new();
-    let containerd = Containerd::start(&node.dir.path().join("cd"), 512 << 20).expect("containerd");
+    let node = TestNode::new();
+    let containerd = Containerd::start(&node.dir().join("cd"), 512 << 20).expect("containerd");
     let cri = Cri::connect(&containerd).expect("CRI");
     let image = containerd
         .import_image(&Image::busybox("idle").expect("busybox image"))
@@ -779,7 +712,7 @@ fn a_large_pod_spec_blinds_no_other_pod() {
     assert_eq!(all.len(), 4, "{err}");
 
     let socket = format!("unix://{}", containerd.socket().display());
-    let served = node.serve(&kube, &socket);
+    let served = serve(&node, &kube, &socket);
     let total = |t: &str, pod: &str| pod_value(t, "kubedf_pod_ephemeral_storage_used_bytes", pod);
     let everyone = ["hook-0", "hook-1", "hook-2", "plain"];
     let text = served.scrape_until(Duration::from_secs(60), "every pod's total", |t| {
@@ -858,8 +791,8 @@ fn two_running_containers_of_one_name_are_one_series() {
     if !prerequisites(test, need_root_and(CONTAINERD_TOOLS)) {
         return;
     }
-    let node = Node::new();
-    let containerd = Containerd::start(&node.dir.path().join("cd"), 256 << 20).expect("containerd");
+    let node = TestNode::new();
+    let containerd = Containerd::start(&node.dir().join("cd"), 256 << 20).expect("containerd");
     let cri = Cri::connect(&containerd).expect("CRI");
     let image = containerd
         .import_image(&Image::busybox("overlap").expect("busybox image"))
@@ -930,7 +863,7 @@ fn two_running_containers_of_one_name_are_one_series() {
     assert!(new_bytes < 3 * MIB, "the layers differ: {new_bytes}");
 
     let socket = format!("unix://{}", containerd.socket().display());
-    let served = node.serve(&kube, &socket);
+    let served = serve(&node, &kube, &socket);
     let text = served.scrape_until(Duration::from_secs(60), "the pod's total", |t| {
         samples(t).iter().any(|l| {
             l.name == "kubedf_pod_ephemeral_storage_used_bytes"

@@ -55,14 +55,6 @@ const PASSWORD: &str = "s3cret";
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 const TEXT_ACCEPT: &str = "text/plain;version=0.0.4";
 
-fn csi_mount(root: &Path, uid: &str, pv: &str) -> PathBuf {
-    root.join("pods")
-        .join(uid)
-        .join("volumes/kubernetes.io~csi")
-        .join(pv)
-        .join("mount")
-}
-
 fn claim_series(text: &str, claim: &str) -> bool {
     value(
         text,
@@ -239,7 +231,7 @@ fn add_pod(kube: &FakeKube, root: &Path, n: usize) -> Pod {
     let claim = format!("data-{n}");
     let pv = format!("pv-{n}");
     let uid = fake_kube::fake_uid(&name);
-    let mount = Tmpfs::mount(&csi_mount(root, &uid, &pv), 4 << 20);
+    let mount = Tmpfs::mount(&csi_mount_path(root, &uid, &pv), 4 << 20);
     let pvc = fake_kube::pvc(NS, &claim, Some(&pv), "Bound");
     kube.put_pv(fake_kube::bind_pv(
         fake_kube::pv_csi(
@@ -341,7 +333,7 @@ fn add_bad_inputs(kube: &FakeKube, root: &Path, round: usize) -> BadInputs {
         kube.put_pv(pv_obj);
         kube.put_pvc(pvc);
         if capacity.is_string() {
-            mount = Some(Tmpfs::mount(&csi_mount(root, &uid, &pv), 4 << 20));
+            mount = Some(Tmpfs::mount(&csi_mount_path(root, &uid, &pv), 4 << 20));
         }
         claims.push(claim);
     }

@@ -13,81 +13,6 @@ use testkit::*;
 const NODE: &str = "node-1";
 const NS: &str = "shop";
 
-/// A node's kubelet root dir with the mounts tests make in it.
-struct Node {
-    dir: tempfile::TempDir,
-    mounts: Vec<Tmpfs>,
-    loops: Vec<String>,
-}
-
-impl Node {
-    fn new() -> Node {
-        Node {
-            dir: tempfile::tempdir().expect("tempdir"),
-            mounts: Vec::new(),
-            loops: Vec::new(),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("kubelet")
-    }
-
-    fn csi_mount(&self, pod_uid: &str, pv: &str) -> PathBuf {
-        self.root()
-            .join("pods")
-            .join(pod_uid)
-            .join("volumes/kubernetes.io~csi")
-            .join(pv)
-            .join("mount")
-    }
-
-    /// Mounts a tmpfs of `bytes` at the CSI mount path and writes `used` bytes into it.
-    fn mount_csi(&mut self, pod_uid: &str, pv: &str, bytes: u64, used: usize) -> PathBuf {
-        let path = self.csi_mount(pod_uid, pv);
-        self.mounts.push(Tmpfs::mount(&path, bytes));
-        std::fs::write(path.join("data"), vec![1u8; used]).expect("write into volume");
-        path
-    }
-
-    /// A loop device of `bytes`, linked where kubelet publishes a CSI block volume.
-    fn block_device(&mut self, pod_uid: &str, pv: &str, bytes: u64) -> String {
-        let image = self.dir.path().join(format!("{pv}.img"));
-        let file = std::fs::File::create(&image).expect("create image");
-        file.set_len(bytes).expect("size image");
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(&image)
-            .output()
-            .expect("losetup");
-        assert!(
-            out.status.success(),
-            "losetup: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        self.loops.push(device.clone());
-        let link = self
-            .root()
-            .join("pods")
-            .join(pod_uid)
-            .join("volumeDevices/kubernetes.io~csi")
-            .join(pv);
-        std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
-        std::os::unix::fs::symlink(&device, &link).expect("symlink device");
-        device
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.mounts.clear();
-        for device in &self.loops {
-            let _ = Command::new("losetup").args(["-d", device]).status();
-        }
-    }
-}
-
 fn running_pod(name: &str, volumes: Vec<Value>) -> (String, Value) {
     let uid = fake_kube::fake_uid(name);
     let pod = fake_kube::pod(NS, name, &uid, NODE, "Running", volumes);
@@ -102,8 +27,8 @@ fn bound(kube: &FakeKube, claim: &str, pv: Value) {
     kube.put_pvc(pvc);
 }
 
-fn serve(kube: &FakeKube, node: &Node, extra: &[&str]) -> Served {
-    let kubeconfig = node.dir.path().join("kubeconfig");
+fn serve(kube: &FakeKube, node: &TestNode, extra: &[&str]) -> Served {
+    let kubeconfig = node.dir().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig)
         .expect("write kubeconfig");
     let args = [
@@ -157,7 +82,7 @@ fn every_pvc_of_running_pods_under_kubelets_names() {
         return;
     }
     let kube = FakeKube::start();
-    let mut node = Node::new();
+    let mut node = TestNode::new();
 
     // Two pods share one CSI PVC: one series set, the first pod's.
     let (uid_a, pod_a) = running_pod(
@@ -222,7 +147,7 @@ fn every_pvc_of_running_pods_under_kubelets_names() {
     );
     std::fs::create_dir_all(node.csi_mount(&uid_n, "pv-nm")).expect("mkdir");
     // A hostPath-backed PV (local-path-provisioner): walked.
-    let host_dir = node.dir.path().join("local-path/pv-hp");
+    let host_dir = node.dir().join("local-path/pv-hp");
     for d in 0..20 {
         let sub = host_dir.join(format!("d{d}"));
         std::fs::create_dir_all(&sub).expect("mkdir");
@@ -238,7 +163,7 @@ fn every_pvc_of_running_pods_under_kubelets_names() {
         fake_kube::pv_host_path("pv-hp", host_dir.to_str().expect("utf-8"), "1Gi"),
     );
     // A local PV that is a plain directory (walked) and one that is a mount (statfs).
-    let local_dir = node.dir.path().join("disks/plain");
+    let local_dir = node.dir().join("disks/plain");
     std::fs::create_dir_all(&local_dir).expect("mkdir");
     std::fs::write(local_dir.join("x"), vec![3u8; 70_000]).expect("write");
     let (_, pod_l) = running_pod(
@@ -250,8 +175,8 @@ fn every_pvc_of_running_pods_under_kubelets_names() {
         "local-plain",
         fake_kube::pv_local("pv-lp", local_dir.to_str().expect("utf-8"), "512Mi"),
     );
-    let local_mount = node.dir.path().join("disks/ssd1");
-    node.mounts.push(Tmpfs::mount(&local_mount, 16 << 20));
+    let local_mount = node.dir().join("disks/ssd1");
+    node.mount(&local_mount, 16 << 20);
     std::fs::write(local_mount.join("x"), vec![4u8; 2 << 20]).expect("write");
     let (_, pod_m) = running_pod(
         "local-mounted",
@@ -517,7 +442,7 @@ fn metrics_and_df_measure_volumes_once() {
         return;
     }
     let kube = FakeKube::start();
-    let mut node = Node::new();
+    let mut node = TestNode::new();
     let (uid, pod) = running_pod("one-shot", vec![fake_kube::pvc_volume("d", "once")]);
     bound(
         &kube,
@@ -526,7 +451,7 @@ fn metrics_and_df_measure_volumes_once() {
     );
     let path = node.mount_csi(&uid, "pv-once", 16 << 20, 3 << 20);
     kube.put_pod(pod);
-    let kubeconfig = node.dir.path().join("kubeconfig");
+    let kubeconfig = node.dir().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig).expect("kubeconfig");
     let root = node.root().display().to_string();
     let args = |cmd: &'static str| {
@@ -554,7 +479,7 @@ fn metrics_and_df_measure_volumes_once() {
     promtool_check(&text).unwrap();
 
     // A walk that runs out of its budget reports nothing and says why.
-    let tree = node.dir.path().join("local-path/big");
+    let tree = node.dir().join("local-path/big");
     for d in 0..5 {
         std::fs::create_dir_all(tree.join(format!("d{d}"))).expect("mkdir");
     }
@@ -668,7 +593,7 @@ fn a_hung_mount_never_slows_a_scrape() {
         hangfs_bin().display()
     );
     let kube = FakeKube::start();
-    let mut node = Node::new();
+    let mut node = TestNode::new();
     let (uid, pod) = running_pod(
         "nfs-client",
         vec![

@@ -4,6 +4,8 @@
 //! depend on it and never on each other.
 //!
 //! - [`source`]: the sources kubedf reads and how each one fared.
+//! - [`failure`]: why a measurement has no figure: one reason vocabulary
+//!   for both error families.
 //! - [`fs`]: a filesystem's figures, computed as kubelet does.
 //! - [`node`]: the container runtime and process limits.
 //! - [`pod`]: the pod half: a pod's storage spec and the per-pod table.
@@ -11,6 +13,7 @@
 //! - [`snapshot`]: what scrapes read: one part per writer, published on a
 //!   [`Board`].
 
+pub mod failure;
 pub mod fs;
 pub mod node;
 pub mod pod;
@@ -18,11 +21,11 @@ pub mod snapshot;
 pub mod source;
 pub mod volume;
 
+pub use failure::{Change, Failure, Reason};
 pub use fs::{Filesystem, FsUsage};
 pub use node::{Rlimit, Runtime, RuntimeVersion};
 pub use snapshot::{Board, NodeSample, Snapshot};
 pub use source::{Sampled, SourceId, SourceStatus};
 pub use volume::{
-    ClaimRef, Method, PodVolumes, PvInfo, PvSource, Reading, Reason, VolumeError, VolumeMode,
-    VolumeRow, VolumeTable,
+    ClaimRef, Method, PodVolumes, PvInfo, PvSource, Reading, VolumeMode, VolumeRow, VolumeTable,
 };

@@ -75,53 +75,7 @@ pub struct Usage {
     pub time: SystemTime,
 }
 
-/// Why a part of a pod has no figure, as the `reason` label says it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// The directory or file is not there (yet).
-    NotFound,
-    /// The du-method walk failed on an entry (permissions, I/O).
-    WalkFailed,
-    /// The walk ran out of `--volume-stats-walk-timeout`.
-    BudgetExceeded,
-    /// The walk did not answer in time (a hung filesystem).
-    Timeout,
-    /// The runtime did not answer ListContainers / ListContainerStats.
-    CriUnavailable,
-    /// The runtime listed the container but reported no writable layer.
-    NoCriStats,
-    /// A path from the API or the config could not be used.
-    BadPath,
-}
-
-impl Reason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::NotFound => "not_found",
-            Reason::WalkFailed => "walk_failed",
-            Reason::BudgetExceeded => "budget_exceeded",
-            Reason::Timeout => "timeout",
-            Reason::CriUnavailable => "cri_unavailable",
-            Reason::NoCriStats => "no_cri_stats",
-            Reason::BadPath => "bad_path",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(reason: Reason, message: impl Into<String>) -> Failure {
-        Failure {
-            reason,
-            message: message.into(),
-        }
-    }
-}
+pub use super::failure::{Failure, Reason};
 
 /// A figure, why there is none, or `None` until the first measurement ends.
 pub type Measured = Option<Result<Usage, Failure>>;
@@ -376,9 +330,9 @@ pub(crate) mod tests {
         let mut r = row();
         r.volumes[0].usage = None;
         assert_eq!(r.ephemeral_storage(), None);
-        r.volumes[0].usage = Some(Err(Failure::new(Reason::BudgetExceeded, "walk")));
+        r.volumes[0].usage = Some(Err(Failure::new(Reason::WalkBudgetExceeded, "walk")));
         let e = r.ephemeral_storage().unwrap().unwrap_err();
-        assert_eq!(e.reason, Reason::BudgetExceeded);
+        assert_eq!(e.reason, Reason::WalkBudgetExceeded);
         assert_eq!(r.failures().len(), 1);
         assert_eq!(r.failures()[0].1, "cache");
         let mut r = row();

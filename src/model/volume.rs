@@ -1,9 +1,9 @@
-//! PVC volumes: the pods' claims, the PVs behind them, why a volume has no
-//! figures, and the table of rows the volume sampler publishes.
+//! PVC volumes: the pods' claims, the PVs behind them, and the table of rows the volume sampler publishes.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::failure::Failure;
 use super::fs::FsUsage;
 use super::source::SourceStatus;
 
@@ -119,84 +119,13 @@ impl fmt::Display for Method {
     }
 }
 
-/// Why a PVC has no figures; the `reason` label of `kubedf_volume_stats_error`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// A filesystem call did not answer in time (or is still hung from before).
-    Timeout,
-    /// The volume directory is not a mount point: statfs would report the
-    /// node's root filesystem.
-    NotMounted,
-    /// The volume's directory or device does not exist (yet).
-    NotFound,
-    /// The usage walk ran out of its time budget.
-    WalkBudgetExceeded,
-    /// The PVC does not exist.
-    PvcNotFound,
-    /// The PVC is not bound to a PV.
-    PvcUnbound,
-    /// The PV the PVC is bound to does not exist.
-    PvNotFound,
-    /// The PV names a path kubedf refuses (relative, or a symlink loop).
-    BadPath,
-    /// The Kubernetes API did not answer.
-    ApiError,
-    /// Any other I/O error.
-    IoError,
-}
-
-impl Reason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::Timeout => "timeout",
-            Reason::NotMounted => "not_mounted",
-            Reason::NotFound => "not_found",
-            Reason::WalkBudgetExceeded => "walk_budget_exceeded",
-            Reason::PvcNotFound => "pvc_not_found",
-            Reason::PvcUnbound => "pvc_unbound",
-            Reason::PvNotFound => "pv_not_found",
-            Reason::BadPath => "bad_path",
-            Reason::ApiError => "api_error",
-            Reason::IoError => "io_error",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A reason with the message that explains it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VolumeError {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl VolumeError {
-    pub fn new(reason: Reason, message: impl Into<String>) -> VolumeError {
-        VolumeError {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for VolumeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason, self.message)
-    }
-}
-
 /// A volume's latest figures and how they were taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reading {
     /// How it was last measured (statfs, walk or block).
     pub method: Option<Method>,
     /// `None` until the first measurement finishes.
-    pub stats: Option<Result<FsUsage, VolumeError>>,
+    pub stats: Option<Result<FsUsage, Failure>>,
 }
 
 /// One PVC of the node. Who it is (the labels) is fixed for the row's life;

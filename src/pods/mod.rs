@@ -9,3 +9,6 @@
 //! - [`sampler`]: the per-pod refresh loop (I/O: CRI, du-method walks).
 
 pub mod sampler;
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,10 @@
 //! writable layers every 1x-2x `cri_period`; a pod the runtime cannot answer
 //! for (its own answer too large) has no containers, only an error. The loop sleeps until something
 //! is due, a result comes back or the pod watch changes; it never scans every
-//! part on a timer. A scrape only reads the last published table.
+//! part on a timer. The stats due at one wake-up go out as one batch, as the
+//! volume loop's statfs calls do. A scrape only reads the last published
+//! table. Its seams (the pod watch, the runtime, [`PartIo`]) are type
+//! parameters, so `pods/tests.rs` runs it on fakes and a paused clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -23,19 +26,20 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::model::PodVolumes;
 use crate::model::SourceStatus;
 use crate::model::pod::{
     ContainerRow, EphemeralVolumeRow, Failure, Measured, PodRow, PodTable, Reason, Usage,
 };
 use crate::model::snapshot::SnapshotHandle;
+use crate::model::{Change, PodVolumes};
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::HostRoot;
 use crate::sources::cri::{CriClient, RunningContainer, RuntimeContainers};
-use crate::sources::inflight::InFlightSet;
+use crate::sources::guard::Guard;
+use crate::sources::io::Io;
 use crate::sources::kube::Kube;
-use crate::sources::lane::{Lane, LaneError};
-use crate::sources::walk::{PoolError, WalkError, WalkPool};
+use crate::sources::seams::{ContainerRuntime, PodSource};
+use crate::sources::walk::PoolError;
 
 #[derive(Clone, Debug)]
 pub struct PodConfig {
@@ -54,8 +58,6 @@ pub struct PodConfig {
     pub timeout: Duration,
     /// Time budget of one walk.
     pub walk_budget: Duration,
-    pub walk_workers: usize,
-    pub walk_threads: usize,
 }
 
 /// The first retry of a failed walk (a directory not there yet); doubled up
@@ -103,20 +105,117 @@ type Containers = HashMap<String, Result<Vec<RunningContainer>, Failure>>;
 struct Done {
     key: Key,
     ticket: Ticket,
-    /// `None`: an earlier walk of the path is still running; keep the last figure.
-    result: Option<Result<Usage, Failure>>,
+    result: Result<Usage, Failure>,
 }
 
-pub struct PodSampler {
+/// How a part of a pod is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartKind {
+    /// A du-method walk of a directory (a container's logs, a volume).
+    Walk,
+    /// The du of the files directly in a directory (the pod's log files).
+    Files,
+    /// The du of one file (etc-hosts).
+    File,
+}
+
+/// The I/O seam of the pod loop: one measurement of one part.
+pub trait PartIo: Send + Sync + 'static {
+    fn measure(
+        &self,
+        kind: PartKind,
+        path: PathBuf,
+    ) -> impl std::future::Future<Output = Result<Usage, Failure>> + Send;
+
+    /// Several stats ([`PartKind::Files`], [`PartKind::File`]) due at one
+    /// wake-up, answered in order. By default each on its own.
+    fn measure_batch(
+        &self,
+        parts: Vec<(PartKind, PathBuf)>,
+    ) -> impl std::future::Future<Output = Vec<Result<Usage, Failure>>> + Send {
+        async move {
+            futures::future::join_all(parts.into_iter().map(|(k, p)| self.measure(k, p))).await
+        }
+    }
+}
+
+/// The real I/O: walks on the process's walk pool within the walk budget,
+/// stats as guarded calls.
+pub struct PodIo {
+    pub io: Io,
+    pub walk_budget: Duration,
+    pub timeout: Duration,
+}
+
+impl PartIo for PodIo {
+    fn measure(
+        &self,
+        kind: PartKind,
+        path: PathBuf,
+    ) -> impl std::future::Future<Output = Result<Usage, Failure>> + Send {
+        let (io, budget, timeout) = (self.io.clone(), self.walk_budget, self.timeout);
+        async move {
+            match kind {
+                PartKind::Walk => walked(io.walkers.walk(&path, budget, timeout).await),
+                PartKind::Files => stat_files(&io.guard, &path, true, timeout).await,
+                PartKind::File => stat_files(&io.guard, &path, false, timeout).await,
+            }
+        }
+    }
+
+    /// The stats as guarded batches, one per kind of call: one lane job
+    /// each, the per-path timeout and one-in-flight rule kept.
+    async fn measure_batch(&self, parts: Vec<(PartKind, PathBuf)>) -> Vec<Result<Usage, Failure>> {
+        let mut answers: Vec<Option<Result<Usage, Failure>>> = vec![None; parts.len()];
+        let mut by_kind: [(PartKind, Vec<usize>, Vec<PathBuf>); 2] = [
+            (PartKind::Files, Vec::new(), Vec::new()),
+            (PartKind::File, Vec::new(), Vec::new()),
+        ];
+        let mut walks = Vec::new();
+        for (i, (kind, path)) in parts.into_iter().enumerate() {
+            match by_kind.iter_mut().find(|(k, ..)| *k == kind) {
+                Some((_, idx, paths)) => {
+                    idx.push(i);
+                    paths.push(path);
+                }
+                None => walks.push((i, kind, path)),
+            }
+        }
+        let [(_, files_idx, files), (_, file_idx, file)] = by_kind;
+        let (files, file) = tokio::join!(
+            stat_batch(&self.io.guard, files, true, self.timeout),
+            stat_batch(&self.io.guard, file, false, self.timeout),
+        );
+        for (i, r) in files_idx
+            .into_iter()
+            .zip(files)
+            .chain(file_idx.into_iter().zip(file))
+        {
+            answers[i] = Some(r);
+        }
+        for (i, kind, path) in walks {
+            answers[i] = Some(self.measure(kind, path).await);
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.unwrap_or_else(|| Err(Failure::new(Reason::IoError, "a part was not measured")))
+            })
+            .collect()
+    }
+}
+
+/// The pod loop. Its seams: `P`, the node's pods (the pod watch); `R`, the
+/// container runtime; `M`, the parts' I/O. The defaults are the real ones;
+/// the unit tests hand in fakes.
+pub struct PodSampler<P = Kube, R = CriClient, M = PodIo> {
     cfg: PodConfig,
-    kube: Kube,
+    source: P,
     events: watch::Receiver<u64>,
-    cri: Arc<CriClient>,
+    cri: R,
     kubelet_root: PathBuf,
     logs_root: PathBuf,
-    walkers: Arc<WalkPool>,
-    /// Files being stat'ed, one at a time per path.
-    stating: Arc<InFlightSet>,
+    io: Arc<M>,
     /// By uid, kept sorted by namespace and name (the table's order), so a
     /// publication walks them in order without a lookup each.
     entries: IndexMap<String, Entry>,
@@ -134,12 +233,13 @@ pub struct PodSampler {
     dirty: bool,
     published_at: Option<Instant>,
     published_source: Option<SourceStatus>,
-    tx: mpsc::UnboundedSender<Done>,
-    rx: mpsc::UnboundedReceiver<Done>,
+    /// Results come back a batch to a message.
+    tx: mpsc::UnboundedSender<Vec<Done>>,
+    rx: mpsc::UnboundedReceiver<Vec<Done>>,
 }
 
 impl PodSampler {
-    pub fn new(cfg: PodConfig, kube: Kube, cri: CriClient) -> Result<PodSampler, String> {
+    pub fn new(cfg: PodConfig, kube: Kube, cri: CriClient, io: Io) -> Result<PodSampler, String> {
         // Both resolved once, at start-up: kubelet does not move them while
         // running. A log dir that does not exist yet keeps its path as
         // written below its last existing directory.
@@ -151,8 +251,31 @@ impl PodSampler {
             .host
             .resolve(&cfg.pod_logs_dir)
             .map_err(|e| format!("kubelet config podLogsDir: {e}"))?;
-        let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
-            .map_err(|e| format!("cannot start walk threads: {e}"))?;
+        let part_io = PodIo {
+            io,
+            walk_budget: cfg.walk_budget,
+            timeout: cfg.timeout,
+        };
+        Ok(PodSampler::with_seams(
+            cfg,
+            (kubelet_root, logs_root),
+            kube,
+            cri,
+            part_io,
+        ))
+    }
+}
+
+impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
+    /// The loop on the given seams; `(kubelet root, pod logs dir)` already
+    /// resolved.
+    pub fn with_seams(
+        cfg: PodConfig,
+        (kubelet_root, logs_root): (PathBuf, PathBuf),
+        source: P,
+        cri: R,
+        io: M,
+    ) -> PodSampler<P, R, M> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut cri_calls = Scheduler::new(Policy {
             period: cfg.cri_period,
@@ -165,15 +288,14 @@ impl PodSampler {
             retry: WALK_RETRY.min(cfg.period),
             max_retry: cfg.period,
         });
-        Ok(PodSampler {
-            events: kube.subscribe(),
+        PodSampler {
+            events: source.subscribe(),
             cfg,
-            kube,
-            cri: Arc::new(cri),
+            source,
+            cri,
             kubelet_root,
             logs_root,
-            walkers: Arc::new(walkers),
-            stating: Arc::default(),
+            io: Arc::new(io),
             entries: IndexMap::new(),
             containers: None,
             per_pod: false,
@@ -186,12 +308,12 @@ impl PodSampler {
             published_source: None,
             tx,
             rx,
-        })
+        }
     }
 
     /// The Kubernetes API as a source.
     fn source(&self) -> SourceStatus {
-        self.kube.source_status()
+        self.source.source_status()
     }
 
     /// The table as it stands: the rows of pods that changed are built
@@ -217,7 +339,7 @@ impl PodSampler {
 
     /// Measures every pod once (for `kubedf metrics` and `kubedf df`).
     pub async fn sample_once(&mut self) -> PodTable {
-        if !self.kube.wait_synced(self.cfg.timeout).await {
+        if !self.source.wait_synced(self.cfg.timeout).await {
             warn!(
                 "the pod list did not arrive within {:?}; reporting no pods",
                 self.cfg.timeout
@@ -230,7 +352,7 @@ impl PodSampler {
         while self.in_flight > 0 {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(done)) => {
-                    self.apply(done, Instant::now());
+                    self.apply_all(done, Instant::now());
                     self.start_due(Instant::now());
                 }
                 _ => break,
@@ -263,9 +385,9 @@ impl PodSampler {
                 }
                 Some(done) = self.rx.recv() => {
                     // Results come in bursts: take what is there.
-                    self.apply(done, Instant::now());
+                    self.apply_all(done, Instant::now());
                     while let Ok(done) = self.rx.try_recv() {
-                        self.apply(done, Instant::now());
+                        self.apply_all(done, Instant::now());
                     }
                 }
                 _ = shutdown.changed() => return,
@@ -305,7 +427,7 @@ impl PodSampler {
                 .running_containers(self.cfg.timeout)
                 .await
                 .map(|r| self.by_pod(r))
-                .map_err(|e| Failure::new(Reason::CriUnavailable, e.to_string()));
+                .map_err(|e| Failure::new(Reason::CriUnavailable, e));
             let outcome = if answer.is_ok() {
                 Outcome::Done
             } else {
@@ -313,12 +435,13 @@ impl PodSampler {
             };
             self.cri_calls
                 .finish(&due.key, due.ticket, outcome, Instant::now());
-            match (&self.containers, &answer) {
-                (Some(Ok(_)) | None, Err(e)) => {
+            let before = self.containers.as_ref().and_then(|c| c.as_ref().err());
+            match Change::of(before, answer.as_ref().err()) {
+                Change::Failed(e) => {
                     warn!(error = %e.message, "container runtime failed; pods' rootfs and logs are not reported")
                 }
-                (Some(Err(_)), Ok(_)) => info!("container runtime answers again"),
-                _ => {}
+                Change::Recovered(_) => info!("container runtime answers again"),
+                Change::Unchanged => {}
             }
             if let Ok(new) = &answer {
                 self.log_pod_failures(new);
@@ -339,7 +462,7 @@ impl PodSampler {
                 resync = true;
             }
         }
-        let version = self.kube.version();
+        let version = self.source.version();
         if self.pods_version != Some(version) {
             self.pods_version = Some(version);
             resync = true;
@@ -357,7 +480,12 @@ impl PodSampler {
     /// be formed is reported as such and not planned.
     fn sync(&mut self, now: Instant) {
         self.dirty = true;
-        let pods: Vec<PodVolumes> = self.kube.pods().into_iter().filter(|p| p.running).collect();
+        let pods: Vec<PodVolumes> = self
+            .source
+            .pods()
+            .into_iter()
+            .filter(|p| p.running)
+            .collect();
         let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         self.entries.retain(|uid, _| wanted.contains(uid.as_str()));
         self.walks.retain(|(uid, _)| wanted.contains(uid.as_str()));
@@ -433,53 +561,70 @@ impl PodSampler {
         parts
     }
 
+    /// Starts the parts that are due: the stats (the pod's log files,
+    /// etc-hosts) as one batch, one task and one message for all of them;
+    /// the walks one task each, so a long walk holds up no other result.
     fn start_due(&mut self, now: Instant) {
+        let mut stats = Vec::new();
         while self.in_flight < IN_FLIGHT {
             let Some(due) = self.walks.pop_due(now) else {
-                return;
+                break;
             };
             self.in_flight += 1;
-            let tx = self.tx.clone();
             let (key, ticket, path) = (due.key, due.ticket, due.plan);
-            match &key.1 {
-                Part::Logs(_) | Part::Volume(_) => {
-                    let walkers = Arc::clone(&self.walkers);
-                    let (budget, grace) = (self.cfg.walk_budget, self.cfg.timeout);
-                    tokio::spawn(async move {
-                        let result = walked(walkers.walk(&path, budget, grace).await);
-                        let _ = tx.send(Done {
-                            key,
-                            ticket,
-                            result,
-                        });
-                    });
-                }
-                Part::PodLogs | Part::EtcHosts => {
-                    let files_only = matches!(key.1, Part::PodLogs);
-                    let stating = Arc::clone(&self.stating);
-                    let timeout = self.cfg.timeout;
-                    tokio::spawn(async move {
-                        let result = stat_files(stating, path, files_only, timeout).await;
-                        let _ = tx.send(Done {
-                            key,
-                            ticket,
-                            result,
-                        });
-                    });
-                }
+            let kind = match &key.1 {
+                Part::Logs(_) | Part::Volume(_) => PartKind::Walk,
+                Part::PodLogs => PartKind::Files,
+                Part::EtcHosts => PartKind::File,
+            };
+            if kind != PartKind::Walk {
+                stats.push((key, ticket, kind, path));
+                continue;
             }
+            let (io, tx) = (Arc::clone(&self.io), self.tx.clone());
+            tokio::spawn(async move {
+                let result = io.measure(kind, path).await;
+                let _ = tx.send(vec![Done {
+                    key,
+                    ticket,
+                    result,
+                }]);
+            });
         }
+        if stats.is_empty() {
+            return;
+        }
+        let (io, tx) = (Arc::clone(&self.io), self.tx.clone());
+        tokio::spawn(async move {
+            let (keys, parts): (Vec<_>, Vec<_>) = stats
+                .into_iter()
+                .map(|(key, ticket, kind, path)| ((key, ticket), (kind, path)))
+                .unzip();
+            let results = io.measure_batch(parts).await;
+            let done = keys
+                .into_iter()
+                .zip(results)
+                .map(|((key, ticket), result)| Done {
+                    key,
+                    ticket,
+                    result,
+                })
+                .collect();
+            let _ = tx.send(done);
+        });
     }
 
     /// The runtime's answer by pod, logging when it starts or stops being
     /// asked pod by pod.
     fn by_pod(&mut self, answer: RuntimeContainers) -> Containers {
-        match (&answer.per_pod_because, self.per_pod) {
-            (Some(why), false) => {
+        let why = answer.per_pod_because.as_ref().map(|_| ());
+        match Change::of(self.per_pod.then_some(&()), why.as_ref()) {
+            Change::Failed(()) => {
+                let why = answer.per_pod_because.as_deref().unwrap_or_default();
                 warn!(error = %why, "the runtime's node-wide answer is too large; asking it pod by pod")
             }
-            (None, true) => info!("the runtime's node-wide answer fits again"),
-            _ => {}
+            Change::Recovered(()) => info!("the runtime's node-wide answer fits again"),
+            Change::Unchanged => {}
         }
         self.per_pod = answer.per_pod_because.is_some();
         group_by_pod(answer)
@@ -504,13 +649,15 @@ impl PodSampler {
                 .get(uid)
                 .map(|e| format!("{}/{}", e.pod.namespace, e.pod.name))
                 .unwrap_or_else(|| uid.clone());
-            match (failed(old, uid), failed(Some(new), uid)) {
-                (before, Some(e)) if before.as_ref() != Some(&e) => warn!(
+            let (before, now) = (failed(old, uid), failed(Some(new), uid));
+            match Change::of(before.as_ref(), now.as_ref()) {
+                Change::Failed(e) => warn!(
                     pod = %pod,
                     error = %e.message,
                     "the runtime cannot tell this pod's containers; its rootfs and logs are not reported"
                 ),
-                (Some(_), None) if new.contains_key(uid) => {
+                // A pod that is gone has not recovered.
+                Change::Recovered(_) if new.contains_key(uid) => {
                     info!(pod = %pod, "the runtime tells this pod's containers again")
                 }
                 _ => {}
@@ -518,18 +665,22 @@ impl PodSampler {
         }
     }
 
+    fn apply_all(&mut self, done: Vec<Done>, now: Instant) {
+        for one in done {
+            self.apply(one, now);
+        }
+    }
+
     fn apply(&mut self, done: Done, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let outcome = match &done.result {
-            Some(Err(_)) => Outcome::Failed,
-            _ => Outcome::Done,
+            Err(_) => Outcome::Failed,
+            Ok(_) => Outcome::Done,
         };
         if !self.walks.finish(&done.key, done.ticket, outcome, now) {
             return;
         }
-        let Some(result) = done.result else {
-            return;
-        };
+        let result = done.result;
         let (uid, part) = &done.key;
         let Some(entry) = self.entries.get_mut(uid) else {
             return;
@@ -537,10 +688,15 @@ impl PodSampler {
         let Some(slot) = entry.results.get_mut(part) else {
             return;
         };
-        if let Err(e) = &result
-            && slot.as_ref().and_then(|r| r.as_ref().err()) != Some(e)
-        {
-            warn!(pod = %uid, error = %e.message, "cannot measure a part of a pod");
+        let before = slot.as_ref().and_then(|r| r.as_ref().err());
+        match Change::of(before, result.as_ref().err()) {
+            Change::Failed(e) => {
+                warn!(pod = %uid, reason = %e.reason, error = %e.message, "cannot measure a part of a pod")
+            }
+            Change::Recovered(was) => {
+                info!(pod = %uid, previous_error = %was, "a part of a pod is measurable again")
+            }
+            Change::Unchanged => {}
         }
         if slot.as_ref() != Some(&result) {
             *slot = Some(result);
@@ -674,73 +830,82 @@ fn join(dir: PathBuf, name: &str) -> Result<PathBuf, Failure> {
     Ok(dir.join(name))
 }
 
-fn walked(
-    result: Result<crate::sources::walk::DirUsage, PoolError>,
-) -> Option<Result<Usage, Failure>> {
-    match result {
-        Ok(u) => Some(Ok(Usage {
-            bytes: u.bytes,
-            inodes: u.inodes,
-            time: SystemTime::now(),
-        })),
-        Err(PoolError::StillRunning(_)) => None,
-        Err(e) => {
-            let reason = match (&e, e.walk_error()) {
-                (_, Some(WalkError::Root { source, .. }))
-                    if source.kind() == io::ErrorKind::NotFound =>
-                {
-                    Reason::NotFound
-                }
-                (_, Some(WalkError::BudgetExceeded { .. })) => Reason::BudgetExceeded,
-                (PoolError::Timeout { .. }, _) => Reason::Timeout,
-                _ => Reason::WalkFailed,
-            };
-            Some(Err(Failure::new(reason, e.to_string())))
-        }
-    }
+/// A walk's outcome as a part's figure. A walk still running from an
+/// earlier period is a hung filesystem, reported as `timeout` (the volume
+/// half's policy), not hidden behind the last figure.
+fn walked(result: Result<crate::sources::walk::DirUsage, PoolError>) -> Result<Usage, Failure> {
+    let u = result?;
+    Ok(Usage {
+        bytes: u.bytes,
+        inodes: u.inodes,
+        time: SystemTime::now(),
+    })
 }
 
 /// The du of single files, as kubelet's du of each file: etc-hosts (a
 /// missing file adds nothing), or the regular entries directly in the pod's
 /// log dir (subdirectories are containers' log dirs, measured on their own;
-/// a missing dir adds nothing). Off the runtime, under a timeout, one stat
-/// pass in flight per path.
+/// a missing dir adds nothing). A guarded call.
 async fn stat_files(
-    stating: Arc<InFlightSet>,
-    path: PathBuf,
+    guard: &Guard,
+    path: &Path,
     files_only: bool,
     timeout: Duration,
-) -> Option<Result<Usage, Failure>> {
-    let guard = stating.claim(&path)?;
-    let shown = path.clone();
-    let task = Lane::global().run(timeout, move || {
-        let _guard = guard;
-        if files_only {
-            dir_files(&path)
-        } else {
-            one_file(&path)
-        }
-    });
-    let result = match task.await {
-        Ok(Ok(u)) => Ok(Usage {
-            bytes: u.0,
-            inodes: u.1,
-            time: SystemTime::now(),
-        }),
-        Ok(Err(e)) => Err(Failure::new(
-            Reason::WalkFailed,
-            format!("{}: {e}", shown.display()),
-        )),
-        Err(LaneError::Timeout(after)) => Err(Failure::new(
-            Reason::Timeout,
-            format!("{} did not answer within {after:?}", shown.display()),
-        )),
-        Err(e) => Err(Failure::new(
-            Reason::WalkFailed,
-            format!("{}: {e}", shown.display()),
-        )),
+) -> Result<Usage, Failure> {
+    let counted = guard
+        .call(stat_kind(files_only), path, timeout, move |p| {
+            count(p, files_only)
+        })
+        .await?;
+    Ok(counted_usage(counted))
+}
+
+/// [`stat_files`] of several paths of one kind, as one guarded batch.
+async fn stat_batch(
+    guard: &Guard,
+    paths: Vec<PathBuf>,
+    files_only: bool,
+    timeout: Duration,
+) -> Vec<Result<Usage, Failure>> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
+    let calls = paths
+        .into_iter()
+        .map(|p| (p, move |p: &Path| count(p, files_only)))
+        .collect();
+    guard
+        .call_batch(stat_kind(files_only), calls, timeout)
+        .await
+        .into_iter()
+        .map(|r| r.map(counted_usage))
+        .collect()
+}
+
+fn stat_kind(files_only: bool) -> &'static str {
+    if files_only {
+        "listing the files of"
+    } else {
+        "stat"
+    }
+}
+
+/// Blocking: (bytes, inodes) of the files directly in `path`, or of `path`.
+fn count(path: &Path, files_only: bool) -> Result<(u64, u64), Failure> {
+    let counted = if files_only {
+        dir_files(path)
+    } else {
+        one_file(path)
     };
-    Some(result)
+    counted.map_err(|e| Failure::new(Reason::of_io(&e), format!("{}: {e}", path.display())))
+}
+
+fn counted_usage((bytes, inodes): (u64, u64)) -> Usage {
+    Usage {
+        bytes,
+        inodes,
+        time: SystemTime::now(),
+    }
 }
 
 fn one_file(path: &Path) -> io::Result<(u64, u64)> {
@@ -792,6 +957,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_walk_still_running_is_a_timeout_as_for_volumes_not_the_last_figure() {
+        let hung = walked(Err(PoolError::StillRunning(PathBuf::from("/pods/u/v"))));
+        let e = hung.unwrap_err();
+        assert_eq!(e.reason, Reason::Timeout);
+        assert!(e.message.contains("/pods/u/v"), "{e}");
+        let budget = walked(Err(PoolError::Walk(Arc::new(
+            crate::sources::walk::WalkError::BudgetExceeded {
+                path: PathBuf::from("/pods/u/v"),
+                budget: Duration::from_secs(60),
+                inodes: 7,
+            },
+        ))));
+        assert_eq!(budget.unwrap_err().reason, Reason::WalkBudgetExceeded);
+    }
+
+    #[tokio::test]
+    async fn a_missing_etc_hosts_adds_nothing_and_a_denied_read_is_an_io_error() {
+        let guard = Guard::on_global_lane();
+        let dir = tempfile::tempdir().unwrap();
+        let t = Duration::from_secs(5);
+        let gone = stat_files(&guard, &dir.path().join("etc-hosts"), false, t).await;
+        assert_eq!(gone.map(|u| (u.bytes, u.inodes)), Ok((0, 0)));
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"x").unwrap();
+        let e = stat_files(&guard, &not_a_dir, true, t).await.unwrap_err();
+        assert_eq!(e.reason, Reason::IoError);
+        assert!(e.message.contains(&not_a_dir.display().to_string()), "{e}");
     }
 
     #[test]

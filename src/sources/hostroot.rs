@@ -76,6 +76,19 @@ pub enum HostPathError {
     },
 }
 
+impl From<HostPathError> for crate::model::Failure {
+    /// A failed read of the host root is `io_error`; a path kubedf refuses
+    /// (relative, too long, a loop, outside the root) is `bad_path`.
+    fn from(e: HostPathError) -> crate::model::Failure {
+        use crate::model::Reason;
+        let reason = match e {
+            HostPathError::Io { .. } | HostPathError::Root { .. } => Reason::IoError,
+            _ => Reason::BadPath,
+        };
+        crate::model::Failure::new(reason, e.to_string())
+    }
+}
+
 /// The host's root filesystem (`--path.rootfs`), opened once.
 #[derive(Debug)]
 pub struct HostRoot {

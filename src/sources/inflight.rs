@@ -2,66 +2,18 @@
 //! NFS mount) holds its path until it returns, however late, and further
 //! calls for that path are refused instead of piling up blocked threads.
 //!
-//! [`InFlightSet`] only refuses a second call. [`Flights`] lets callers that
-//! arrive while a call is still within its time *join* it and share its
-//! answer: two PVCs whose PVs name one directory (`D` and `D/./`) are one
-//! measurement, and the second is never told the path is hung because the
-//! first is busy with it.
+//! [`Flights`] lets callers that arrive while a call is still within its
+//! time *join* it and share its answer: two PVCs whose PVs name one
+//! directory (`D` and `D/./`) are one measurement, and the second is never
+//! told the path is hung because the first is busy with it. Every guarded
+//! call goes through it by way of [`super::guard::Guard`] or the walk pool.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::Hash;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-
-#[derive(Clone, Debug, Default)]
-pub struct InFlightSet {
-    set: Arc<Mutex<HashSet<PathBuf>>>,
-}
-
-/// Holds a path in the set until dropped; move it into the blocking call.
-#[derive(Debug)]
-pub struct InFlight {
-    set: Arc<Mutex<HashSet<PathBuf>>>,
-    path: PathBuf,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.path);
-    }
-}
-
-impl InFlightSet {
-    /// Claims `path`, or returns None while an earlier call still holds it.
-    pub fn claim(&self, path: &Path) -> Option<InFlight> {
-        let fresh = self
-            .set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(path.to_path_buf());
-        fresh.then(|| InFlight {
-            set: Arc::clone(&self.set),
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// Calls in flight, one per key (a path, or a path and a kind of call),
 /// whose answers every caller that joined them receives. `R` is the call's
@@ -207,6 +159,14 @@ impl<K: Eq + Hash, R> Drop for Pilot<K, R> {
 }
 
 impl<R> Passenger<R> {
+    /// The call's outcome, however long it takes (the caller bounds it).
+    pub async fn answered(&mut self) -> Result<Arc<R>, Unanswered> {
+        match self.answer.wait_for(Option::is_some).await {
+            Ok(outcome) => (*outcome).clone().ok_or(Unanswered::Abandoned),
+            Err(_) => Err(Unanswered::Abandoned),
+        }
+    }
+
     /// The call's outcome, waiting at most `timeout` for it.
     pub async fn wait(mut self, timeout: Duration) -> Result<Arc<R>, Unanswered> {
         let answered = tokio::time::timeout(timeout, self.answer.wait_for(Option::is_some)).await;
@@ -220,16 +180,7 @@ impl<R> Passenger<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_claim_per_path_until_dropped() {
-        let set = InFlightSet::default();
-        let a = set.claim(Path::new("/a")).unwrap();
-        assert!(set.claim(Path::new("/a")).is_none());
-        let _b = set.claim(Path::new("/b")).unwrap();
-        drop(a);
-        assert!(set.claim(Path::new("/a")).is_some());
-    }
+    use std::path::PathBuf;
 
     #[tokio::test]
     async fn callers_within_the_time_share_one_call() {

@@ -141,6 +141,16 @@ impl Lane {
         }
     }
 
+    /// Queues `job` without waiting for it. A job that hangs holds its
+    /// thread; calls queued behind it are taken by another thread only when
+    /// someone waits on the lane ([`Lane::run`]) or submits again.
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) -> Result<(), LaneError> {
+        self.submit(Box::new(move || {
+            // A panic must not take the lane thread with it.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+        }))
+    }
+
     fn submit(&self, job: Job) -> Result<(), LaneError> {
         let mut state = self.shared.lock();
         state.queue.push_back(job);

@@ -7,14 +7,17 @@
 pub mod block;
 pub mod configz;
 pub mod cri;
+pub mod guard;
 pub mod hostroot;
 pub mod inflight;
+pub mod io;
 pub mod kube;
 pub mod kubelet_config;
 pub mod lane;
 pub mod mounts;
 pub mod pod_spec;
 pub mod procfs;
+pub mod seams;
 pub mod statfs;
 pub mod walk;
 

@@ -1,7 +1,7 @@
 //! statfs of a filesystem, turned into kubelet's figures, run off the async
-//! runtime (on the measurement [`Lane`]) under a timeout with at most one
-//! call in flight per path: a hung mount (dead NFS) costs one blocked
-//! thread, not one per sample.
+//! runtime as a guarded call ([`Guard`]: under a timeout, at most one call in
+//! flight per path in the process): a hung mount (dead NFS) costs one
+//! blocked thread, not one per sample.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,9 +10,8 @@ use nix::sys::stat::stat;
 use nix::sys::statvfs::statvfs;
 use thiserror::Error;
 
-use super::inflight::{Flights, Joined, Unanswered};
-use super::lane::{Lane, LaneError};
-use crate::model::FsUsage;
+use super::guard::Guard;
+use crate::model::{Failure, FsUsage, Reason};
 
 /// One statfs reading, with the device the path is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,12 +27,6 @@ pub enum FsError {
         path: PathBuf,
         errno: nix::errno::Errno,
     },
-    #[error("statfs {path} did not answer within {after:?}")]
-    Timeout { path: PathBuf, after: Duration },
-    #[error("statfs {path} is still hung from an earlier call")]
-    StillHung { path: PathBuf },
-    #[error("statfs {path} failed: {message}")]
-    Task { path: PathBuf, message: String },
     #[error("statx {path}: {errno}")]
     Statx {
         path: PathBuf,
@@ -73,6 +66,14 @@ pub fn mount_root(path: &Path) -> Result<MountRoot, FsError> {
     }
 }
 
+/// Blocking: statfs of `path` only if statx says it is a mount root.
+fn probe_mount_now(path: &Path) -> Result<(MountRoot, Option<FsReading>), Failure> {
+    match mount_root(path)? {
+        MountRoot::Yes => Ok((MountRoot::Yes, Some(read_fs(path)?))),
+        other => Ok((other, None)),
+    }
+}
+
 /// Blocking statfs + stat of `path`.
 pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
     let err = |errno| FsError::Statfs {
@@ -96,38 +97,41 @@ pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
     Ok(FsReading { usage, device })
 }
 
-/// Runs statfs calls on the measurement lane, each under a timeout, never
-/// more than one of each kind at a time for the same path. A caller that
-/// arrives while the call for its path is younger than its timeout shares
-/// that call's answer (two PVCs on one directory); only a call older than
-/// the timeout makes the path [`FsError::StillHung`].
-#[derive(Clone, Debug, Default)]
+/// statfs and statx through the process's [`Guard`]: on the measurement
+/// lane, each under a timeout, never more than one of each kind at a time
+/// for the same path (a caller that arrives while the call for its path is
+/// younger than its timeout shares that call's answer: two PVCs on one
+/// directory). Cloning shares the calls in flight.
+#[derive(Clone, Debug)]
 pub struct FsProber {
-    in_flight: Flights<(PathBuf, Probe), Result<Probed, FsError>>,
+    guard: Guard,
 }
 
-/// The kinds of guarded call; each has its own flight per path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Probe {
-    Statfs,
-    MountThenStatfs,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Probed {
-    Fs(FsReading),
-    Mount(MountRoot, Option<FsReading>),
+impl From<FsError> for Failure {
+    /// A missing path is `not_found`; any other statfs/statx error `io_error`.
+    fn from(e: FsError) -> Failure {
+        let reason = match &e {
+            FsError::Statfs { errno, .. } if *errno == nix::errno::Errno::ENOENT => {
+                Reason::NotFound
+            }
+            FsError::Statx { errno, .. } if *errno == rustix::io::Errno::NOENT => Reason::NotFound,
+            _ => Reason::IoError,
+        };
+        Failure::new(reason, e.to_string())
+    }
 }
 
 impl FsProber {
-    pub async fn probe(&self, path: &Path, timeout: Duration) -> Result<FsReading, FsError> {
-        match self
-            .guarded(path, timeout, Probe::Statfs, |p| read_fs(p).map(Probed::Fs))
-            .await?
-        {
-            Probed::Fs(reading) => Ok(reading),
-            Probed::Mount(..) => unreachable!("a statfs flight answers with a reading"),
-        }
+    pub fn new(guard: Guard) -> FsProber {
+        FsProber { guard }
+    }
+
+    pub async fn probe(&self, path: &Path, timeout: Duration) -> Result<FsReading, Failure> {
+        self.guard
+            .call("statfs", path, timeout, |p| {
+                read_fs(p).map_err(Failure::from)
+            })
+            .await
     }
 
     /// statfs of `path` only when statx says it is the root of a mount, in
@@ -138,81 +142,28 @@ impl FsProber {
         &self,
         path: &Path,
         timeout: Duration,
-    ) -> Result<(MountRoot, Option<FsReading>), FsError> {
-        let probed = self
-            .guarded(
-                path,
-                timeout,
-                Probe::MountThenStatfs,
-                |p| match mount_root(p)? {
-                    MountRoot::Yes => Ok(Probed::Mount(MountRoot::Yes, Some(read_fs(p)?))),
-                    other => Ok(Probed::Mount(other, None)),
-                },
-            )
-            .await?;
-        match probed {
-            Probed::Mount(root, reading) => Ok((root, reading)),
-            Probed::Fs(_) => unreachable!("a mount flight answers with a mount root"),
-        }
+    ) -> Result<(MountRoot, Option<FsReading>), Failure> {
+        self.guard
+            .call("statx and statfs", path, timeout, probe_mount_now)
+            .await
     }
 
-    async fn guarded(
+    /// [`FsProber::probe_mount`] of several paths as one batch (one job on
+    /// the lane, the same per-path timeout and one-in-flight rule).
+    pub async fn probe_mounts(
         &self,
-        path: &Path,
+        paths: Vec<PathBuf>,
         timeout: Duration,
-        kind: Probe,
-        call: fn(&Path) -> Result<Probed, FsError>,
-    ) -> Result<Probed, FsError> {
-        let passenger = match self.in_flight.join(&(path.to_path_buf(), kind), timeout) {
-            Joined::Hung(_) => {
-                return Err(FsError::StillHung {
-                    path: path.to_path_buf(),
-                });
-            }
-            Joined::Follow(passenger) => passenger,
-            Joined::Lead(pilot, _) => {
-                let owned = path.to_path_buf();
-                // The pilot travels with the call: a call that outlives its
-                // caller keeps the path claimed until it returns; one the
-                // lane never runs frees it at once.
-                let answer = Lane::global()
-                    .run(timeout, move || {
-                        let outcome = call(&owned);
-                        pilot.land(outcome.clone());
-                        outcome
-                    })
-                    .await;
-                return match answer {
-                    Ok(outcome) => outcome,
-                    Err(LaneError::Timeout(after)) => Err(FsError::Timeout {
-                        path: path.to_path_buf(),
-                        after,
-                    }),
-                    Err(e) => Err(FsError::Task {
-                        path: path.to_path_buf(),
-                        message: e.to_string(),
-                    }),
-                };
-            }
-        };
-        match passenger.wait(timeout).await {
-            Ok(outcome) => (*outcome).clone(),
-            Err(Unanswered::Timeout) => Err(FsError::Timeout {
-                path: path.to_path_buf(),
-                after: timeout,
-            }),
-            Err(Unanswered::Abandoned) => Err(FsError::Task {
-                path: path.to_path_buf(),
-                message:
-                    "the call was dropped without an answer (it panicked, or the lane stopped)"
-                        .to_owned(),
-            }),
-        }
+    ) -> Vec<Result<(MountRoot, Option<FsReading>), Failure>> {
+        let calls = paths.into_iter().map(|p| (p, probe_mount_now)).collect();
+        self.guard
+            .call_batch("statx and statfs", calls, timeout)
+            .await
     }
 
-    /// Paths whose statfs has not returned yet.
+    /// Paths whose call has not returned yet.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.guard.in_flight()
     }
 }
 
@@ -222,7 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_path_is_an_error_naming_it() {
-        let err = FsProber::default()
+        let err = FsProber::new(Guard::on_global_lane())
             .probe(
                 Path::new("/nonexistent/kubedf-test"),
                 Duration::from_secs(5),
@@ -237,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_mount_roots_are_statfsed() {
-        let prober = FsProber::default();
+        let prober = FsProber::new(Guard::on_global_lane());
         let t = Duration::from_secs(5);
         let (root, reading) = prober.probe_mount(Path::new("/proc"), t).await.unwrap();
         assert_eq!(root, MountRoot::Yes, "/proc is a mount root on Linux 5.8+");
@@ -259,7 +210,7 @@ mod tests {
 
     #[tokio::test]
     async fn probing_twice_leaves_nothing_in_flight() {
-        let prober = FsProber::default();
+        let prober = FsProber::new(Guard::on_global_lane());
         let dir = tempfile::tempdir().unwrap();
         prober
             .probe(dir.path(), Duration::from_secs(5))
@@ -276,7 +227,7 @@ mod tests {
     async fn concurrent_probes_of_one_path_share_one_answer() {
         // Two PVCs whose PVs name one directory are probed at once; the
         // second must not be told the path is hung.
-        let prober = FsProber::default();
+        let prober = FsProber::new(Guard::on_global_lane());
         let dir = tempfile::tempdir().unwrap();
         let t = Duration::from_secs(5);
         let probes = (0..8).map(|_| prober.probe(dir.path(), t));

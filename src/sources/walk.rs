@@ -44,6 +44,7 @@ use rustix::io::Errno;
 use thiserror::Error;
 
 use super::inflight::{Flights, Joined, Pilot, Unanswered};
+use crate::model::{Failure, Reason};
 
 /// What a walk found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -925,6 +926,24 @@ impl PoolError {
             PoolError::Walk(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<PoolError> for Failure {
+    /// The one mapping of a walk's outcome to a reason, for volumes and pods
+    /// alike: a walk still running from an earlier period is hung, as one
+    /// that did not answer in time is.
+    fn from(e: PoolError) -> Failure {
+        let reason = match &e {
+            PoolError::Walk(w) => match &**w {
+                WalkError::BudgetExceeded { .. } => Reason::WalkBudgetExceeded,
+                WalkError::Root { source, .. } => Reason::of_io(source),
+                _ => Reason::IoError,
+            },
+            PoolError::Timeout { .. } | PoolError::StillRunning(_) => Reason::Timeout,
+            PoolError::Stopped => Reason::IoError,
+        };
+        Failure::new(reason, e.to_string())
     }
 }
 

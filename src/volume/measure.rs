@@ -9,13 +9,72 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::plan::{Location, Target, walked_usage};
-use crate::model::{FsUsage, Method, Reason, VolumeError};
+use crate::model::{Failure, FsUsage, Method, Reason};
 use crate::sources::block::device_size;
-use crate::sources::inflight::InFlightSet;
-use crate::sources::lane::{Lane, LaneError};
+use crate::sources::io::Io;
 use crate::sources::mounts::mount_points;
-use crate::sources::statfs::{FsError, FsProber, MountRoot};
-use crate::sources::walk::{PoolError, WalkError, WalkPool};
+use crate::sources::statfs::{FsProber, MountRoot};
+
+/// How a planned volume is measured: the I/O seam of the volume loop.
+pub trait Measure: Send + Sync + 'static {
+    fn measure(
+        &self,
+        target: &Target,
+    ) -> impl std::future::Future<Output = Result<(FsUsage, Method), Failure>> + Send;
+
+    /// Several quick measurements (see [`Target::is_quick`]) due at one
+    /// wake-up, answered in order. By default each on its own.
+    fn measure_batch(
+        &self,
+        targets: Vec<Target>,
+    ) -> impl std::future::Future<Output = Vec<Result<(FsUsage, Method), Failure>>> + Send {
+        async move { futures::future::join_all(targets.iter().map(|t| self.measure(t))).await }
+    }
+}
+
+impl Measure for Measurer {
+    fn measure(
+        &self,
+        target: &Target,
+    ) -> impl std::future::Future<Output = Result<(FsUsage, Method), Failure>> + Send {
+        Measurer::measure(self, target)
+    }
+
+    /// The statx+statfs of every mounted volume as one guarded batch; a
+    /// kernel that does not say whether a path is a mount root (before
+    /// 5.8) falls back to the mount table, one target at a time.
+    async fn measure_batch(&self, targets: Vec<Target>) -> Vec<Result<(FsUsage, Method), Failure>> {
+        let paths = targets
+            .iter()
+            .map(|t| match &t.location {
+                Location::Path(p) => p.clone(),
+                Location::AnyPlugin { dir, pv } => dir.join(pv),
+            })
+            .collect();
+        let probed = self.prober.probe_mounts(paths, self.timeout).await;
+        let mut out = Vec::with_capacity(targets.len());
+        for (target, probed) in targets.iter().zip(probed) {
+            out.push(match probed {
+                Ok((MountRoot::Yes, Some(reading))) => Ok((reading.usage, Method::Statfs)),
+                Ok((MountRoot::Unknown, _)) => self.measure(target).await,
+                Ok(_) => Err(not_mounted(&target.location)),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+}
+
+fn not_mounted(location: &Location) -> Failure {
+    let path = match location {
+        Location::Path(p) => p.display().to_string(),
+        Location::AnyPlugin { dir, pv } => format!("{}/*/{pv}", dir.display()),
+    };
+    Failure::new(
+        Reason::NotMounted,
+        format!("{path} is not a mount point; statfs would report the node's root filesystem"),
+    )
+}
 
 /// The I/O of one measurement, shared by the spawned tasks.
 pub struct Measurer {
@@ -23,37 +82,20 @@ pub struct Measurer {
     pub sysfs: PathBuf,
     pub timeout: Duration,
     pub walk_budget: Duration,
+    /// The process's guarded calls and walk pool.
+    pub io: Io,
     pub prober: FsProber,
-    pub walkers: WalkPool,
-    /// Block devices being read, one read at a time per device.
-    pub reading: InFlightSet,
     /// The mount table, for kernels whose statx does not say.
-    pub mounts: tokio::sync::Mutex<MountTable>,
-}
-
-fn fs_error(e: FsError) -> VolumeError {
-    let reason = match &e {
-        FsError::Timeout { .. } | FsError::StillHung { .. } => Reason::Timeout,
-        FsError::Statfs { errno, .. } if *errno == nix::errno::Errno::ENOENT => Reason::NotFound,
-        FsError::Statx { errno, .. } if *errno == rustix::io::Errno::NOENT => Reason::NotFound,
-        _ => Reason::IoError,
-    };
-    VolumeError::new(reason, e.to_string())
+    pub mounts: MountTable,
 }
 
 impl Measurer {
-    pub async fn measure(&self, target: &Target) -> Result<(FsUsage, Method), VolumeError> {
+    pub async fn measure(&self, target: &Target) -> Result<(FsUsage, Method), Failure> {
         let path = self.locate(&target.location).await?;
         match target.method {
             Method::Statfs => match self.statfs_mount(&path).await? {
                 Some(usage) => Ok((usage, Method::Statfs)),
-                None => Err(VolumeError::new(
-                    Reason::NotMounted,
-                    format!(
-                        "{} is not a mount point; statfs would report the node's root filesystem",
-                        path.display()
-                    ),
-                )),
+                None => Err(not_mounted(&Location::Path(path))),
             },
             Method::LocalPath => match self.statfs_mount(&path).await? {
                 Some(usage) => Ok((usage, Method::Statfs)),
@@ -67,24 +109,13 @@ impl Measurer {
     /// statfs of `path` if it is a mount point, else None. statx answers
     /// in the same guarded call as the statfs; only on kernels before 5.8
     /// is the mount table read (and kept for a second).
-    async fn statfs_mount(&self, path: &Path) -> Result<Option<FsUsage>, VolumeError> {
-        let (root, reading) = self
-            .prober
-            .probe_mount(path, self.timeout)
-            .await
-            .map_err(fs_error)?;
+    async fn statfs_mount(&self, path: &Path) -> Result<Option<FsUsage>, Failure> {
+        let (root, reading) = self.prober.probe_mount(path, self.timeout).await?;
         match root {
             MountRoot::Yes => Ok(reading.map(|r| r.usage)),
             MountRoot::No => Ok(None),
             MountRoot::Unknown => {
-                let mounts = self
-                    .mounts
-                    .lock()
-                    .await
-                    .get()
-                    .await
-                    .map_err(|e| VolumeError::new(Reason::IoError, e))?;
-                if mounts.contains(path) {
+                if self.mounts.get(&self.io).await?.contains(path) {
                     Ok(Some(self.statfs(path).await?))
                 } else {
                     Ok(None)
@@ -93,82 +124,35 @@ impl Measurer {
         }
     }
 
-    async fn statfs(&self, path: &Path) -> Result<FsUsage, VolumeError> {
-        self.prober
-            .probe(path, self.timeout)
-            .await
-            .map(|r| r.usage)
-            .map_err(fs_error)
+    async fn statfs(&self, path: &Path) -> Result<FsUsage, Failure> {
+        Ok(self.prober.probe(path, self.timeout).await?.usage)
     }
 
-    async fn walk(&self, path: &Path, declared: Option<i64>) -> Result<FsUsage, VolumeError> {
+    async fn walk(&self, path: &Path, declared: Option<i64>) -> Result<FsUsage, Failure> {
         let usage = self
+            .io
             .walkers
             .walk(path, self.walk_budget, self.timeout)
-            .await
-            .map_err(|e| {
-                let reason = match (&e, e.walk_error()) {
-                    (_, Some(WalkError::BudgetExceeded { .. })) => Reason::WalkBudgetExceeded,
-                    (_, Some(WalkError::Root { source, .. }))
-                        if source.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        Reason::NotFound
-                    }
-                    (PoolError::Timeout { .. } | PoolError::StillRunning(_), _) => Reason::Timeout,
-                    _ => Reason::IoError,
-                };
-                VolumeError::new(reason, e.to_string())
-            })?;
+            .await?;
         let fs = self.statfs(path).await?;
         Ok(walked_usage(declared, usage.bytes, usage.inodes, &fs))
     }
 
-    async fn block(&self, path: &Path) -> Result<FsUsage, VolumeError> {
+    async fn block(&self, path: &Path) -> Result<FsUsage, Failure> {
         let rootfs = self.rootfs.clone();
         let sysfs = self.sysfs.clone();
-        let owned = path.to_path_buf();
-        let Some(guard) = self.reading.claim(path) else {
-            return Err(VolumeError::new(
-                Reason::Timeout,
-                format!(
-                    "block device {} is still hung from an earlier read",
-                    path.display()
-                ),
-            ));
-        };
-        let task = Lane::global().run(self.timeout, move || {
-            let _guard = guard;
-            device_size(&rootfs, &sysfs, &owned)
-        });
-        let size = match task.await {
-            Ok(Ok(size)) => size,
-            Ok(Err(e)) => {
-                let reason = if e.kind() == std::io::ErrorKind::NotFound {
-                    Reason::NotFound
-                } else {
-                    Reason::IoError
-                };
-                return Err(VolumeError::new(
-                    reason,
-                    format!("block device {}: {e}", path.display()),
-                ));
-            }
-            Err(LaneError::Timeout(after)) => {
-                return Err(VolumeError::new(
-                    Reason::Timeout,
-                    format!(
-                        "block device {} did not answer within {after:?}",
-                        path.display(),
-                    ),
-                ));
-            }
-            Err(e) => {
-                return Err(VolumeError::new(
-                    Reason::IoError,
-                    format!("block device {}: {e}", path.display()),
-                ));
-            }
-        };
+        let size = self
+            .io
+            .guard
+            .call("reading block device", path, self.timeout, move |p| {
+                device_size(&rootfs, &sysfs, p).map_err(|e| {
+                    Failure::new(
+                        Reason::of_io(&e),
+                        format!("block device {}: {e}", p.display()),
+                    )
+                })
+            })
+            .await?;
         // kubelet reports only the capacity of a block volume.
         Ok(FsUsage {
             capacity_bytes: size,
@@ -177,47 +161,48 @@ impl Measurer {
     }
 
     /// The volume's path: given, or found as `dir/<plugin>/<pv>`.
-    async fn locate(&self, location: &Location) -> Result<PathBuf, VolumeError> {
+    async fn locate(&self, location: &Location) -> Result<PathBuf, Failure> {
         let (dir, pv) = match location {
             Location::Path(p) => return Ok(p.clone()),
             Location::AnyPlugin { dir, pv } => (dir.clone(), pv.clone()),
         };
-        let shown = dir.display().to_string();
-        let search =
-            Lane::global().run(self.timeout, move || -> std::io::Result<Option<PathBuf>> {
-                // Only directory listings of kubelet's own (local) directories:
-                // the volume itself is never stat'ed here, since on a dead NFS
-                // mount that would hang outside the one-call-per-path guard.
-                for plugin in std::fs::read_dir(&dir)? {
-                    let plugin = plugin?.path();
-                    let Ok(entries) = std::fs::read_dir(&plugin) else {
-                        continue;
+        // Keyed by `dir/<pv>`: listings for two PVs under one dir are two calls.
+        let key = dir.join(&pv);
+        self.io
+            .guard
+            .call(
+                "listing the plugin dirs of",
+                &key,
+                self.timeout,
+                move |_| {
+                    let failed = |e: std::io::Error| {
+                        Failure::new(Reason::of_io(&e), format!("{}: {e}", dir.display()))
                     };
-                    if entries
-                        .filter_map(Result::ok)
-                        .any(|e| e.file_name() == pv.as_str())
-                    {
-                        return Ok(Some(plugin.join(&pv)));
+                    // Only directory listings of kubelet's own (local) directories:
+                    // the volume itself is never stat'ed here, since on a dead NFS
+                    // mount that would hang outside the one-call-per-path guard.
+                    for plugin in std::fs::read_dir(&dir).map_err(failed)? {
+                        let plugin = plugin.map_err(failed)?.path();
+                        let Ok(entries) = std::fs::read_dir(&plugin) else {
+                            continue;
+                        };
+                        if entries
+                            .filter_map(Result::ok)
+                            .any(|e| e.file_name() == pv.as_str())
+                        {
+                            return Ok(plugin.join(&pv));
+                        }
                     }
-                }
-                Ok(None)
-            });
-        match search.await {
-            Ok(Ok(Some(path))) => Ok(path),
-            Ok(Ok(None)) => Err(VolumeError::new(
-                Reason::NotFound,
-                format!("no plugin directory under {shown} holds the volume"),
-            )),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(VolumeError::new(Reason::NotFound, format!("{shown}: {e}")))
-            }
-            Ok(Err(e)) => Err(VolumeError::new(Reason::IoError, format!("{shown}: {e}"))),
-            Err(LaneError::Timeout(_)) => Err(VolumeError::new(
-                Reason::Timeout,
-                format!("listing {shown} timed out"),
-            )),
-            Err(e) => Err(VolumeError::new(Reason::IoError, format!("{shown}: {e}"))),
-        }
+                    Err(Failure::new(
+                        Reason::NotFound,
+                        format!(
+                            "no plugin directory under {} holds the volume",
+                            dir.display()
+                        ),
+                    ))
+                },
+            )
+            .await
     }
 }
 
@@ -227,7 +212,7 @@ impl Measurer {
 pub struct MountTable {
     procfs: PathBuf,
     timeout: Duration,
-    cached: Option<(tokio::time::Instant, Arc<HashSet<PathBuf>>)>,
+    cached: std::sync::Mutex<Option<(tokio::time::Instant, Arc<HashSet<PathBuf>>)>>,
 }
 
 /// How long the mount table is trusted.
@@ -238,25 +223,41 @@ impl MountTable {
         MountTable {
             procfs,
             timeout,
-            cached: None,
+            cached: std::sync::Mutex::new(None),
         }
     }
 
-    pub async fn get(&mut self) -> Result<Arc<HashSet<PathBuf>>, String> {
-        if let Some((at, mounts)) = &self.cached
+    pub async fn get(&self, io: &Io) -> Result<Arc<HashSet<PathBuf>>, Failure> {
+        let cached = |c: &Self| {
+            c.cached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
+        if let Some((at, mounts)) = cached(self)
             && at.elapsed() < MOUNTS_TTL
         {
-            return Ok(Arc::clone(mounts));
+            return Ok(mounts);
         }
-        let procfs = self.procfs.clone();
-        let read = Lane::global().run(self.timeout, move || mount_points(&procfs));
-        let mounts = match read.await {
-            Ok(Ok(m)) => Arc::new(m),
-            Ok(Err(e)) => return Err(e),
-            Err(LaneError::Timeout(_)) => return Err("reading the mount table timed out".into()),
-            Err(e) => return Err(format!("reading the mount table: {e}")),
-        };
-        self.cached = Some((tokio::time::Instant::now(), Arc::clone(&mounts)));
+        // Callers that arrive together share one read (the guard joins them).
+        let mounts = io
+            .guard
+            .call(
+                "reading the mount table",
+                &self.procfs,
+                self.timeout,
+                |procfs| {
+                    mount_points(procfs)
+                        .map(Arc::new)
+                        .map_err(|e| Failure::new(Reason::IoError, e))
+                },
+            )
+            .await?;
+        *self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((tokio::time::Instant::now(), Arc::clone(&mounts)));
         Ok(mounts)
     }
 }

@@ -6,15 +6,19 @@
 //! background every `--volume-stats-agg-period`, jittered to between 1x and
 //! 2x the period, and a scrape only reads the table. The loop sleeps until a
 //! lookup or measurement is due, a result comes back, or the pod watch says
-//! something changed; it never scans every volume on a timer. A result
-//! updates its own row in place; the table itself is republished only when
-//! its membership (or the API's health) changes.
+//! something changed; it never scans every volume on a timer. The statfs
+//! calls due at one wake-up go out as one batch (one task, one lane job, one
+//! message back), each still under its own timeout and one in flight per
+//! path; walks go out one task each. A result updates its own row in place;
+//! the table itself is republished only when its membership (or the API's
+//! health) changes. Its seams (the pod watch, the PVC/PV API, the I/O) are
+//! type parameters, so `tests.rs` runs it on fakes and a paused clock.
 
 pub mod measure;
 pub mod plan;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,17 +28,15 @@ use tracing::{info, warn};
 
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
-    ClaimRef, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeError, VolumeRow,
+    Change, ClaimRef, Failure, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeRow,
     VolumeTable,
 };
 use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
-use crate::sources::inflight::InFlightSet;
+use crate::sources::HostRoot;
+use crate::sources::io::Io;
 use crate::sources::kube::{ClaimState, Kube};
-use crate::sources::lane::{Lane, LaneError};
-use crate::sources::statfs::FsProber;
-use crate::sources::walk::WalkPool;
-use crate::sources::{HostPathError, HostRoot};
-use measure::{Measurer, MountTable};
+use crate::sources::seams::{ClaimApi, PodSource};
+use measure::{Measure, Measurer, MountTable};
 use plan::{Target, claims_of, host_dir, plan};
 
 #[derive(Clone, Debug)]
@@ -52,9 +54,6 @@ pub struct VolumeConfig {
     pub timeout: Duration,
     /// Time budget of one usage walk.
     pub walk_budget: Duration,
-    pub walk_workers: usize,
-    /// Threads one walk may use.
-    pub walk_threads: usize,
 }
 
 type Key = (String, String);
@@ -81,7 +80,7 @@ const MEASURES_IN_FLIGHT: usize = 64;
 struct Looked {
     key: Key,
     ticket: Ticket,
-    result: Result<Located, VolumeError>,
+    result: Result<Located, Failure>,
 }
 
 /// A PV as looked up, with the host directory it is measured at (hostPath
@@ -92,13 +91,13 @@ struct Looked {
 struct Located {
     pv: PvInfo,
     /// `None` for PVs found under the kubelet root dir.
-    host_dir: Option<Result<PathBuf, VolumeError>>,
+    host_dir: Option<Result<PathBuf, Failure>>,
 }
 
 struct Measured {
     key: Key,
     ticket: Ticket,
-    result: Result<(FsUsage, Method), VolumeError>,
+    result: Result<(FsUsage, Method), Failure>,
 }
 
 /// One PVC of the node: its claim, what the last lookup said, its row.
@@ -108,14 +107,18 @@ struct Entry {
     row: Arc<VolumeRow>,
 }
 
-pub struct VolumeSampler {
+/// The volume loop. Its seams: `P`, the node's pods (the pod watch); `A`,
+/// the PVC/PV GETs; `M`, the measurements' I/O. The defaults are the real
+/// ones; the unit tests hand in fakes.
+pub struct VolumeSampler<P = Kube, A = Kube, M = Measurer> {
     cfg: VolumeConfig,
-    kube: Kube,
+    pods: P,
+    api: A,
     events: watch::Receiver<u64>,
     kubelet_root: PathBuf,
-    /// Host directories of PVs being resolved, one call at a time each.
-    resolving: InFlightSet,
-    measurer: Arc<Measurer>,
+    /// The process's guarded calls and walk pool.
+    io: Io,
+    measurer: Arc<M>,
     entries: HashMap<Key, Entry>,
     lookups: Scheduler<Key, ()>,
     measures: Scheduler<Key, Target>,
@@ -130,12 +133,13 @@ pub struct VolumeSampler {
     published_source: Option<SourceStatus>,
     looked_tx: mpsc::UnboundedSender<Looked>,
     looked_rx: mpsc::UnboundedReceiver<Looked>,
-    measured_tx: mpsc::UnboundedSender<Measured>,
-    measured_rx: mpsc::UnboundedReceiver<Measured>,
+    /// Results come back a batch to a message.
+    measured_tx: mpsc::UnboundedSender<Vec<Measured>>,
+    measured_rx: mpsc::UnboundedReceiver<Vec<Measured>>,
 }
 
 impl VolumeSampler {
-    pub fn new(cfg: VolumeConfig, kube: Kube) -> Result<VolumeSampler, String> {
+    pub fn new(cfg: VolumeConfig, kube: Kube, io: Io) -> Result<VolumeSampler, String> {
         // Resolved once, at start-up: kubelet does not move its root dir
         // while running. The result is a real path, as the mount table
         // names them (a local directory, never a volume, so this cannot
@@ -144,18 +148,36 @@ impl VolumeSampler {
             .host
             .resolve(&cfg.kubelet_root_dir)
             .map_err(|e| format!("--kubelet.root-dir: {e}"))?;
-        let walkers = WalkPool::new(cfg.walk_workers, cfg.walk_threads)
-            .map_err(|e| format!("cannot start walk threads: {e}"))?;
-        let measurer = Arc::new(Measurer {
+        let measurer = Measurer {
             rootfs: cfg.host.path().to_path_buf(),
             sysfs: cfg.sysfs.clone(),
             timeout: cfg.timeout,
             walk_budget: cfg.walk_budget,
-            prober: FsProber::default(),
-            walkers,
-            reading: InFlightSet::default(),
-            mounts: tokio::sync::Mutex::new(MountTable::new(cfg.procfs.clone(), cfg.timeout)),
-        });
+            prober: io.prober(),
+            io: io.clone(),
+            mounts: MountTable::new(cfg.procfs.clone(), cfg.timeout),
+        };
+        Ok(VolumeSampler::with_seams(
+            cfg,
+            kubelet_root,
+            kube.clone(),
+            kube,
+            io,
+            measurer,
+        ))
+    }
+}
+
+impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
+    /// The loop on the given seams; `kubelet_root` already resolved.
+    pub fn with_seams(
+        cfg: VolumeConfig,
+        kubelet_root: PathBuf,
+        pods: P,
+        api: A,
+        io: Io,
+        measurer: M,
+    ) -> VolumeSampler<P, A, M> {
         let (looked_tx, looked_rx) = mpsc::unbounded_channel();
         let (measured_tx, measured_rx) = mpsc::unbounded_channel();
         let lookups = Scheduler::new(Policy {
@@ -168,13 +190,14 @@ impl VolumeSampler {
             retry: MEASURE_RETRY.min(cfg.period),
             max_retry: cfg.period,
         });
-        Ok(VolumeSampler {
-            events: kube.subscribe(),
+        VolumeSampler {
+            events: pods.subscribe(),
             cfg,
-            kube,
+            pods,
+            api,
             kubelet_root,
-            resolving: InFlightSet::default(),
-            measurer,
+            io,
+            measurer: Arc::new(measurer),
             entries: HashMap::new(),
             lookups,
             measures,
@@ -188,12 +211,12 @@ impl VolumeSampler {
             looked_rx,
             measured_tx,
             measured_rx,
-        })
+        }
     }
 
     /// The Kubernetes API as a source.
     fn source(&self) -> SourceStatus {
-        self.kube.source_status()
+        self.pods.source_status()
     }
 
     /// The table as it stands (its rows are shared, not copied).
@@ -207,7 +230,7 @@ impl VolumeSampler {
     /// Looks up and measures every volume once (for `kubedf metrics` and
     /// `kubedf df`), bounded in time.
     pub async fn sample_once(&mut self) -> VolumeTable {
-        if !self.kube.wait_synced(self.cfg.timeout).await {
+        if !self.pods.wait_synced(self.cfg.timeout).await {
             warn!(
                 "the pod list did not arrive within {:?}; reporting no volumes",
                 self.cfg.timeout
@@ -226,7 +249,7 @@ impl VolumeSampler {
             }
             tokio::select! {
                 Some(done) = self.looked_rx.recv() => self.apply_lookup(done, Instant::now()),
-                Some(done) = self.measured_rx.recv() => self.apply_measurement(done, Instant::now()),
+                Some(done) = self.measured_rx.recv() => self.apply_measurements(done, Instant::now()),
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -237,7 +260,7 @@ impl VolumeSampler {
     pub async fn run(mut self, board: SnapshotHandle, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = Instant::now();
-            if self.pods_version != Some(self.kube.version()) {
+            if self.pods_version != Some(self.pods.version()) {
                 self.sync_claims(now);
             }
             self.start_lookups(now);
@@ -264,9 +287,9 @@ impl VolumeSampler {
                 Some(done) = self.looked_rx.recv() => self.apply_lookup(done, Instant::now()),
                 Some(done) = self.measured_rx.recv() => {
                     // Results come in bursts: take what is there.
-                    self.apply_measurement(done, Instant::now());
+                    self.apply_measurements(done, Instant::now());
                     while let Ok(done) = self.measured_rx.try_recv() {
-                        self.apply_measurement(done, Instant::now());
+                        self.apply_measurements(done, Instant::now());
                     }
                 }
                 _ = shutdown.changed() => return,
@@ -292,8 +315,8 @@ impl VolumeSampler {
 
     /// Brings the entries in line with the running pods' claims.
     fn sync_claims(&mut self, now: Instant) {
-        self.pods_version = Some(self.kube.version());
-        let claims = claims_of(&self.kube.pods());
+        self.pods_version = Some(self.pods.version());
+        let claims = claims_of(&self.pods.pods());
         let wanted: HashSet<Key> = claims
             .iter()
             .map(|c| (c.namespace.clone(), c.claim.clone()))
@@ -344,14 +367,14 @@ impl VolumeSampler {
                 return;
             };
             self.lookups_in_flight += 1;
-            let kube = self.kube.clone();
+            let api = self.api.clone();
             let host = Arc::clone(&self.cfg.host);
-            let resolving = self.resolving.clone();
+            let io = self.io.clone();
             let timeout = self.cfg.timeout;
             let tx = self.looked_tx.clone();
             tokio::spawn(async move {
-                let result = match resolve(&kube, &due.key.0, &due.key.1, timeout).await {
-                    Ok(pv) => locate(host, &resolving, pv, timeout).await,
+                let result = match resolve(&api, &due.key.0, &due.key.1, timeout).await {
+                    Ok(pv) => locate(host, &io, pv, timeout).await,
                     Err(e) => Err(e),
                 };
                 let _ = tx.send(Looked {
@@ -393,7 +416,11 @@ impl VolumeSampler {
                 );
             }
             Err(e) => {
-                entry.pv = None;
+                // A row's labels are fixed for its life: a PV that is gone
+                // (the claim deleted, unbound) takes its row with it.
+                if entry.pv.take().is_some() {
+                    self.replan(&done.key, now);
+                }
                 self.measures.remove(&done.key);
                 self.set_error(&done.key, e);
             }
@@ -441,14 +468,12 @@ impl VolumeSampler {
         }
     }
 
-    fn set_error(&mut self, key: &Key, e: VolumeError) {
+    fn set_error(&mut self, key: &Key, e: Failure) {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
         let mut reading = entry.row.reading();
-        if reading.stats.as_ref().and_then(|s| s.as_ref().err()) != Some(&e) {
-            log_error(&entry.row, &e);
-        }
+        log_change(&entry.row, &reading, Some(&e));
         // Left out rather than kept stale.
         reading.stats = Some(Err(e));
         if entry.row.set_reading(reading) {
@@ -456,22 +481,59 @@ impl VolumeSampler {
         }
     }
 
+    /// Starts the measurements that are due: the quick ones (a statfs of
+    /// a mount point) as one batch, one task and one message for all of
+    /// them; walks, block devices and searches one task each, so a long walk
+    /// holds up no other result.
     fn start_measurements(&mut self, now: Instant) {
+        let mut quick = Vec::new();
         while self.measures_in_flight < MEASURES_IN_FLIGHT {
             let Some(due) = self.measures.pop_due(now) else {
-                return;
+                break;
             };
             self.measures_in_flight += 1;
+            if due.plan.is_quick() {
+                quick.push(due);
+                continue;
+            }
             let measurer = Arc::clone(&self.measurer);
             let tx = self.measured_tx.clone();
             tokio::spawn(async move {
                 let result = measurer.measure(&due.plan).await;
-                let _ = tx.send(Measured {
+                let _ = tx.send(vec![Measured {
                     key: due.key,
                     ticket: due.ticket,
                     result,
-                });
+                }]);
             });
+        }
+        if quick.is_empty() {
+            return;
+        }
+        let measurer = Arc::clone(&self.measurer);
+        let tx = self.measured_tx.clone();
+        tokio::spawn(async move {
+            let (keys, targets): (Vec<_>, Vec<_>) = quick
+                .into_iter()
+                .map(|due| ((due.key, due.ticket), due.plan))
+                .unzip();
+            let results = measurer.measure_batch(targets).await;
+            let done = keys
+                .into_iter()
+                .zip(results)
+                .map(|((key, ticket), result)| Measured {
+                    key,
+                    ticket,
+                    result,
+                })
+                .collect();
+            let _ = tx.send(done);
+        });
+    }
+
+    fn apply_measurements(&mut self, done: Vec<Measured>, now: Instant) {
+        for one in done {
+            self.apply_measurement(one, now);
         }
     }
 
@@ -490,15 +552,7 @@ impl VolumeSampler {
         };
         match done.result {
             Ok((usage, method)) => {
-                let previous = entry.row.reading();
-                if let Some(Err(previous)) = &previous.stats {
-                    info!(
-                        namespace = %entry.row.namespace,
-                        persistentvolumeclaim = %entry.row.claim,
-                        previous_error = %previous,
-                        "volume measurable again"
-                    );
-                }
+                log_change(&entry.row, &entry.row.reading(), None);
                 let reading = Reading {
                     method: Some(method),
                     stats: Some(Ok(usage)),
@@ -512,14 +566,26 @@ impl VolumeSampler {
     }
 }
 
-fn log_error(row: &VolumeRow, e: &VolumeError) {
-    warn!(
-        namespace = %row.namespace,
-        persistentvolumeclaim = %row.claim,
-        reason = %e.reason,
-        error = %e.message,
-        "volume not measured; its series are left out"
-    );
+/// Logs a volume that fails, fails otherwise, or is measurable again, once
+/// per change.
+fn log_change(row: &VolumeRow, before: &Reading, now: Option<&Failure>) {
+    let before = before.stats.as_ref().and_then(|s| s.as_ref().err());
+    match Change::of(before, now) {
+        Change::Failed(e) => warn!(
+            namespace = %row.namespace,
+            persistentvolumeclaim = %row.claim,
+            reason = %e.reason,
+            error = %e.message,
+            "volume not measured; its series are left out"
+        ),
+        Change::Recovered(was) => info!(
+            namespace = %row.namespace,
+            persistentvolumeclaim = %row.claim,
+            previous_error = %was,
+            "volume measurable again"
+        ),
+        Change::Unchanged => {}
+    }
 }
 
 /// PVC -> PV name -> PV.
@@ -528,83 +594,58 @@ fn plan_or_bad_path(
     pod_uid: &str,
     pv: &PvInfo,
     dir: Option<&std::path::Path>,
-) -> Result<Target, VolumeError> {
+) -> Result<Target, Failure> {
     plan(kubelet_root, pod_uid, pv, dir).map_err(|e| {
-        VolumeError::new(
+        Failure::new(
             Reason::BadPath,
             format!("persistent volume {}: {e}", pv.name),
         )
     })
 }
 
-/// Resolves the PV's [`host_dir`] inside the host root, on the measurement
-/// lane under `timeout`, one call at a time per path. A path kubedf refuses
-/// is the PV's error (the lookup itself succeeded); a resolution that does
-/// not answer fails the lookup, to be retried.
+/// Resolves the PV's [`host_dir`] inside the host root, as a guarded call.
+/// A path kubedf refuses is the PV's error (the lookup itself succeeded); a
+/// resolution that does not answer fails the lookup, to be retried.
 async fn locate(
     host: Arc<HostRoot>,
-    resolving: &InFlightSet,
+    io: &Io,
     pv: PvInfo,
     timeout: Duration,
-) -> Result<Located, VolumeError> {
+) -> Result<Located, Failure> {
     let Some(dir) = host_dir(&pv).map(str::to_owned) else {
         return Ok(Located { pv, host_dir: None });
     };
-    let failed = |reason, what: String| {
-        VolumeError::new(
-            reason,
-            format!(
-                "persistent volume {}: resolving host path {dir:?} {what}",
-                pv.name
-            ),
+    let of_pv = |e: Failure| {
+        Failure::new(
+            e.reason,
+            format!("persistent volume {}: {}", pv.name, e.message),
         )
     };
-    let Some(guard) = resolving.claim(std::path::Path::new(&dir)) else {
-        return Err(failed(
-            Reason::Timeout,
-            "is still hung from an earlier call".into(),
-        ));
-    };
     let owned = dir.clone();
-    let answer = Lane::global()
-        .run(timeout, move || {
-            let _guard = guard;
-            host.resolve(&owned)
+    let resolved = io
+        .guard
+        .call("resolving host path", Path::new(&dir), timeout, move |_| {
+            Ok(host.resolve(&owned).map_err(Failure::from))
         })
-        .await;
-    let resolved = match answer {
-        Ok(resolved) => resolved,
-        Err(LaneError::Timeout(after)) => {
-            return Err(failed(
-                Reason::Timeout,
-                format!("did not answer within {after:?}"),
-            ));
-        }
-        Err(e) => return Err(failed(Reason::IoError, format!("failed: {e}"))),
-    };
-    let host_dir = resolved.map_err(|e| {
-        let reason = match e {
-            HostPathError::Io { .. } | HostPathError::Root { .. } => Reason::IoError,
-            _ => Reason::BadPath,
-        };
-        VolumeError::new(reason, format!("persistent volume {}: {e}", pv.name))
-    });
+        .await
+        .map_err(of_pv)?
+        .map_err(of_pv);
     Ok(Located {
         pv,
-        host_dir: Some(host_dir),
+        host_dir: Some(resolved),
     })
 }
 
 async fn resolve(
-    kube: &Kube,
+    kube: &impl ClaimApi,
     namespace: &str,
     claim: &str,
     timeout: Duration,
-) -> Result<PvInfo, VolumeError> {
-    let api = |e: String| VolumeError::new(Reason::ApiError, e);
+) -> Result<PvInfo, Failure> {
+    let api = |e: String| Failure::new(Reason::ApiError, e);
     let volume_name = match kube.claim(namespace, claim, timeout).await.map_err(api)? {
         None => {
-            return Err(VolumeError::new(
+            return Err(Failure::new(
                 Reason::PvcNotFound,
                 format!("persistentvolumeclaim {namespace}/{claim} not found"),
             ));
@@ -616,7 +657,7 @@ async fn resolve(
             } else {
                 format!("is not bound (phase {phase})")
             };
-            return Err(VolumeError::new(
+            return Err(Failure::new(
                 Reason::PvcUnbound,
                 format!("persistentvolumeclaim {namespace}/{claim} {why}"),
             ));
@@ -624,11 +665,14 @@ async fn resolve(
         Some(ClaimState::Bound { volume_name }) => volume_name,
     };
     match kube.volume(&volume_name, timeout).await.map_err(api)? {
-        None => Err(VolumeError::new(
+        None => Err(Failure::new(
             Reason::PvNotFound,
             format!("persistentvolume {volume_name} of {namespace}/{claim} not found"),
         )),
-        Some(Err(e)) => Err(VolumeError::new(Reason::ApiError, e)),
+        Some(Err(e)) => Err(Failure::new(Reason::ApiError, e)),
         Some(Ok(pv)) => Ok(pv),
     }
 }
+
+#[cfg(test)]
+mod tests;

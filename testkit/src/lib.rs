@@ -11,7 +11,10 @@
 //!   ([`OnNode`]).
 //! - [`exposition`]: the one parser of a text exposition, and `promtool
 //!   check metrics`.
-//! - [`mounts`]: tmpfs mounts of a known size and an independent statfs.
+//! - [`mounts`]: tmpfs mounts of a known size, an independent statfs, and
+//!   the du/find oracle of the du method ([`du_find`]).
+//! - [`node`]: a test node's disk layout ([`TestNode`]): kubelet's root
+//!   dir, pod logs dir and config, and where kubelet puts volumes.
 //! - [`containerd`]: a real containerd on a private socket, and OCI images
 //!   built from busybox-static.
 //! - [`cri`]: pods run through that containerd's CRI the way kubelet runs
@@ -33,10 +36,12 @@ pub mod fake_kube;
 pub mod kubelet;
 pub mod manifests;
 pub mod mounts;
+pub mod node;
 pub mod prerequisites;
 pub mod tls;
 
 pub use binary::*;
 pub use exposition::*;
 pub use mounts::*;
+pub use node::*;
 pub use prerequisites::*;
