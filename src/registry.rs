@@ -2,8 +2,8 @@
 //! families, rendered from a snapshot in either text format ([`crate::exposition`]).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Instant, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -12,7 +12,6 @@ use crate::collector::{self, Collector, Desc, Incomplete, Sink};
 use crate::exposition::Format;
 use crate::model::Snapshot;
 use crate::model::SourceId;
-use crate::web_config::ReloadStatus;
 
 pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
     "kubedf_scrape_collector_success",
@@ -99,8 +98,6 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct Registry {
     collectors: Arc<Vec<Box<dyn Collector>>>,
-    /// The web config's reload status, once `serve` has one.
-    web: OnceLock<Arc<ReloadStatus>>,
     /// The length of the last exposition, to size the next one's buffer.
     last_len: AtomicUsize,
 }
@@ -138,14 +135,8 @@ impl Registry {
             .collect();
         Ok(Registry {
             collectors: Arc::new(collectors),
-            web: OnceLock::new(),
             last_len: AtomicUsize::new(0),
         })
-    }
-
-    /// Adds the `kubedf_web_config_*` families to every render from now on.
-    pub fn expose_web_config_status(&self, status: Arc<ReloadStatus>) {
-        let _ = self.web.set(status);
     }
 
     pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
@@ -187,12 +178,7 @@ impl Registry {
     /// own families; returns (collector, error) for every collector that left
     /// something out.
     pub fn write(&self, snapshot: &Snapshot, sink: &mut Sink) -> Vec<(&'static str, Incomplete)> {
-        write_with(
-            &self.collectors,
-            snapshot,
-            self.web.get().map(Arc::as_ref),
-            sink,
-        )
+        write_with(&self.collectors, snapshot, sink)
     }
 }
 
@@ -200,7 +186,6 @@ impl Registry {
 fn write_with(
     collectors: &[Box<dyn Collector>],
     snapshot: &Snapshot,
-    web: Option<&ReloadStatus>,
     sink: &mut Sink,
 ) -> Vec<(&'static str, Incomplete)> {
     let mut outcomes = Vec::with_capacity(collectors.len());
@@ -239,11 +224,15 @@ fn write_with(
         }
     }
     sink.add(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1i64);
-    if let Some(web) = web {
-        let (ok, last_success, failed) = web.values();
-        sink.add(&WEB_CONFIG_RELOAD_OK, [""; 0], i64::from(ok));
+    if let Some(web) = &snapshot.web_config {
+        let last_success = web
+            .last_success
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        sink.add(&WEB_CONFIG_RELOAD_OK, [""; 0], i64::from(web.last_ok));
         sink.add(&WEB_CONFIG_RELOAD_SUCCESS, [""; 0], last_success);
-        sink.add(&WEB_CONFIG_RELOADS_FAILED, [""; 0], failed);
+        sink.add(&WEB_CONFIG_RELOADS_FAILED, [""; 0], web.failures);
     }
     let kubelet = &snapshot.kubelet;
     let source = kubelet.source.name();

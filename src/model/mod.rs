@@ -8,6 +8,7 @@
 //! - [`node`]: the container runtime and process limits.
 //! - [`pod`]: the pod half: a pod's storage spec and the per-pod table.
 //! - [`volume`]: PVCs, PVs, measurement plans' vocabulary and the volume table.
+//! - [`web`]: how the loads of `--web.config.file` went.
 //! - [`snapshot`]: what scrapes read: one part per writer, published on a
 //!   [`Board`].
 
@@ -17,6 +18,7 @@ pub mod pod;
 pub mod snapshot;
 pub mod source;
 pub mod volume;
+pub mod web;
 
 pub use fs::{Filesystem, FsUsage};
 pub use node::{Rlimit, Runtime, RuntimeVersion};
@@ -26,3 +28,4 @@ pub use volume::{
     ClaimRef, Method, PodVolumes, PvInfo, PvSource, Reading, Reason, VolumeError, VolumeMode,
     VolumeRow, VolumeTable,
 };
+pub use web::WebConfigStatus;
