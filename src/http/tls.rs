@@ -88,12 +88,52 @@ fn pem_certs(
     Ok(certs)
 }
 
+/// The rustls server configuration `tls_server_config` describes: the
+/// server's certificate and key, the cipher suites, curves and versions,
+/// the client-certificate policy, and ALPN (h2 only when `http2`).
 pub(super) fn tls_config(
     base: &Path,
     tls: &RawTls,
     http2: bool,
     field: &FieldError<'_>,
 ) -> Result<rustls::ServerConfig, WebConfigError> {
+    let (certs, key) = identity(base, tls, field)?;
+    let provider = Arc::new(crypto_provider(tls, field)?);
+    let versions = protocol_versions(tls, field)?;
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| {
+            field(
+                "tls_server_config.cipher_suites",
+                format!("no cipher suite left for the TLS versions allowed: {e}"),
+            )
+        })?;
+    let builder = match client_verifier(base, tls, &provider, field)? {
+        None => builder.with_no_client_auth(),
+        Some(verifier) => builder.with_client_cert_verifier(Arc::new(verifier)),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        field(
+            "tls_server_config.key_file",
+            format!("does not match the certificate: {e}"),
+        )
+    })?;
+    config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
+/// The server's certificate chain and private key, each from its file or
+/// else inline (both required once TLS is on).
+fn identity(
+    base: &Path,
+    tls: &RawTls,
+    field: &FieldError<'_>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), WebConfigError> {
     let cert_keys = ("tls_server_config.cert_file", "tls_server_config.cert");
     if set(&tls.cert_file).is_none() && set(&tls.cert).is_none() {
         return Err(field(
@@ -120,21 +160,59 @@ pub(super) fn tls_config(
         }
         (None, Some(text)) => PrivateKeyDer::from_pem_slice(text.as_bytes())
             .map_err(|e| field("tls_server_config.key", format!("inline PEM: {e}")))?,
-        (None, None) => unreachable_key(field)?,
+        // Refused above.
+        (None, None) => {
+            return Err(field(
+                "tls_server_config.key_file",
+                "missing: TLS needs one of key or key_file".into(),
+            ));
+        }
     };
+    Ok((certs, key))
+}
 
-    let provider = Arc::new(crypto_provider(tls, field)?);
-    let versions = protocol_versions(tls, field)?;
-    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&versions)
-        .map_err(|e| {
-            field(
-                "tls_server_config.cipher_suites",
-                format!("no cipher suite left for the TLS versions allowed: {e}"),
-            )
-        })?;
+/// What `client_auth_type` asks of a client certificate: whether one is
+/// required, and whether it is verified against the CAs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ClientAuth {
+    mandatory: bool,
+    verified: bool,
+}
 
-    let auth_type = set(&tls.client_auth_type).unwrap_or("NoClientCert");
+/// exporter-toolkit's client auth types (Go's `tls.ClientAuthType` names);
+/// None for `NoClientCert`, the default.
+fn client_auth(tls: &RawTls, field: &FieldError<'_>) -> Result<Option<ClientAuth>, WebConfigError> {
+    let auth = |mandatory, verified| {
+        Ok(Some(ClientAuth {
+            mandatory,
+            verified,
+        }))
+    };
+    match set(&tls.client_auth_type).unwrap_or("NoClientCert") {
+        "NoClientCert" => Ok(None),
+        "RequestClientCert" => auth(false, false),
+        "RequireAnyClientCert" | "RequireClientCert" => auth(true, false),
+        "VerifyClientCertIfGiven" => auth(false, true),
+        "RequireAndVerifyClientCert" => auth(true, true),
+        other => Err(field(
+            "tls_server_config.client_auth_type",
+            format!(
+                "unknown value {other:?} (NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
+            ),
+        )),
+    }
+}
+
+/// The client-certificate verifier, or None when client certificates are
+/// not asked for. Settings that would check nothing (CAs without a client
+/// auth type that verifies, allowed SANs without a required certificate)
+/// are errors rather than silently ignored.
+fn client_verifier(
+    base: &Path,
+    tls: &RawTls,
+    provider: &Arc<CryptoProvider>,
+    field: &FieldError<'_>,
+) -> Result<Option<ClientVerifier>, WebConfigError> {
     let ca_keys = (
         "tls_server_config.client_ca_file",
         "tls_server_config.client_ca",
@@ -147,93 +225,58 @@ pub(super) fn tls_config(
         field,
     )?;
     let sans = tls.client_allowed_sans.clone();
-    let verify = match auth_type {
-        "NoClientCert" => None,
-        "RequestClientCert" => Some((false, false)),
-        "RequireAnyClientCert" | "RequireClientCert" => Some((true, false)),
-        "VerifyClientCertIfGiven" => Some((false, true)),
-        "RequireAndVerifyClientCert" => Some((true, true)),
-        other => {
-            return Err(field(
-                "tls_server_config.client_auth_type",
-                format!(
-                    "unknown value {other:?} (NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
-                ),
-            ));
-        }
-    };
-    if verify.is_none() && !cas.is_empty() {
+    let auth = client_auth(tls, field)?;
+    if auth.is_none() && !cas.is_empty() {
         return Err(field(
             ca_keys.0,
             "client CAs are set, but client_auth_type is NoClientCert; client certificates would not be checked".into(),
         ));
     }
-    if sans.is_some() && !matches!(verify, Some((true, _))) {
+    if sans.is_some() && !auth.is_some_and(|a| a.mandatory) {
         return Err(field(
             "tls_server_config.client_allowed_sans",
             "needs client_auth_type RequireAnyClientCert or RequireAndVerifyClientCert".into(),
         ));
     }
-    let builder = match verify {
-        None => builder.with_no_client_auth(),
-        Some((mandatory, verified)) => {
-            let algorithms = provider.signature_verification_algorithms;
-            let (inner, anchors) = if verified {
-                let (roots, anchors) = if cas.is_empty() {
-                    // Go verifies against the system's roots when
-                    // ClientCAs is nil, and so does exporter-toolkit.
-                    system_roots(field)?
-                } else {
-                    (cas.clone(), cas.clone())
-                };
-                let mut store = RootCertStore::empty();
-                for ca in roots {
-                    store
-                        .add(ca)
-                        .map_err(|e| field(ca_keys.0, format!("a CA certificate: {e}")))?;
-                }
-                let mut v = WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(store),
-                    Arc::clone(&provider),
-                );
-                if !mandatory {
-                    v = v.allow_unauthenticated();
-                }
-                let v = v.build().map_err(|e| field(ca_keys.0, e.to_string()))?;
-                (Some(v), anchors)
-            } else {
-                (None, Vec::new())
-            };
-            builder.with_client_cert_verifier(Arc::new(ClientVerifier {
-                inner,
-                anchors,
-                mandatory,
-                hint_roots: !cas.is_empty(),
-                allowed_sans: sans,
-                algorithms,
-            }))
+    let Some(ClientAuth {
+        mandatory,
+        verified,
+    }) = auth
+    else {
+        return Ok(None);
+    };
+    let (inner, anchors) = if verified {
+        let (roots, anchors) = if cas.is_empty() {
+            // Go verifies against the system's roots when ClientCAs is nil,
+            // and so does exporter-toolkit.
+            system_roots(field)?
+        } else {
+            (cas.clone(), cas.clone())
+        };
+        let mut store = RootCertStore::empty();
+        for ca in roots {
+            store
+                .add(ca)
+                .map_err(|e| field(ca_keys.0, format!("a CA certificate: {e}")))?;
         }
-    };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        field(
-            "tls_server_config.key_file",
-            format!("does not match the certificate: {e}"),
-        )
-    })?;
-    config.ignore_client_order = tls.prefer_server_cipher_suites.unwrap_or(true);
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        let mut v =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(store), Arc::clone(provider));
+        if !mandatory {
+            v = v.allow_unauthenticated();
+        }
+        let v = v.build().map_err(|e| field(ca_keys.0, e.to_string()))?;
+        (Some(v), anchors)
     } else {
-        vec![b"http/1.1".to_vec()]
+        (None, Vec::new())
     };
-    Ok(config)
-}
-
-fn unreachable_key(field: &FieldError<'_>) -> Result<PrivateKeyDer<'static>, WebConfigError> {
-    Err(field(
-        "tls_server_config.key_file",
-        "missing: TLS needs one of key or key_file".into(),
-    ))
+    Ok(Some(ClientVerifier {
+        inner,
+        anchors,
+        mandatory,
+        hint_roots: !cas.is_empty(),
+        allowed_sans: sans,
+        algorithms: provider.signature_verification_algorithms,
+    }))
 }
 
 /// The trust store Go's crypto/x509 uses when no CA is configured: the
@@ -558,5 +601,68 @@ impl ClientCertVerifier for ClientVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(field: &str, message: String) -> WebConfigError {
+        WebConfigError::Field {
+            path: "web.yml".into(),
+            field: field.to_owned(),
+            message,
+        }
+    }
+
+    #[test]
+    fn client_auth_types_as_go_names_them() {
+        let auth = |name: &str| {
+            let tls = RawTls {
+                client_auth_type: Some(name.to_owned()),
+                ..RawTls::default()
+            };
+            client_auth(&tls, &field).map(|a| a.map(|a| (a.mandatory, a.verified)))
+        };
+        assert_eq!(auth("").unwrap(), None, "empty is Go's zero value: unset");
+        assert_eq!(auth("NoClientCert").unwrap(), None);
+        assert_eq!(auth("RequestClientCert").unwrap(), Some((false, false)));
+        assert_eq!(auth("RequireAnyClientCert").unwrap(), Some((true, false)));
+        assert_eq!(auth("RequireClientCert").unwrap(), Some((true, false)));
+        assert_eq!(
+            auth("VerifyClientCertIfGiven").unwrap(),
+            Some((false, true))
+        );
+        assert_eq!(
+            auth("RequireAndVerifyClientCert").unwrap(),
+            Some((true, true))
+        );
+        let err = auth("Sometimes").unwrap_err().to_string();
+        assert!(
+            err.contains("tls_server_config.client_auth_type") && err.contains("Sometimes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn allowed_sans_without_a_required_certificate_are_refused() {
+        for name in [
+            "NoClientCert",
+            "RequestClientCert",
+            "VerifyClientCertIfGiven",
+        ] {
+            let tls = RawTls {
+                client_auth_type: Some(name.to_owned()),
+                client_allowed_sans: Some(vec!["prometheus".into()]),
+                ..RawTls::default()
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let err = client_verifier(Path::new("."), &tls, &provider, &field)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: accepted"))
+                .to_string();
+            assert!(err.contains("client_allowed_sans"), "{name}: {err}");
+        }
     }
 }
