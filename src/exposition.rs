@@ -47,7 +47,22 @@ impl Format {
 
 use std::fmt::Write as _;
 
-use prometheus_client::registry::Unit;
+/// The unit of a metric family: its name's suffix and, in OpenMetrics, its
+/// `# UNIT` line. Only the units kubedf's families use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Seconds,
+}
+
+impl Unit {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Seconds => "seconds",
+        }
+    }
+}
 
 /// Kubernetes' metric stability levels; HELP is prefixed with `[LEVEL] ` as
 /// Kubernetes' metrics framework does.

@@ -22,7 +22,7 @@ pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
 pub static COLLECTOR_DURATION: Desc = Desc::gauge(
     "kubedf_scrape_collector_duration_seconds",
     "Time the collector took to produce its series from the latest snapshot; the exposition is rendered once per snapshot and shared by the scrapes that follow.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &["collector"],
 );
 pub static SOURCE_UP: Desc = Desc::gauge(
@@ -34,13 +34,13 @@ pub static SOURCE_UP: Desc = Desc::gauge(
 pub static SOURCE_LAST_SUCCESS: Desc = Desc::gauge(
     "kubedf_source_last_success_timestamp_seconds",
     "Unix time of the last successful read of the source; absent until it first succeeds.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &["source"],
 );
 pub static SOURCE_DURATION: Desc = Desc::gauge(
     "kubedf_source_sample_duration_seconds",
     "Time the latest read of the source took, timeouts included.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &["source"],
 );
 pub static BUILD_INFO: Desc = Desc::gauge(
@@ -59,7 +59,7 @@ pub static WEB_CONFIG_RELOAD_OK: Desc = Desc::gauge(
 pub static WEB_CONFIG_RELOAD_SUCCESS: Desc = Desc::gauge(
     "kubedf_web_config_last_reload_success_timestamp_seconds",
     "Unix time at which --web.config.file was last loaded successfully, at start or on a reload.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &[],
 );
 pub static WEB_CONFIG_RELOADS_FAILED: Desc = Desc::counter(
@@ -160,10 +160,10 @@ impl Registry {
     ///
     /// Collectors write their samples' text straight into the exposition
     /// (no sample is kept in between), and the buffer is sized from the last
-    /// render's length; prometheus-client's encoder is not used: at 10,000
-    /// PVCs its per-sample dispatch was most of a render (benches/render.rs).
-    /// The text is the same, but that floats are written as client_golang
-    /// writes them.
+    /// render's length. kubedf does not use prometheus-client (the README
+    /// says why): at 10,000 PVCs its per-sample dispatch was most of a render
+    /// (benches/render.rs), it writes no 0.0.4 text format, and its floats
+    /// are not written as client_golang writes them.
     pub fn render_as(&self, snapshot: &Snapshot, format: Format) -> String {
         let guess = self.last_len.load(Ordering::Relaxed);
         // A little headroom, so a table that grew a few rows is not copied.
