@@ -380,7 +380,7 @@ fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
 }
 
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
-    crate::server::check_telemetry_path(s).map(|()| s.to_owned())
+    crate::http::check_telemetry_path(s).map(|()| s.to_owned())
 }
 
 /// A duration within [min, max], with an error that says which bound.

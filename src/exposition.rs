@@ -1,4 +1,4 @@
-//! The two text formats a scrape can get, and which one it gets.
+//! The two text formats a scrape can get.
 //!
 //! - OpenMetrics 1.0.0 text: `# UNIT` lines, `# EOF` at the end, HELP with
 //!   `\`, `"` and newlines escaped;
@@ -10,9 +10,8 @@
 //! writes them, which is what client_golang (and so node_exporter and
 //! kubelet) emit, with OpenMetrics' `.0` on integral floats.
 //!
-//! [`Format::negotiate`] picks the format from the `Accept` header the way
-//! client_golang's promhttp does with OpenMetrics enabled
-//! (`expfmt.NegotiateIncludingOpenMetrics`).
+//! Which one a scraper gets is HTTP's business (src/http/negotiate.rs):
+//! this module is also what `kubedf metrics` writes, with no HTTP at all.
 
 /// A text format of the exposition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,101 +43,26 @@ impl Format {
     pub fn is_openmetrics(self) -> bool {
         !matches!(self, Format::Text)
     }
-
-    /// The format to answer a request with this `Accept` header (None when
-    /// the request has none): the first acceptable clause, by descending q,
-    /// that names a format kubedf writes; the text format otherwise.
-    ///
-    /// As promhttp: `text/plain` with version 0.0.4 or no version is the text
-    /// format; `application/openmetrics-text` with version 1.0.0, 0.0.1 or
-    /// none is OpenMetrics (0.0.1 unless 1.0.0 is asked for); `*/*` and
-    /// anything else never choose, so they fall through to the text format.
-    /// Unlike promhttp, a clause with `q=0` is skipped (RFC 9110: "not
-    /// acceptable"), and media types compare case-insensitively.
-    pub fn negotiate(accept: Option<&str>) -> Format {
-        let Some(accept) = accept else {
-            return Format::Text;
-        };
-        let mut clauses: Vec<Clause<'_>> = accept.split(',').filter_map(Clause::parse).collect();
-        // A stable sort keeps the header's order among equal preferences.
-        clauses.sort_by(|a, b| b.q.total_cmp(&a.q).then(a.wildcards.cmp(&b.wildcards)));
-        for clause in clauses.iter().filter(|c| c.q > 0.0) {
-            let version = clause.version;
-            if clause.is("text", "plain") && matches!(version, None | Some("0.0.4")) {
-                return Format::Text;
-            }
-            if clause.is("application", "openmetrics-text") {
-                match version {
-                    Some("1.0.0") => return Format::OpenMetrics100,
-                    None | Some("0.0.1") => return Format::OpenMetrics001,
-                    Some(_) => {}
-                }
-            }
-        }
-        Format::Text
-    }
-}
-
-/// One media range of an `Accept` header.
-struct Clause<'a> {
-    kind: &'a str,
-    subtype: &'a str,
-    version: Option<&'a str>,
-    q: f32,
-    /// How many of type and subtype are `*`: a more specific range comes
-    /// first among equal q.
-    wildcards: u8,
-}
-
-impl<'a> Clause<'a> {
-    fn parse(text: &'a str) -> Option<Clause<'a>> {
-        let mut parts = text.split(';');
-        let range = parts.next()?.trim();
-        let (kind, subtype) = match range.split_once('/') {
-            Some((k, s)) => (k.trim(), s.trim()),
-            None if range == "*" => ("*", "*"),
-            None => return None,
-        };
-        if kind.is_empty() || subtype.is_empty() {
-            return None;
-        }
-        let mut clause = Clause {
-            kind,
-            subtype,
-            version: None,
-            q: 1.0,
-            wildcards: u8::from(kind == "*") + u8::from(subtype == "*"),
-        };
-        for param in parts {
-            let Some((key, value)) = param.split_once('=') else {
-                continue;
-            };
-            let value = value.trim().trim_matches('"');
-            match key.trim() {
-                k if k.eq_ignore_ascii_case("q") => {
-                    // An unparsable q counts as 0, as Go's ParseFloat error
-                    // leaves it.
-                    clause.q = value
-                        .parse::<f32>()
-                        .ok()
-                        .filter(|q| q.is_finite())
-                        .unwrap_or(0.0);
-                }
-                k if k.eq_ignore_ascii_case("version") => clause.version = Some(value),
-                _ => {}
-            }
-        }
-        Some(clause)
-    }
-
-    fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind.eq_ignore_ascii_case(kind) && self.subtype.eq_ignore_ascii_case(subtype)
-    }
 }
 
 use std::fmt::Write as _;
 
-use prometheus_client::registry::Unit;
+/// The unit of a metric family: its name's suffix and, in OpenMetrics, its
+/// `# UNIT` line. Only the units kubedf's families use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Seconds,
+}
+
+impl Unit {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unit::Bytes => "bytes",
+            Unit::Seconds => "seconds",
+        }
+    }
+}
 
 /// Kubernetes' metric stability levels; HELP is prefixed with `[LEVEL] ` as
 /// Kubernetes' metrics framework does.
@@ -959,74 +883,5 @@ mod tests {
             "# HELP y [ALPHA] Y.\n# TYPE y gauge\ny{l=\"a\"} 4\n\
              # HELP x_total [ALPHA] Counts.\n# TYPE x_total counter\nx_total 3\n"
         );
-    }
-
-    #[test]
-    fn negotiation_follows_promhttp() {
-        use Format::*;
-        let cases = [
-            (None, Text),
-            (Some(""), Text),
-            (Some("*/*"), Text),
-            (Some("text/plain"), Text),
-            (Some("text/plain; version=0.0.4"), Text),
-            (Some("application/json"), Text),
-            (Some("application/openmetrics-text"), OpenMetrics001),
-            (
-                Some("application/openmetrics-text; version=1.0.0"),
-                OpenMetrics100,
-            ),
-            (
-                Some("application/openmetrics-text;version=0.0.1"),
-                OpenMetrics001,
-            ),
-            (Some("application/openmetrics-text;version=2.0.0"), Text),
-            // Prometheus 2.x (up to 2.48, and 2.49+ by default).
-            (
-                Some(
-                    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
-                ),
-                OpenMetrics100,
-            ),
-            // Prometheus 3.x by default.
-            (
-                Some(
-                    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
-                ),
-                OpenMetrics100,
-            ),
-            // Prometheus with scrape_protocols: [PrometheusText0.0.4].
-            (Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.4"), Text),
-            // Preference by q, whatever the order.
-            (
-                Some("text/plain;q=0.5, application/openmetrics-text;version=1.0.0;q=0.9"),
-                OpenMetrics100,
-            ),
-            (
-                Some("application/openmetrics-text;version=1.0.0;q=0.2, text/plain;q=0.5"),
-                Text,
-            ),
-            // Protobuf is not offered: the next clause decides.
-            (
-                Some(
-                    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.5",
-                ),
-                OpenMetrics100,
-            ),
-            // Unacceptable and malformed clauses choose nothing.
-            (Some("application/openmetrics-text;q=0"), Text),
-            (
-                Some("application/openmetrics-text;q=abc, text/plain;q=0.1"),
-                Text,
-            ),
-            (Some("openmetrics, ;;, /, a/"), Text),
-            (
-                Some("APPLICATION/OpenMetrics-Text; Version=1.0.0"),
-                OpenMetrics100,
-            ),
-        ];
-        for (accept, want) in cases {
-            assert_eq!(Format::negotiate(accept), want, "Accept: {accept:?}");
-        }
     }
 }

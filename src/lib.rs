@@ -32,12 +32,14 @@
 //!   `pods::sampler::PartIo` for its I/O) and tested the same way.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
-//! - [`exposition`]: the OpenMetrics and Prometheus text formats, and which
-//!   one a scraper gets.
+//! - [`exposition`]: the OpenMetrics and Prometheus text formats (collectors
+//!   write into them; [`http`] picks one per scrape).
 //! - [`heap`]: hands freed heap pages back to the kernel after a transient
 //!   peak (the first list of pods, a render at a new size).
-//! - [`server`]: HTTP `/metrics`, `/healthz` and a landing page, with TLS and
-//!   basic auth from [`web_config`].
+//! - [`http`]: the HTTP edge, one room per file: listening and TLS,
+//!   connections, auth and rate limit, the routes (`/metrics`, `/healthz`,
+//!   a landing page, `/stats/summary`), content negotiation, the exposition
+//!   cache, `--web.config.file` and its reload.
 //! - [`summary`]: `/stats/summary` in kubelet's Summary API shape.
 //! - [`df`]: the `kubedf df` table.
 //! - [`yaml`]: configuration files into typed settings, errors naming the field.
@@ -55,6 +57,7 @@ pub mod exposition;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod heap;
+pub mod http;
 pub mod kubelet;
 pub mod kubelet_watch;
 pub mod model;
@@ -62,9 +65,7 @@ pub mod pods;
 pub mod registry;
 pub mod sampler;
 pub mod scheduler;
-pub mod server;
 pub mod sources;
 pub mod summary;
 pub mod volume;
-pub mod web_config;
 pub mod yaml;

@@ -7,9 +7,8 @@ use tracing::info;
 
 use kubedf::app::{App, collected_anything};
 use kubedf::cli::{self, Command, LogFormat};
+use kubedf::http::{self, AppState, ServeOptions, WebConfig};
 use kubedf::model::{Board, Snapshot};
-use kubedf::server::{self, AppState, ServeOptions};
-use kubedf::web_config::{ReloadStatus, WebConfig};
 
 fn init_tracing(format: LogFormat, quiet_sampler: bool) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -161,19 +160,16 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             };
             let rate_limit = web.rate_limit.clone();
             let web = Arc::new(ArcSwap::from_pointee(web));
-            let cache: Arc<server::ExpositionCache> = Arc::default();
+            let cache: Arc<http::ExpositionCache> = Arc::default();
             if let Some(path) = &args.web_config_file {
-                let status = Arc::new(ReloadStatus::loaded());
-                app.registry.expose_web_config_status(Arc::clone(&status));
-                tokio::spawn(server::reload_web_config(
+                tokio::spawn(http::reload_web_config(
                     path.clone(),
                     Arc::clone(&web),
-                    status,
-                    Arc::clone(&cache),
+                    Arc::clone(&board),
                     stop_rx.clone(),
                 ));
             }
-            let listener = server::bind(args.listen_address).await.with_context(|| {
+            let listener = http::bind(args.listen_address).await.with_context(|| {
                 format!(
                     "--web.listen-address: cannot listen on {}",
                     args.listen_address
@@ -199,7 +195,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             let options = ServeOptions {
                 max_connections: usize::from(args.max_connections),
             };
-            server::serve(listener, state, options, shutdown_signal()).await?;
+            http::serve(listener, state, options, shutdown_signal()).await?;
             let _ = stop_tx.send(true);
             let _ = sampler.await;
             info!("stopped");

@@ -2,8 +2,8 @@
 //! families, rendered from a snapshot in either text format ([`crate::exposition`]).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Instant, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -12,7 +12,6 @@ use crate::collector::{self, Collector, Desc, Incomplete, Sink};
 use crate::exposition::Format;
 use crate::model::Snapshot;
 use crate::model::SourceId;
-use crate::web_config::ReloadStatus;
 
 pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
     "kubedf_scrape_collector_success",
@@ -23,7 +22,7 @@ pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
 pub static COLLECTOR_DURATION: Desc = Desc::gauge(
     "kubedf_scrape_collector_duration_seconds",
     "Time the collector took to produce its series from the latest snapshot; the exposition is rendered once per snapshot and shared by the scrapes that follow.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &["collector"],
 );
 pub static SOURCE_UP: Desc = Desc::gauge(
@@ -35,13 +34,13 @@ pub static SOURCE_UP: Desc = Desc::gauge(
 pub static SOURCE_LAST_SUCCESS: Desc = Desc::gauge(
     "kubedf_source_last_success_timestamp_seconds",
     "Unix time of the last successful read of the source; absent until it first succeeds.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &["source"],
 );
 pub static SOURCE_DURATION: Desc = Desc::gauge(
     "kubedf_source_sample_duration_seconds",
     "Time the latest read of the source took, timeouts included.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &["source"],
 );
 pub static BUILD_INFO: Desc = Desc::gauge(
@@ -60,7 +59,7 @@ pub static WEB_CONFIG_RELOAD_OK: Desc = Desc::gauge(
 pub static WEB_CONFIG_RELOAD_SUCCESS: Desc = Desc::gauge(
     "kubedf_web_config_last_reload_success_timestamp_seconds",
     "Unix time at which --web.config.file was last loaded successfully, at start or on a reload.",
-    Some(prometheus_client::registry::Unit::Seconds),
+    Some(crate::exposition::Unit::Seconds),
     &[],
 );
 pub static WEB_CONFIG_RELOADS_FAILED: Desc = Desc::counter(
@@ -99,8 +98,6 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct Registry {
     collectors: Arc<Vec<Box<dyn Collector>>>,
-    /// The web config's reload status, once `serve` has one.
-    web: OnceLock<Arc<ReloadStatus>>,
     /// The length of the last exposition, to size the next one's buffer.
     last_len: AtomicUsize,
 }
@@ -138,14 +135,8 @@ impl Registry {
             .collect();
         Ok(Registry {
             collectors: Arc::new(collectors),
-            web: OnceLock::new(),
             last_len: AtomicUsize::new(0),
         })
-    }
-
-    /// Adds the `kubedf_web_config_*` families to every render from now on.
-    pub fn expose_web_config_status(&self, status: Arc<ReloadStatus>) {
-        let _ = self.web.set(status);
     }
 
     pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
@@ -169,10 +160,10 @@ impl Registry {
     ///
     /// Collectors write their samples' text straight into the exposition
     /// (no sample is kept in between), and the buffer is sized from the last
-    /// render's length; prometheus-client's encoder is not used: at 10,000
-    /// PVCs its per-sample dispatch was most of a render (benches/render.rs).
-    /// The text is the same, but that floats are written as client_golang
-    /// writes them.
+    /// render's length. kubedf does not use prometheus-client (the README
+    /// says why): at 10,000 PVCs its per-sample dispatch was most of a render
+    /// (benches/render.rs), it writes no 0.0.4 text format, and its floats
+    /// are not written as client_golang writes them.
     pub fn render_as(&self, snapshot: &Snapshot, format: Format) -> String {
         let guess = self.last_len.load(Ordering::Relaxed);
         // A little headroom, so a table that grew a few rows is not copied.
@@ -187,12 +178,7 @@ impl Registry {
     /// own families; returns (collector, error) for every collector that left
     /// something out.
     pub fn write(&self, snapshot: &Snapshot, sink: &mut Sink) -> Vec<(&'static str, Incomplete)> {
-        write_with(
-            &self.collectors,
-            snapshot,
-            self.web.get().map(Arc::as_ref),
-            sink,
-        )
+        write_with(&self.collectors, snapshot, sink)
     }
 }
 
@@ -200,7 +186,6 @@ impl Registry {
 fn write_with(
     collectors: &[Box<dyn Collector>],
     snapshot: &Snapshot,
-    web: Option<&ReloadStatus>,
     sink: &mut Sink,
 ) -> Vec<(&'static str, Incomplete)> {
     let mut outcomes = Vec::with_capacity(collectors.len());
@@ -239,11 +224,15 @@ fn write_with(
         }
     }
     sink.add(&BUILD_INFO, [env!("CARGO_PKG_VERSION")], 1i64);
-    if let Some(web) = web {
-        let (ok, last_success, failed) = web.values();
-        sink.add(&WEB_CONFIG_RELOAD_OK, [""; 0], i64::from(ok));
+    if let Some(web) = &snapshot.web_config {
+        let last_success = web
+            .last_success
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        sink.add(&WEB_CONFIG_RELOAD_OK, [""; 0], i64::from(web.last_ok));
         sink.add(&WEB_CONFIG_RELOAD_SUCCESS, [""; 0], last_success);
-        sink.add(&WEB_CONFIG_RELOADS_FAILED, [""; 0], failed);
+        sink.add(&WEB_CONFIG_RELOADS_FAILED, [""; 0], web.failures);
     }
     let kubelet = &snapshot.kubelet;
     let source = kubelet.source.name();

@@ -130,7 +130,7 @@ macro_rules! fs_descs {
             capacity: &$crate::collector::Desc::gauge(
                 concat!($prefix, "_capacity_bytes"),
                 concat!("Capacity in bytes of the ", $what, ", from statfs."),
-                Some(prometheus_client::registry::Unit::Bytes),
+                Some(crate::exposition::Unit::Bytes),
                 $labels,
             ),
             available: &$crate::collector::Desc::gauge(
@@ -140,13 +140,13 @@ macro_rules! fs_descs {
                     $what,
                     ", from statfs."
                 ),
-                Some(prometheus_client::registry::Unit::Bytes),
+                Some(crate::exposition::Unit::Bytes),
                 $labels,
             ),
             used: &$crate::collector::Desc::gauge(
                 concat!($prefix, "_used_bytes"),
                 concat!("Bytes used on the ", $what, ", ", $used_from, "."),
-                Some(prometheus_client::registry::Unit::Bytes),
+                Some(crate::exposition::Unit::Bytes),
                 $labels,
             ),
             inodes: &$crate::collector::Desc::gauge(

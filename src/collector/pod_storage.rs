@@ -13,7 +13,7 @@
 //! `kubedf_ephemeral_volume_used_bytes`, `_inodes_used`, `_size_limit_bytes`;
 //! `kubedf_pod_storage_error`.
 
-use prometheus_client::registry::Unit;
+use crate::exposition::Unit;
 
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::model::pod::{PodRow, Usage};

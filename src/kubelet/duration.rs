@@ -1,5 +1,7 @@
 //! Go's `time.ParseDuration`, which kubelet uses for
-//! `evictionSoftGracePeriod`: a sign, then one or more decimal numbers each
+//! `evictionSoftGracePeriod` (and its other durations) and exporter-toolkit
+//! for the web config's `rate_limit.interval`: kubedf's one parser of Go
+//! durations. A sign, then one or more decimal numbers each
 //! with a unit (`ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`), as in `1m30s`
 //! or `1.5h`; a bare `0` is zero. Written here rather than taken from a
 //! crate because the point is Go's exact edges: which inputs it refuses, its
@@ -175,6 +177,32 @@ mod tests {
         ] {
             let err = parse_go_duration(bad).unwrap_err().to_string();
             assert!(err.contains(want), "{bad:?}: {err}");
+        }
+    }
+
+    /// The cases of the web config's former parser, which this one replaced.
+    #[test]
+    fn the_web_configs_intervals() {
+        for (s, ns) in [
+            ("0", 0),
+            ("1s", S),
+            ("1.5s", 1_500_000_000),
+            ("1m30s", 90 * S),
+            ("-2ms", -2_000_000),
+            ("3µs", 3_000),
+            ("1h2m3s4ms5us6ns", 3_723_004_005_006),
+        ] {
+            assert_eq!(parse_go_duration(s), Ok(ns), "{s}");
+        }
+        for s in ["", "1", "s", "1x", "1..2s", "-", "1s2"] {
+            assert!(parse_go_duration(s).is_err(), "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "[-+0-9.a-zµμ]{0,12}") {
+            let _ = parse_go_duration(&s);
         }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`node`]: the container runtime and process limits.
 //! - [`pod`]: the pod half: a pod's storage spec and the per-pod table.
 //! - [`volume`]: PVCs, PVs, measurement plans' vocabulary and the volume table.
+//! - [`web`]: how the loads of `--web.config.file` went.
 //! - [`snapshot`]: what scrapes read: one part per writer, published on a
 //!   [`Board`].
 
@@ -20,6 +21,7 @@ pub mod pod;
 pub mod snapshot;
 pub mod source;
 pub mod volume;
+pub mod web;
 
 pub use failure::{Change, Failure, Reason};
 pub use fs::{Filesystem, FsUsage};
@@ -29,3 +31,4 @@ pub use source::{Sampled, SourceId, SourceStatus};
 pub use volume::{
     ClaimRef, Method, PodVolumes, PvInfo, PvSource, Reading, VolumeMode, VolumeRow, VolumeTable,
 };
+pub use web::WebConfigStatus;

@@ -1,7 +1,8 @@
 //! What scrapes read. Each writer owns one part and swaps in its own part
 //! only: the sampler the [`NodeSample`], the volume sampler the
 //! [`VolumeTable`] (whose rows it also updates in place, one per result),
-//! the kubelet watch the [`KubeletConfig`] in force.
+//! the kubelet watch the [`KubeletConfig`] in force, the web config's
+//! reload loop its [`WebConfigStatus`].
 //! Nobody clones another writer's part. A scrape takes a [`Snapshot`], a
 //! handful of `Arc`s, and never does I/O.
 
@@ -16,6 +17,7 @@ use super::node::{Rlimit, Runtime};
 use super::pod::PodTable;
 use super::source::{Sampled, SourceStatus};
 use super::volume::VolumeTable;
+use super::web::WebConfigStatus;
 use crate::kubelet::config::KubeletConfig;
 use crate::kubelet::eviction::FsLayout;
 
@@ -52,6 +54,8 @@ pub struct Snapshot {
     pub volumes: Option<Arc<VolumeTable>>,
     /// The pod half (per-pod ephemeral storage); `None` when pod_storage is off.
     pub pods: Option<Arc<PodTable>>,
+    /// How the loads of `--web.config.file` went; `None` without one.
+    pub web_config: Option<Arc<WebConfigStatus>>,
     /// The board's change count when this view was taken: two views with
     /// the same version render the same exposition.
     pub version: u64,
@@ -69,6 +73,7 @@ impl Snapshot {
             node: Arc::new(node),
             volumes: volumes.map(Arc::new),
             pods: None,
+            web_config: None,
             version: 0,
         }
     }
@@ -163,6 +168,8 @@ pub struct Board {
     node: ArcSwap<NodeSample>,
     volumes: ArcSwapOption<VolumeTable>,
     pods: ArcSwapOption<PodTable>,
+    /// The web config reload loop's part.
+    web_config: ArcSwapOption<WebConfigStatus>,
     /// Bumped after every change, so a scrape renders only when something
     /// changed since the last render.
     version: AtomicU64,
@@ -175,6 +182,7 @@ impl Board {
             node: ArcSwap::from_pointee(node),
             volumes: ArcSwapOption::empty(),
             pods: ArcSwapOption::empty(),
+            web_config: ArcSwapOption::empty(),
             version: AtomicU64::new(1),
         }
     }
@@ -190,6 +198,7 @@ impl Board {
             node: self.node.load_full(),
             volumes: self.volumes.load_full(),
             pods: self.pods.load_full(),
+            web_config: self.web_config.load_full(),
             version,
         }
     }
@@ -225,6 +234,12 @@ impl Board {
     /// The pod sampler's part.
     pub fn publish_pods(&self, table: Option<Arc<PodTable>>) {
         self.pods.store(table);
+        self.touch();
+    }
+
+    /// The web config reload loop's part.
+    pub fn publish_web_config(&self, status: WebConfigStatus) {
+        self.web_config.store(Some(Arc::new(status)));
         self.touch();
     }
 
@@ -291,5 +306,29 @@ mod tests {
             Some(Ok(Default::default())),
             "a row's reading is shared by every view of the table"
         );
+    }
+
+    #[test]
+    fn the_web_config_status_is_a_part_like_the_others() {
+        let board = Board::new(
+            Arc::new(KubeletConfig::defaults(
+                "/var/lib/kubelet/config.yaml".into(),
+            )),
+            NodeSample::unsampled(SystemTime::UNIX_EPOCH),
+        );
+        let before = board.snapshot();
+        assert_eq!(before.web_config, None, "absent without a web config");
+        let loaded = WebConfigStatus::loaded(SystemTime::UNIX_EPOCH);
+        board.publish_web_config(loaded);
+        let after = board.snapshot();
+        assert!(after.version > before.version, "a render sees the change");
+        assert_eq!(after.web_config.as_deref(), Some(&loaded));
+        assert!(Arc::ptr_eq(&before.node, &after.node));
+        let failed = loaded.failed().failed();
+        assert_eq!((failed.last_ok, failed.failures), (false, 2));
+        assert_eq!(failed.last_success, SystemTime::UNIX_EPOCH, "kept");
+        let later = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(60);
+        let ok = failed.succeeded(later);
+        assert_eq!((ok.last_ok, ok.failures, ok.last_success), (true, 2, later));
     }
 }

@@ -1,0 +1,202 @@
+//! The exposition cache: the body of the latest snapshot, rendered once
+//! per format and gzipped once per format however many scrapers ask. The
+//! board's version says when to render again, so anything a render shows
+//! must be on the board (a value read from elsewhere would be served stale).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use axum::body::Bytes;
+use tracing::warn;
+
+use crate::exposition::Format;
+use crate::model::Snapshot;
+use crate::registry::Registry;
+
+/// The exposition of the latest snapshot, rendered once per format and
+/// gzipped at most once per format however many scrapers ask: it is
+/// rendered again only when the board's version says a part changed.
+///
+/// Only the bodies that were asked for are kept: a scraper that asks for
+/// gzip (Prometheus always does) leaves only the gzip body cached, about a
+/// tenth of the plain text, which at 5,000 volumes is megabytes.
+#[derive(Default)]
+pub struct ExpositionCache {
+    current: tokio::sync::Mutex<Option<Cached>>,
+    /// Renders and gzips done so far, for the tests of this cache.
+    renders: AtomicU64,
+    gzips: AtomicU64,
+    /// The size of the plain text when a render last reported a peak.
+    peak_len: AtomicUsize,
+}
+
+struct Cached {
+    version: u64,
+    text: Rendered,
+    /// OpenMetrics 1.0.0 and 0.0.1 share one body.
+    openmetrics: Rendered,
+}
+
+/// One format's bodies, each kept once a scraper asked for it.
+#[derive(Default)]
+struct Rendered {
+    plain: Option<Bytes>,
+    gzip: Option<Bytes>,
+}
+
+/// A render whose size differs from the last reported one by more than
+/// this fraction (and [`PEAK_MIN_BYTES`]) reports a peak to [`crate::heap`].
+const PEAK_FRACTION: usize = 4;
+const PEAK_MIN_BYTES: usize = 256 << 10;
+
+impl ExpositionCache {
+    /// The body for `snapshot` in `format`, gzipped when `want_gzip` (and
+    /// gzip worked), and whether it is gzipped.
+    pub async fn body(
+        &self,
+        registry: &Registry,
+        snapshot: &Snapshot,
+        format: Format,
+        want_gzip: bool,
+    ) -> (Bytes, bool) {
+        let mut guard = self.current.lock().await;
+        let cached = match &mut *guard {
+            Some(c) if c.version == snapshot.version => c,
+            slot => slot.insert(Cached {
+                version: snapshot.version,
+                text: Rendered::default(),
+                openmetrics: Rendered::default(),
+            }),
+        };
+        let rendered = if format.is_openmetrics() {
+            &mut cached.openmetrics
+        } else {
+            &mut cached.text
+        };
+        if want_gzip {
+            if rendered.gzip.is_none() {
+                // From the cached plain text if a scraper asked for it, else
+                // from a render that is not kept.
+                let plain = match &rendered.plain {
+                    Some(plain) => plain.clone(),
+                    None => self.render(registry, snapshot, format),
+                };
+                self.gzips.fetch_add(1, Ordering::Relaxed);
+                match gzip(&plain) {
+                    Ok(body) => rendered.gzip = Some(body),
+                    Err(e) => {
+                        warn!(error = %e, "gzip failed; answering uncompressed");
+                        rendered.plain = Some(plain);
+                    }
+                }
+            }
+            if let Some(body) = &rendered.gzip {
+                return (body.clone(), true);
+            }
+        }
+        let plain = rendered
+            .plain
+            .get_or_insert_with(|| self.render(registry, snapshot, format));
+        (plain.clone(), false)
+    }
+
+    fn render(&self, registry: &Registry, snapshot: &Snapshot, format: Format) -> Bytes {
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        let mut text = registry.render_as(snapshot, format);
+        // The text grew by doubling: up to half of its buffer is spare.
+        text.shrink_to_fit();
+        // A render at a new size leaves the buffers of its growth behind:
+        // hand them back once things are quiet (not per scrape).
+        let last = self.peak_len.load(Ordering::Relaxed);
+        if text.len().abs_diff(last) > (last / PEAK_FRACTION).max(PEAK_MIN_BYTES) {
+            self.peak_len.store(text.len(), Ordering::Relaxed);
+            crate::heap::after_peak();
+        }
+        Bytes::from(text)
+    }
+
+    /// (renders, gzips) done so far.
+    pub fn work_done(&self) -> (u64, u64) {
+        (
+            self.renders.load(Ordering::Relaxed),
+            self.gzips.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder.write_all(body)?;
+    let mut out = encoder.finish()?;
+    out.shrink_to_fit();
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_format_is_rendered_and_gzipped_once_per_snapshot() {
+        let registry = Registry::new(None).expect("registry");
+        let cache = ExpositionCache::default();
+        let first = crate::fixtures::node();
+        for _ in 0..3 {
+            for format in [Format::OpenMetrics100, Format::OpenMetrics001, Format::Text] {
+                for gzip in [false, true] {
+                    let (body, gzipped) = cache.body(&registry, &first, format, gzip).await;
+                    assert_eq!(gzipped, gzip);
+                    if !gzip {
+                        let text = std::str::from_utf8(&body).expect("utf-8");
+                        assert_eq!(text.ends_with("# EOF\n"), format.is_openmetrics());
+                    }
+                }
+            }
+        }
+        // OpenMetrics 1.0.0 and 0.0.1 share their body.
+        assert_eq!(cache.work_done(), (2, 2));
+        // A new snapshot is rendered anew, and only in the format asked for.
+        let second = Snapshot {
+            version: first.version + 1,
+            ..crate::fixtures::node()
+        };
+        cache.body(&registry, &second, Format::Text, false).await;
+        assert_eq!(cache.work_done(), (3, 2));
+        // Asked only for gzip (as Prometheus asks), the cache keeps no plain
+        // text: a plain answer is rendered anew, then kept.
+        let third = Snapshot {
+            version: first.version + 2,
+            ..crate::fixtures::node()
+        };
+        let (gzipped, _) = cache.body(&registry, &third, Format::Text, true).await;
+        assert_eq!(cache.work_done(), (4, 3));
+        {
+            let kept = cache.current.lock().await;
+            let kept = &kept.as_ref().expect("cached").text;
+            assert!(kept.plain.is_none() && kept.gzip.is_some());
+        }
+        let (plain, _) = cache.body(&registry, &third, Format::Text, false).await;
+        cache.body(&registry, &third, Format::Text, false).await;
+        cache.body(&registry, &third, Format::Text, true).await;
+        assert_eq!(cache.work_done(), (5, 3));
+        let mut unzipped = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(&gzipped[..]),
+            &mut unzipped,
+        )
+        .expect("gunzip");
+        // Two renders of one snapshot differ only in the collectors' timings.
+        let steady = |body: &[u8]| -> Vec<String> {
+            std::str::from_utf8(body)
+                .expect("utf-8")
+                .lines()
+                .filter(|l| !l.starts_with("kubedf_scrape_collector_duration_seconds{"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(steady(&unzipped), steady(&plain));
+    }
+}
