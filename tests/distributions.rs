@@ -758,3 +758,167 @@ fn a_restarted_kubelet_with_other_flags_is_followed_while_serving() {
         "{text}"
     );
 }
+
+/// The `path` label of kubedf_nodefs_capacity_bytes and its value, when one is
+/// exposed.
+fn nodefs_series(text: &str) -> Vec<(String, String)> {
+    samples(text)
+        .into_iter()
+        .filter(|l| l.name == "kubedf_nodefs_capacity_bytes")
+        .map(|l| {
+            let path = l.labels.get("path").cloned().unwrap_or_default();
+            (path, l.value.clone())
+        })
+        .collect()
+}
+
+/// The fewest descriptors `pid` held over a few looks (a sample opens and
+/// closes some on its own).
+fn settled_fds(pid: u32) -> usize {
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(usize::MAX)
+        })
+        .min()
+        .unwrap_or(usize::MAX)
+}
+
+#[test]
+fn a_kubelet_restarted_with_another_root_dir_and_runtime_is_followed_unless_pinned() {
+    let test = "a_kubelet_restarted_with_another_root_dir_and_runtime_is_followed_unless_pinned";
+    if !prerequisites(
+        test,
+        kubelet_prerequisites().or_else(|| need_root_and(&["containerd", "ctr"])),
+    ) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().expect("tempdir");
+    write_host_files(
+        root.path(),
+        &[(
+            "/var/lib/kubelet/config.yaml",
+            &format!("{HEAD}cgroupDriver: systemd\n"),
+        )],
+    );
+    // kubeadm's layout first: the default root dir, containerd's usual
+    // socket where no runtime listens. Then k0s's: its root dir on a 64 MiB
+    // tmpfs and a real containerd at its socket.
+    let kubeadm = |root_dir: &str| -> Vec<String> {
+        vec![
+            "--config=/var/lib/kubelet/config.yaml".into(),
+            format!("--root-dir={root_dir}"),
+            "--container-runtime-endpoint=unix:///run/containerd/containerd.sock".into(),
+        ]
+    };
+    let k0s = || -> Vec<String> {
+        vec![
+            "--config=/var/lib/kubelet/config.yaml".into(),
+            "--root-dir=/var/lib/k0s/kubelet".into(),
+            "--container-runtime-endpoint=unix:///run/k0s/containerd.sock".into(),
+        ]
+    };
+    let start = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        FakeKubelet::start(root.path(), "/usr/bin/kubelet", &args)
+    };
+    let nodefs_bytes: u64 = 64 << 20;
+    let _nodefs = Tmpfs::mount(&root.path().join("var/lib/k0s/kubelet"), nodefs_bytes);
+    let containerd = testkit::containerd::Containerd::start(&root.path().join("run/k0s"), 32 << 20)
+        .expect("containerd");
+    assert_eq!(
+        containerd.socket(),
+        root.path()
+            .canonicalize()
+            .expect("real")
+            .join("run/k0s/containerd.sock")
+    );
+    let mut kubelet = start(kubeadm("/var/lib/kubelet"));
+    let rootfs = root.path().to_str().expect("utf-8");
+    let common = [
+        "--path.rootfs",
+        rootfs,
+        "--path.procfs",
+        "/proc",
+        "--sample-interval",
+        "200ms",
+        "--kubelet.config-refresh-interval",
+        "500ms",
+    ];
+    let follows = kubedf!().serve(&common);
+    let pinned = kubedf!().serve(
+        &[
+            &common[..],
+            &[
+                "--kubelet.root-dir",
+                "/var/lib/kubelet",
+                "--cri.endpoint",
+                NO_RUNTIME,
+            ],
+        ]
+        .concat(),
+    );
+    let wait = std::time::Duration::from_secs(60);
+    let kubeadm_node = |text: &str| {
+        nodefs_series(text).iter().map(|(p, _)| p.as_str()).eq(["/var/lib/kubelet"])
+            && !has_family(text, "kubedf_cri_info")
+    };
+    follows.scrape_until(wait, "nodefs at /var/lib/kubelet, no runtime", kubeadm_node);
+    pinned.scrape_until(wait, "nodefs at /var/lib/kubelet, no runtime", kubeadm_node);
+    let k0s_node = |text: &str| {
+        nodefs_series(text) == [("/var/lib/k0s/kubelet".to_owned(), nodefs_bytes.to_string())]
+            && value(text, "kubedf_source_up", &[("source", "cri")]).as_deref() == Some("1")
+            && has_family(text, "kubedf_cri_info")
+    };
+    // kubelet restarts as k0s's: kubedf follows with no restart of its own,
+    // and the old root dir's series are gone.
+    drop(kubelet);
+    kubelet = start(k0s());
+    let text = follows.scrape_until(wait, "nodefs and the runtime of k0s's kubelet", k0s_node);
+    assert_eq!(
+        value(&text, "kubedf_kubelet_config_info", &[("source", "process")]).as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    let log = follows.log_text();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("samplers now use the new ones"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once:\n{log}");
+    let real = root.path().canonicalize().expect("real");
+    for both in [
+        "root dir \\\"/var/lib/kubelet\\\" -> \\\"/var/lib/k0s/kubelet\\\"".to_owned(),
+        format!("{}/run/containerd/containerd.sock", real.display()),
+        format!("{}/run/k0s/containerd.sock", real.display()),
+    ] {
+        assert!(said[0].contains(&both), "{both} in {}", said[0]);
+    }
+    // The pinned one keeps its flags: the same root dir, no runtime.
+    let text = pinned.scrape();
+    assert!(kubeadm_node(&text), "{text}");
+    assert!(
+        !pinned.log_text().contains("samplers now use the new ones"),
+        "{}",
+        pinned.log_text()
+    );
+    // Back and forth: each generation is dropped whole (its runtime
+    // connection included), so the descriptors do not grow.
+    let pid = follows.child.id();
+    let fds = settled_fds(pid);
+    for _ in 0..3 {
+        drop(kubelet);
+        kubelet = start(kubeadm("/var/lib/kubelet"));
+        follows.scrape_until(wait, "back on kubeadm's layout", kubeadm_node);
+        drop(kubelet);
+        kubelet = start(k0s());
+        follows.scrape_until(wait, "back on k0s's layout", k0s_node);
+    }
+    let after = settled_fds(pid);
+    assert!(after <= fds, "{fds} descriptors, {after} after 6 generations");
+    drop(kubelet);
+    drop(containerd);
+}
