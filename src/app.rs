@@ -94,10 +94,12 @@ impl App {
         let wants_kube = [VOLUME_STATS, POD_STORAGE]
             .iter()
             .any(|c| collectors.contains(*c));
+        let mut switched_off = false;
         let kube = if wants_kube {
             match kube_side(args, &settings).await {
                 KubeSide::On(kube) => Some(kube),
                 KubeSide::SwitchedOff => {
+                    switched_off = true;
                     collectors.remove(VOLUME_STATS);
                     collectors.remove(POD_STORAGE);
                     None
@@ -129,6 +131,7 @@ impl App {
             walk_threads: usize::from(args.volume_stats_walk_threads),
             volumes_on: kube.is_some() && collectors.contains(VOLUME_STATS),
             pods_on: kube.is_some() && collectors.contains(POD_STORAGE),
+            switched_off,
             kube: kube.clone(),
         };
         let generation = wiring.generation(settings, &kubelet)?;
@@ -307,6 +310,8 @@ struct Wiring {
     walk_threads: usize,
     /// The collectors are on and the pod watch runs.
     volumes_on: bool,
+    /// volumeStatsAggPeriod was 0 at start: the pod watch was not started.
+    switched_off: bool,
     pods_on: bool,
     kube: Option<Kube>,
 }
@@ -508,8 +513,14 @@ async fn follow(
                     change = %running.settings.changes(&next.settings),
                     "kubelet's settings changed; kubedf's samplers now use the new ones"
                 );
-                if next.volumes.is_none() && wiring.volumes_on {
+                let period = next.settings.volume_stats_agg_period;
+                if period.is_zero() && (wiring.volumes_on || wiring.pods_on) {
                     info!("volume_stats and pod_storage off: kubelet's volumeStatsAggPeriod is 0");
+                } else if wiring.switched_off && running.settings.volume_stats_agg_period.is_zero() {
+                    warn!(
+                        ?period,
+                        "volume_stats and pod_storage were switched off at start (volumeStatsAggPeriod 0); they come on when kubedf restarts"
+                    );
                 }
                 running.stop().await;
                 // The first sample of the new root dir and runtime replaces
@@ -653,6 +664,7 @@ mod tests {
             walk_threads: 1,
             volumes_on: false,
             pods_on: false,
+            switched_off: false,
             kube: None,
         }
     }
