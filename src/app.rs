@@ -21,7 +21,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::sampler::{Sampler, SamplerConfig};
 use crate::sources::HostRoot;
 use crate::sources::configz::{Configz, ConfigzOptions};
-use crate::sources::cri::{CriClient, CriError, default_endpoint};
+use crate::sources::cri::{CriClient, CriError, DEFAULT_ENDPOINTS};
 use crate::sources::kube::{Kube, client};
 use crate::sources::kubelet_config::{
     DEFAULT_VOLUME_STATS_AGG_PERIOD, Host, KubeletSourceError, ProcessId, Reading, Sources,
@@ -255,7 +255,7 @@ impl Settings {
         let cri_endpoint = match (&pinned.cri_endpoint, &kubelet.container_runtime_endpoint) {
             (Some(flag), _) => flag.clone(),
             (None, Some(kubelets)) => endpoint_under_rootfs(host, kubelets),
-            (None, None) => default_endpoint(),
+            (None, None) => default_endpoint_under_rootfs(host),
         };
         let volume_stats_agg_period = pinned
             .volume_stats_agg_period
@@ -544,6 +544,23 @@ fn endpoint_under_rootfs(host: &Host, endpoint: &str) -> String {
     }
 }
 
+/// kubelet named no endpoint: the first of containerd's and CRI-O's whose
+/// socket exists on the host, or containerd's when none does (it may appear
+/// later), reached under --path.rootfs as kubelet's own would be.
+fn default_endpoint_under_rootfs(host: &Host) -> String {
+    let under: Vec<String> = DEFAULT_ENDPOINTS
+        .iter()
+        .map(|e| endpoint_under_rootfs(host, e))
+        .collect();
+    let exists = |e: &&String| Path::new(e.strip_prefix("unix://").unwrap_or(e)).exists();
+    under
+        .iter()
+        .find(exists)
+        .or(under.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// The `/configz` client when `--kubelet.endpoint` is set, with the API
 /// server's credentials; none (said once) when those cannot be had.
 /// A bad --kubelet.endpoint or --kubelet.ca-file stops kubedf at start,
@@ -811,6 +828,19 @@ mod tests {
         assert_eq!(kept.cri_endpoint, "unix:///host/run/crio/crio.sock");
         assert_eq!(kept.volume_stats_agg_period, Duration::from_secs(30));
         let defaults = Settings::of(&Pinned::default(), &host, &kubelet(None, None));
+        // kubelet named none: containerd's, under the host root.
+        assert_eq!(
+            defaults.cri_endpoint,
+            format!("unix://{}/run/containerd/containerd.sock", real.display())
+        );
+        // CRI-O's when only its socket exists on the host.
+        std::fs::create_dir_all(root.path().join("var/run/crio")).expect("mkdir");
+        let _crio = std::os::unix::net::UnixListener::bind(root.path().join("var/run/crio/crio.sock"))
+            .expect("bind");
+        assert_eq!(
+            Settings::of(&Pinned::default(), &host, &kubelet(None, None)).cri_endpoint,
+            format!("unix://{}/var/run/crio/crio.sock", real.display())
+        );
         assert_eq!(
             defaults.changes(&followed),
             format!(
