@@ -199,9 +199,7 @@ impl App {
             kubelet_refresh,
             shutdown.clone(),
         ));
-        let running = self
-            .generation
-            .start(&board, self.wiring.sample_interval);
+        let running = self.generation.start(&board, self.wiring.sample_interval);
         let follow = tokio::spawn(follow(
             self.wiring,
             Arc::clone(&board),
@@ -516,7 +514,8 @@ async fn follow(
                 let period = next.settings.volume_stats_agg_period;
                 if period.is_zero() && (wiring.volumes_on || wiring.pods_on) {
                     info!("volume_stats and pod_storage off: kubelet's volumeStatsAggPeriod is 0");
-                } else if wiring.switched_off && running.settings.volume_stats_agg_period.is_zero() {
+                } else if wiring.switched_off && running.settings.volume_stats_agg_period.is_zero()
+                {
                     warn!(
                         ?period,
                         "volume_stats and pod_storage were switched off at start (volumeStatsAggPeriod 0); they come on when kubedf restarts"
@@ -732,13 +731,7 @@ mod tests {
         let running = generation.start(&board, wiring.sample_interval);
         let (changes_tx, changes) = watch::channel(first);
         let (stop_tx, stop) = watch::channel(false);
-        let task = tokio::spawn(follow(
-            wiring,
-            Arc::clone(&board),
-            running,
-            changes,
-            stop,
-        ));
+        let task = tokio::spawn(follow(wiring, Arc::clone(&board), running, changes, stop));
         (board, changes_tx, stop_tx, task, first_sampler)
     }
 
@@ -767,7 +760,11 @@ mod tests {
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(60)).await;
             assert_eq!(
-                board.snapshot().nodefs().map(|fs| fs.path.clone()).as_deref(),
+                board
+                    .snapshot()
+                    .nodefs()
+                    .map(|fs| fs.path.clone())
+                    .as_deref(),
                 Ok("/var/lib/k0s/kubelet")
             );
         }
@@ -778,7 +775,11 @@ mod tests {
             .expect("no panic");
         let at_stop = board.snapshot().node.taken_at;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(board.snapshot().node.taken_at, at_stop, "nothing samples after the stop");
+        assert_eq!(
+            board.snapshot().node.taken_at,
+            at_stop,
+            "nothing samples after the stop"
+        );
         assert!(at_stop <= SystemTime::now());
     }
 
@@ -835,8 +836,9 @@ mod tests {
         );
         // CRI-O's when only its socket exists on the host.
         std::fs::create_dir_all(root.path().join("var/run/crio")).expect("mkdir");
-        let _crio = std::os::unix::net::UnixListener::bind(root.path().join("var/run/crio/crio.sock"))
-            .expect("bind");
+        let _crio =
+            std::os::unix::net::UnixListener::bind(root.path().join("var/run/crio/crio.sock"))
+                .expect("bind");
         assert_eq!(
             Settings::of(&Pinned::default(), &host, &kubelet(None, None)).cri_endpoint,
             format!("unix://{}/var/run/crio/crio.sock", real.display())

@@ -343,7 +343,9 @@ fn cri_socket_is_a_path_or_a_unix_url() {
             (
                 Some("--cri.endpoint=unix:///run/k3s/containerd/containerd.sock".to_owned()),
                 Some(json!({"path": "/run/k3s/containerd", "type": "Directory"})),
-                Some(json!({"name": "cri-socket", "mountPath": "/run/k3s/containerd", "readOnly": true})),
+                Some(
+                    json!({"name": "cri-socket", "mountPath": "/run/k3s/containerd", "readOnly": true})
+                ),
             ),
             "{given}"
         );

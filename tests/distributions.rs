@@ -280,6 +280,99 @@ fn distros() -> Vec<Distro> {
             },
         },
         Distro {
+            // k3s reading its flags as its configfilearg does: config.yaml,
+            // then config.yaml.d's *.yaml and *.yml by name (a .txt file and
+            // a directory named like a .yaml skipped); per key a later file
+            // replaces, `key+` appends; then the command line's flags. So
+            // kubelet-arg is config.yaml's GC 70/60, 10-evict's appended
+            // --eviction-hard, then the command line's GC low 55; data-dir
+            // from 20-data.YML moves the drop-in directory, whose
+            // 00-k3s-defaults.conf map the --eviction-hard flag replaces
+            // whole. The file in the default data-dir is not read.
+            name: "k3s (config.yaml.d)",
+            files: vec![
+                (
+                    "/etc/rancher/k3s/config.yaml",
+                    "kubelet-arg:\n  - image-gc-high-threshold=70\n  - image-gc-low-threshold=60\ndata-dir: /var/lib/rancher/k3s\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/10-evict.yaml",
+                    "kubelet-arg+:\n  - eviction-hard=imagefs.available<8%,nodefs.available<7%\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/20-data.YML",
+                    "data-dir: /opt/k3s\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/30-notes.txt",
+                    "kubelet-arg: [image-gc-high-threshold=1]\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/40-dir.yaml/x.yaml",
+                    "kubelet-arg: [image-gc-high-threshold=2]\n".into(),
+                ),
+                (
+                    "/opt/k3s/agent/etc/kubelet.conf.d/00-k3s-defaults.conf",
+                    format!(
+                        "{HEAD}containerRuntimeEndpoint: unix:///run/k3s/containerd/containerd.sock\nevictionHard:\n  imagefs.available: 5%\n  nodefs.available: 5%\n"
+                    ),
+                ),
+                (
+                    "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/50-stale.conf",
+                    format!("{HEAD}imageGCHighThresholdPercent: 3\n"),
+                ),
+            ],
+            exe: "/usr/local/bin/k3s",
+            args: &["agent", "--kubelet-arg=image-gc-low-threshold=55"],
+            want: Want {
+                hard: &[("nodefs.available", "7%"), ("imagefs.available", "8%")],
+                soft: &[],
+                gc: (70, 55),
+                root_dir: "/var/lib/kubelet",
+                endpoint: "unix:///run/k3s/containerd/containerd.sock",
+            },
+        },
+        Distro {
+            // RKE2 told `-c /etc/rke2-site.yaml`: that file and its .d, not
+            // /etc/rancher/rke2/config.yaml. The drop-in's plain
+            // kubelet-arg replaces the file's list (GC 88/70, not 95).
+            name: "RKE2 (-c)",
+            files: vec![
+                (
+                    "/etc/rancher/rke2/config.yaml",
+                    "kubelet-arg: [image-gc-high-threshold=1]\n".into(),
+                ),
+                (
+                    "/etc/rke2-site.yaml",
+                    "kubelet-arg: [image-gc-high-threshold=95]\n".into(),
+                ),
+                (
+                    "/etc/rke2-site.yaml.d/01-gc.yaml",
+                    "kubelet-arg:\n  - image-gc-high-threshold=88\n  - image-gc-low-threshold=70\n".into(),
+                ),
+                (
+                    "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d/00-rke2-defaults.conf",
+                    format!(
+                        "{HEAD}containerRuntimeEndpoint: unix:///run/k3s/containerd/containerd.sock\nevictionHard:\n  imagefs.available: 5%\n  nodefs.available: 5%\n"
+                    ),
+                ),
+            ],
+            exe: "/usr/local/bin/rke2",
+            args: &["server", "-c", "/etc/rke2-site.yaml"],
+            want: Want {
+                hard: &[
+                    ("nodefs.available", "5%"),
+                    ("nodefs.inodesFree", "5%"),
+                    ("imagefs.available", "5%"),
+                    ("imagefs.inodesFree", "5%"),
+                ],
+                soft: &[],
+                gc: (88, 70),
+                root_dir: "/var/lib/kubelet",
+                endpoint: "unix:///run/k3s/containerd/containerd.sock",
+            },
+        },
+        Distro {
             // An OpenShift worker: kubelet.conf (MCO's, a full evictionHard),
             // then /etc/openshift/kubelet.conf.d in WalkDir order: 10-a
             // before 9-b (lexical), sub/ after both; 10-a sets imagefs 20%,
@@ -863,7 +956,10 @@ fn a_kubelet_restarted_with_another_root_dir_and_runtime_is_followed_unless_pinn
     );
     let wait = std::time::Duration::from_secs(60);
     let kubeadm_node = |text: &str| {
-        nodefs_series(text).iter().map(|(p, _)| p.as_str()).eq(["/var/lib/kubelet"])
+        nodefs_series(text)
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .eq(["/var/lib/kubelet"])
             && !has_family(text, "kubedf_cri_info")
     };
     follows.scrape_until(wait, "nodefs at /var/lib/kubelet, no runtime", kubeadm_node);
@@ -879,7 +975,12 @@ fn a_kubelet_restarted_with_another_root_dir_and_runtime_is_followed_unless_pinn
     kubelet = start(k0s());
     let text = follows.scrape_until(wait, "nodefs and the runtime of k0s's kubelet", k0s_node);
     assert_eq!(
-        value(&text, "kubedf_kubelet_config_info", &[("source", "process")]).as_deref(),
+        value(
+            &text,
+            "kubedf_kubelet_config_info",
+            &[("source", "process")]
+        )
+        .as_deref(),
         Some("1"),
         "{text}"
     );
@@ -918,7 +1019,10 @@ fn a_kubelet_restarted_with_another_root_dir_and_runtime_is_followed_unless_pinn
         follows.scrape_until(wait, "back on k0s's layout", k0s_node);
     }
     let after = settled_fds(pid);
-    assert!(after <= fds, "{fds} descriptors, {after} after 6 generations");
+    assert!(
+        after <= fds,
+        "{fds} descriptors, {after} after 6 generations"
+    );
     drop(kubelet);
     drop(containerd);
 }
