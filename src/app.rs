@@ -79,7 +79,7 @@ impl App {
                 problem: e.to_string(),
             })?,
         );
-        let host = Host::new(&args.rootfs, &args.procfs);
+        let host = Host::on(Arc::clone(&host_root), &args.rootfs, &args.procfs);
         let kubelet_sources = Sources {
             host: host.clone(),
             file: args.kubelet_config.clone(),

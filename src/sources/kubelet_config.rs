@@ -28,6 +28,7 @@
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use procfs_core::FromRead as _;
 use procfs_core::process::Stat;
@@ -82,6 +83,9 @@ pub enum KubeletSourceError {
 pub struct Host {
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
+    /// The host root, opened once (on first use, or given), shared by every
+    /// clone: one descriptor, not one per file read.
+    root: Arc<OnceLock<Arc<HostRoot>>>,
 }
 
 impl Host {
@@ -89,16 +93,31 @@ impl Host {
         Host {
             rootfs: rootfs.into(),
             procfs: procfs.into(),
+            root: Arc::default(),
         }
+    }
+
+    /// A host whose root is `root`, already open (the app's).
+    pub fn on(root: Arc<HostRoot>, rootfs: impl Into<PathBuf>, procfs: impl Into<PathBuf>) -> Host {
+        let host = Host::new(rootfs, procfs);
+        let _ = host.root.set(root);
+        host
     }
 
     /// The one way from a host path kubelet names to the path this process
     /// reads.
     /// Resolved inside the host root as the host resolves it (a symlinked
-    /// /etc/kubernetes included). The root is opened per call: kubelet's
-    /// sources are read once a minute, and a `Host` stays a plain value.
+    /// /etc/kubernetes included). A root that cannot be opened is tried
+    /// again on the next call.
     pub fn host_file(&self, host: &str) -> Result<PathBuf, HostPathError> {
-        HostRoot::open(&self.rootfs)?.resolve(host)
+        let root = match self.root.get() {
+            Some(root) => root,
+            None => {
+                let opened = Arc::new(HostRoot::open(&self.rootfs)?);
+                self.root.get_or_init(|| opened)
+            }
+        };
+        root.resolve(host)
     }
 
     fn host_file_for(&self, what: &str, host: &str) -> Result<PathBuf, KubeletSourceError> {
@@ -127,10 +146,33 @@ impl Host {
     /// `filepath.WalkDir` order: each directory's entries by name (bytes),
     /// subdirectories entered where their name sorts, symlinks not followed
     /// into.
+    ///
+    /// kubelet's `filepath.WalkDir` lstats its root: a `--config-dir` that is
+    /// itself a symlink is not walked into (no drop-in is read), unless it
+    /// ends in `/`, which makes lstat follow it. Every step, that lstat
+    /// included, is resolved inside the host root.
     pub fn drop_in_files(&self, dir: &str) -> Result<Vec<String>, KubeletSourceError> {
         let mut out = Vec::new();
-        self.walk(dir.trim_end_matches('/'), dir, &mut out)?;
+        let top = dir.trim_end_matches('/');
+        if !dir.ends_with('/') && self.is_symlink(top)? {
+            return Ok(out);
+        }
+        self.walk(top, dir, &mut out)?;
         Ok(out)
+    }
+
+    /// Whether host path `host`'s last component is a symlink (its parent
+    /// resolved inside the host root); a missing one is not.
+    fn is_symlink(&self, host: &str) -> Result<bool, KubeletSourceError> {
+        let Some((parent, name)) = host.rsplit_once('/') else {
+            return Ok(false);
+        };
+        if name.is_empty() || name == "." || name == ".." {
+            return Ok(false);
+        }
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let local = self.host_file_for("kubelet --config-dir", parent)?;
+        Ok(std::fs::symlink_metadata(local.join(name)).is_ok_and(|m| m.file_type().is_symlink()))
     }
 
     fn walk(
@@ -838,6 +880,64 @@ mod tests {
                 "eviction-hard=nodefs.available<3%"
             ])
         );
+    }
+
+    #[test]
+    fn a_symlinked_config_dir_is_resolved_in_the_host_root_and_walked_as_kubelet_walks_it() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        // The link's absolute target exists on this machine too, with
+        // another file: read from there, it would be an escape.
+        let target = elsewhere.path().join("dropins");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("evil.conf"), "").unwrap();
+        let inside = root.path().join(target.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("good.conf"), "").unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(&target, root.path().join("etc/kubelet.conf.d")).unwrap();
+        let host = Host::new(root.path(), "/proc");
+        // kubelet's filepath.WalkDir lstats its root: a symlink is not
+        // walked into, and no drop-in is read ...
+        assert_eq!(
+            host.drop_in_files("/etc/kubelet.conf.d").unwrap(),
+            Vec::<String>::new()
+        );
+        // ... unless a trailing slash makes lstat follow it. Its files are
+        // those inside the host root.
+        assert_eq!(
+            host.drop_in_files("/etc/kubelet.conf.d/").unwrap(),
+            ["/etc/kubelet.conf.d/good.conf"]
+        );
+        let doc = host
+            .document("kubelet drop-in", "/etc/kubelet.conf.d/good.conf")
+            .unwrap();
+        assert_eq!(doc.text, "");
+    }
+
+    #[test]
+    fn a_host_opens_its_root_once_for_all_its_clones() {
+        let root = tempfile::tempdir().unwrap();
+        let host = Host::new(root.path(), "/proc");
+        let clone = host.clone();
+        assert!(host.root.get().is_none(), "opened on first use");
+        for path in ["/etc", "/var/lib/kubelet", "/"] {
+            clone.host_file(path).unwrap();
+            host.host_file(path).unwrap();
+        }
+        let opened = host.root.get().expect("opened");
+        assert!(Arc::ptr_eq(opened, clone.root.get().unwrap()));
+        assert_eq!(Arc::strong_count(opened), 1, "one HostRoot, no other");
+        // A host root that cannot be opened is an error naming it, each time.
+        let gone = Host::new("/nonexistent/kubedf-root", "/proc");
+        for _ in 0..2 {
+            let err = gone.host_file("/etc").unwrap_err().to_string();
+            assert!(err.contains("/nonexistent/kubedf-root"), "{err}");
+        }
+        let shared = Arc::new(HostRoot::open(root.path()).unwrap());
+        let given = Host::on(Arc::clone(&shared), root.path(), "/proc");
+        given.host_file("/etc").unwrap();
+        assert!(Arc::ptr_eq(given.root.get().unwrap(), &shared));
     }
 
     #[test]
