@@ -159,10 +159,12 @@ pub struct CommonArgs {
     /// when the kubelet process is another one): 100ms to 24h.
     #[arg(long = "kubelet.config-refresh-interval", env = "KUBEDF_KUBELET_CONFIG_REFRESH_INTERVAL", default_value = "1m", value_parser = parse_sample_interval, global = true)]
     pub kubelet_config_refresh_interval: Duration,
-    /// CRI endpoint of the container runtime, in this process's view
-    /// [default: kubelet's containerRuntimeEndpoint under --path.rootfs, else
-    /// the first of unix:///run/containerd/containerd.sock and
-    /// unix:///var/run/crio/crio.sock that exists].
+    /// CRI endpoint of the container runtime, in this process's view; given,
+    /// it pins the endpoint [default: kubelet's containerRuntimeEndpoint
+    /// (followed when kubelet restarts with another), else the first of
+    /// unix:///run/containerd/containerd.sock and
+    /// unix:///var/run/crio/crio.sock that exists on the host; either reached
+    /// under --path.rootfs].
     #[arg(long = "cri.endpoint", env = "KUBEDF_CRI_ENDPOINT", global = true)]
     pub cri_endpoint: Option<String>,
     /// How often sources are read in `serve`.

@@ -12,10 +12,11 @@
 //! token rotating), and the last good configuration stays, with an error
 //! naming the source and its cause, logged once per change.
 //!
-//! The thresholds, grace periods and GC percents follow at once. The root
-//! dir, CRI endpoint, `podLogsDir` and `volumeStatsAggPeriod` are wired into
-//! the samplers at start: a change of those is logged, and takes effect when
-//! kubedf restarts.
+//! The thresholds, grace periods and GC percents follow at once (a scrape
+//! renders with the board's configuration). Each new configuration is also
+//! sent on `changes`, for the app to build its samplers again when the root
+//! dir, CRI endpoint, `podLogsDir` or `volumeStatsAggPeriod` changed
+//! ([`crate::app`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -57,33 +58,23 @@ fn still_running(procfs: &Path, (pid, start): ProcessId) -> bool {
         .is_some_and(|s| s.starttime == start)
 }
 
-/// What the samplers took at start and do not follow.
-fn start_only(c: &KubeletConfig) -> impl PartialEq + std::fmt::Debug + '_ {
-    (
-        &c.root_dir,
-        &c.container_runtime_endpoint,
-        &c.pod_logs_dir,
-        c.volume_stats_agg_period,
-    )
-}
-
 /// Watches until `shutdown` changes; `process` is the kubelet the
-/// configuration in force was read with.
+/// configuration in force was read with. Each configuration published on
+/// `board` is sent on `changes` too.
 pub async fn run(
     sources: Sources,
     board: SnapshotHandle,
+    changes: watch::Sender<Arc<KubeletConfig>>,
     process: Option<ProcessId>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let start = board.kubelet();
     let mut ticker = tokio::time::interval(every.min(MAX_CHECK));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let mut process = process;
     let mut last_read = Instant::now();
     let mut last_problem: Option<String> = None;
-    let mut said_start_only = false;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -123,13 +114,9 @@ pub async fn run(
                             restarted,
                             "kubelet configuration changed; now in force"
                         );
-                        if !said_start_only && start_only(&start) != start_only(&reading.config) {
-                            said_start_only = true;
-                            warn!(
-                                "kubelet's root dir, CRI endpoint, podLogsDir or volumeStatsAggPeriod changed; kubedf uses the new values when it restarts"
-                            );
-                        }
-                        board.publish_kubelet(Arc::new(reading.config));
+                        let config = Arc::new(reading.config);
+                        board.publish_kubelet(Arc::clone(&config));
+                        changes.send_replace(config);
                     }
                     (!failures.is_empty()).then(|| failures.join("; "))
                 } else {

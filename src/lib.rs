@@ -20,7 +20,8 @@
 //!   merged from flags, the config file and drop-ins as kubelet merges it.
 //! - [`sampler`]: the node's sources, read periodically, concurrently, bounded.
 //! - [`kubelet_watch`]: kubelet's configuration in force, read again every
-//!   minute and when kubelet restarts; the last good one kept.
+//!   minute and when kubelet restarts; the last good one kept, each new one
+//!   published and announced to the app.
 //! - [`scheduler`]: the one timer queue for everything measured on its own
 //!   schedule (jitter, one call in flight per key, replans, backoff).
 //! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
@@ -43,7 +44,10 @@
 //! - [`summary`]: `/stats/summary` in kubelet's Summary API shape.
 //! - [`df`]: the `kubedf df` table.
 //! - [`yaml`]: configuration files into typed settings, errors naming the field.
-//! - [`cli`], [`app`]: the command line and the wiring of the above.
+//! - [`cli`], [`app`]: the command line and the wiring of the above; the app
+//!   builds the samplers again (a generation) when the kubelet settings they
+//!   use (root dir, CRI endpoint, `podLogsDir`, `volumeStatsAggPeriod`)
+//!   change.
 
 // `deny`, not `forbid`: the one exception is `heap::glibc`, the calls into
 // glibc's allocator, allowed where it stands with its SAFETY comment.

@@ -8,7 +8,7 @@ use tracing::info;
 use kubedf::app::{App, collected_anything};
 use kubedf::cli::{self, Command, LogFormat};
 use kubedf::http::{self, AppState, ServeOptions, WebConfig};
-use kubedf::model::{Board, Snapshot};
+use kubedf::model::Snapshot;
 
 fn init_tracing(format: LogFormat, quiet_sampler: bool) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,37 +87,17 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
     let quiet_sampler = matches!(parsed.cli.command, Command::Df(_));
     init_tracing(parsed.cli.common.log_format, quiet_sampler);
     let app = App::build(&parsed.cli.common, &parsed.collectors).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(kube) = &app.kube {
-        tokio::spawn(kube.clone().watch_pods(stop_rx.clone()));
-    }
-    let mut volumes = app.volumes;
-    let mut pods = app.pods;
-    let node = app.sampler.sample().await;
     let once = |snapshot: &Snapshot| exit_code(collected_anything(snapshot));
     match parsed.cli.command {
         Command::Metrics => {
-            let table = match volumes.as_mut() {
-                Some(v) => Some(v.sample_once().await),
-                None => None,
-            };
-            let mut snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
-            if let Some(p) = pods.as_mut() {
-                snapshot.pods = Some(Arc::new(p.sample_once().await));
-            }
-            print!("{}", app.registry.render(&snapshot));
+            let registry = Arc::clone(&app.registry);
+            let snapshot = app.snapshot_once(true).await;
+            print!("{}", registry.render(&snapshot));
             Ok(once(&snapshot))
         }
         Command::Df(args) => {
-            let table = match volumes.as_mut() {
-                Some(v) => Some(v.sample_once().await),
-                None => None,
-            };
-            let mut snapshot = Snapshot::new(Arc::clone(&app.kubelet), node, table);
+            let snapshot = app.snapshot_once(args.pods).await;
             if args.pods {
-                if let Some(p) = pods.as_mut() {
-                    snapshot.pods = Some(Arc::new(p.sample_once().await));
-                }
                 print!("{}", kubedf::df::render_pods(&snapshot));
             } else {
                 print!("{}", kubedf::df::render(&snapshot));
@@ -127,32 +107,12 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Serve => {
             let common = &parsed.cli.common;
             let args = &parsed.cli.web;
-            let board = Arc::new(Board::new(Arc::clone(&app.kubelet), node));
-            if let Some(v) = &volumes {
-                // Until the first list of pods arrives, volume_stats says so.
-                board.publish_volumes(Some(Arc::new(v.table())));
-            }
-            if let Some(p) = pods.as_mut() {
-                board.publish_pods(Some(Arc::new(p.table())));
-            }
-            tokio::spawn(kubedf::kubelet_watch::run(
-                app.kubelet_sources.clone(),
-                Arc::clone(&board),
-                app.kubelet_process,
-                common.kubelet_config_refresh_interval,
-                stop_rx.clone(),
-            ));
-            let sampler = tokio::spawn(Arc::clone(&app.sampler).run(
-                Arc::clone(&board),
-                common.sample_interval,
-                stop_rx.clone(),
-            ));
-            if let Some(v) = volumes {
-                tokio::spawn(v.run(Arc::clone(&board), stop_rx.clone()));
-            }
-            if let Some(p) = pods {
-                tokio::spawn(p.run(Arc::clone(&board), stop_rx.clone()));
-            }
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let registry = Arc::clone(&app.registry);
+            let node_name = app.node_name.clone();
+            let (board, samplers) = app
+                .start(common.kubelet_config_refresh_interval, stop_rx.clone())
+                .await;
             tokio::spawn(kubedf::heap::run(kubedf::heap::QUIET, stop_rx.clone()));
             let web = match &args.web_config_file {
                 None => WebConfig::plain(),
@@ -181,7 +141,7 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             };
             info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, http2, max_connections = args.max_connections, "serving metrics");
             let state = AppState {
-                registry: Arc::clone(&app.registry),
+                registry,
                 snapshot: board,
                 telemetry_path: args.telemetry_path.clone(),
                 max_snapshot_age: common.sample_interval * 3
@@ -190,14 +150,14 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
                 web,
                 cache,
                 rate_limit,
-                node_name: app.node_name.clone(),
+                node_name,
             };
             let options = ServeOptions {
                 max_connections: usize::from(args.max_connections),
             };
             http::serve(listener, state, options, shutdown_signal()).await?;
             let _ = stop_tx.send(true);
-            let _ = sampler.await;
+            let _ = samplers.await;
             info!("stopped");
             // Exit now rather than return: dropping the runtime would wait for
             // every blocking thread, and one stuck in a hung mount's statfs

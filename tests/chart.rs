@@ -249,29 +249,79 @@ fn changes(test: &str, file: &str) -> Option<(BTreeSet<String>, Vec<Value>)> {
 const DS: &str = "DaemonSet/kubedf spec.template.spec";
 const SM: &str = "ServiceMonitor/kubedf spec.endpoints[0]";
 
+/// The pinned runtime's flag and mount, if any: (--cri.endpoint, the
+/// cri-socket volume's hostPath, its mount).
+fn pinned_runtime(objs: &[Value]) -> (Option<String>, Option<Value>, Option<Value>) {
+    let flag = args_of(objs)
+        .into_iter()
+        .find(|a| a.starts_with("--cri.endpoint="));
+    let pod = &the(objs, "DaemonSet")["spec"]["template"]["spec"];
+    let named = |list: &Value| {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == "cri-socket")
+            .cloned()
+    };
+    (
+        flag,
+        named(&pod["volumes"]).map(|v| v["hostPath"].clone()),
+        named(&pod["containers"][0]["volumeMounts"]),
+    )
+}
+
 #[test]
-fn crio_values_change_only_the_cri_socket() {
-    let test = "crio_values_change_only_the_cri_socket";
+fn the_default_pins_no_runtime_and_follows_the_kubelets() {
+    let test = "the_default_pins_no_runtime_and_follows_the_kubelets";
+    let Some(objs) = render(test, None) else {
+        return;
+    };
+    // No --cri.endpoint, no socket mount: the kubelet's endpoint is reached
+    // under /host (k3s's, k0s's, CRI-O's alike).
+    assert_eq!(pinned_runtime(&objs), (None, None, None));
+    // Without the host root, the kubelet cannot be seen: kubelet's default
+    // socket is pinned and its directory mounted.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, "hostRootFsMount:\n  enabled: false\n").expect("write");
+    let Some(objs) = render(test, Some(&file)) else {
+        return;
+    };
+    assert_eq!(
+        pinned_runtime(&objs),
+        (
+            Some("--cri.endpoint=unix:///run/containerd/containerd.sock".to_owned()),
+            Some(json!({"path": "/run/containerd", "type": "Directory"})),
+            Some(json!({"name": "cri-socket", "mountPath": "/run/containerd", "readOnly": true})),
+        )
+    );
+}
+
+#[test]
+fn crio_values_pin_the_runtime_and_mount_its_socket_directory() {
+    let test = "crio_values_pin_the_runtime_and_mount_its_socket_directory";
     let Some((diffs, objs)) = changes(test, "crio-values.yaml") else {
         return;
     };
+    // The flag goes in before --kubelet.endpoint, which moves one on.
     assert_eq!(
         diffs,
         set(&[
             &format!("{DS}.containers[0].args[4]"),
-            &format!("{DS}.containers[0].volumeMounts[2].mountPath"),
-            &format!("{DS}.volumes[2].hostPath.path"),
+            &format!("{DS}.containers[0].args[5]"),
+            &format!("{DS}.containers[0].volumeMounts[2]"),
+            &format!("{DS}.volumes[2]"),
         ])
     );
-    assert!(args_of(&objs).contains(&"--cri.endpoint=unix:///var/run/crio/crio.sock".into()));
-    let pod = &the(&objs, "DaemonSet")["spec"]["template"]["spec"];
+    // The directory, not the socket file: a runtime that restarts makes a
+    // new socket, which a bind mount of the old file would not show.
     assert_eq!(
-        by_name(&pod["volumes"], "cri-socket")["hostPath"],
-        json!({"path": "/var/run/crio/crio.sock", "type": "Socket"})
-    );
-    assert_eq!(
-        by_name(&pod["containers"][0]["volumeMounts"], "cri-socket")["mountPath"],
-        "/var/run/crio/crio.sock"
+        pinned_runtime(&objs),
+        (
+            Some("--cri.endpoint=unix:///var/run/crio/crio.sock".to_owned()),
+            Some(json!({"path": "/var/run/crio", "type": "Directory"})),
+            Some(json!({"name": "cri-socket", "mountPath": "/var/run/crio", "readOnly": true})),
+        )
     );
 }
 
@@ -280,25 +330,23 @@ fn cri_socket_is_a_path_or_a_unix_url() {
     let test = "cri_socket_is_a_path_or_a_unix_url";
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("values.yaml");
-    for given in ["/var/run/crio/crio.sock", "unix:///var/run/crio/crio.sock"] {
+    for given in [
+        "/run/k3s/containerd/containerd.sock",
+        "unix:///run/k3s/containerd/containerd.sock",
+    ] {
         std::fs::write(&file, format!("criSocket: {given}\n")).expect("write");
         let Some(objs) = render(test, Some(&file)) else {
             return;
         };
-        let args = args_of(&objs);
-        assert!(
-            args.contains(&"--cri.endpoint=unix:///var/run/crio/crio.sock".into()),
-            "{given}: {args:?}"
-        );
-        let pod = &the(&objs, "DaemonSet")["spec"]["template"]["spec"];
         assert_eq!(
-            by_name(&pod["volumes"], "cri-socket")["hostPath"],
-            json!({"path": "/var/run/crio/crio.sock", "type": "Socket"}),
-            "{given}"
-        );
-        assert_eq!(
-            by_name(&pod["containers"][0]["volumeMounts"], "cri-socket")["mountPath"],
-            "/var/run/crio/crio.sock",
+            pinned_runtime(&objs),
+            (
+                Some("--cri.endpoint=unix:///run/k3s/containerd/containerd.sock".to_owned()),
+                Some(json!({"path": "/run/k3s/containerd", "type": "Directory"})),
+                Some(
+                    json!({"name": "cri-socket", "mountPath": "/run/k3s/containerd", "readOnly": true})
+                ),
+            ),
             "{given}"
         );
     }
@@ -334,13 +382,13 @@ fn kubelet_root_dir_values_move_root_dir_and_config() {
     assert_eq!(
         diffs,
         set(&[
+            &format!("{DS}.containers[0].args[5]"),
             &format!("{DS}.containers[0].args[6]"),
-            &format!("{DS}.containers[0].args[7]"),
         ])
     );
     let args = args_of(&objs);
     assert_eq!(
-        args[6..8],
+        args[5..7],
         [
             "--kubelet.root-dir=/var/lib/k0s/kubelet".to_owned(),
             "--kubelet.config=/var/lib/k0s/kubelet/config.yaml".to_owned()
@@ -390,11 +438,11 @@ fn kubelet_compat_values_relabel_kubelet_volume_stats_only() {
     assert_eq!(
         diffs,
         set(&[
-            &format!("{DS}.containers[0].args[6]"),
+            &format!("{DS}.containers[0].args[5]"),
             &format!("{SM}.metricRelabelings"),
         ])
     );
-    assert_eq!(args_of(&objs)[6], "--volume-stats.kubelet-names=uncovered");
+    assert_eq!(args_of(&objs)[5], "--volume-stats.kubelet-names=uncovered");
     let ep = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
     assert_eq!(ep["honorLabels"], true);
     let rules = ep["metricRelabelings"]
@@ -433,11 +481,11 @@ fn web_config_values_add_the_secret_flag_mount_and_https() {
         set(&[
             "Secret/kubedf-web-config",
             "DaemonSet/kubedf spec.template.metadata.annotations",
-            &format!("{DS}.containers[0].args[6]"),
+            &format!("{DS}.containers[0].args[5]"),
             &format!("{DS}.containers[0].livenessProbe.httpGet.scheme"),
             &format!("{DS}.containers[0].readinessProbe.httpGet.scheme"),
-            &format!("{DS}.containers[0].volumeMounts[3]"),
-            &format!("{DS}.volumes[3]"),
+            &format!("{DS}.containers[0].volumeMounts[2]"),
+            &format!("{DS}.volumes[2]"),
             &format!("{SM}.scheme"),
             &format!("{SM}.tlsConfig"),
             &format!("{SM}.basicAuth"),

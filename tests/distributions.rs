@@ -280,6 +280,99 @@ fn distros() -> Vec<Distro> {
             },
         },
         Distro {
+            // k3s reading its flags as its configfilearg does: config.yaml,
+            // then config.yaml.d's *.yaml and *.yml by name (a .txt file and
+            // a directory named like a .yaml skipped); per key a later file
+            // replaces, `key+` appends; then the command line's flags. So
+            // kubelet-arg is config.yaml's GC 70/60, 10-evict's appended
+            // --eviction-hard, then the command line's GC low 55; data-dir
+            // from 20-data.YML moves the drop-in directory, whose
+            // 00-k3s-defaults.conf map the --eviction-hard flag replaces
+            // whole. The file in the default data-dir is not read.
+            name: "k3s (config.yaml.d)",
+            files: vec![
+                (
+                    "/etc/rancher/k3s/config.yaml",
+                    "kubelet-arg:\n  - image-gc-high-threshold=70\n  - image-gc-low-threshold=60\ndata-dir: /var/lib/rancher/k3s\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/10-evict.yaml",
+                    "kubelet-arg+:\n  - eviction-hard=imagefs.available<8%,nodefs.available<7%\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/20-data.YML",
+                    "data-dir: /opt/k3s\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/30-notes.txt",
+                    "kubelet-arg: [image-gc-high-threshold=1]\n".into(),
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/40-dir.yaml/x.yaml",
+                    "kubelet-arg: [image-gc-high-threshold=2]\n".into(),
+                ),
+                (
+                    "/opt/k3s/agent/etc/kubelet.conf.d/00-k3s-defaults.conf",
+                    format!(
+                        "{HEAD}containerRuntimeEndpoint: unix:///run/k3s/containerd/containerd.sock\nevictionHard:\n  imagefs.available: 5%\n  nodefs.available: 5%\n"
+                    ),
+                ),
+                (
+                    "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/50-stale.conf",
+                    format!("{HEAD}imageGCHighThresholdPercent: 3\n"),
+                ),
+            ],
+            exe: "/usr/local/bin/k3s",
+            args: &["agent", "--kubelet-arg=image-gc-low-threshold=55"],
+            want: Want {
+                hard: &[("nodefs.available", "7%"), ("imagefs.available", "8%")],
+                soft: &[],
+                gc: (70, 55),
+                root_dir: "/var/lib/kubelet",
+                endpoint: "unix:///run/k3s/containerd/containerd.sock",
+            },
+        },
+        Distro {
+            // RKE2 told `-c /etc/rke2-site.yaml`: that file and its .d, not
+            // /etc/rancher/rke2/config.yaml. The drop-in's plain
+            // kubelet-arg replaces the file's list (GC 88/70, not 95).
+            name: "RKE2 (-c)",
+            files: vec![
+                (
+                    "/etc/rancher/rke2/config.yaml",
+                    "kubelet-arg: [image-gc-high-threshold=1]\n".into(),
+                ),
+                (
+                    "/etc/rke2-site.yaml",
+                    "kubelet-arg: [image-gc-high-threshold=95]\n".into(),
+                ),
+                (
+                    "/etc/rke2-site.yaml.d/01-gc.yaml",
+                    "kubelet-arg:\n  - image-gc-high-threshold=88\n  - image-gc-low-threshold=70\n".into(),
+                ),
+                (
+                    "/var/lib/rancher/rke2/agent/etc/kubelet.conf.d/00-rke2-defaults.conf",
+                    format!(
+                        "{HEAD}containerRuntimeEndpoint: unix:///run/k3s/containerd/containerd.sock\nevictionHard:\n  imagefs.available: 5%\n  nodefs.available: 5%\n"
+                    ),
+                ),
+            ],
+            exe: "/usr/local/bin/rke2",
+            args: &["server", "-c", "/etc/rke2-site.yaml"],
+            want: Want {
+                hard: &[
+                    ("nodefs.available", "5%"),
+                    ("nodefs.inodesFree", "5%"),
+                    ("imagefs.available", "5%"),
+                    ("imagefs.inodesFree", "5%"),
+                ],
+                soft: &[],
+                gc: (88, 70),
+                root_dir: "/var/lib/kubelet",
+                endpoint: "unix:///run/k3s/containerd/containerd.sock",
+            },
+        },
+        Distro {
             // An OpenShift worker: kubelet.conf (MCO's, a full evictionHard),
             // then /etc/openshift/kubelet.conf.d in WalkDir order: 10-a
             // before 9-b (lexical), sub/ after both; 10-a sets imagefs 20%,
@@ -757,4 +850,179 @@ fn a_restarted_kubelet_with_other_flags_is_followed_while_serving() {
         Some("1"),
         "{text}"
     );
+}
+
+/// The `path` label of kubedf_nodefs_capacity_bytes and its value, when one is
+/// exposed.
+fn nodefs_series(text: &str) -> Vec<(String, String)> {
+    samples(text)
+        .into_iter()
+        .filter(|l| l.name == "kubedf_nodefs_capacity_bytes")
+        .map(|l| {
+            let path = l.labels.get("path").cloned().unwrap_or_default();
+            (path, l.value.clone())
+        })
+        .collect()
+}
+
+/// The fewest descriptors `pid` held over a few looks (a sample opens and
+/// closes some on its own).
+fn settled_fds(pid: u32) -> usize {
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(usize::MAX)
+        })
+        .min()
+        .unwrap_or(usize::MAX)
+}
+
+#[test]
+fn a_kubelet_restarted_with_another_root_dir_and_runtime_is_followed_unless_pinned() {
+    let test = "a_kubelet_restarted_with_another_root_dir_and_runtime_is_followed_unless_pinned";
+    if !prerequisites(
+        test,
+        kubelet_prerequisites().or_else(|| need_root_and(&["containerd", "ctr"])),
+    ) {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = tempfile::tempdir().expect("tempdir");
+    write_host_files(
+        root.path(),
+        &[(
+            "/var/lib/kubelet/config.yaml",
+            &format!("{HEAD}cgroupDriver: systemd\n"),
+        )],
+    );
+    // kubeadm's layout first: the default root dir, containerd's usual
+    // socket where no runtime listens. Then k0s's: its root dir on a 64 MiB
+    // tmpfs and a real containerd at its socket.
+    let kubeadm = |root_dir: &str| -> Vec<String> {
+        vec![
+            "--config=/var/lib/kubelet/config.yaml".into(),
+            format!("--root-dir={root_dir}"),
+            "--container-runtime-endpoint=unix:///run/containerd/containerd.sock".into(),
+        ]
+    };
+    let k0s = || -> Vec<String> {
+        vec![
+            "--config=/var/lib/kubelet/config.yaml".into(),
+            "--root-dir=/var/lib/k0s/kubelet".into(),
+            "--container-runtime-endpoint=unix:///run/k0s/containerd.sock".into(),
+        ]
+    };
+    let start = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        FakeKubelet::start(root.path(), "/usr/bin/kubelet", &args)
+    };
+    let nodefs_bytes: u64 = 64 << 20;
+    let _nodefs = Tmpfs::mount(&root.path().join("var/lib/k0s/kubelet"), nodefs_bytes);
+    let containerd = testkit::containerd::Containerd::start(&root.path().join("run/k0s"), 32 << 20)
+        .expect("containerd");
+    assert_eq!(
+        containerd.socket(),
+        root.path()
+            .canonicalize()
+            .expect("real")
+            .join("run/k0s/containerd.sock")
+    );
+    let mut kubelet = start(kubeadm("/var/lib/kubelet"));
+    let rootfs = root.path().to_str().expect("utf-8");
+    let common = [
+        "--path.rootfs",
+        rootfs,
+        "--path.procfs",
+        "/proc",
+        "--sample-interval",
+        "200ms",
+        "--kubelet.config-refresh-interval",
+        "500ms",
+    ];
+    let follows = kubedf!().serve(&common);
+    let pinned = kubedf!().serve(
+        &[
+            &common[..],
+            &[
+                "--kubelet.root-dir",
+                "/var/lib/kubelet",
+                "--cri.endpoint",
+                NO_RUNTIME,
+            ],
+        ]
+        .concat(),
+    );
+    let wait = std::time::Duration::from_secs(60);
+    let kubeadm_node = |text: &str| {
+        nodefs_series(text)
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .eq(["/var/lib/kubelet"])
+            && !has_family(text, "kubedf_cri_info")
+    };
+    follows.scrape_until(wait, "nodefs at /var/lib/kubelet, no runtime", kubeadm_node);
+    pinned.scrape_until(wait, "nodefs at /var/lib/kubelet, no runtime", kubeadm_node);
+    let k0s_node = |text: &str| {
+        nodefs_series(text) == [("/var/lib/k0s/kubelet".to_owned(), nodefs_bytes.to_string())]
+            && value(text, "kubedf_source_up", &[("source", "cri")]).as_deref() == Some("1")
+            && has_family(text, "kubedf_cri_info")
+    };
+    // kubelet restarts as k0s's: kubedf follows with no restart of its own,
+    // and the old root dir's series are gone.
+    drop(kubelet);
+    kubelet = start(k0s());
+    let text = follows.scrape_until(wait, "nodefs and the runtime of k0s's kubelet", k0s_node);
+    assert_eq!(
+        value(
+            &text,
+            "kubedf_kubelet_config_info",
+            &[("source", "process")]
+        )
+        .as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    let log = follows.log_text();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("samplers now use the new ones"))
+        .collect();
+    assert_eq!(said.len(), 1, "said once:\n{log}");
+    let real = root.path().canonicalize().expect("real");
+    for both in [
+        "root dir \\\"/var/lib/kubelet\\\" -> \\\"/var/lib/k0s/kubelet\\\"".to_owned(),
+        format!("{}/run/containerd/containerd.sock", real.display()),
+        format!("{}/run/k0s/containerd.sock", real.display()),
+    ] {
+        assert!(said[0].contains(&both), "{both} in {}", said[0]);
+    }
+    // The pinned one keeps its flags: the same root dir, no runtime.
+    let text = pinned.scrape();
+    assert!(kubeadm_node(&text), "{text}");
+    assert!(
+        !pinned.log_text().contains("samplers now use the new ones"),
+        "{}",
+        pinned.log_text()
+    );
+    // Back and forth: each generation is dropped whole (its runtime
+    // connection included), so the descriptors do not grow.
+    let pid = follows.child.id();
+    let fds = settled_fds(pid);
+    for _ in 0..3 {
+        drop(kubelet);
+        kubelet = start(kubeadm("/var/lib/kubelet"));
+        follows.scrape_until(wait, "back on kubeadm's layout", kubeadm_node);
+        drop(kubelet);
+        kubelet = start(k0s());
+        follows.scrape_until(wait, "back on k0s's layout", k0s_node);
+    }
+    let after = settled_fds(pid);
+    assert!(
+        after <= fds,
+        "{fds} descriptors, {after} after 6 generations"
+    );
+    drop(kubelet);
+    drop(containerd);
 }

@@ -302,8 +302,10 @@ fn the_dockerfile_has_the_test_images_runtime_shape() {
 /// shared (systemd makes it so). This machine's own `/` is private and shared
 /// with other developers, so it is not used. Inside: kubelet's root dir (a
 /// tmpfs at /var/lib/kubelet), the containerd root at its real path (so that
-/// the imagefs mountpoint the CRI reports resolves under /host), the PV dirs,
-/// and an empty /proc for the /host/proc mount. Detached on drop.
+/// the imagefs mountpoint the CRI reports resolves under /host), containerd's
+/// socket directory where k3s keeps its own (`/run/k3s/containerd`, not
+/// kubedf's default: kubedf must take it from the kubelet), the PV dirs, and
+/// an empty /proc for the /host/proc mount. Detached on drop.
 struct HostRoot {
     path: std::path::PathBuf,
 }
@@ -352,6 +354,16 @@ impl HostRoot {
             None::<&str>,
         )
         .expect("bind containerd root");
+        let socket_dir = host.at(K3S_SOCKET_DIR);
+        std::fs::create_dir_all(&socket_dir).expect("mkdir socket dir");
+        mount(
+            containerd.socket().parent(),
+            &socket_dir,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind containerd's socket dir");
         std::fs::create_dir_all(host.at("/proc")).expect("mkdir proc");
         host
     }
@@ -369,6 +381,11 @@ impl Drop for HostRoot {
         }
     }
 }
+
+/// Where the test's host keeps containerd's socket, and the endpoint its
+/// kubelet names.
+const K3S_SOCKET_DIR: &str = "/run/k3s/containerd";
+const K3S_ENDPOINT: &str = "unix:///run/k3s/containerd/containerd.sock";
 
 /// The kubedf container of deploy/daemonset.yaml, translated for the CRI as
 /// kubelet translates it.
@@ -600,7 +617,10 @@ fn mount_of(pid: u32, mount_point: &str) -> (String, String) {
 #[test]
 fn the_image_does_its_job_under_the_daemonsets_security_context() {
     let test = "the_image_does_its_job_under_the_daemonsets_security_context";
-    if !prerequisites(test, need_root_and(TOOLS)) {
+    if !prerequisites(
+        test,
+        need_root_and(TOOLS).or_else(testkit::kubelet::kubelet_prerequisites),
+    ) {
         return;
     }
     let m = manifest();
@@ -622,6 +642,21 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
     let dir = tempfile::tempdir().expect("tempdir");
     let containerd = Containerd::start(&dir.path().join("cd"), 1 << 30).expect("containerd");
     let host = HostRoot::new(&dir.path().join("host"), &containerd);
+    // The node's kubelet, whose command line names the runtime's socket:
+    // the manifest pins none, so kubedf must find it in the host's /proc.
+    let _kubelet = testkit::kubelet::FakeKubelet::start(
+        &host.path,
+        "/usr/bin/kubelet",
+        &[
+            "--kubeconfig=/etc/kubernetes/kubelet.conf",
+            &format!("--container-runtime-endpoint={K3S_ENDPOINT}"),
+        ],
+    );
+    assert!(
+        !m.args.iter().any(|a| a.starts_with("--cri.endpoint")),
+        "the manifest pins no runtime: {:?}",
+        m.args
+    );
     let cri = Cri::connect(&containerd).expect("CRI");
     let binary = image_binary();
     let image = containerd
@@ -694,7 +729,6 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
         match path {
             "/" => host.path.display().to_string(),
             "/proc" => "/proc".to_owned(),
-            "/run/containerd/containerd.sock" => containerd.socket().display().to_string(),
             other => panic!("hostPath {other} is not mapped by this test"),
         }
     };
@@ -880,6 +914,14 @@ fn the_image_does_its_job_under_the_daemonsets_security_context() {
         "/host is a slave mount: {host_fields}"
     );
 
+    // kubelet's configuration from its process, found in /host/proc with no
+    // hostPID and no ptrace; the runtime it names, reached under the
+    // read-only /host (connecting needs write permission on the socket,
+    // not a writable mount).
+    let t = ds.until("the kubelet process as the source", |t| {
+        value(t, "kubedf_kubelet_config_info", &[("source", "process")]).as_deref() == Some("1")
+    });
+    assert!(has_family(&t, "kubedf_cri_info"), "{t}");
     // The runtime's imagefs, through the CRI socket.
     let mountpoint = containerd.snapshotter_dir().display().to_string();
     let labels = [("mountpoint", mountpoint.as_str())];

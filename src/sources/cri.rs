@@ -70,16 +70,6 @@ pub enum CriError {
     },
 }
 
-/// The first endpoint of containerd's and CRI-O's whose socket exists, or
-/// containerd's when none does (it may appear later).
-pub fn default_endpoint() -> String {
-    DEFAULT_ENDPOINTS
-        .into_iter()
-        .find(|e| socket_path(e).is_some_and(|p| p.exists()))
-        .unwrap_or(DEFAULT_ENDPOINTS[0])
-        .to_owned()
-}
-
 fn socket_path(endpoint: &str) -> Option<PathBuf> {
     let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
     let path = Path::new(path);

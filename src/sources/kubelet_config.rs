@@ -9,9 +9,14 @@
 //! server|agent`): its command line is then their `--config-dir`
 //! (`<data-dir>/agent/etc/kubelet.conf.d`, which they rewrite at every start
 //! and into which they copy a `--kubelet-arg=config=` file) followed by their
-//! `--kubelet-arg` flags, from their config file's `kubelet-arg` list first
-//! and then from their command line. A separate kubelet process is
-//! preferred when both exist (RKE2 runs one).
+//! `--kubelet-arg` flags, from their config files first and then from their
+//! command line. Their config files are read as k3s's `configfilearg` reads
+//! them: `--config`/`-c` (default `/etc/rancher/{k3s,rke2}/config.yaml`),
+//! then the `*.yaml`/`*.yml` files of `<config>.d` by name, each key of a
+//! later file replacing the earlier value unless written `key+:`, which
+//! appends. (Their `K3S_CONFIG_FILE`/`RKE2_CONFIG_FILE` environment variable
+//! is not seen: another process's environment needs ptrace permission.) A
+//! separate kubelet process is preferred when both exist (RKE2 runs one).
 //!
 //! Reading `/proc/<pid>/cmdline` and `stat` needs only the host's `/proc`
 //! mounted. Every path the kubelet names is a host path, reached under
@@ -23,6 +28,7 @@
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use procfs_core::FromRead as _;
 use procfs_core::process::Stat;
@@ -77,6 +83,9 @@ pub enum KubeletSourceError {
 pub struct Host {
     pub rootfs: PathBuf,
     pub procfs: PathBuf,
+    /// The host root, opened once (on first use, or given), shared by every
+    /// clone: one descriptor, not one per file read.
+    root: Arc<OnceLock<Arc<HostRoot>>>,
 }
 
 impl Host {
@@ -84,16 +93,31 @@ impl Host {
         Host {
             rootfs: rootfs.into(),
             procfs: procfs.into(),
+            root: Arc::default(),
         }
+    }
+
+    /// A host whose root is `root`, already open (the app's).
+    pub fn on(root: Arc<HostRoot>, rootfs: impl Into<PathBuf>, procfs: impl Into<PathBuf>) -> Host {
+        let host = Host::new(rootfs, procfs);
+        let _ = host.root.set(root);
+        host
     }
 
     /// The one way from a host path kubelet names to the path this process
     /// reads.
     /// Resolved inside the host root as the host resolves it (a symlinked
-    /// /etc/kubernetes included). The root is opened per call: kubelet's
-    /// sources are read once a minute, and a `Host` stays a plain value.
+    /// /etc/kubernetes included). A root that cannot be opened is tried
+    /// again on the next call.
     pub fn host_file(&self, host: &str) -> Result<PathBuf, HostPathError> {
-        HostRoot::open(&self.rootfs)?.resolve(host)
+        let root = match self.root.get() {
+            Some(root) => root,
+            None => {
+                let opened = Arc::new(HostRoot::open(&self.rootfs)?);
+                self.root.get_or_init(|| opened)
+            }
+        };
+        root.resolve(host)
     }
 
     fn host_file_for(&self, what: &str, host: &str) -> Result<PathBuf, KubeletSourceError> {
@@ -122,10 +146,33 @@ impl Host {
     /// `filepath.WalkDir` order: each directory's entries by name (bytes),
     /// subdirectories entered where their name sorts, symlinks not followed
     /// into.
+    ///
+    /// kubelet's `filepath.WalkDir` lstats its root: a `--config-dir` that is
+    /// itself a symlink is not walked into (no drop-in is read), unless it
+    /// ends in `/`, which makes lstat follow it. Every step, that lstat
+    /// included, is resolved inside the host root.
     pub fn drop_in_files(&self, dir: &str) -> Result<Vec<String>, KubeletSourceError> {
         let mut out = Vec::new();
-        self.walk(dir.trim_end_matches('/'), dir, &mut out)?;
+        let top = dir.trim_end_matches('/');
+        if !dir.ends_with('/') && self.is_symlink(top)? {
+            return Ok(out);
+        }
+        self.walk(top, dir, &mut out)?;
         Ok(out)
+    }
+
+    /// Whether host path `host`'s last component is a symlink (its parent
+    /// resolved inside the host root); a missing one is not.
+    fn is_symlink(&self, host: &str) -> Result<bool, KubeletSourceError> {
+        let Some((parent, name)) = host.rsplit_once('/') else {
+            return Ok(false);
+        };
+        if name.is_empty() || name == "." || name == ".." {
+            return Ok(false);
+        }
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let local = self.host_file_for("kubelet --config-dir", parent)?;
+        Ok(std::fs::symlink_metadata(local.join(name)).is_ok_and(|m| m.file_type().is_symlink()))
     }
 
     fn walk(
@@ -349,16 +396,71 @@ fn distro_flags(argv: &[String]) -> (Option<String>, Option<String>, Vec<String>
     (data_dir, config, kubelet_args)
 }
 
-/// The `kubelet-arg` list (and `data-dir`) of a k3s/RKE2 config file; a
-/// missing file is none.
-fn distro_config_file(
-    host: &Host,
-    path: &str,
-) -> Result<(Option<String>, Vec<String>), KubeletSourceError> {
+/// The most files k3s/RKE2 config drop-ins kubedf reads (`config.yaml.d`).
+const MAX_DISTRO_DROP_INS: usize = 256;
+
+/// A YAML mapping's entries in the file's order (k3s reads a file as a
+/// `yaml.MapSlice`: the order of `kubelet-arg` and `kubelet-arg+` matters).
+struct Ordered(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ordered, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_unit<E>(self) -> Result<Ordered, E> {
+                Ok(Ordered(Vec::new()))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Ordered, M::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Value>()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_any(Entries)
+    }
+}
+
+/// k3s's `toSlice`: a list as it is, anything else one item (an empty
+/// scalar none).
+fn to_items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        Value::String(s) => vec![Value::String(s)],
+        other => vec![other],
+    }
+}
+
+/// A scalar as k3s's `convert.ToString` writes it.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// The files k3s/RKE2 read their flags from, as host paths, in order: the
+/// config file when it exists, then `<config>.d`'s `*.yaml` and `*.yml`
+/// files (any case; directories skipped) by name, as k3s's `dotDFiles`
+/// lists them with `os.ReadDir`.
+fn distro_config_files(host: &Host, path: &str) -> Result<Vec<String>, KubeletSourceError> {
+    let mut files = Vec::new();
     let local = host.host_file_for("config file", path)?;
-    let text = match crate::yaml::read_file(&local) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+    match std::fs::symlink_metadata(&local) {
+        Ok(_) => files.push(path.to_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(source) => {
             return Err(ConfigError::Read {
                 path: path.into(),
@@ -366,36 +468,107 @@ fn distro_config_file(
             }
             .into());
         }
+    }
+    let dir = format!("{path}.d");
+    let list_error = |source| KubeletSourceError::Walk {
+        dir: dir.clone(),
+        source,
     };
+    let local = host.host_file_for("config drop-in directory", &dir)?;
+    let entries = match std::fs::read_dir(&local) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(list_error(e)),
+    };
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(list_error)?;
+        if entry.file_type().map_err(list_error)?.is_dir() {
+            continue;
+        }
+        use std::os::unix::ffi::OsStrExt as _;
+        let name = entry.file_name().as_bytes().to_vec();
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(b".yaml") || lower.ends_with(b".yml") {
+            names.push(name);
+        }
+    }
+    if names.len() > MAX_DISTRO_DROP_INS {
+        return Err(KubeletSourceError::DistroConfig {
+            path: dir,
+            message: format!("more than {MAX_DISTRO_DROP_INS} .yaml files"),
+        });
+    }
+    names.sort();
+    files.extend(
+        names
+            .into_iter()
+            .map(|n| format!("{dir}/{}", String::from_utf8_lossy(&n))),
+    );
+    Ok(files)
+}
+
+/// The `kubelet-arg` list and `data-dir` of k3s's/RKE2's config file and its
+/// `.d` drop-ins, merged as k3s's `readConfigFile` merges them: per key, a
+/// later value replaces an earlier one, unless its key ends in `+`, which
+/// appends to it. No file is none.
+fn distro_config(
+    host: &Host,
+    path: &str,
+) -> Result<(Option<String>, Vec<String>), KubeletSourceError> {
+    let mut values: indexmap::IndexMap<String, Value> = indexmap::IndexMap::new();
+    for file in distro_config_files(host, path)? {
+        let bad = |message: String| KubeletSourceError::DistroConfig {
+            path: file.clone(),
+            message,
+        };
+        let local = host.host_file_for("config file", &file)?;
+        let text = crate::yaml::read_file(&local).map_err(|source| ConfigError::Read {
+            path: file.clone().into(),
+            source,
+        })?;
+        let entries: Ordered = if text.trim().is_empty() {
+            Ordered(Vec::new())
+        } else {
+            serde_saphyr::from_str(&text).map_err(|e| bad(format!("not a YAML mapping: {e}")))?
+        };
+        for (key, value) in entries.0 {
+            let (key, append) = match key.strip_suffix('+') {
+                Some(k) => (k.to_owned(), true),
+                None => (key, false),
+            };
+            match values.get_mut(&key) {
+                Some(old) if append => {
+                    let mut items = to_items(std::mem::take(old));
+                    items.extend(to_items(value));
+                    *old = Value::Array(items);
+                }
+                Some(old) => *old = value,
+                None => {
+                    values.insert(key, value);
+                }
+            }
+        }
+    }
     let bad = |message: String| KubeletSourceError::DistroConfig {
         path: path.to_owned(),
         message,
     };
-    let tree = crate::yaml::tree(&text)
-        .map_err(|e| bad(format!("not a YAML mapping: {e:?}")))?
-        .unwrap_or_default();
-    let mut args = Vec::new();
-    for key in ["kubelet-arg", "kubelet-arg+"] {
-        match tree.get(key) {
-            None => {}
-            Some(Value::String(s)) => args.push(s.clone()),
-            Some(Value::Array(items)) => {
-                for item in items {
-                    match item {
-                        Value::String(s) => args.push(s.clone()),
-                        other => {
-                            return Err(bad(format!("{key}: expected strings, found {other}")));
-                        }
-                    }
-                }
-            }
-            Some(other) => return Err(bad(format!("{key}: expected a list, found {other}"))),
-        }
-    }
-    let data_dir = match tree.get("data-dir") {
+    let args = match values.shift_remove("kubelet-arg") {
+        None => Vec::new(),
+        Some(v) => to_items(v)
+            .iter()
+            .map(|item| {
+                scalar(item)
+                    .ok_or_else(|| bad(format!("kubelet-arg: expected strings, found {item}")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let data_dir = match values.shift_remove("data-dir") {
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => return Err(bad(format!("data-dir: expected a string, found {other}"))),
+        Some(v) => {
+            Some(scalar(&v).ok_or_else(|| bad(format!("data-dir: expected a string, found {v}")))?)
+        }
     };
     Ok((data_dir, args))
 }
@@ -411,7 +584,7 @@ pub fn kubelet_argv(
     };
     let (cli_data_dir, config, cli_args) = distro_flags(&process.argv);
     let config = config.unwrap_or_else(|| default_config.to_owned());
-    let (file_data_dir, file_args) = distro_config_file(host, &config)?;
+    let (file_data_dir, file_args) = distro_config(host, &config)?;
     let data_dir = cli_data_dir
         .or(file_data_dir)
         .unwrap_or_else(|| default_data_dir.to_owned());
@@ -617,6 +790,75 @@ mod tests {
         }
     }
 
+    /// `distro_config` over a host root holding `files`.
+    fn k3s_config(files: &[(&str, &str)]) -> Result<(Option<String>, Vec<String>), String> {
+        let root = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let p = root.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let host = Host::new(root.path(), "/proc");
+        distro_config(&host, "/etc/rancher/k3s/config.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn k3s_config_files_merge_as_k3s_merges_them() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // No file at all: nothing.
+        assert_eq!(k3s_config(&[]), Ok((None, vec![])));
+        // Drop-ins alone, by name (bytes: "10" before "9"), any case of
+        // .yaml/.yml; `+` appends, a string is one item.
+        assert_eq!(
+            k3s_config(&[
+                (
+                    "/etc/rancher/k3s/config.yaml.d/9-b.YAML",
+                    "kubelet-arg+: b=2\n"
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/10-a.yml",
+                    "kubelet-arg: [a=1]\n"
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/11-c.yaml.bak",
+                    "kubelet-arg: [c=3]\n"
+                ),
+            ]),
+            Ok((None, args(&["a=1", "b=2"])))
+        );
+        // A later plain key replaces the list, even in the same file after
+        // its `+` (the file's order, not the keys' sorted order).
+        assert_eq!(
+            k3s_config(&[
+                (
+                    "/etc/rancher/k3s/config.yaml",
+                    "kubelet-arg: [a=1]\ndata-dir: /d1\n"
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/1.yaml",
+                    "kubelet-arg+: [b=2]\nkubelet-arg: [c=3]\n"
+                ),
+                (
+                    "/etc/rancher/k3s/config.yaml.d/2.yaml",
+                    "kubelet-arg+: [d=4, 5]\ndata-dir: /d2\n"
+                ),
+            ]),
+            Ok((Some("/d2".into()), args(&["c=3", "d=4", "5"])))
+        );
+        // A value that is no string names the file.
+        let err =
+            k3s_config(&[("/etc/rancher/k3s/config.yaml", "kubelet-arg: [{a: 1}]\n")]).unwrap_err();
+        assert!(
+            err.contains("/etc/rancher/k3s/config.yaml") && err.contains("kubelet-arg"),
+            "{err}"
+        );
+        let err = k3s_config(&[("/etc/rancher/k3s/config.yaml.d/x.yaml", "- a\n")]).unwrap_err();
+        assert!(
+            err.contains("/etc/rancher/k3s/config.yaml.d/x.yaml"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn k3s_flags() {
         let (d, c, a) = distro_flags(&argv(&[
@@ -638,6 +880,64 @@ mod tests {
                 "eviction-hard=nodefs.available<3%"
             ])
         );
+    }
+
+    #[test]
+    fn a_symlinked_config_dir_is_resolved_in_the_host_root_and_walked_as_kubelet_walks_it() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        // The link's absolute target exists on this machine too, with
+        // another file: read from there, it would be an escape.
+        let target = elsewhere.path().join("dropins");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(target.join("evil.conf"), "").unwrap();
+        let inside = root.path().join(target.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("good.conf"), "").unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(&target, root.path().join("etc/kubelet.conf.d")).unwrap();
+        let host = Host::new(root.path(), "/proc");
+        // kubelet's filepath.WalkDir lstats its root: a symlink is not
+        // walked into, and no drop-in is read ...
+        assert_eq!(
+            host.drop_in_files("/etc/kubelet.conf.d").unwrap(),
+            Vec::<String>::new()
+        );
+        // ... unless a trailing slash makes lstat follow it. Its files are
+        // those inside the host root.
+        assert_eq!(
+            host.drop_in_files("/etc/kubelet.conf.d/").unwrap(),
+            ["/etc/kubelet.conf.d/good.conf"]
+        );
+        let doc = host
+            .document("kubelet drop-in", "/etc/kubelet.conf.d/good.conf")
+            .unwrap();
+        assert_eq!(doc.text, "");
+    }
+
+    #[test]
+    fn a_host_opens_its_root_once_for_all_its_clones() {
+        let root = tempfile::tempdir().unwrap();
+        let host = Host::new(root.path(), "/proc");
+        let clone = host.clone();
+        assert!(host.root.get().is_none(), "opened on first use");
+        for path in ["/etc", "/var/lib/kubelet", "/"] {
+            clone.host_file(path).unwrap();
+            host.host_file(path).unwrap();
+        }
+        let opened = host.root.get().expect("opened");
+        assert!(Arc::ptr_eq(opened, clone.root.get().unwrap()));
+        assert_eq!(Arc::strong_count(opened), 1, "one HostRoot, no other");
+        // A host root that cannot be opened is an error naming it, each time.
+        let gone = Host::new("/nonexistent/kubedf-root", "/proc");
+        for _ in 0..2 {
+            let err = gone.host_file("/etc").unwrap_err().to_string();
+            assert!(err.contains("/nonexistent/kubedf-root"), "{err}");
+        }
+        let shared = Arc::new(HostRoot::open(root.path()).unwrap());
+        let given = Host::on(Arc::clone(&shared), root.path(), "/proc");
+        given.host_file("/etc").unwrap();
+        assert!(Arc::ptr_eq(given.root.get().unwrap(), &shared));
     }
 
     #[test]

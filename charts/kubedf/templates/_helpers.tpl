@@ -69,14 +69,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-The CRI socket's host path: criSocket given as a path (/run/containerd/containerd.sock)
-or as kubelet's --container-runtime-endpoint URL (unix:///run/containerd/containerd.sock).
-It is both mounted and passed to --cri.endpoint, so only a unix socket at an absolute path
-will do.
+The CRI socket kubedf is pinned to, as a host path: criSocket given as a path
+(/run/k3s/containerd/containerd.sock) or as kubelet's --container-runtime-endpoint URL
+(unix:///run/k3s/containerd/containerd.sock). Empty: none, kubedf follows the kubelet's own
+endpoint under /host; without the host root mount it cannot see the kubelet, and kubelet's
+default socket (containerd's) is pinned. The socket's directory is mounted at the same path and
+passed to --cri.endpoint, so only a unix socket at an absolute path will do.
 */}}
 {{- define "kubedf.criSocketPath" -}}
 {{- $path := trimPrefix "unix://" .Values.criSocket }}
-{{- if not (hasPrefix "/" $path) }}
+{{- if and (not $path) (not .Values.hostRootFsMount.enabled) }}
+{{- $path = "/run/containerd/containerd.sock" }}
+{{- end }}
+{{- if and $path (not (hasPrefix "/" $path)) }}
 {{- fail (printf "criSocket must be an absolute path or a unix:// URL of one, not %q" .Values.criSocket) }}
 {{- end }}
 {{- $path }}
