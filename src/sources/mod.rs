@@ -10,11 +10,15 @@ pub mod cri;
 pub mod hostroot;
 pub mod inflight;
 pub mod kube;
+pub mod kubelet_client;
 pub mod kubelet_config;
+pub mod kubelet_summary;
 pub mod lane;
 pub mod mounts;
+pub mod nodes;
 pub mod pod_spec;
 pub mod procfs;
+pub mod shard;
 pub mod statfs;
 pub mod walk;
 
