@@ -87,8 +87,8 @@ pub enum KubeletClientError {
         url: String,
         reason: String,
     },
-    #[error("node {node}: {url}: cannot connect: {reason}")]
-    Connect {
+    #[error("node {node}: {url}: the connection failed: {reason}")]
+    Connection {
         node: String,
         url: String,
         reason: String,
@@ -337,16 +337,28 @@ fn classify(node: &str, url: &str, e: &(dyn StdError + 'static)) -> KubeletClien
     let (node, url, reason) = (node.to_owned(), url.to_owned(), chain(e));
     let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(c) = cause {
-        let tls = c.is::<rustls::Error>()
-            || c.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .is_some_and(|inner| inner.is::<rustls::Error>());
-        if tls {
+        if is_tls(c) {
             return KubeletClientError::Tls { node, url, reason };
         }
         cause = c.source();
     }
-    KubeletClientError::Connect { node, url, reason }
+    KubeletClientError::Connection { node, url, reason }
+}
+
+/// rustls's error, or an `io::Error` wrapping one (at any depth: the TLS
+/// stream and the connector each wrap it, and `io::Error::source` skips the
+/// error it wraps).
+fn is_tls(e: &(dyn StdError + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        Some(inner) => is_tls(inner),
+        None => false,
+    }
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<Vec<u8>>, KubeletClientError> {

@@ -7,6 +7,7 @@
 pub mod block;
 pub mod configz;
 pub mod cri;
+pub mod fleet;
 pub mod hostroot;
 pub mod inflight;
 pub mod kube;
