@@ -36,6 +36,9 @@ use thiserror::Error;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 
+/// The read buffer of each connection.
+const READ_BUF: usize = 16 << 10;
+
 /// How much of an error answer's body goes into the error.
 const ERROR_BODY: usize = 512;
 
@@ -132,6 +135,9 @@ pub struct KubeletClientOptions {
     /// How long an idle keep-alive connection is kept: above the poll
     /// interval, or every poll pays a TLS handshake.
     pub idle_timeout: Duration,
+    /// Idle keep-alive connections kept per kubelet: 1, or 0 for a new
+    /// connection (and TLS handshake) at every poll.
+    pub max_idle_per_kubelet: usize,
 }
 
 impl Default for KubeletClientOptions {
@@ -142,6 +148,7 @@ impl Default for KubeletClientOptions {
             timeout: Duration::from_secs(10),
             max_body: 16 << 20,
             idle_timeout: Duration::from_secs(90),
+            max_idle_per_kubelet: 1,
         }
     }
 }
@@ -202,7 +209,11 @@ impl KubeletClient {
             .map_err(|e| build(&e))?;
         let pool = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(opts.idle_timeout)
-            .pool_max_idle_per_host(1)
+            .pool_max_idle_per_host(opts.max_idle_per_kubelet)
+            // A fixed read buffer: hyper's default grows with the bodies
+            // read (a summary is tens of KiB) and each idle connection of
+            // the pool keeps what it grew to, ~100 KiB times 5,000 kubelets.
+            .http1_read_buf_exact_size(READ_BUF)
             .build(https);
         let auth = config.auth_layer().map_err(|e| build(&e))?;
         let service = ServiceBuilder::new()
