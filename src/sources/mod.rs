@@ -7,17 +7,22 @@
 pub mod block;
 pub mod configz;
 pub mod cri;
+pub mod fleet;
 pub mod guard;
 pub mod hostroot;
 pub mod inflight;
 pub mod io;
 pub mod kube;
+pub mod kubelet_client;
 pub mod kubelet_config;
+pub mod kubelet_summary;
 pub mod lane;
 pub mod mounts;
+pub mod nodes;
 pub mod pod_spec;
 pub mod procfs;
 pub mod seams;
+pub mod shard;
 pub mod statfs;
 pub mod walk;
 

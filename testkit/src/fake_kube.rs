@@ -70,6 +70,7 @@ enum Kind {
     Pod,
     Pvc,
     Pv,
+    Node,
 }
 
 impl Kind {
@@ -78,6 +79,7 @@ impl Kind {
             "pods" => Some(Kind::Pod),
             "persistentvolumeclaims" => Some(Kind::Pvc),
             "persistentvolumes" => Some(Kind::Pv),
+            "nodes" => Some(Kind::Node),
             _ => None,
         }
     }
@@ -87,6 +89,7 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Pvc => "persistentvolumeclaims",
             Kind::Pv => "persistentvolumes",
+            Kind::Node => "nodes",
         }
     }
 
@@ -95,6 +98,7 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::Pvc => "PersistentVolumeClaim",
             Kind::Pv => "PersistentVolume",
+            Kind::Node => "Node",
         }
     }
 
@@ -103,11 +107,12 @@ impl Kind {
             Kind::Pod => "PodList",
             Kind::Pvc => "PersistentVolumeClaimList",
             Kind::Pv => "PersistentVolumeList",
+            Kind::Node => "NodeList",
         }
     }
 
     fn namespaced(self) -> bool {
-        !matches!(self, Kind::Pv)
+        !matches!(self, Kind::Pv | Kind::Node)
     }
 
     /// Field labels the real API server accepts in `fieldSelector`.
@@ -128,6 +133,7 @@ impl Kind {
             ),
             Kind::Pvc => matches!(field, "metadata.name" | "metadata.namespace"),
             Kind::Pv => matches!(field, "metadata.name"),
+            Kind::Node => matches!(field, "metadata.name" | "spec.unschedulable"),
         }
     }
 }
@@ -581,6 +587,16 @@ impl FakeKube {
 
     pub fn put_pv(&self, pv: Value) -> u64 {
         self.shared.put(Kind::Pv, pv)
+    }
+
+    /// Adds or replaces a Node (cluster-scoped): ADDED or MODIFIED event.
+    pub fn put_node(&self, node: Value) -> u64 {
+        self.shared.put(Kind::Node, node)
+    }
+
+    /// Removes a Node: a DELETED event carrying its last state.
+    pub fn delete_node(&self, name: &str) -> Option<Value> {
+        self.shared.delete(Kind::Node, "", name)
     }
 
     /// Abruptly ends every open watch stream (the connection is dropped
@@ -1508,4 +1524,29 @@ pub fn bind_pv(mut pv: Value, pvc: &Value) -> Value {
     pv["spec"]["claimRef"] = claim_ref;
     pv["status"]["phase"] = json!("Bound");
     pv
+}
+
+/// A Node as the API server serves it: its addresses (InternalIP first, then
+/// Hostname, as kubelet reports them) and its kubelet's port in
+/// `status.daemonEndpoints`.
+pub fn node(name: &str, internal_ip: &str, kubelet_port: u16) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "uid": fake_uid(&format!("node/{name}")),
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+        },
+        "spec": {"podCIDR": "10.244.0.0/24"},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": internal_ip},
+                {"type": "Hostname", "address": name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    })
 }

@@ -25,6 +25,8 @@
 //!   Prometheus Operator render them.
 //! - [`tls`]: certificates from the real `openssl`, requests with the real
 //!   `curl`.
+//! - [`kubelet_fleet`]: many fake kubelets answering `/stats/summary` over
+//!   HTTPS from one process, each on its own loopback address.
 //! - [`kubelet`]: kubelet processes of fixture host roots (a static idle
 //!   program run under `chroot` with a distribution's command line).
 
@@ -34,6 +36,7 @@ pub mod cri;
 pub mod exposition;
 pub mod fake_kube;
 pub mod kubelet;
+pub mod kubelet_fleet;
 pub mod manifests;
 pub mod mounts;
 pub mod node;

@@ -99,3 +99,72 @@ pub fn curl(dir: &Path, url: &str, extra: &[&str]) -> (i32, u16, String) {
         body.to_owned(),
     )
 }
+
+/// A CA (`fleet-ca.crt`) and one serving certificate (`fleet.crt`,
+/// `fleet.key`) whose subjectAltNames are all of `ips`: the fake kubelet
+/// fleet's, verified as kubedf verifies a kubelet's.
+pub fn make_fleet_certs(dir: &Path, ips: &[std::net::IpAddr]) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "fleet-ca.key",
+            "-out",
+            "fleet-ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kubedf test kubelet CA",
+        ],
+    );
+    let sans: Vec<String> = ips.iter().map(|ip| format!("IP:{ip}")).collect();
+    let ext = format!(
+        "subjectAltName={}\nextendedKeyUsage=serverAuth\n",
+        sans.join(",")
+    );
+    std::fs::write(dir.join("fleet.ext"), ext).expect("write ext");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "fleet.key",
+            "-out",
+            "fleet.csr",
+            "-subj",
+            "/CN=kubelet",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "fleet.csr",
+            "-CA",
+            "fleet-ca.crt",
+            "-CAkey",
+            "fleet-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "fleet.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "fleet.ext",
+        ],
+    );
+}

@@ -1,0 +1,175 @@
+//! Cluster mode's cost, measured: N fake kubelets of 30 pods each (testkit's
+//! fleet, in a child process so that its CPU is not counted) polled through
+//! kubedf's one client and the summary decoder, with bounded concurrency.
+//! Reports, per cycle, the wall time of a full cycle, kubedf's CPU-ms per
+//! node poll (getrusage of this process: all its threads) and its RSS.
+//! Cycle 1 pays a TLS handshake per kubelet; later cycles reuse the pooled
+//! keep-alive connections.
+//!
+//! `cargo run --release --example fleet -- 500 5000` (N values; needs
+//! openssl). Every run is bounded: three cycles per N.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kubedf::sources::fleet::poll_all;
+use kubedf::sources::kubelet_client::{KubeletClient, KubeletClientOptions};
+use kubedf::sources::nodes::KubeletNode;
+
+const PODS: usize = 30;
+const CONCURRENCY: usize = 64;
+const CYCLES: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // As `kubedf serve` sets up its allocator.
+    kubedf::heap::configure();
+    if args.first().map(String::as_str) == Some("--serve") {
+        serve(&args[1..]);
+        return;
+    }
+    let sizes: Vec<usize> = if args.is_empty() {
+        vec![500, 5000]
+    } else {
+        args.iter().map(|a| a.parse().expect("N")).collect()
+    };
+    for n in sizes {
+        measure(n);
+    }
+}
+
+/// The child: the fleet, its ports on stdout, until stdin closes.
+fn serve(args: &[String]) {
+    let n: usize = args[0].parse().expect("N");
+    let dir = std::path::PathBuf::from(&args[1]);
+    let fleet = testkit::kubelet_fleet::KubeletFleet::start(
+        n,
+        PODS,
+        &dir.join("fleet.crt"),
+        &dir.join("fleet.key"),
+    );
+    let mut out = String::new();
+    for i in 0..n {
+        out.push_str(&format!("{}\n", fleet.addr(i)));
+    }
+    println!("{out}ready");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// This process's CPU time (user + system, all threads) from
+/// /proc/self/stat, in ms; USER_HZ is 100 on Linux, 10 ms resolution.
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are
+    // fields 14 and 15 of the line, 12 and 13 of the rest.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) * 10.0
+}
+
+fn rss_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn measure(n: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ips: Vec<_> = (0..n).map(testkit::kubelet_fleet::node_ip).collect();
+    testkit::tls::make_fleet_certs(dir.path(), &ips);
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args(["--serve", &n.to_string(), &dir.path().display().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("fleet process");
+    let mut nodes = Vec::with_capacity(n);
+    let stdout = child.stdout.take().expect("stdout");
+    for (i, line) in BufReader::new(stdout).lines().enumerate() {
+        let line = line.expect("line");
+        if line == "ready" {
+            break;
+        }
+        let addr: std::net::SocketAddr = line.parse().expect("addr");
+        nodes.push(KubeletNode {
+            name: testkit::kubelet_fleet::node_name(i),
+            uid: String::new(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+        });
+    }
+    assert_eq!(nodes.len(), n);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(kubedf::heap::run(Duration::from_millis(100), stopped));
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().expect("url"));
+        config.auth_info.token = Some(testkit::kubelet_fleet::FLEET_TOKEN.to_owned().into());
+        let opts = KubeletClientOptions {
+            ca_file: Some(dir.path().join("fleet-ca.crt")),
+            timeout: Duration::from_secs(10),
+            // FLEET_KEEPALIVE=0: a new connection per poll, to compare.
+            max_idle_per_kubelet: std::env::var("FLEET_KEEPALIVE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+            ..KubeletClientOptions::default()
+        };
+        let client = KubeletClient::new(config, &opts).expect("client");
+        println!(
+            "N={n} nodes x {PODS} pods, concurrency {CONCURRENCY}, RSS before: {} KiB",
+            rss_kib("VmRSS:")
+        );
+        for cycle in 1..=CYCLES {
+            let (cpu0, t0) = (cpu_ms(), Instant::now());
+            let polls = poll_all(&client, nodes.clone(), CONCURRENCY, Duration::ZERO).await;
+            let wall = t0.elapsed();
+            let cpu = cpu_ms() - cpu0;
+            let ok = polls.iter().filter(|p| p.result.is_ok()).count();
+            let pods: usize = polls
+                .iter()
+                .filter_map(|p| p.result.as_ref().ok())
+                .map(|d| d.summary.pods.len())
+                .sum();
+            let mut durations: Vec<Duration> = polls.iter().map(|p| p.duration).collect();
+            durations.sort();
+            let p99 = durations.get(durations.len() * 99 / 100).copied().unwrap_or_default();
+            if let Some(bad) = polls.iter().find(|p| p.result.is_err()) {
+                println!("  first failure: {:?}", bad.result.as_ref().err());
+            }
+            println!(
+                "  cycle {cycle}: {ok}/{n} nodes ({pods} pods) in {:.2} s wall, {:.3} CPU-ms per node poll, p99 poll {:.1} ms, RSS {} KiB (peak {} KiB)",
+                wall.as_secs_f64(),
+                cpu / n as f64,
+                p99.as_secs_f64() * 1000.0,
+                rss_kib("VmRSS:"),
+                rss_kib("VmHWM:")
+            );
+            drop(polls);
+            // As kubedf serve trims its heap after a peak.
+            kubedf::heap::after_peak();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            println!(
+                "    after the cycle's results are dropped and the heap trimmed: RSS {} KiB",
+                rss_kib("VmRSS:")
+            );
+        }
+    });
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
