@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::cli::CommonArgs;
+use crate::collector::filter::{FamilyFilter, FilterError};
 use crate::kubelet::config::{ConfigSource, DEFAULT_ROOT_DIR, KubeletConfig};
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{Board, Snapshot, SourceId};
@@ -47,6 +48,8 @@ pub enum BuildError {
     Rootfs { path: String, problem: String },
     #[error("cannot start the walk threads: {0}")]
     Walkers(#[source] std::io::Error),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
 }
 
 pub struct App {
@@ -74,6 +77,14 @@ impl App {
     ) -> Result<App, BuildError> {
         check_rootfs(&args.rootfs)?;
         let mut collectors = collectors.clone();
+        let options = crate::collector::Options {
+            volume_kubelet_names: args.volume_kubelet_names,
+        };
+        let filter = FamilyFilter::new(
+            args.metric_allowlist.as_deref(),
+            args.metric_denylist.as_deref(),
+        )?;
+        drop_filtered_out(&mut collectors, &filter, &options);
         // Every host path is resolved inside the host root, as the host
         // would resolve it (a symlinked /var/lib/containerd included).
         let host_root = Arc::new(
@@ -120,10 +131,7 @@ impl App {
         } else {
             None
         };
-        let options = crate::collector::Options {
-            volume_kubelet_names: args.volume_kubelet_names,
-        };
-        let registry = Registry::with_options(Some(&collectors), &options)?;
+        let registry = Registry::with_options(Some(&collectors), &options)?.with_filter(filter);
         let wiring = Wiring {
             host,
             host_root,
@@ -658,6 +666,29 @@ async fn kube_side(args: &CommonArgs, settings: &Settings) -> KubeSide {
         Err(e) => {
             warn!(error = %e, "{FAILING}: cannot use the Kubernetes API");
             KubeSide::Failed
+        }
+    }
+}
+
+/// Takes out of `collectors` those none of whose families `filter` keeps:
+/// they are not run, and the sources only they need (the pod watch, the
+/// volume walks) are not started.
+fn drop_filtered_out(
+    collectors: &mut BTreeSet<String>,
+    filter: &FamilyFilter,
+    options: &crate::collector::Options,
+) {
+    if matches!(filter, FamilyFilter::All) {
+        return;
+    }
+    info!(families = %filter.describe(), "--metric-allowlist/--metric-denylist");
+    for c in crate::collector::all_with(options) {
+        if collectors.contains(c.name()) && !c.descs().iter().any(|d| filter.includes(d.name)) {
+            info!(
+                collector = c.name(),
+                "no family of this collector is exported: it is not run"
+            );
+            collectors.remove(c.name());
         }
     }
 }

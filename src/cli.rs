@@ -212,6 +212,26 @@ pub struct CommonArgs {
         global = true
     )]
     pub volume_kubelet_names: crate::collector::volume_stats::KubeletNames,
+    /// Comma-separated regular expressions: only the collectors' families
+    /// whose name one matches (anywhere in it, as kube-state-metrics
+    /// matches) are exported. kubedf's own health families always are.
+    /// Not with --metric-denylist.
+    #[arg(
+        long = "metric-allowlist",
+        env = "KUBEDF_METRIC_ALLOWLIST",
+        value_name = "REGEXES",
+        global = true
+    )]
+    pub metric_allowlist: Option<String>,
+    /// Comma-separated regular expressions: the collectors' families whose
+    /// name one matches are not exported. Not with --metric-allowlist.
+    #[arg(
+        long = "metric-denylist",
+        env = "KUBEDF_METRIC_DENYLIST",
+        value_name = "REGEXES",
+        global = true
+    )]
+    pub metric_denylist: Option<String>,
     /// Log format; the level comes from RUST_LOG (default info).
     #[arg(
         long = "log.format",

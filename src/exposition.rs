@@ -46,6 +46,9 @@ impl Format {
 }
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::collector::filter::FamilyFilter;
 
 /// The unit of a metric family: its name's suffix and, in OpenMetrics, its
 /// `# UNIT` line. Only the units kubedf's families use.
@@ -187,6 +190,10 @@ pub struct Sink {
     open: Option<usize>,
     /// The first family (by declaration) with lines in a side buffer.
     first_spilled: Option<usize>,
+    /// Families first seen while this is set and not included by it are
+    /// dropped: their samples are not written (`--metric-allowlist`,
+    /// `--metric-denylist`).
+    filter: Option<Arc<FamilyFilter>>,
 }
 
 #[derive(Debug)]
@@ -196,6 +203,8 @@ struct Family {
     start: Option<usize>,
     /// Lines emitted while another family was open.
     spill: String,
+    /// Excluded by the filter in force when the family was first seen.
+    dropped: bool,
 }
 
 impl Sink {
@@ -209,7 +218,14 @@ impl Sink {
             last: 0,
             open: None,
             first_spilled: None,
+            filter: None,
         }
+    }
+
+    /// Drops the families first seen from now on that `filter` excludes
+    /// (None: keeps every one). A family seen before keeps its fate.
+    pub fn set_filter(&mut self, filter: Option<Arc<FamilyFilter>>) {
+        self.filter = filter;
     }
 
     /// Reserves a family's place in the order. Declaring twice is harmless.
@@ -223,8 +239,11 @@ impl Sink {
     where
         I: IntoIterator<Item = &'l str>,
     {
-        let value = value.into();
         let i = self.slot(desc);
+        if self.families[i].dropped {
+            return;
+        }
+        let value = value.into();
         let openmetrics = self.openmetrics;
         if self.open == Some(i) {
             push_sample(&mut self.out, desc, labels, value, openmetrics);
@@ -255,8 +274,11 @@ impl Sink {
         value: impl Into<Value>,
     ) {
         debug_assert_eq!(sets.names, desc.labels, "labels of {}", desc.name);
-        let value = value.into();
         let i = self.slot(desc);
+        if self.families[i].dropped {
+            return;
+        }
+        let value = value.into();
         let openmetrics = self.openmetrics;
         let labels = sets.get(id);
         if self.open == Some(i) {
@@ -292,10 +314,12 @@ impl Sink {
         {
             Some(i) => i,
             None => {
+                let dropped = self.filter.as_ref().is_some_and(|f| !f.includes(desc.name));
                 self.families.push(Family {
                     desc,
                     start: None,
                     spill: String::new(),
+                    dropped,
                 });
                 self.families.len() - 1
             }

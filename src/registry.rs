@@ -8,6 +8,7 @@ use std::time::{Instant, UNIX_EPOCH};
 
 use thiserror::Error;
 
+use crate::collector::filter::FamilyFilter;
 use crate::collector::{self, Collector, Desc, Incomplete, Sink};
 use crate::exposition::Format;
 use crate::model::Snapshot;
@@ -98,6 +99,9 @@ pub enum RegistryError {
 #[derive(Debug)]
 pub struct Registry {
     collectors: Arc<Vec<Box<dyn Collector>>>,
+    /// The families the collectors' output keeps; None keeps them all.
+    /// kubedf's own families are never filtered.
+    filter: Option<Arc<FamilyFilter>>,
     /// The length of the last exposition, to size the next one's buffer.
     last_len: AtomicUsize,
 }
@@ -135,8 +139,20 @@ impl Registry {
             .collect();
         Ok(Registry {
             collectors: Arc::new(collectors),
+            filter: None,
             last_len: AtomicUsize::new(0),
         })
+    }
+
+    /// This registry with `filter` applied to the collectors' families
+    /// (`--metric-allowlist`, `--metric-denylist`); kubedf's own families
+    /// are never filtered.
+    pub fn with_filter(mut self, filter: FamilyFilter) -> Registry {
+        self.filter = match filter {
+            FamilyFilter::All => None,
+            filter => Some(Arc::new(filter)),
+        };
+        self
     }
 
     pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
@@ -178,17 +194,19 @@ impl Registry {
     /// own families; returns (collector, error) for every collector that left
     /// something out.
     pub fn write(&self, snapshot: &Snapshot, sink: &mut Sink) -> Vec<(&'static str, Incomplete)> {
-        write_with(&self.collectors, snapshot, sink)
+        write_with(&self.collectors, self.filter.as_ref(), snapshot, sink)
     }
 }
 
 /// Runs `collectors` on the snapshot, then adds kubedf's own families.
 fn write_with(
     collectors: &[Box<dyn Collector>],
+    filter: Option<&Arc<FamilyFilter>>,
     snapshot: &Snapshot,
     sink: &mut Sink,
 ) -> Vec<(&'static str, Incomplete)> {
     let mut outcomes = Vec::with_capacity(collectors.len());
+    sink.set_filter(filter.cloned());
     for c in collectors {
         for desc in c.descs() {
             sink.declare(desc);
@@ -199,6 +217,9 @@ fn write_with(
         let result = c.collect(snapshot, sink);
         outcomes.push((c.name(), result, start.elapsed()));
     }
+    // kubedf's own families are never filtered: the alerts that tell a
+    // silent exporter from a healthy one read them.
+    sink.set_filter(None);
     let mut incomplete = Vec::new();
     // kubedf's own families are small: emitted as before (their order is
     // that of first emission), the sink puts them in order.
@@ -303,6 +324,56 @@ mod tests {
         // not move at all.
         assert!(none < 8_192, "{none} bytes moved without PVCs");
         assert!(many < none + 64, "{many} bytes moved at 1,000 PVCs");
+    }
+
+    /// The family names (HELP lines) of a render.
+    fn families(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .filter_map(|l| l.split(' ').next())
+            .collect()
+    }
+
+    #[test]
+    fn the_filter_drops_collector_families_and_never_kubedfs_own() {
+        let snapshot = crate::fixtures::node_with_pvcs(3);
+        let all = Registry::new(None).unwrap().render(&snapshot);
+        let all = families(&all);
+        assert!(all.contains(&"kubedf_nodefs_capacity_bytes"), "{all:?}");
+
+        let deny =
+            FamilyFilter::new(None, Some("kubedf_nodefs, kubelet_volume_stats_inodes")).unwrap();
+        let text = Registry::new(None)
+            .unwrap()
+            .with_filter(deny)
+            .render(&snapshot);
+        let kept = families(&text);
+        for f in &all {
+            let dropped = f.contains("kubedf_nodefs") || f.contains("kubelet_volume_stats_inodes");
+            assert_eq!(kept.contains(f), !dropped, "{f} in {kept:?}");
+        }
+        // No sample of a dropped family either.
+        assert!(!text.contains("\nkubedf_nodefs_"), "{text}");
+
+        let allow = FamilyFilter::new(Some("^kubedf_imagefs_capacity_bytes$"), None).unwrap();
+        let text = Registry::new(None)
+            .unwrap()
+            .with_filter(allow)
+            .render(&snapshot);
+        let kept = families(&text);
+        let own: Vec<&str> = SELF_DESCS.iter().map(|d| d.name).collect();
+        for f in &kept {
+            assert!(
+                *f == "kubedf_imagefs_capacity_bytes" || own.contains(f),
+                "{f} kept by an allowlist of imagefs_capacity only"
+            );
+        }
+        assert!(kept.contains(&"kubedf_imagefs_capacity_bytes"), "{kept:?}");
+        assert!(kept.contains(&"kubedf_build_info"), "{kept:?}");
+        assert!(
+            kept.contains(&"kubedf_scrape_collector_success"),
+            "{kept:?}"
+        );
     }
 
     #[test]

@@ -198,3 +198,85 @@ fn logs_carry_no_colour_codes_when_stderr_is_a_pipe() {
     );
     assert!(!stderr.contains('\u{1b}'), "escape codes in: {stderr:?}");
 }
+
+#[test]
+fn metric_allow_and_deny_lists_keep_kubedfs_own_families_and_refuse_bad_input() {
+    let base = [
+        "metrics",
+        "--kubelet.config",
+        NO_KUBELET_CONFIG,
+        "--cri.endpoint",
+        NO_RUNTIME,
+    ];
+    let help_names = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // Only the PID families, plus kubedf's own; the collectors with no family
+    // kept are not run, and the log says so.
+    let out = kubedf!().run(&[&base[..], &["--metric-allowlist", " kubedf_rlimit_ , "]].concat());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = stderr_of(&out);
+    let families = help_names(&text);
+    assert!(
+        families.iter().any(|f| f.starts_with("kubedf_rlimit_")),
+        "{text}"
+    );
+    for f in &families {
+        assert!(
+            f.starts_with("kubedf_rlimit_")
+                || f.starts_with("kubedf_scrape_")
+                || f.starts_with("kubedf_source_")
+                || f == "kubedf_build_info"
+                || f == "kubedf_kubelet_config_info",
+            "{f} is not kept by --metric-allowlist=kubedf_rlimit_"
+        );
+    }
+    assert!(!text.contains("collector=\"nodefs\""), "nodefs ran: {text}");
+    assert!(
+        stderr.contains("no family of this collector is exported") && stderr.contains("nodefs"),
+        "{stderr}"
+    );
+    promtool_check(&text).unwrap();
+
+    // A denylist drops just what it matches.
+    let out = kubedf!().run(&[&base[..], &["--metric-denylist", "curproc$"]].concat());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let families = help_names(&text);
+    assert!(
+        families.iter().any(|f| f == "kubedf_rlimit_maxpid"),
+        "{text}"
+    );
+    assert!(!text.contains("kubedf_rlimit_curproc"), "{text}");
+
+    // Both at once, and an expression that does not parse: refused, named.
+    let out = kubedf!().run(
+        &[
+            &base[..],
+            &[
+                "--metric-allowlist",
+                "kubedf_nodefs",
+                "--metric-denylist",
+                "inodes",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(!out.status.success());
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("--metric-allowlist and --metric-denylist are both set"),
+        "{stderr}"
+    );
+    let out = kubedf!().run(&[&base[..], &["--metric-denylist", "kubedf_(nodefs"]].concat());
+    assert!(!out.status.success());
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("--metric-denylist") && stderr.contains("kubedf_(nodefs"),
+        "{stderr}"
+    );
+}
