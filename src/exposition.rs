@@ -48,8 +48,6 @@ impl Format {
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::collector::filter::FamilyFilter;
-
 /// The unit of a metric family: its name's suffix and, in OpenMetrics, its
 /// `# UNIT` line. Only the units kubedf's families use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +191,13 @@ pub struct Sink {
     /// Families first seen while this is set and not included by it are
     /// dropped: their samples are not written (`--metric-allowlist`,
     /// `--metric-denylist`).
-    filter: Option<Arc<FamilyFilter>>,
+    filter: Option<Arc<dyn Families>>,
+}
+
+/// Which families a [`Sink`] writes: `--metric-allowlist` and
+/// `--metric-denylist` (`collector::filter`) say it by name.
+pub trait Families: Send + Sync + std::fmt::Debug {
+    fn includes(&self, family: &str) -> bool;
 }
 
 #[derive(Debug)]
@@ -224,7 +228,7 @@ impl Sink {
 
     /// Drops the families first seen from now on that `filter` excludes
     /// (None: keeps every one). A family seen before keeps its fate.
-    pub fn set_filter(&mut self, filter: Option<Arc<FamilyFilter>>) {
+    pub fn set_filter(&mut self, filter: Option<Arc<dyn Families>>) {
         self.filter = filter;
     }
 

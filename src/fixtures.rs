@@ -290,3 +290,61 @@ pub fn golden_pods() -> PodTable {
         },
     }
 }
+
+/// A busy node as the series table of docs/performance.md counts it:
+/// `pods` pods of two containers (each with a limit, a rootfs and logs),
+/// two emptyDirs and a configMap each, and `pvcs` CSI PVCs, everything
+/// measured.
+pub fn busy_node(pods: usize, pvcs: usize) -> Snapshot {
+    use crate::model::pod::{ContainerRow, EphemeralVolumeRow, PodRow, Usage, VolumeKind};
+    let at = taken_at();
+    let usage = |bytes, inodes| {
+        Ok(Usage {
+            bytes,
+            inodes,
+            time: at,
+        })
+    };
+    let container = |name: &str| ContainerRow {
+        name: name.into(),
+        rootfs: usage(73_728, 12),
+        logs: Some(usage(1_052_672, 3)),
+    };
+    let volume = |name: &str, kind| EphemeralVolumeRow {
+        name: name.into(),
+        kind,
+        size_limit: Some(1 << 30),
+        usage: Some(usage(524_288_000, 1_001)),
+    };
+    let rows = (0..pods)
+        .map(|i| {
+            Arc::new(PodRow {
+                namespace: format!("team-{}", i % 10),
+                name: format!("api-7d9c8b6f5-{i:05}"),
+                uid: format!("6f1c0a52-1d3e-4b7a-9c1e-{i:012}"),
+                limit: Some(4 << 30),
+                container_limits: vec![("app".into(), 2 << 30), ("sidecar".into(), 2 << 30)],
+                containers: vec![container("app"), container("sidecar")],
+                containers_pending: false,
+                containers_error: None,
+                volumes: vec![
+                    volume("cache", VolumeKind::EmptyDir),
+                    volume("tmp", VolumeKind::EmptyDir),
+                    volume("config", VolumeKind::ConfigMap),
+                ],
+                pod_logs: Some(usage(0, 0)),
+                etc_hosts: Some(usage(4_096, 1)),
+                claims: vec![],
+            })
+        })
+        .collect();
+    let mut snapshot = node_with_pvcs(pvcs);
+    snapshot.pods = Some(Arc::new(PodTable {
+        rows,
+        source: SourceStatus {
+            duration: None,
+            ..status(SourceId::Kubernetes)
+        },
+    }));
+    snapshot
+}

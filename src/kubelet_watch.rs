@@ -15,8 +15,8 @@
 //! The thresholds, grace periods and GC percents follow at once (a scrape
 //! renders with the board's configuration). Each new configuration is also
 //! sent on `changes`, for the app to build its samplers again when the root
-//! dir, CRI endpoint, `podLogsDir` or `volumeStatsAggPeriod` changed
-//! ([`crate::app`]).
+//! dir, CRI endpoint, `podLogsDir` or `volumeStatsAggPeriod` changed (the
+//! app's `follow` loop, which starts this one).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -206,7 +206,7 @@ fn write_with(
     sink: &mut Sink,
 ) -> Vec<(&'static str, Incomplete)> {
     let mut outcomes = Vec::with_capacity(collectors.len());
-    sink.set_filter(filter.cloned());
+    sink.set_filter(filter.map(|f| Arc::clone(f) as Arc<dyn crate::exposition::Families>));
     for c in collectors {
         for desc in c.descs() {
             sink.declare(desc);

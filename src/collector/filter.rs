@@ -21,6 +21,8 @@
 use regex::Regex;
 use thiserror::Error;
 
+use crate::exposition::Families;
+
 #[derive(Debug, Error)]
 pub enum FilterError {
     #[error(
@@ -84,6 +86,12 @@ impl FamilyFilter {
                 format!("every family but those matching: {}", joined(list))
             }
         }
+    }
+}
+
+impl Families for FamilyFilter {
+    fn includes(&self, family: &str) -> bool {
+        FamilyFilter::includes(self, family)
     }
 }
 

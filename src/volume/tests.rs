@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::measure::Measure;
 use super::plan::{Location, Target};
-use super::{VolumeConfig, VolumeSampler};
+use super::{REFRESH_PV, VolumeConfig, VolumeSampler};
 use crate::kubelet::config::KubeletConfig;
 use crate::model::pod::PodStorageSpec;
 use crate::model::snapshot::SnapshotHandle;
@@ -249,8 +249,8 @@ async fn an_api_error_keeps_the_last_pv_but_a_deleted_claim_does_not() {
     wait(Duration::from_secs(1)).await;
     assert_eq!(lock(&api.gets).clone(), 1);
     *lock(&api.down) = true;
-    // The PV is looked up again after 10-20 minutes: that GET fails.
-    wait(Duration::from_secs(1300)).await;
+    // The PV is looked up again after 1-2 refresh periods: that GET fails.
+    wait(REFRESH_PV * 2 + Duration::from_secs(100)).await;
     assert!(*lock(&api.gets) >= 2, "the PV was not looked up again");
     let measured = io.calls_of("pv-data");
     assert_eq!(
@@ -263,7 +263,7 @@ async fn an_api_error_keeps_the_last_pv_but_a_deleted_claim_does_not() {
     // The API answers again, and says the claim is gone: no PV, an error.
     lock(&api.deleted).push("data".into());
     *lock(&api.down) = false;
-    wait(Duration::from_secs(600)).await;
+    wait(REFRESH_PV * 2).await;
     assert_eq!(
         h.row("data"),
         Some(("web-0".into(), None, Some(Err(Reason::PvcNotFound))))
@@ -331,4 +331,23 @@ async fn a_failing_measurement_is_retried_with_backoff_and_reported() {
     io.on("pv-data", Behaviour::Answer(Ok(usage(7))));
     wait(PERIOD * 2).await;
     assert_eq!(h.row("data").unwrap().2, Some(Ok(7)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_are_read_again_once_every_one_to_two_refresh_periods() {
+    // What a DaemonSet costs the API server at rest: each PVC's claim is
+    // read once at start, then once every 1x-2x REFRESH_PV.
+    let pods = FakePods::new(vec![pod("web-0", "u-1", &["a", "b", "c"])]);
+    let (api, io) = (FakeApi::default(), FakeMeasure::default());
+    let _h = Harness::start(&pods, &api, &io);
+    wait(Duration::from_secs(1)).await;
+    assert_eq!(*lock(&api.gets), 3, "one read per claim at start");
+    let periods = 20;
+    wait(REFRESH_PV * periods).await;
+    let again = *lock(&api.gets) - 3;
+    let per_claim = periods as usize;
+    assert!(
+        (3 * per_claim / 2..=3 * per_claim).contains(&again),
+        "{again} reads of 3 claims in {periods} refresh periods"
+    );
 }
