@@ -24,7 +24,7 @@ const CYCLES: usize = 3;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // As `kubedf serve` sets up its allocator.
-    kubedf::heap::configure();
+    kubedf::exec::heap::configure();
     if args.first().map(String::as_str) == Some("--serve") {
         serve(&args[1..]);
         return;
@@ -117,7 +117,7 @@ fn measure(n: usize) {
         .expect("runtime");
     rt.block_on(async {
         let (_stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(kubedf::heap::run(Duration::from_millis(100), stopped));
+        tokio::spawn(kubedf::exec::heap::run(Duration::from_millis(100), stopped));
         let mut config = kube::Config::new("https://127.0.0.1:6443".parse().expect("url"));
         config.auth_info.token = Some(testkit::kubelet_fleet::FLEET_TOKEN.to_owned().into());
         let opts = KubeletClientOptions {
@@ -162,7 +162,7 @@ fn measure(n: usize) {
             );
             drop(polls);
             // As kubedf serve trims its heap after a peak.
-            kubedf::heap::after_peak();
+            kubedf::exec::heap::after_peak();
             tokio::time::sleep(Duration::from_millis(500)).await;
             println!(
                 "    after the cycle's results are dropped and the heap trimmed: RSS {} KiB",

@@ -12,14 +12,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, WebArgs};
 use crate::collector::filter::{FamilyFilter, FilterError};
+use crate::http::web_config::WebConfigError;
 use crate::kubelet::config::{ConfigSource, DEFAULT_ROOT_DIR, KubeletConfig};
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{Board, Snapshot, SourceId};
-use crate::pods::sampler::{PodConfig, PodSampler};
 use crate::registry::{Registry, RegistryError};
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::sampling::node::{Sampler, SamplerConfig};
+use crate::sampling::pods::sampler::{PodConfig, PodSampler};
+use crate::sampling::volume::{VolumeConfig, VolumeSampler};
 use crate::sources::HostRoot;
 use crate::sources::configz::{Configz, ConfigzOptions};
 use crate::sources::cri::{CriClient, CriError, DEFAULT_ENDPOINTS};
@@ -28,7 +30,6 @@ use crate::sources::kube::{Kube, client};
 use crate::sources::kubelet_config::{
     DEFAULT_VOLUME_STATS_AGG_PERIOD, Host, KubeletSourceError, ProcessId, Reading, Sources,
 };
-use crate::volume::{VolumeConfig, VolumeSampler};
 
 /// The collectors that need the Kubernetes API.
 pub const VOLUME_STATS: &str = "volume_stats";
@@ -50,6 +51,21 @@ pub enum BuildError {
     Walkers(#[source] std::io::Error),
     #[error(transparent)]
     Filter(#[from] FilterError),
+}
+
+/// Why `kubedf serve` stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("--web.config.file: {0}")]
+    WebConfig(#[from] WebConfigError),
+    #[error("--web.listen-address: cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Http(#[source] std::io::Error),
 }
 
 pub struct App {
@@ -206,7 +222,7 @@ impl App {
         let node = self.generation.sampler.sample().await;
         let board = Arc::new(Board::new(Arc::clone(&self.kubelet), node));
         let (changes_tx, changes) = watch::channel(Arc::clone(&self.kubelet));
-        tokio::spawn(crate::kubelet_watch::run(
+        tokio::spawn(crate::sampling::kubelet_watch::run(
             self.kubelet_sources,
             Arc::clone(&board),
             changes_tx,
@@ -223,6 +239,71 @@ impl App {
             shutdown,
         ));
         (board, follow)
+    }
+
+    /// `kubedf serve`: starts the samplers ([`App::start`]), the web
+    /// config's reload and the heap trimmer, and serves HTTP until
+    /// `shutdown` resolves; then stops the samplers and returns.
+    pub async fn serve(
+        self,
+        common: &CommonArgs,
+        web_args: &WebArgs,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        use crate::http::{self, AppState, ServeOptions, WebConfig};
+        // Read before anything starts: a bad file stops kubedf at once.
+        let web = match &web_args.web_config_file {
+            None => WebConfig::plain(),
+            Some(path) => WebConfig::load(path)?,
+        };
+        let listener = http::bind(web_args.listen_address)
+            .await
+            .map_err(|source| ServeError::Listen {
+                address: web_args.listen_address,
+                source,
+            })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let registry = Arc::clone(&self.registry);
+        let node_name = self.node_name.clone();
+        let (board, samplers) = self
+            .start(common.kubelet_config_refresh_interval, stop_rx.clone())
+            .await;
+        tokio::spawn(crate::exec::heap::run(
+            crate::exec::heap::QUIET,
+            stop_rx.clone(),
+        ));
+        let rate_limit = web.rate_limit.clone();
+        let (tls, http2) = (web.tls.is_some(), web.tls.is_some() && web.http2);
+        let web = Arc::new(arc_swap::ArcSwap::from_pointee(web));
+        if let Some(path) = &web_args.web_config_file {
+            tokio::spawn(http::reload_web_config(
+                path.clone(),
+                Arc::clone(&web),
+                Arc::clone(&board),
+                stop_rx.clone(),
+            ));
+        }
+        let address = listener.local_addr().map_err(ServeError::Http)?;
+        info!(%address, path = %web_args.telemetry_path, tls, http2, max_connections = web_args.max_connections, "serving metrics");
+        let state = AppState {
+            registry,
+            snapshot: board,
+            telemetry_path: web_args.telemetry_path.clone(),
+            max_snapshot_age: common.sample_interval * 3
+                + common.sample_timeout * 2
+                + Duration::from_secs(5),
+            web,
+            cache: Arc::default(),
+            rate_limit,
+            node_name,
+        };
+        let options = ServeOptions {
+            max_connections: usize::from(web_args.max_connections),
+        };
+        let served = http::serve(listener, state, options, shutdown).await;
+        let _ = stop_tx.send(true);
+        let _ = samplers.await;
+        served.map_err(ServeError::Http)
     }
 }
 

@@ -11,32 +11,25 @@
 //!   object decoded into the few fields kubedf uses, including what a pod's
 //!   spec says about its ephemeral storage), statfs, /proc, kubelet's
 //!   configuration (its `/configz`, its process's command line and files,
-//!   `--kubelet.config`). Every blocking call of a measurement is one
-//!   guarded call (`sources::guard`: on the lane, under a timeout, one call
-//!   in flight per path in the process); the guard and the one walk pool are
-//!   built once by the app (`sources::io`) and handed to every sampler.
+//!   `--kubelet.config`), and cluster mode's kubelet client. The guard and
+//!   the one walk pool are built once by the app (`sources::io`) and handed
+//!   to every sampler.
+//! - [`exec`]: how blocking work runs: the measurement lane, one call in
+//!   flight per path, the one guarded blocking call (`exec::guard`: on the
+//!   lane, under a timeout, one mapping to a reason), and the heap handed
+//!   back to the kernel after a peak.
 //! - [`kubelet`]: what kubelet computes, reproduced: quantities, eviction
 //!   thresholds and their merging, the image GC trigger, its configuration
 //!   merged from flags, the config file and drop-ins as kubelet merges it.
-//! - [`sampler`]: the node's sources, read periodically, concurrently, bounded.
-//! - [`kubelet_watch`]: kubelet's configuration in force, read again every
-//!   minute and when kubelet restarts; the last good one kept, each new one
-//!   published and announced to the app.
-//! - [`scheduler`]: the one timer queue for everything measured on its own
-//!   schedule (jitter, one call in flight per key, replans, backoff).
-//! - [`volume`]: PVC volume stats: plan, schedule and measure each PVC of the
-//!   node's running pods; the loop takes its pod watch, PVC/PV API and I/O
-//!   as seams (`sources::seams`, `volume::measure::Measure`) and is
-//!   unit-tested on fakes with tokio's paused clock.
-//! - [`pods`]: the pod half: the per-pod refresh loop of the parts kubelet
-//!   counts as local ephemeral storage, on the same seams (the runtime and
-//!   `pods::sampler::PartIo` for its I/O) and tested the same way.
+//! - [`sampling`]: the background readers that publish on the board: the
+//!   node's sources (`sampling::node`), kubelet's configuration
+//!   (`sampling::kubelet_watch`), the one scheduler, and the PVC and pod
+//!   loops (`sampling::volume`, `sampling::pods`), each a pure plan, a loop
+//!   and its I/O, unit-tested on fakes with tokio's paused clock.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
 //! - [`exposition`]: the OpenMetrics and Prometheus text formats (collectors
 //!   write into them; [`http`] picks one per scrape).
-//! - [`heap`]: hands freed heap pages back to the kernel after a transient
-//!   peak (the first list of pods, a render at a new size).
 //! - [`http`]: the HTTP edge, one room per file: listening and TLS,
 //!   connections, auth and rate limit, the routes (`/metrics`, `/healthz`,
 //!   a landing page, `/stats/summary`), content negotiation, the exposition
@@ -49,7 +42,7 @@
 //!   use (root dir, CRI endpoint, `podLogsDir`, `volumeStatsAggPeriod`)
 //!   change.
 
-// `deny`, not `forbid`: the one exception is `heap::glibc`, the calls into
+// `deny`, not `forbid`: the one exception is `exec::heap::glibc`, the calls into
 // glibc's allocator, allowed where it stands with its SAFETY comment.
 #![deny(unsafe_code)]
 
@@ -57,19 +50,16 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod df;
+pub mod exec;
 pub mod exposition;
+#[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod fixtures;
-pub mod heap;
 pub mod http;
 pub mod kubelet;
-pub mod kubelet_watch;
 pub mod model;
-pub mod pods;
 pub mod registry;
-pub mod sampler;
-pub mod scheduler;
+pub mod sampling;
 pub mod sources;
 pub mod summary;
-pub mod volume;
 pub mod yaml;

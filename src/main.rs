@@ -2,21 +2,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use tracing::info;
 
 use kubedf::app::{App, collected_anything};
 use kubedf::cli::{self, Command, LogFormat};
-use kubedf::http::{self, AppState, ServeOptions, WebConfig};
 use kubedf::model::Snapshot;
 
 fn init_tracing(format: LogFormat, quiet_sampler: bool) {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let asked_for_sampler = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kubedf::sampler"));
+    let asked_for_sampler =
+        std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kubedf::sampling::node"));
     if quiet_sampler
         && !asked_for_sampler
-        && let Ok(directive) = "kubedf::sampler=error".parse()
+        && let Ok(directive) = "kubedf::sampling::node=error".parse()
     {
         filter = filter.add_directive(directive);
     }
@@ -68,7 +67,7 @@ const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(180);
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     // Before any thread starts: see heap::configure.
-    kubedf::heap::configure();
+    kubedf::exec::heap::configure();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .max_blocking_threads(MAX_BLOCKING_THREADS)
@@ -105,59 +104,8 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             Ok(once(&snapshot))
         }
         Command::Serve => {
-            let common = &parsed.cli.common;
-            let args = &parsed.cli.web;
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let registry = Arc::clone(&app.registry);
-            let node_name = app.node_name.clone();
-            let (board, samplers) = app
-                .start(common.kubelet_config_refresh_interval, stop_rx.clone())
-                .await;
-            tokio::spawn(kubedf::heap::run(kubedf::heap::QUIET, stop_rx.clone()));
-            let web = match &args.web_config_file {
-                None => WebConfig::plain(),
-                Some(path) => WebConfig::load(path).context("--web.config.file")?,
-            };
-            let rate_limit = web.rate_limit.clone();
-            let web = Arc::new(ArcSwap::from_pointee(web));
-            let cache: Arc<http::ExpositionCache> = Arc::default();
-            if let Some(path) = &args.web_config_file {
-                tokio::spawn(http::reload_web_config(
-                    path.clone(),
-                    Arc::clone(&web),
-                    Arc::clone(&board),
-                    stop_rx.clone(),
-                ));
-            }
-            let listener = http::bind(args.listen_address).await.with_context(|| {
-                format!(
-                    "--web.listen-address: cannot listen on {}",
-                    args.listen_address
-                )
-            })?;
-            let (tls, http2) = {
-                let w = web.load();
-                (w.tls.is_some(), w.tls.is_some() && w.http2)
-            };
-            info!(address = %listener.local_addr()?, path = %args.telemetry_path, tls, http2, max_connections = args.max_connections, "serving metrics");
-            let state = AppState {
-                registry,
-                snapshot: board,
-                telemetry_path: args.telemetry_path.clone(),
-                max_snapshot_age: common.sample_interval * 3
-                    + common.sample_timeout * 2
-                    + Duration::from_secs(5),
-                web,
-                cache,
-                rate_limit,
-                node_name,
-            };
-            let options = ServeOptions {
-                max_connections: usize::from(args.max_connections),
-            };
-            http::serve(listener, state, options, shutdown_signal()).await?;
-            let _ = stop_tx.send(true);
-            let _ = samplers.await;
+            app.serve(&parsed.cli.common, &parsed.cli.web, shutdown_signal())
+                .await?;
             info!("stopped");
             // Exit now rather than return: dropping the runtime would wait for
             // every blocking thread, and one stuck in a hung mount's statfs

@@ -44,7 +44,7 @@ struct Rendered {
 }
 
 /// A render whose size differs from the last reported one by more than
-/// this fraction (and [`PEAK_MIN_BYTES`]) reports a peak to [`crate::heap`].
+/// this fraction (and [`PEAK_MIN_BYTES`]) reports a peak to [`crate::exec::heap`].
 const PEAK_FRACTION: usize = 4;
 const PEAK_MIN_BYTES: usize = 256 << 10;
 
@@ -109,7 +109,7 @@ impl ExpositionCache {
         let last = self.peak_len.load(Ordering::Relaxed);
         if text.len().abs_diff(last) > (last / PEAK_FRACTION).max(PEAK_MIN_BYTES) {
             self.peak_len.store(text.len(), Ordering::Relaxed);
-            crate::heap::after_peak();
+            crate::exec::heap::after_peak();
         }
         Bytes::from(text)
     }

@@ -152,7 +152,7 @@ impl Tracker {
                 .reap()
                 .map(|ms| tokio::time::Instant::from_std(self.epoch + Duration::from_millis(ms)));
             tokio::select! {
-                _ = crate::scheduler::sleep_until(deadline) => {}
+                _ = crate::sampling::scheduler::sleep_until(deadline) => {}
                 _ = self.wake.notified() => {}
             }
         }

@@ -6,9 +6,9 @@
 
 use std::sync::Arc;
 
-use super::guard::Guard;
 use super::statfs::FsProber;
 use super::walk::WalkPool;
+use crate::exec::guard::Guard;
 
 #[derive(Clone, Debug)]
 pub struct Io {

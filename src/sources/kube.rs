@@ -537,7 +537,7 @@ impl Kube {
                 state.synced = true;
                 // The list's buffers (its response, whole, and each pod's
                 // JSON) are freed by now.
-                crate::heap::after_peak();
+                crate::exec::heap::after_peak();
             }
             watcher::Event::Apply(pod) => {
                 if let Some(p) = convert(pod) {

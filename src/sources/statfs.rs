@@ -10,7 +10,7 @@ use nix::sys::stat::stat;
 use nix::sys::statvfs::statvfs;
 use thiserror::Error;
 
-use super::guard::Guard;
+use crate::exec::guard::Guard;
 use crate::model::{Failure, FsUsage, Reason};
 
 /// One statfs reading, with the device the path is on.

@@ -43,7 +43,7 @@ use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, SeekFrom, Stat};
 use rustix::io::Errno;
 use thiserror::Error;
 
-use super::inflight::{Flights, Joined, Pilot, Unanswered};
+use crate::exec::inflight::{Flights, Joined, Pilot, Unanswered};
 use crate::model::{Failure, Reason};
 
 /// What a walk found.

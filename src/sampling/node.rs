@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::exec::guard::Guard;
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
     Change, Failure, Filesystem, FsUsage, NodeSample, Reason, Rlimit, Runtime, Sampled, SourceId,
@@ -18,7 +19,6 @@ use crate::model::{
 };
 use crate::sources::HostRoot;
 use crate::sources::cri::{CriClient, ReportedFs};
-use crate::sources::guard::Guard;
 use crate::sources::procfs::read_rlimit;
 use crate::sources::statfs::FsProber;
 

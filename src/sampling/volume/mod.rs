@@ -1,6 +1,6 @@
 //! PVC volume stats, the whole pipeline: which PVCs the node's running pods
 //! use ([`plan`]), when each is looked up and measured (two
-//! [`Scheduler`](crate::scheduler::Scheduler)s), and how ([`measure`]).
+//! [`Scheduler`](crate::sampling::scheduler::Scheduler)s), and how ([`measure`]).
 //!
 //! Like kubelet's volume stats cache, each volume is refreshed in the
 //! background every `--volume-stats-agg-period`, jittered to between 1x and
@@ -31,7 +31,7 @@ use crate::model::{
     Change, ClaimRef, Failure, FsUsage, Method, PvInfo, Reading, Reason, SourceStatus, VolumeRow,
     VolumeTable,
 };
-use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
+use crate::sampling::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::HostRoot;
 use crate::sources::io::Io;
 use crate::sources::kube::{ClaimState, Kube};

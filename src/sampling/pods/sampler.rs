@@ -1,5 +1,5 @@
 //! When and how the parts of each running pod are measured, on the one
-//! measurement [`Scheduler`](crate::scheduler::Scheduler) the volume sampler
+//! measurement [`Scheduler`](crate::sampling::scheduler::Scheduler) the volume sampler
 //! also uses. Like kubelet's volume stats cache: each du-method walk (a
 //! container's log dir, a local ephemeral volume, the pod's log files,
 //! etc-hosts) is refreshed every `--volume-stats-agg-period`, jittered to
@@ -26,16 +26,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::exec::guard::Guard;
 use crate::model::SourceStatus;
 use crate::model::pod::{
     ContainerRow, EphemeralVolumeRow, Failure, Measured, PodRow, PodTable, Reason, Usage,
 };
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{Change, PodVolumes};
-use crate::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
+use crate::sampling::scheduler::{Outcome, Policy, Scheduler, Ticket, sleep_until};
 use crate::sources::HostRoot;
 use crate::sources::cri::{CriClient, RunningContainer, RuntimeContainers};
-use crate::sources::guard::Guard;
 use crate::sources::io::Io;
 use crate::sources::kube::Kube;
 use crate::sources::seams::{ContainerRuntime, PodSource};
