@@ -1142,3 +1142,46 @@ fn metric_filters_are_passed_in_both_modes_and_never_both() {
         );
     }
 }
+
+#[test]
+fn kubelet_tls_and_web_config_values_reach_both_modes() {
+    let test = "kubelet_tls_and_web_config_values_reach_both_modes";
+    for mode in ["daemonset", "cluster"] {
+        let values = format!(
+            "mode: {mode}\nkubelet: {{caFile: /etc/kubelet-ca/ca.crt, insecureSkipTLSVerify: true}}\n\
+             webConfig: {{tls_server_config: {{cert_file: /c, key_file: /k}}}}\n"
+        );
+        let Some(objs) = render_text(test, &values) else {
+            return;
+        };
+        let objs = objs.expect("renders");
+        let args = workload_args(&objs);
+        for flag in [
+            "--kubelet.ca-file=/etc/kubelet-ca/ca.crt",
+            "--kubelet.insecure-skip-tls-verify",
+            "--web.config.file=/etc/kubedf/web-config.yml",
+        ] {
+            assert_eq!(
+                args.iter().filter(|a| *a == flag).count(),
+                1,
+                "{mode}: {flag} in {args:?}"
+            );
+        }
+        let pod = &workload(&objs)["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(
+            by_name(&c["volumeMounts"], "web-config")["mountPath"],
+            "/etc/kubedf"
+        );
+        assert_eq!(
+            by_name(&pod["volumes"], "web-config")["secret"]["secretName"],
+            "kubedf-web-config"
+        );
+        assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "{mode}");
+        assert_eq!(
+            the(&objs, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"],
+            "https",
+            "{mode}"
+        );
+    }
+}
