@@ -112,6 +112,19 @@ pub mod fakes {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A running pod of namespace `shop` with the PVCs `claims` and no
+    /// ephemeral-storage spec.
+    pub fn pod(name: &str, uid: &str, claims: &[&str]) -> PodVolumes {
+        PodVolumes {
+            namespace: "shop".into(),
+            name: name.into(),
+            uid: uid.into(),
+            running: true,
+            claims: claims.iter().map(|c| (*c).to_owned()).collect(),
+            storage: Default::default(),
+        }
+    }
+
     /// The pod watch: a list of pods and a version bumped on each change.
     #[derive(Clone)]
     pub struct FakePods {

@@ -942,6 +942,7 @@ fn dir_files(dir: &Path) -> io::Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::seams::fakes::pod;
 
     #[test]
     fn path_components_from_input_cannot_leave_their_dir() {
@@ -1005,17 +1006,6 @@ mod tests {
         assert_eq!(one_file(&dir.path().join("gone")).unwrap(), (0, 0));
     }
 
-    fn pod(name: &str, uid: &str) -> PodVolumes {
-        PodVolumes {
-            namespace: "shop".into(),
-            name: name.into(),
-            uid: uid.into(),
-            running: true,
-            claims: Vec::new(),
-            storage: Default::default(),
-        }
-    }
-
     fn container(uid: &str, name: &str, bytes: u64) -> RunningContainer {
         RunningContainer {
             id: format!("{uid}-{name}"),
@@ -1054,13 +1044,13 @@ mod tests {
         let containers = Some(Ok(group_by_pod(answer)));
         let results = BTreeMap::new();
 
-        let fine = build_row(&pod("fine", "u-a"), &results, &containers);
+        let fine = build_row(&pod("fine", "u-a", &[]), &results, &containers);
         assert_eq!(fine.containers_error, None);
         assert_eq!(fine.containers.len(), 1);
         assert_eq!(fine.containers[0].rootfs.as_ref().unwrap().bytes, 4096);
 
         // Its containers from another sandbox would be a partial list: none.
-        let huge = build_row(&pod("huge", "u-b"), &results, &containers);
+        let huge = build_row(&pod("huge", "u-b", &[]), &results, &containers);
         assert!(huge.containers.is_empty());
         assert!(!huge.containers_pending);
         let e = huge.containers_error.expect("an error for the pod");
@@ -1073,7 +1063,7 @@ mod tests {
         assert!(e.message.contains("too large"), "{}", e.message);
 
         // A pod without running containers is neither pending nor failed.
-        let idle = build_row(&pod("idle", "u-c"), &results, &containers);
+        let idle = build_row(&pod("idle", "u-c", &[]), &results, &containers);
         assert!(idle.containers.is_empty() && idle.containers_error.is_none());
     }
 

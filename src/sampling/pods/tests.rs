@@ -11,13 +11,13 @@ use tokio::sync::watch;
 
 use super::sampler::{PartIo, PartKind, PodConfig, PodSampler};
 use crate::kubelet::config::KubeletConfig;
-use crate::model::pod::{PodRow, PodStorageSpec, Usage};
+use crate::model::pod::{PodRow, Usage};
 use crate::model::snapshot::SnapshotHandle;
-use crate::model::{Board, Failure, NodeSample, PodVolumes, Reason};
+use crate::model::{Board, Failure, NodeSample, Reason};
 use crate::sources::HostRoot;
 use crate::sources::cri::{RunningContainer, RuntimeContainers, WritableLayer};
 use crate::sources::seams::ContainerRuntime;
-use crate::sources::seams::fakes::{FakePods, lock};
+use crate::sources::seams::fakes::{FakePods, lock, pod};
 
 const CRI_PERIOD: Duration = Duration::from_secs(10);
 
@@ -74,17 +74,6 @@ impl PartIo for FakeParts {
                 time: SystemTime::UNIX_EPOCH,
             })
         }
-    }
-}
-
-fn pod(name: &str, uid: &str) -> PodVolumes {
-    PodVolumes {
-        namespace: "shop".into(),
-        name: name.into(),
-        uid: uid.into(),
-        running: true,
-        claims: Vec::new(),
-        storage: PodStorageSpec::default(),
     }
 }
 
@@ -164,7 +153,7 @@ impl Drop for Harness {
 }
 
 fn two_pods() -> (FakePods, FakeRuntime) {
-    let pods = FakePods::new(vec![pod("a", "u-a"), pod("b", "u-b")]);
+    let pods = FakePods::new(vec![pod("a", "u-a", &[]), pod("b", "u-b", &[])]);
     let runtime = FakeRuntime {
         answer: Arc::new(Mutex::new(Ok(vec![
             container("u-a", "a", "app", 100),
@@ -222,8 +211,8 @@ async fn the_table_is_published_at_most_once_a_second() {
     // A pod set that changes every 100 ms for 3 s: 30 changes.
     let mut published = Vec::new();
     for i in 0..30 {
-        let mut list = vec![pod("a", "u-a"), pod("b", "u-b")];
-        list.push(pod(&format!("c{i}"), &format!("u-c{i}")));
+        let mut list = vec![pod("a", "u-a", &[]), pod("b", "u-b", &[])];
+        list.push(pod(&format!("c{i}"), &format!("u-c{i}"), &[]));
         pods.set(list);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let table = h.board.snapshot().pods.unwrap();
@@ -256,7 +245,7 @@ async fn a_runtime_that_fails_fails_every_pod_until_it_answers_again() {
 
 #[tokio::test(start_paused = true)]
 async fn a_part_that_hangs_fails_its_pod_with_timeout_and_holds_up_no_other() {
-    let pods = FakePods::new(vec![pod("hang", "u-hang"), pod("b", "u-b")]);
+    let pods = FakePods::new(vec![pod("hang", "u-hang", &[]), pod("b", "u-b", &[])]);
     let runtime = FakeRuntime {
         answer: Arc::new(Mutex::new(Ok(Vec::new()))),
     };

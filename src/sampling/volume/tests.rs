@@ -13,16 +13,15 @@ use super::measure::Measure;
 use super::plan::{Location, Target};
 use super::{REFRESH_PV, VolumeConfig, VolumeSampler};
 use crate::kubelet::config::KubeletConfig;
-use crate::model::pod::PodStorageSpec;
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{
-    Board, Failure, FsUsage, Method, NodeSample, PodVolumes, PvInfo, PvSource, Reason, VolumeMode,
+    Board, Failure, FsUsage, Method, NodeSample, PvInfo, PvSource, Reason, VolumeMode,
 };
 use crate::sources::HostRoot;
 use crate::sources::io::Io;
 use crate::sources::kube::ClaimState;
 use crate::sources::seams::ClaimApi;
-use crate::sources::seams::fakes::FakePods;
+use crate::sources::seams::fakes::{FakePods, pod};
 
 const PERIOD: Duration = Duration::from_secs(60);
 
@@ -143,17 +142,6 @@ fn usage(used: u64) -> FsUsage {
         available_bytes: (1 << 20) - used,
         used_bytes: used,
         ..FsUsage::default()
-    }
-}
-
-fn pod(name: &str, uid: &str, claims: &[&str]) -> PodVolumes {
-    PodVolumes {
-        namespace: "shop".into(),
-        name: name.into(),
-        uid: uid.into(),
-        running: true,
-        claims: claims.iter().map(|c| (*c).to_owned()).collect(),
-        storage: PodStorageSpec::default(),
     }
 }
 
