@@ -770,8 +770,9 @@ pub fn pod_sections(snapshot: &Snapshot) -> Vec<Section> {
         .collect();
     // Largest first; pods without a figure last.
     pods.sort_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then_with(|| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)))
+        b.1.cmp(&a.1).then_with(|| {
+            (&a.0.pod.namespace, &a.0.pod.name).cmp(&(&b.0.pod.namespace, &b.0.pod.name))
+        })
     });
     let mut t = Table::new(
         "Pod ephemeral storage",
@@ -798,7 +799,7 @@ pub fn pod_sections(snapshot: &Snapshot) -> Vec<Section> {
             Some(Ok(_)) => Cell::text(""),
             Some(Err(e)) => Cell::alert(format!("{}: {}", e.reason.name(), e.message)),
         };
-        let (limit, headroom, use_pct) = match (row.limit, used) {
+        let (limit, headroom, use_pct) = match (row.pod.storage.limit, used) {
             (Some(l), Some(u)) => (
                 Cell::text(human_bytes(l)),
                 Cell::text(human_bytes(l.saturating_sub(int64(*u)))),
@@ -808,8 +809,8 @@ pub fn pod_sections(snapshot: &Snapshot) -> Vec<Section> {
             (None, _) => (Cell::text("-"), Cell::text("-"), Cell::text("-")),
         };
         t.rows.push(vec![
-            Cell::text(row.namespace.clone()),
-            Cell::text(row.name.clone()),
+            Cell::text(row.pod.namespace.clone()),
+            Cell::text(row.pod.name.clone()),
             Cell::text(used.map_or_else(|| "?".into(), |u| human_bytes(int64(u)))),
             Cell::text(inodes),
             limit,
@@ -844,8 +845,8 @@ pub fn pod_sections(snapshot: &Snapshot) -> Vec<Section> {
                 _ => (Cell::text("?"), Cell::text("?"), Cell::text("?")),
             };
             dirs.rows.push(vec![
-                Cell::text(row.namespace.clone()),
-                Cell::text(row.name.clone()),
+                Cell::text(row.pod.namespace.clone()),
+                Cell::text(row.pod.name.clone()),
                 Cell::text(v.name.clone()),
                 used,
                 Cell::text(human_bytes(limit)),

@@ -236,18 +236,28 @@ fn pvc(i: usize) -> Arc<VolumeRow> {
 /// configMap, and one pod whose rootfs the runtime does not report.
 pub fn golden_pods() -> PodTable {
     let at = taken_at();
-    use crate::model::pod::{ContainerRow, EphemeralVolumeRow, Failure, PodRow, Usage, VolumeKind};
+    use crate::model::PodVolumes;
+    use crate::model::pod::{
+        ContainerRow, EphemeralVolumeRow, Failure, PodRow, PodStorageSpec, Usage, VolumeKind,
+    };
     let usage = |bytes, inodes| Usage {
         bytes,
         inodes,
         time: at,
     };
     let pod = |name: &str, rootfs: Result<Usage, Failure>| PodRow {
-        namespace: "shop".into(),
-        name: name.into(),
-        uid: format!("uid-{name}"),
-        limit: Some(2 << 30),
-        container_limits: vec![("app".into(), 2 << 30)],
+        pod: Arc::new(PodVolumes {
+            namespace: "shop".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            running: true,
+            claims: vec![],
+            storage: PodStorageSpec {
+                limit: Some(2 << 30),
+                container_limits: [("app".into(), 2 << 30)].into(),
+                ..PodStorageSpec::default()
+            },
+        }),
         containers: vec![ContainerRow {
             name: "app".into(),
             rootfs,
@@ -271,7 +281,6 @@ pub fn golden_pods() -> PodTable {
         ],
         pod_logs: Some(Ok(usage(0, 0))),
         etc_hosts: Some(Ok(usage(4_096, 1))),
-        claims: vec![],
     };
     PodTable {
         rows: vec![
@@ -296,7 +305,10 @@ pub fn golden_pods() -> PodTable {
 /// two emptyDirs and a configMap each, and `pvcs` CSI PVCs, everything
 /// measured.
 pub fn busy_node(pods: usize, pvcs: usize) -> Snapshot {
-    use crate::model::pod::{ContainerRow, EphemeralVolumeRow, PodRow, Usage, VolumeKind};
+    use crate::model::PodVolumes;
+    use crate::model::pod::{
+        ContainerRow, EphemeralVolumeRow, PodRow, PodStorageSpec, Usage, VolumeKind,
+    };
     let at = taken_at();
     let usage = |bytes, inodes| {
         Ok(Usage {
@@ -319,11 +331,19 @@ pub fn busy_node(pods: usize, pvcs: usize) -> Snapshot {
     let rows = (0..pods)
         .map(|i| {
             Arc::new(PodRow {
-                namespace: format!("team-{}", i % 10),
-                name: format!("api-7d9c8b6f5-{i:05}"),
-                uid: format!("6f1c0a52-1d3e-4b7a-9c1e-{i:012}"),
-                limit: Some(4 << 30),
-                container_limits: vec![("app".into(), 2 << 30), ("sidecar".into(), 2 << 30)],
+                pod: Arc::new(PodVolumes {
+                    namespace: format!("team-{}", i % 10),
+                    name: format!("api-7d9c8b6f5-{i:05}"),
+                    uid: format!("6f1c0a52-1d3e-4b7a-9c1e-{i:012}"),
+                    running: true,
+                    claims: vec![],
+                    storage: PodStorageSpec {
+                        limit: Some(4 << 30),
+                        container_limits: [("app".into(), 2 << 30), ("sidecar".into(), 2 << 30)]
+                            .into(),
+                        ..PodStorageSpec::default()
+                    },
+                }),
                 containers: vec![container("app"), container("sidecar")],
                 containers_pending: false,
                 containers_error: None,
@@ -334,7 +354,6 @@ pub fn busy_node(pods: usize, pvcs: usize) -> Snapshot {
                 ],
                 pod_logs: Some(usage(0, 0)),
                 etc_hosts: Some(usage(4_096, 1)),
-                claims: vec![],
             })
         })
         .collect();

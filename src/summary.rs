@@ -208,11 +208,11 @@ fn pod_stats(
         .collect();
     // The PVCs of the pod, from the volume_stats table when it is on.
     if let Some(table) = &snapshot.volumes {
-        for (name, claim) in &row.claims {
+        for (name, claim) in &row.pod.storage.claims {
             let stats = table
                 .rows
                 .iter()
-                .find(|r| r.namespace == row.namespace && &r.claim == claim)
+                .find(|r| r.namespace == row.pod.namespace && &r.claim == claim)
                 .and_then(|r| r.reading().stats)
                 .and_then(Result::ok);
             if let Some(usage) = stats {
@@ -221,7 +221,7 @@ fn pod_stats(
                     name: name.clone(),
                     pvc_ref: Some(PvcReference {
                         name: claim.clone(),
-                        namespace: row.namespace.clone(),
+                        namespace: row.pod.namespace.clone(),
                     }),
                 });
             }
@@ -234,9 +234,9 @@ fn pod_stats(
     };
     PodStats {
         pod_ref: PodReference {
-            name: row.name.clone(),
-            namespace: row.namespace.clone(),
-            uid: row.uid.clone(),
+            name: row.pod.name.clone(),
+            namespace: row.pod.namespace.clone(),
+            uid: row.pod.uid.clone(),
         },
         containers,
         volume,

@@ -152,12 +152,12 @@ impl Collector for PodStorageCollector {
 }
 
 fn emit_pod(row: &PodRow, out: &mut Sink) {
-    let (ns, pod) = (row.namespace.as_str(), row.name.as_str());
+    let (ns, pod) = (row.pod.namespace.as_str(), row.pod.name.as_str());
     if let Some(Ok(total)) = row.ephemeral_storage() {
         out.add(&POD_USED, [ns, pod], total.bytes);
         out.add(&POD_INODES, [ns, pod], total.inodes);
     }
-    if let Some(limit) = row.limit {
+    if let Some(limit) = row.pod.storage.limit {
         out.add(&POD_LIMIT, [ns, pod], limit);
     }
     for c in &row.containers {
@@ -169,7 +169,7 @@ fn emit_pod(row: &PodRow, out: &mut Sink) {
             figures(out, &LOGS_USED, &LOGS_INODES, &labels, u);
         }
     }
-    for (name, limit) in &row.container_limits {
+    for (name, limit) in &row.pod.storage.container_limits {
         out.add(&CONTAINER_LIMIT, [ns, pod, name.as_str()], *limit);
     }
     for v in &row.volumes {

@@ -5,9 +5,11 @@
 //! pod_storage collector, the summary endpoint and `kubedf df --pods`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::source::SourceStatus;
+use super::volume::PodVolumes;
 
 /// The local ephemeral volume kinds current kubelet counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,14 +128,12 @@ impl Part {
 /// One running pod of the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodRow {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    /// The pod's ephemeral-storage limit by kubelet's `PodLimits`.
-    pub limit: Option<i64>,
-    /// Regular containers' non-zero ephemeral-storage limits, from the spec
-    /// (whether or not the container is running now), by name.
-    pub container_limits: Vec<(String, i64)>,
+    /// The pod as the watch's store holds it, shared rather than copied
+    /// into each row: its namespace, name and uid, and its spec's limits
+    /// (`storage.limit`, kubelet's `PodLimits`; `storage.container_limits`,
+    /// whether or not the container is running now) and PVC-backed volumes
+    /// (`storage.claims`, for the summary's `volume[].pvcRef`).
+    pub pod: Arc<PodVolumes>,
     /// The running containers as the runtime lists them; empty when
     /// `containers_error` says the runtime could not be asked.
     pub containers: Vec<ContainerRow>,
@@ -147,9 +147,6 @@ pub struct PodRow {
     /// `<kubelet root>/pods/<uid>/etc-hosts`; a missing file counts 0, as
     /// it adds nothing in kubelet.
     pub etc_hosts: Measured,
-    /// The pod's PVC-backed volumes as (volume name, claim name), for the
-    /// summary's `volume[].pvcRef`.
-    pub claims: Vec<(String, String)>,
 }
 
 impl PodRow {
@@ -262,11 +259,18 @@ pub(crate) mod tests {
 
     pub fn row() -> PodRow {
         PodRow {
-            namespace: "shop".into(),
-            name: "web-0".into(),
-            uid: "u-1".into(),
-            limit: Some(2 << 30),
-            container_limits: vec![("app".into(), 1 << 30)],
+            pod: Arc::new(PodVolumes {
+                namespace: "shop".into(),
+                name: "web-0".into(),
+                uid: "u-1".into(),
+                running: true,
+                claims: vec![],
+                storage: PodStorageSpec {
+                    limit: Some(2 << 30),
+                    container_limits: [("app".into(), 1 << 30)].into(),
+                    ..PodStorageSpec::default()
+                },
+            }),
             containers: vec![
                 ContainerRow {
                     name: "app".into(),
@@ -289,7 +293,6 @@ pub(crate) mod tests {
             }],
             pod_logs: Some(Ok(usage(0, 0, 102))),
             etc_hosts: Some(Ok(usage(4096, 1, 103))),
-            claims: vec![],
         }
     }
 

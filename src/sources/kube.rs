@@ -78,7 +78,7 @@ pub fn pod_volumes(pod: &Pod) -> Result<PodVolumes, String> {
         .clone()
         .ok_or_else(|| format!("pod {namespace}/{name} without metadata.uid"))?;
     let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    let claims = pod
+    let mut claims: Vec<String> = pod
         .spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
@@ -92,6 +92,8 @@ pub fn pod_volumes(pod: &Pod) -> Result<PodVolumes, String> {
         })
         .filter(|c| !c.is_empty())
         .collect();
+    // Kept for the pod's life: cut to its length (a first push reserves four).
+    claims.shrink_to_fit();
     Ok(PodVolumes {
         namespace,
         name,
@@ -324,8 +326,10 @@ pub fn pv_info(pv: &PersistentVolume) -> Result<PvInfo, String> {
 /// The pods of this node as the watch last saw them.
 #[derive(Default)]
 struct PodState {
-    /// uid -> (first-seen sequence number, pod).
-    pods: BTreeMap<String, (u64, PodVolumes)>,
+    /// uid -> (first-seen sequence number, pod). Shared (`Arc`) with the
+    /// samplers that read the pods, so a pod is held once however many
+    /// loops keep it.
+    pods: BTreeMap<String, (u64, Arc<PodVolumes>)>,
     next_seq: u64,
     /// Objects of a re-list in progress, swapped in at InitDone.
     relist: Option<Vec<PodVolumes>>,
@@ -355,11 +359,14 @@ impl PodState {
 
     fn upsert(&mut self, pod: PodVolumes) {
         match self.pods.get_mut(&pod.uid) {
-            Some(entry) => entry.1 = pod,
+            // An unchanged pod (most watch events: a status update) keeps
+            // its `Arc`, which the samplers then find equal by pointer.
+            Some(entry) if *entry.1 == pod => {}
+            Some(entry) => entry.1 = Arc::new(pod),
             None => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.pods.insert(pod.uid.clone(), (seq, pod));
+                self.pods.insert(pod.uid.clone(), (seq, Arc::new(pod)));
             }
         }
     }
@@ -404,12 +411,12 @@ impl Kube {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Pods in the order they were first seen.
-    pub fn pods(&self) -> Vec<PodVolumes> {
+    /// Pods in the order they were first seen (shared, not copied).
+    pub fn pods(&self) -> Vec<Arc<PodVolumes>> {
         let state = self.lock();
-        let mut pods: Vec<&(u64, PodVolumes)> = state.pods.values().collect();
+        let mut pods: Vec<&(u64, Arc<PodVolumes>)> = state.pods.values().collect();
         pods.sort_by_key(|(seq, _)| *seq);
-        pods.into_iter().map(|(_, p)| p.clone()).collect()
+        pods.into_iter().map(|(_, p)| Arc::clone(p)).collect()
     }
 
     /// The API as the `kubernetes` source: up once the first list of pods
@@ -652,6 +659,41 @@ mod tests {
 
     fn pod(json: serde_json::Value) -> Pod {
         serde_json::from_value(json).unwrap()
+    }
+
+    /// The store hands out its pods shared, in first-seen order; an update
+    /// that changes nothing kubedf keeps (a status heartbeat) keeps the
+    /// pod's `Arc`, so the samplers find it equal by pointer, and a real
+    /// change replaces it.
+    #[test]
+    fn the_store_shares_its_pods_and_keeps_an_unchanged_one() {
+        let slim = |uid: &str, claim: &str| {
+            let p = pod(serde_json::json!({
+                "metadata": {"name": format!("web-{uid}"), "namespace": "shop", "uid": uid},
+                "spec": {"containers": [], "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
+                ]},
+                "status": {"phase": "Running"}
+            }));
+            pod_volumes(&p).unwrap()
+        };
+        let mut state = PodState::default();
+        state.upsert(slim("u-2", "a"));
+        state.upsert(slim("u-1", "b"));
+        let first = state.pods["u-2"].1.clone();
+        state.upsert(slim("u-2", "a"));
+        assert!(
+            Arc::ptr_eq(&first, &state.pods["u-2"].1),
+            "an equal pod keeps its Arc"
+        );
+        state.upsert(slim("u-2", "c"));
+        assert!(!Arc::ptr_eq(&first, &state.pods["u-2"].1));
+        assert_eq!(state.pods["u-2"].1.claims, vec!["c"]);
+        // First seen first, whatever the uids' order.
+        let mut seen: Vec<_> = state.pods.values().collect();
+        seen.sort_by_key(|(seq, _)| *seq);
+        let uids: Vec<&str> = seen.iter().map(|(_, p)| p.uid.as_str()).collect();
+        assert_eq!(uids, ["u-2", "u-1"]);
     }
 
     #[test]

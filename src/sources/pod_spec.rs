@@ -119,6 +119,11 @@ pub fn pod_storage_spec(pod: &Pod) -> PodStorageSpec {
         });
     }
     out.problems = problems;
+    // Kept for the pod's life: vectors cut to their length (a first push
+    // reserves four).
+    out.claims.shrink_to_fit();
+    out.volumes.shrink_to_fit();
+    out.problems.shrink_to_fit();
     out
 }
 

@@ -5,6 +5,7 @@
 //! them on tokio's paused clock, without an API server, mounts or root.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -20,8 +21,9 @@ pub trait PodSource: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<u64>;
     /// A number that changes whenever the pod set may have changed.
     fn version(&self) -> u64;
-    /// The pods in the order they were first seen.
-    fn pods(&self) -> Vec<PodVolumes>;
+    /// The pods in the order they were first seen, shared with the watch's
+    /// store rather than copied: a loop that keeps a pod keeps its `Arc`.
+    fn pods(&self) -> Vec<Arc<PodVolumes>>;
     /// The API as the `kubernetes` source.
     fn source_status(&self) -> SourceStatus;
     /// Waits (bounded) until the first list has arrived.
@@ -51,7 +53,7 @@ impl PodSource for Kube {
     fn version(&self) -> u64 {
         Kube::version(self)
     }
-    fn pods(&self) -> Vec<PodVolumes> {
+    fn pods(&self) -> Vec<Arc<PodVolumes>> {
         Kube::pods(self)
     }
     fn source_status(&self) -> SourceStatus {
@@ -155,8 +157,8 @@ pub mod fakes {
         fn version(&self) -> u64 {
             lock(&self.pods).0
         }
-        fn pods(&self) -> Vec<PodVolumes> {
-            lock(&self.pods).1.clone()
+        fn pods(&self) -> Vec<Arc<PodVolumes>> {
+            lock(&self.pods).1.iter().cloned().map(Arc::new).collect()
         }
         fn source_status(&self) -> SourceStatus {
             SourceStatus {

@@ -14,7 +14,7 @@
 //! table. Its seams (the pod watch, the runtime, [`PartIo`]) are type
 //! parameters, so `pods/tests.rs` runs it on fakes and a paused clock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -87,15 +87,53 @@ enum Part {
 }
 
 /// A part of a pod, by the pod's uid: what the scheduler plans. Its plan is
-/// the part's path; a new path is a new plan.
-type Key = (String, Part);
+/// the part's path; a new path is a new plan. The uid is shared by the
+/// pod's parts and the scheduler's copies of their keys (its table and its
+/// queue), not one string each.
+type Key = (Arc<str>, Part);
 
 struct Entry {
-    pod: PodVolumes,
+    /// The pod as the watch's store holds it (shared, not copied).
+    pod: Arc<PodVolumes>,
     /// Every part the pod has, with its last result (`None` before the first).
-    results: BTreeMap<Part, Measured>,
+    results: PartResults,
     /// The row as last built; `None` once anything in it changed.
     row: Option<Arc<PodRow>>,
+}
+
+/// A pod's parts and their last results: a few (two, plus one per running
+/// container and local volume), so a vector searched in order, allocated
+/// to fit. A `BTreeMap` of them took a node of 11 slots per pod: 0.8 MB
+/// at 1,000 pods (massif, `docs/performance.md`).
+#[derive(Debug, Default)]
+struct PartResults(Vec<(Part, Measured)>);
+
+impl PartResults {
+    fn get(&self, part: &Part) -> Option<&Measured> {
+        self.0.iter().find(|(p, _)| p == part).map(|(_, m)| m)
+    }
+
+    fn get_mut(&mut self, part: &Part) -> Option<&mut Measured> {
+        self.0.iter_mut().find(|(p, _)| p == part).map(|(_, m)| m)
+    }
+
+    fn insert(&mut self, part: Part, result: Measured) {
+        match self.get_mut(&part) {
+            Some(slot) => *slot = result,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((part, result));
+            }
+        }
+    }
+
+    fn remove(&mut self, part: &Part) {
+        self.0.retain(|(p, _)| p != part);
+    }
+
+    fn parts(&self) -> impl Iterator<Item = &Part> {
+        self.0.iter().map(|(p, _)| p)
+    }
 }
 
 /// The runtime's running containers, by pod uid; an error for a pod the
@@ -218,7 +256,7 @@ pub struct PodSampler<P = Kube, R = CriClient, M = PodIo> {
     io: Arc<M>,
     /// By uid, kept sorted by namespace and name (the table's order), so a
     /// publication walks them in order without a lookup each.
-    entries: IndexMap<String, Entry>,
+    entries: IndexMap<Arc<str>, Entry>,
     /// The runtime's last answer; `None` before the first.
     containers: Option<Result<Containers, Failure>>,
     /// The runtime was last asked pod by pod (its node-wide answer too large).
@@ -451,7 +489,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
                     // Only the pods whose containers changed get new rows.
                     (Some(Ok(old)), Ok(new)) => {
                         for (uid, entry) in &mut self.entries {
-                            if old.get(uid) != new.get(uid) {
+                            if old.get(&**uid) != new.get(&**uid) {
                                 entry.row = None;
                             }
                         }
@@ -480,31 +518,43 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
     /// be formed is reported as such and not planned.
     fn sync(&mut self, now: Instant) {
         self.dirty = true;
-        let pods: Vec<PodVolumes> = self
+        let pods: Vec<Arc<PodVolumes>> = self
             .source
             .pods()
             .into_iter()
             .filter(|p| p.running)
             .collect();
         let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
-        self.entries.retain(|uid, _| wanted.contains(uid.as_str()));
-        self.walks.retain(|(uid, _)| wanted.contains(uid.as_str()));
+        self.entries.retain(|uid, _| wanted.contains(&**uid));
+        self.walks.retain(|(uid, _)| wanted.contains(&**uid));
         for pod in pods {
             let parts = self.parts_of(&pod);
-            let uid = pod.uid.clone();
-            let entry = self.entries.entry(uid.clone()).or_insert_with(|| Entry {
-                pod: pod.clone(),
-                results: BTreeMap::new(),
-                row: None,
-            });
+            let index = match self.entries.get_index_of(pod.uid.as_str()) {
+                Some(index) => index,
+                None => {
+                    let entry = Entry {
+                        pod: Arc::clone(&pod),
+                        results: PartResults::default(),
+                        row: None,
+                    };
+                    self.entries
+                        .insert_full(Arc::from(pod.uid.as_str()), entry)
+                        .0
+                }
+            };
+            let Some((uid, entry)) = self.entries.get_index_mut(index) else {
+                continue;
+            };
+            // The entry's uid, which the scheduler's keys share.
+            let uid = Arc::clone(uid);
             if entry.pod != pod {
-                entry.pod = pod;
+                entry.pod = Arc::clone(&pod);
                 entry.row = None;
             }
             let keep: HashSet<&Part> = parts.iter().map(|(p, _)| p).collect();
             let gone: Vec<Part> = entry
                 .results
-                .keys()
+                .parts()
                 .filter(|p| !keep.contains(p))
                 .cloned()
                 .collect();
@@ -646,7 +696,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         for uid in uids.collect::<HashSet<_>>() {
             let pod = self
                 .entries
-                .get(uid)
+                .get(uid.as_str())
                 .map(|e| format!("{}/{}", e.pod.namespace, e.pod.name))
                 .unwrap_or_else(|| uid.clone());
             let (before, now) = (failed(old, uid), failed(Some(new), uid));
@@ -682,7 +732,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         }
         let result = done.result;
         let (uid, part) = &done.key;
-        let Some(entry) = self.entries.get_mut(uid) else {
+        let Some(entry) = self.entries.get_mut(&**uid) else {
             return;
         };
         let Some(slot) = entry.results.get_mut(part) else {
@@ -728,8 +778,8 @@ fn group_by_pod(answer: RuntimeContainers) -> Containers {
 
 /// One pod's row from its spec, its parts' results and its containers.
 fn build_row(
-    pod: &PodVolumes,
-    results: &BTreeMap<Part, Measured>,
+    pod: &Arc<PodVolumes>,
+    results: &PartResults,
     containers: &Option<Result<Containers, Failure>>,
 ) -> PodRow {
     let slot = |part: &Part| results.get(part).cloned().flatten();
@@ -755,16 +805,7 @@ fn build_row(
         },
     };
     PodRow {
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        uid: pod.uid.clone(),
-        limit: pod.storage.limit,
-        container_limits: pod
-            .storage
-            .container_limits
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect(),
+        pod: Arc::clone(pod),
         containers,
         containers_pending,
         containers_error,
@@ -781,7 +822,6 @@ fn build_row(
             .collect(),
         pod_logs: slot(&Part::PodLogs),
         etc_hosts: slot(&Part::EtcHosts),
-        claims: pod.storage.claims.clone(),
     }
 }
 
@@ -961,6 +1001,31 @@ mod tests {
     }
 
     #[test]
+    fn part_results_keep_one_result_per_part_in_a_vector_that_fits() {
+        let mut r = PartResults::default();
+        assert_eq!(r.get(&Part::EtcHosts), None);
+        r.insert(Part::PodLogs, None);
+        r.insert(Part::EtcHosts, None);
+        assert_eq!(r.0.capacity(), 2, "allocated to fit, not doubled");
+        let figure = Some(Ok(Usage {
+            bytes: 4096,
+            inodes: 1,
+            time: std::time::SystemTime::UNIX_EPOCH,
+        }));
+        r.insert(Part::EtcHosts, figure.clone());
+        assert_eq!(r.get(&Part::EtcHosts), Some(&figure));
+        assert_eq!(r.get(&Part::PodLogs), Some(&None));
+        if let Some(slot) = r.get_mut(&Part::PodLogs) {
+            *slot = figure.clone();
+        }
+        assert_eq!(r.get(&Part::PodLogs), Some(&figure));
+        assert_eq!(r.get(&Part::Logs("app".into())), None);
+        r.remove(&Part::PodLogs);
+        r.remove(&Part::Volume("gone".into()));
+        assert_eq!(r.parts().collect::<Vec<_>>(), [&Part::EtcHosts]);
+    }
+
+    #[test]
     fn a_walk_still_running_is_a_timeout_as_for_volumes_not_the_last_figure() {
         let hung = walked(Err(PoolError::StillRunning(PathBuf::from("/pods/u/v"))));
         let e = hung.unwrap_err();
@@ -1042,15 +1107,15 @@ mod tests {
             per_pod_because: Some("node-wide too large".into()),
         };
         let containers = Some(Ok(group_by_pod(answer)));
-        let results = BTreeMap::new();
+        let results = PartResults::default();
 
-        let fine = build_row(&pod("fine", "u-a", &[]), &results, &containers);
+        let fine = build_row(&Arc::new(pod("fine", "u-a", &[])), &results, &containers);
         assert_eq!(fine.containers_error, None);
         assert_eq!(fine.containers.len(), 1);
         assert_eq!(fine.containers[0].rootfs.as_ref().unwrap().bytes, 4096);
 
         // Its containers from another sandbox would be a partial list: none.
-        let huge = build_row(&pod("huge", "u-b", &[]), &results, &containers);
+        let huge = build_row(&Arc::new(pod("huge", "u-b", &[])), &results, &containers);
         assert!(huge.containers.is_empty());
         assert!(!huge.containers_pending);
         let e = huge.containers_error.expect("an error for the pod");
@@ -1063,7 +1128,7 @@ mod tests {
         assert!(e.message.contains("too large"), "{}", e.message);
 
         // A pod without running containers is neither pending nor failed.
-        let idle = build_row(&pod("idle", "u-c", &[]), &results, &containers);
+        let idle = build_row(&Arc::new(pod("idle", "u-c", &[])), &results, &containers);
         assert!(idle.containers.is_empty() && idle.containers_error.is_none());
     }
 

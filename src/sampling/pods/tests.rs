@@ -140,7 +140,7 @@ impl Harness {
         let rows = self.rows();
         let row = rows
             .iter()
-            .find(|r| r.name == name)
+            .find(|r| r.pod.name == name)
             .expect("a row for the pod");
         Arc::clone(row)
     }

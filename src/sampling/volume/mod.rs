@@ -56,7 +56,9 @@ pub struct VolumeConfig {
     pub walk_budget: Duration,
 }
 
-type Key = (String, String);
+/// A PVC, by (namespace, claim): one allocation shared by the entry and the
+/// two schedulers' tables and queues, which hold a copy of the key each.
+type Key = Arc<(String, String)>;
 
 /// How long a PVC/PV lookup is trusted, jittered to 1x-2x: one GET of each
 /// per PVC every 1-2 hours. Little can change while a pod runs: a bound
@@ -126,7 +128,9 @@ pub struct VolumeSampler<P = Kube, A = Kube, M = Measurer> {
     /// The process's guarded calls and walk pool.
     io: Io,
     measurer: Arc<M>,
-    entries: HashMap<Key, Entry>,
+    /// Boxed, as the scheduler's slots are: most of a hash table's buckets
+    /// may be empty, and an entry is a few hundred bytes.
+    entries: HashMap<Key, Box<Entry>>,
     lookups: Scheduler<Key, ()>,
     measures: Scheduler<Key, Target>,
     lookups_in_flight: usize,
@@ -324,19 +328,20 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
     fn sync_claims(&mut self, now: Instant) {
         self.pods_version = Some(self.pods.version());
         let claims = claims_of(&self.pods.pods());
-        let wanted: HashSet<Key> = claims
+        let wanted: HashSet<(&str, &str)> = claims
             .iter()
-            .map(|c| (c.namespace.clone(), c.claim.clone()))
+            .map(|c| (c.namespace.as_str(), c.claim.as_str()))
             .collect();
+        let wanted = |k: &Key| wanted.contains(&(k.0.as_str(), k.1.as_str()));
         let before = self.entries.len();
-        self.entries.retain(|k, _| wanted.contains(k));
-        self.lookups.retain(|k| wanted.contains(k));
-        self.measures.retain(|k| wanted.contains(k));
+        self.entries.retain(|k, _| wanted(k));
+        self.lookups.retain(wanted);
+        self.measures.retain(wanted);
         if self.entries.len() != before {
             self.membership_changed = true;
         }
         for claim in claims {
-            let key = (claim.namespace.clone(), claim.claim.clone());
+            let key = Arc::new((claim.namespace.clone(), claim.claim.clone()));
             match self.entries.get_mut(&key) {
                 None => {
                     let row = VolumeRow::new(
@@ -347,11 +352,11 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
                     );
                     self.entries.insert(
                         key.clone(),
-                        Entry {
+                        Box::new(Entry {
                             claim,
                             pv: None,
                             row: Arc::new(row),
-                        },
+                        }),
                     );
                     self.lookups.plan(key, (), now);
                     self.membership_changed = true;

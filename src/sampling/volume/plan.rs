@@ -9,6 +9,7 @@
 //! hostPath and local PVs name a directory on the host ([`host_dir`]); the
 //! caller resolves it inside the host root (I/O) and hands the result in.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -26,10 +27,10 @@ pub enum PlanError {
 
 /// The claims of running pods, one per PVC: the first pod (in the given
 /// order) wins, as in kubelet.
-pub fn claims_of(pods: &[PodVolumes]) -> Vec<ClaimRef> {
+pub fn claims_of<P: Borrow<PodVolumes>>(pods: &[P]) -> Vec<ClaimRef> {
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     let mut out = Vec::new();
-    for pod in pods.iter().filter(|p| p.running) {
+    for pod in pods.iter().map(Borrow::borrow).filter(|p| p.running) {
         for claim in &pod.claims {
             if seen.insert((pod.namespace.as_str(), claim.as_str())) {
                 out.push(ClaimRef {
@@ -67,6 +68,17 @@ pub struct Target {
 }
 
 impl Target {
+    /// The plan with its paths' buffers cut to their length: each `join`
+    /// above may double a buffer, and a plan is kept for the volume's life
+    /// (about 110 bytes a volume).
+    fn fit(mut self) -> Target {
+        match &mut self.location {
+            Location::Path(path) => path.shrink_to_fit(),
+            Location::AnyPlugin { dir, .. } => dir.shrink_to_fit(),
+        }
+        self
+    }
+
     /// A statfs of a known mount point: a call of microseconds (unless the
     /// mount hangs), measured with the others due at the same wake-up as
     /// one batch. Walks, block devices and searches are measured alone.
@@ -148,7 +160,7 @@ pub fn plan(
             capacity: pv.capacity,
         },
     };
-    Ok(target)
+    Ok(target.fit())
 }
 
 /// kubelet's figures for a walked volume: capacity as declared (else the
