@@ -22,6 +22,7 @@ Needs root (mounts). Every process and mount it makes is released.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,7 +107,9 @@ def main():
                 B.log(f"{bin_dir} N={n}: RSS {row['rss_kib'] / 1024:.1f} MiB, anonymous {row['anon_kib'] / 1024:.1f} MiB")
                 rows.append(row)
     finally:
-        res.close()
+        # The work dir (logs, kubeconfigs) goes once nothing is left in it.
+        if res.close():
+            shutil.rmtree(work, ignore_errors=True)
     print("| build | N | RSS MiB | anonymous MiB | peak RSS MiB | threads |")
     print("|---|---|---|---|---|---|")
     for r in rows:
