@@ -31,6 +31,9 @@
 //! - [`pods`]: the pod half: the per-pod refresh loop of the parts kubelet
 //!   counts as local ephemeral storage, on the same seams (the runtime and
 //!   `pods::sampler::PartIo` for its I/O) and tested the same way.
+//! - [`cluster`]: cluster mode's pipeline: the Node watch, every kubelet's
+//!   `/stats/summary` polled (bounded, jittered, under a deadline), each
+//!   turned into its node's figures at once and published as one table.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
 //! - [`exposition`]: the OpenMetrics and Prometheus text formats (collectors
@@ -55,6 +58,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod collector;
 pub mod df;
 pub mod exposition;

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tracing::error;
 
-use super::cache::ExpositionCache;
+use super::cache::{ExpositionCache, NodeCache};
 use super::guard::{RateLimit, basic_auth, web_policy};
 use super::negotiate::{accepts_gzip, format};
 use super::web_config::WebConfigHandle;
@@ -41,7 +41,12 @@ pub struct AppState {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// `node.nodeName` of `/stats/summary`.
     pub node_name: String,
+    /// Cluster mode's per-node expositions (`/nodes/<node>/metrics`).
+    pub node_cache: Arc<NodeCache>,
 }
+
+/// Where cluster mode serves one node's exposition: `/nodes/<node>/metrics`.
+pub const NODES_PREFIX: &str = "/nodes/";
 
 pub fn router(state: AppState) -> Router {
     let telemetry_path = state.telemetry_path.clone();
@@ -49,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route(&telemetry_path, get(metrics))
         .route("/", get(landing))
         .route("/stats/summary", get(stats_summary))
+        .route("/nodes/{node}/metrics", get(node_metrics))
         // Basic auth guards the routes above; /healthz stays open so kubelet's
         // probes need no credentials, and it tells nothing about the node.
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
@@ -75,6 +81,11 @@ pub fn check_telemetry_path(path: &str) -> Result<(), String> {
             "{path:?} must be a plain URL path such as /metrics: no empty, . or .. segments"
         ));
     }
+    if path.starts_with(NODES_PREFIX) {
+        return Err(format!(
+            "{path:?} is under {NODES_PREFIX}, where cluster mode serves each node's metrics; choose another path such as /metrics"
+        ));
+    }
     if RESERVED_PATHS.contains(&path) {
         return Err(format!(
             "{path:?} is taken by kubedf itself ({}); choose another path such as /metrics",
@@ -94,6 +105,52 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .cache
         .body(&state.registry, &snapshot, format, accepts_gzip(&headers))
         .await;
+    let content_type = (header::CONTENT_TYPE, format.content_type());
+    let vary = (header::VARY, "Accept, Accept-Encoding");
+    if gzipped {
+        (
+            [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
+            body,
+        )
+            .into_response()
+    } else {
+        ([content_type, vary], body).into_response()
+    }
+}
+
+/// One node's exposition in cluster mode (`/nodes/<node>/metrics`), so a
+/// Prometheus can scrape each node as its own target (its own `up`),
+/// negotiated, gzipped and cached as `/metrics` is.
+async fn node_metrics(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snapshot = state.snapshot.snapshot();
+    let not_found = |text: String| {
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text,
+        )
+            .into_response()
+    };
+    let Some(table) = &snapshot.cluster else {
+        return not_found(
+            "per-node metrics are served in cluster mode only (kubedf serve --mode=cluster)\n"
+                .into(),
+        );
+    };
+    let format = format(&headers);
+    let Some((body, gzipped)) = state
+        .node_cache
+        .body(table, &node, format, accepts_gzip(&headers))
+    else {
+        return not_found(format!(
+            "node {:?} is not one of this kubedf's nodes: unknown to the API server, or another shard's (--shard/--total-shards)\n",
+            node.escape_debug().to_string()
+        ));
+    };
     let content_type = (header::CONTENT_TYPE, format.content_type());
     let vary = (header::VARY, "Accept, Accept-Encoding");
     if gzipped {
