@@ -1013,3 +1013,44 @@ fn cluster_mode_refuses_bad_flags_naming_them() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn cluster_mode_node_pages_sit_behind_the_web_configs_basic_auth() {
+    if !need_openssl("cluster_mode_node_pages_sit_behind_the_web_configs_basic_auth") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = start_fleet(dir.path(), 2);
+    let fake = FakeKube::start();
+    for i in 0..2 {
+        fake.put_node(fleet.node_object(i));
+    }
+    let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  prometheus: '{hash}'\n"))
+        .expect("web config");
+    let web_flag = format!("--web.config.file={}", web.display());
+    let served = serve_cluster(dir.path(), &fake, &[], &[&web_flag]);
+    let url = served.url("/nodes/fleet-node-1/metrics");
+    let refused = http().get(&url).send().expect("scrape");
+    assert_eq!(refused.status(), 401);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http()
+            .get(&url)
+            .basic_auth("prometheus", Some("s3cret"))
+            .send()
+            .expect("scrape");
+        let status = r.status();
+        let text = r.text().expect("body");
+        if status == 200 && text.contains("kubedf_nodefs_used_bytes") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{status}: {text}\n{}",
+            served.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

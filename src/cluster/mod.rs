@@ -207,8 +207,10 @@ fn skipped_entry(reason: &str) -> NodeEntry {
 
 /// Brings `table` in line with the watch's `state` for `shard`: rows of
 /// nodes gone are removed, nodes skipped get their row saying why, a node
-/// no longer skipped loses that row until its first poll. Returns this
-/// shard's polled nodes and whether the table changed.
+/// listed but not yet polled gets an empty row (so `/nodes/<node>/metrics`
+/// answers for it from the start), a node no longer skipped loses that row
+/// until its first poll. Returns this shard's polled nodes and whether the
+/// table changed.
 pub fn sync(
     table: &mut BTreeMap<String, Arc<NodeEntry>>,
     state: &NodeState,
@@ -223,14 +225,20 @@ pub fn sync(
     let mut changed = false;
     table.retain(|name, entry| {
         let keep = if targets.contains(name) {
-            // A row of the node's skipped days goes; its polls will say.
-            entry.health.polled
+            // A row of the node's skipped days goes.
+            entry.health.polled || entry.health.failure.is_none()
         } else {
             state.skipped.contains_key(name)
         };
         changed |= !keep;
         keep
     });
+    for name in &targets {
+        if !table.contains_key(name) {
+            table.insert(name.clone(), Arc::new(NodeEntry::default()));
+            changed = true;
+        }
+    }
     for (name, reason) in &state.skipped {
         if !shard.owns(name) {
             continue;
@@ -479,8 +487,11 @@ mod tests {
         assert_eq!(targets, ["a".to_owned(), "b".to_owned()].into());
         assert_eq!(
             table.keys().cloned().collect::<Vec<_>>(),
-            ["a".to_owned(), "c".to_owned()]
+            ["a".to_owned(), "b".to_owned(), "c".to_owned()]
         );
+        // b is listed, not yet polled: an empty row.
+        assert_eq!(*table["b"], NodeEntry::default());
+        assert!(table["a"].figures.is_some(), "a's row is kept");
         let c = &table["c"];
         assert_eq!(
             c.health.failure,
@@ -505,7 +516,7 @@ mod tests {
         );
         let (targets, changed) = sync(&mut table, &state, Shard::ALL);
         assert!(changed && targets.contains("c"));
-        assert!(!table.contains_key("c"));
+        assert_eq!(*table["c"], NodeEntry::default());
     }
 
     #[test]

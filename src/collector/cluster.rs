@@ -396,11 +396,14 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
         }
     }
     for (node, e) in nodes {
-        out.add(
-            &POLL_SUCCESS,
-            [*node],
-            i64::from(e.health.failure.is_none()),
-        );
+        // A node listed and not yet polled has no poll to tell of.
+        if e.health.polled || e.health.failure.is_some() {
+            out.add(
+                &POLL_SUCCESS,
+                [*node],
+                i64::from(e.health.failure.is_none()),
+            );
+        }
     }
     for (node, e) in nodes {
         if let Some(d) = e.health.duration {
@@ -420,5 +423,155 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
         if let Some(f) = &e.health.failure {
             out.add(&POLL_ERROR, [*node, f.reason.name()], 1i64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::cluster::{
+        ContainerFigures, PodFigures, PollHealth, PvcFigures, VolumeFigures,
+    };
+    use crate::model::{Failure, Reason};
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    fn fs(used: u64) -> FsFigures {
+        FsFigures {
+            available_bytes: Some(100 - used),
+            capacity_bytes: Some(100),
+            used_bytes: Some(used),
+            inodes_free: None,
+            inodes: Some(10),
+            inodes_used: Some(1),
+        }
+    }
+
+    fn table() -> ClusterTable {
+        let good = NodeEntry {
+            health: PollHealth {
+                failure: None,
+                polled: true,
+                duration: Some(Duration::from_millis(250)),
+                last_success: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+                failures_in_a_row: 0,
+                skipped_pods: 0,
+            },
+            figures: Some(Arc::new(NodeFigures {
+                nodefs: Some(fs(40)),
+                imagefs: Some(fs(20)),
+                containerfs: None,
+                max_pid: Some(4194304),
+                cur_proc: None,
+                pods: vec![PodFigures {
+                    namespace: "shop".into(),
+                    name: "web-0".into(),
+                    ephemeral_used_bytes: Some(4096),
+                    ephemeral_inodes_used: None,
+                    containers: vec![ContainerFigures {
+                        name: "app".into(),
+                        rootfs_used_bytes: Some(1024),
+                        rootfs_inodes_used: Some(3),
+                        logs_used_bytes: None,
+                        logs_inodes_used: None,
+                    }],
+                    volumes: vec![VolumeFigures {
+                        name: "cache".into(),
+                        used_bytes: Some(512),
+                        inodes_used: Some(2),
+                    }],
+                }],
+                pvcs: vec![PvcFigures {
+                    namespace: "shop".into(),
+                    name: "data-web-0".into(),
+                    fs: fs(60),
+                }],
+            })),
+        };
+        let failing = NodeEntry {
+            health: PollHealth {
+                failure: Some(Failure::new(Reason::Forbidden, "node n2: HTTP 403")),
+                polled: true,
+                duration: Some(Duration::from_millis(5)),
+                last_success: None,
+                failures_in_a_row: 4,
+                skipped_pods: 0,
+            },
+            figures: None,
+        };
+        let mut t = ClusterTable {
+            synced: true,
+            ..ClusterTable::default()
+        };
+        t.nodes.insert("n1".into(), Arc::new(good));
+        t.nodes.insert("n2".into(), Arc::new(failing));
+        t.nodes.insert("n3".into(), Arc::new(NodeEntry::default()));
+        t
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn every_figure_with_its_node_and_nothing_the_summary_left_out() {
+        let text = render_node(&table(), "n1", Format::Text).expect("n1");
+        let got = lines(&text);
+        for want in [
+            r#"kubedf_nodefs_capacity_bytes{path="",node="n1"} 100"#,
+            r#"kubedf_nodefs_used_bytes{path="",node="n1"} 40"#,
+            r#"kubedf_imagefs_available_bytes{mountpoint="",node="n1"} 80"#,
+            r#"kubedf_rlimit_maxpid{node="n1"} 4194304"#,
+            r#"kubedf_pod_ephemeral_storage_used_bytes{namespace="shop",pod="web-0",node="n1"} 4096"#,
+            r#"kubedf_container_rootfs_used_bytes{namespace="shop",pod="web-0",container="app",node="n1"} 1024"#,
+            r#"kubedf_container_rootfs_inodes_used{namespace="shop",pod="web-0",container="app",node="n1"} 3"#,
+            r#"kubedf_ephemeral_volume_used_bytes{namespace="shop",pod="web-0",volume="cache",kind="",node="n1"} 512"#,
+            r#"kubelet_volume_stats_used_bytes{namespace="shop",persistentvolumeclaim="data-web-0",node="n1"} 60"#,
+            r#"kubedf_kubelet_poll_success{node="n1"} 1"#,
+            r#"kubedf_kubelet_poll_duration_seconds{node="n1"} 0.25"#,
+            r#"kubedf_kubelet_last_success_timestamp_seconds{node="n1"} 1.8e+09"#,
+        ] {
+            assert!(got.contains(&want), "missing {want} in {got:#?}");
+        }
+        // Left out by the summary: no series, never 0.
+        for absent in [
+            "kubedf_nodefs_inodes_free{",
+            "kubedf_containerfs_",
+            "kubedf_rlimit_curproc{",
+            "kubedf_pod_ephemeral_storage_inodes_used{",
+            "kubedf_container_logs_",
+            "kubedf_kubelet_poll_error{",
+            "n2",
+        ] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        assert!(render_node(&table(), "n4", Format::Text).is_none());
+        // Listed, not yet polled: a page with no series.
+        let pending = render_node(&table(), "n3", Format::Text).expect("n3");
+        assert!(lines(&pending).is_empty(), "{pending}");
+    }
+
+    #[test]
+    fn a_failing_node_has_its_health_and_the_collector_says_so() {
+        let mut snapshot = crate::fixtures::node();
+        snapshot.cluster = Some(Arc::new(table()));
+        let mut sink = Sink::new(Format::OpenMetrics100, 0);
+        let result = ClusterCollector.collect(&snapshot, &mut sink);
+        assert_eq!(result, Err(Incomplete("1 node(s) failing".into())));
+        let text = sink.finish();
+        let got = lines(&text);
+        for want in [
+            r#"kubedf_kubelet_poll_success{node="n2"} 0"#,
+            r#"kubedf_kubelet_poll_error{node="n2",reason="forbidden"} 1"#,
+            r#"kubedf_kubelet_poll_success{node="n1"} 1"#,
+        ] {
+            assert!(got.contains(&want), "missing {want} in {got:#?}");
+        }
+        assert!(!text.contains(r#"kubedf_nodefs_used_bytes{path="",node="n2"}"#));
+        assert!(text.contains("# UNIT kubedf_nodefs_used_bytes bytes"));
+        // Family by family: nothing moved at the end.
+        let mut sink = Sink::new(Format::OpenMetrics100, 0);
+        let _ = ClusterCollector.collect(&snapshot, &mut sink);
+        assert_eq!(sink.reordered_bytes(), 0);
     }
 }

@@ -284,3 +284,63 @@ mod tests {
         assert_eq!(steady(&unzipped), steady(&plain));
     }
 }
+
+#[cfg(test)]
+mod node_cache_tests {
+    use super::*;
+    use crate::model::cluster::{NodeEntry, NodeFigures};
+
+    fn table(names: &[&str]) -> ClusterTable {
+        let mut t = ClusterTable::default();
+        for n in names {
+            t.nodes.insert(
+                (*n).to_owned(),
+                Arc::new(NodeEntry {
+                    figures: Some(Arc::new(NodeFigures {
+                        max_pid: Some(7),
+                        ..NodeFigures::default()
+                    })),
+                    ..NodeEntry::default()
+                }),
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn a_node_is_rendered_once_until_its_row_changes() {
+        let cache = NodeCache::default();
+        let t = table(&["a", "b"]);
+        for _ in 0..3 {
+            let (body, gz) = cache.body(&t, "a", Format::Text, false).expect("a");
+            assert!(!gz);
+            assert!(
+                std::str::from_utf8(&body)
+                    .expect("utf-8")
+                    .contains("node=\"a\"")
+            );
+        }
+        assert_eq!(cache.work_done(), (1, 0));
+        cache.body(&t, "a", Format::Text, true).expect("a");
+        cache.body(&t, "a", Format::Text, true).expect("a");
+        assert_eq!(cache.work_done(), (1, 1));
+        cache
+            .body(&t, "a", Format::OpenMetrics100, false)
+            .expect("a");
+        assert_eq!(cache.work_done(), (2, 1));
+        assert!(cache.body(&t, "zz", Format::Text, false).is_none());
+        // A new row for a: rendered anew; b's row unchanged.
+        let mut t2 = t.clone();
+        t2.nodes.insert("a".into(), Arc::new(NodeEntry::default()));
+        cache.body(&t2, "a", Format::Text, false).expect("a");
+        assert_eq!(cache.work_done(), (3, 1));
+        cache.body(&t2, "b", Format::Text, false).expect("b");
+        cache.body(&t2, "b", Format::Text, false).expect("b");
+        assert_eq!(cache.work_done(), (4, 1));
+        // A node gone is dropped from the cache.
+        let t3 = table(&["c"]);
+        cache.body(&t3, "c", Format::Text, false).expect("c");
+        let kept = cache.nodes.lock().expect("lock");
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["c"]);
+    }
+}
