@@ -735,6 +735,19 @@ fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
         .expect("scrape");
     assert_eq!(missing.status(), 404);
     let why = missing.text().expect("body");
+    // The landing page lists the nodes; no /stats/summary of kubedf's own.
+    let landing = http().get(served.url("/")).send().expect("landing");
+    let landing = landing.text().expect("body");
+    assert!(
+        landing.contains("<a href=\"/nodes/fleet-node-3/metrics\">fleet-node-3</a> ok"),
+        "{landing}"
+    );
+    assert!(landing.contains("no-port</a> no_address"), "{landing}");
+    let summary = http()
+        .get(served.url("/stats/summary"))
+        .send()
+        .expect("summary");
+    assert_eq!(summary.status(), 404);
     assert!(
         why.contains("\"no-such-node\" is not one of this kubedf's nodes"),
         "{why}"

@@ -3,7 +3,7 @@
 //! label names, each series with an added `node` label; and per node how its
 //! polls fare.
 //!
-//! Source: the cluster poll loop's table ([`crate::cluster`]): kubelet's
+//! Source: the cluster poll loop's table (`model::cluster`): kubelet's
 //! Summary API, `node.fs`, `node.runtime.imageFs`/`containerFs`,
 //! `node.rlimit`, `pods[]."ephemeral-storage"`, `pods[].containers[].rootfs`
 //! and `logs`, `pods[].volume[]` (with a `pvcRef`: `kubelet_volume_stats_*`;

@@ -169,6 +169,9 @@ async fn node_metrics(
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let snapshot = state.snapshot.snapshot();
     let path = state.telemetry_path.as_str();
+    if let Some(table) = &snapshot.cluster {
+        return Html(cluster_landing(table, path));
+    }
     Html(crate::df::report(&snapshot).html(
         "kubedf",
         &[
@@ -179,9 +182,72 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     ))
 }
 
+/// Cluster mode's landing page: the endpoints and each node's page, with
+/// whether its last poll succeeded.
+fn cluster_landing(table: &crate::model::cluster::ClusterTable, path: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>kubedf (cluster mode)</title></head>\n<body>\n<h1>kubedf (cluster mode)</h1>\n<nav>",
+    );
+    let _ = write!(
+        out,
+        "<a href=\"{p}\">{p}</a> <a href=\"/healthz\">/healthz</a></nav>\n<h2>{} nodes</h2>\n<ul>\n",
+        table.nodes.len(),
+        p = html_escape(path)
+    );
+    for (name, entry) in &table.nodes {
+        let state = match (&entry.health.failure, entry.health.polled) {
+            (Some(f), _) => f.reason.name(),
+            (None, true) => "ok",
+            (None, false) => "not polled yet",
+        };
+        // A node name is data: escaped, and percent-encoded in the link.
+        let href = percent_encoding::utf8_percent_encode(name, PATH_SEGMENT);
+        let _ = writeln!(
+            out,
+            "<li><a href=\"/nodes/{}/metrics\">{}</a> {state}</li>",
+            html_escape(&href.to_string()),
+            html_escape(name)
+        );
+    }
+    out.push_str("</ul>\n</body></html>\n");
+    out
+}
+
+/// What a path segment escapes: all but RFC 3986's unreserved characters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// kubelet's Summary API shape for what kubedf measures, from the snapshot.
+/// Cluster mode measures no node of its own: each kubelet has its own.
 async fn stats_summary(State(state): State<AppState>) -> Response {
     let snapshot = state.snapshot.snapshot();
+    if snapshot.cluster.is_some() {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "cluster mode has no /stats/summary of its own: each node's kubelet serves its own; kubedf serves /nodes/<node>/metrics\n",
+        )
+            .into_response();
+    }
     let summary = crate::summary::summary(&snapshot, &state.node_name);
     match serde_json::to_vec_pretty(&summary) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -210,6 +276,22 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_landing_page_escapes_node_names() {
+        let mut table = crate::model::cluster::ClusterTable::default();
+        table.nodes.insert(
+            "<b>\"x\"&".into(),
+            Arc::new(crate::model::cluster::NodeEntry::default()),
+        );
+        let page = cluster_landing(&table, "/metrics");
+        assert!(
+            page.contains("&lt;b&gt;&quot;x&quot;&amp;</a> not polled yet"),
+            "{page}"
+        );
+        assert!(!page.contains("<b>"), "{page}");
+        assert!(page.contains("/nodes/%3Cb%3E%22x%22%26/metrics"), "{page}");
+    }
 
     proptest::proptest! {
         #[test]
