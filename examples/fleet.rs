@@ -187,6 +187,34 @@ fn measure(n: usize, wired: bool) {
     let _ = child.wait();
 }
 
+/// The bytes the table's figures allocate (struct sizes and string
+/// lengths, without the allocator's own overhead).
+fn table_bytes(
+    table: &std::collections::BTreeMap<String, std::sync::Arc<kubedf::model::cluster::NodeEntry>>,
+) -> usize {
+    use kubedf::model::cluster::*;
+    use std::mem::size_of;
+    let mut total = 0;
+    for (name, entry) in table {
+        total += name.len() + size_of::<NodeEntry>();
+        let Some(f) = &entry.figures else { continue };
+        total += size_of::<NodeFigures>();
+        for p in &f.pods {
+            total += size_of::<PodFigures>() + p.namespace.len() + p.name.len();
+            for c in &p.containers {
+                total += size_of::<ContainerFigures>() + c.name.len();
+            }
+            for v in &p.volumes {
+                total += size_of::<VolumeFigures>() + v.name.len();
+            }
+        }
+        for pvc in &f.pvcs {
+            total += size_of::<PvcFigures>() + pvc.namespace.len() + pvc.name.len();
+        }
+    }
+    total
+}
+
 /// Cluster mode's pipeline as `serve` wires it: polls turned into figures
 /// and applied to the table as they come, then the table rendered.
 async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
@@ -225,8 +253,9 @@ async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
         kubedf::heap::after_peak();
         tokio::time::sleep(Duration::from_millis(500)).await;
         println!(
-            "    the table of {n} nodes held, heap trimmed: RSS {} KiB",
-            rss_kib("VmRSS:")
+            "    the table of {n} nodes held, heap trimmed: RSS {} KiB; the table's own allocations: {} KiB",
+            rss_kib("VmRSS:"),
+            table_bytes(&table) / 1024
         );
     }
     let mut snapshot = kubedf::model::Snapshot::new(
