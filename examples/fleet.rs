@@ -187,32 +187,19 @@ fn measure(n: usize, wired: bool) {
     let _ = child.wait();
 }
 
-/// The bytes the table's figures allocate (struct sizes and string
-/// lengths, without the allocator's own overhead).
+/// The bytes the table's figures allocate (without the allocator's own
+/// overhead).
 fn table_bytes(
     table: &std::collections::BTreeMap<String, std::sync::Arc<kubedf::model::cluster::NodeEntry>>,
 ) -> usize {
-    use kubedf::model::cluster::*;
-    use std::mem::size_of;
-    let mut total = 0;
-    for (name, entry) in table {
-        total += name.len() + size_of::<NodeEntry>();
-        let Some(f) = &entry.figures else { continue };
-        total += size_of::<NodeFigures>();
-        for p in &f.pods {
-            total += size_of::<PodFigures>() + p.namespace.len() + p.name.len();
-            for c in &p.containers {
-                total += size_of::<ContainerFigures>() + c.name.len();
-            }
-            for v in &p.volumes {
-                total += size_of::<VolumeFigures>() + v.name.len();
-            }
-        }
-        for pvc in &f.pvcs {
-            total += size_of::<PvcFigures>() + pvc.namespace.len() + pvc.name.len();
-        }
-    }
-    total
+    table
+        .iter()
+        .map(|(name, entry)| {
+            name.len()
+                + std::mem::size_of::<kubedf::model::cluster::NodeEntry>()
+                + entry.figures.as_ref().map_or(0, |f| f.allocated())
+        })
+        .sum()
 }
 
 /// Cluster mode's pipeline as `serve` wires it: polls turned into figures

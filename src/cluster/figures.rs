@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::cluster::{ContainerFigures, NodeFigures, PodFigures, PvcFigures, VolumeFigures};
+use crate::model::cluster::NodeFigures;
 use crate::model::{Failure, Reason};
 use crate::sources::fleet::PollError;
 use crate::sources::kubelet_client::KubeletClientError;
@@ -16,56 +16,45 @@ use crate::sources::kubelet_summary::{Summary, SummaryError};
 pub fn figures(summary: Summary) -> NodeFigures {
     let node = summary.node;
     let mut seen_pvcs = BTreeSet::new();
-    let mut pvcs = Vec::new();
-    let mut pods = Vec::with_capacity(summary.pods.len());
+    let mut out = NodeFigures::default();
+    out.nodefs = node.fs;
+    out.imagefs = node.image_fs;
+    out.containerfs = node.container_fs;
+    out.max_pid = node.rlimit.and_then(|r| r.max_pid);
+    out.cur_proc = node.rlimit.and_then(|r| r.cur_proc);
+    out.pods.reserve_exact(summary.pods.len());
     for pod in summary.pods {
-        let mut volumes = Vec::new();
+        out.push_pod(
+            &pod.namespace,
+            &pod.name,
+            pod.ephemeral_storage.and_then(|f| f.used_bytes),
+            pod.ephemeral_storage.and_then(|f| f.inodes_used),
+        );
+        for c in &pod.containers {
+            out.push_container(
+                &c.name,
+                [
+                    c.rootfs.and_then(|f| f.used_bytes),
+                    c.rootfs.and_then(|f| f.inodes_used),
+                    c.logs.and_then(|f| f.used_bytes),
+                    c.logs.and_then(|f| f.inodes_used),
+                ],
+            );
+        }
         for v in pod.volumes {
             match v.pvc {
-                Some((namespace, name)) => {
-                    if seen_pvcs.insert((namespace.clone(), name.clone())) {
-                        pvcs.push(PvcFigures {
-                            namespace: namespace.into(),
-                            name: name.into(),
-                            fs: v.fs,
-                        });
+                Some(claim) => {
+                    if !seen_pvcs.contains(&claim) {
+                        out.push_pvc(&claim.0, &claim.1, v.fs);
+                        seen_pvcs.insert(claim);
                     }
                 }
-                None => volumes.push(VolumeFigures {
-                    name: v.name.into(),
-                    used_bytes: v.fs.used_bytes,
-                    inodes_used: v.fs.inodes_used,
-                }),
+                None => out.push_volume(&v.name, v.fs.used_bytes, v.fs.inodes_used),
             }
         }
-        pods.push(PodFigures {
-            namespace: pod.namespace.into(),
-            name: pod.name.into(),
-            ephemeral_used_bytes: pod.ephemeral_storage.and_then(|f| f.used_bytes),
-            ephemeral_inodes_used: pod.ephemeral_storage.and_then(|f| f.inodes_used),
-            containers: pod
-                .containers
-                .into_iter()
-                .map(|c| ContainerFigures {
-                    name: c.name.into(),
-                    rootfs_used_bytes: c.rootfs.and_then(|f| f.used_bytes),
-                    rootfs_inodes_used: c.rootfs.and_then(|f| f.inodes_used),
-                    logs_used_bytes: c.logs.and_then(|f| f.used_bytes),
-                    logs_inodes_used: c.logs.and_then(|f| f.inodes_used),
-                })
-                .collect(),
-            volumes,
-        });
     }
-    NodeFigures {
-        nodefs: node.fs,
-        imagefs: node.image_fs,
-        containerfs: node.container_fs,
-        max_pid: node.rlimit.and_then(|r| r.max_pid),
-        cur_proc: node.rlimit.and_then(|r| r.cur_proc),
-        pods,
-        pvcs,
-    }
+    out.shrink();
+    out
 }
 
 /// Why a poll failed, in the one reason vocabulary, with its message.
@@ -124,15 +113,28 @@ mod tests {
         assert_eq!((f.max_pid, f.cur_proc), (Some(100), Some(7)));
         assert_eq!(f.pvcs.len(), 1, "{:?}", f.pvcs);
         assert_eq!(f.pvcs[0].fs.used_bytes, Some(30));
+        assert_eq!(
+            (f.text(f.pvcs[0].namespace), f.text(f.pvcs[0].name)),
+            ("ns", "claim")
+        );
         let a = &f.pods[0];
+        assert_eq!((f.text(a.namespace), f.text(a.name)), ("ns", "a"));
         assert_eq!(
             (a.ephemeral_used_bytes, a.ephemeral_inodes_used),
             (Some(70), Some(5))
         );
-        assert_eq!(a.containers[0].rootfs_used_bytes, Some(10));
-        assert_eq!(a.containers[0].logs_inodes_used, None);
-        assert_eq!(a.volumes.len(), 1);
-        assert_eq!(&*a.volumes[0].name, "cache");
-        assert_eq!(f.pods[1].ephemeral_used_bytes, None);
+        let containers = f.containers(a);
+        assert_eq!(containers.len(), 1);
+        assert_eq!(f.text(containers[0].name), "c");
+        assert_eq!(containers[0].rootfs_used_bytes, Some(10));
+        assert_eq!(containers[0].logs_inodes_used, None);
+        let volumes = f.volumes(a);
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(f.text(volumes[0].name), "cache");
+        assert_eq!(volumes[0].used_bytes, Some(40));
+        let b = &f.pods[1];
+        assert_eq!(f.text(b.name), "b");
+        assert_eq!(b.ephemeral_used_bytes, None);
+        assert!(f.containers(b).is_empty() && f.volumes(b).is_empty());
     }
 }

@@ -411,9 +411,10 @@ mod tests {
             duration: Duration::from_millis(5),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
             result: Ok(Good {
-                figures: NodeFigures {
-                    max_pid: Some(used as i64),
-                    ..NodeFigures::default()
+                figures: {
+                    let mut f = NodeFigures::default();
+                    f.max_pid = Some(used as i64);
+                    f
                 },
                 skipped_pods: 0,
                 first_skipped: None,

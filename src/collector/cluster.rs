@@ -349,7 +349,7 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
         for (node, f) in &figures {
             for p in &f.pods {
                 if let Some(v) = pick(p) {
-                    out.add(desc, [&*p.namespace, &*p.name, node], v);
+                    out.add(desc, [f.text(p.namespace), f.text(p.name), node], v);
                 }
             }
         }
@@ -363,9 +363,13 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
     ] {
         for (node, f) in &figures {
             for p in &f.pods {
-                for c in &p.containers {
+                for c in f.containers(p) {
                     if let Some(v) = pick(c) {
-                        out.add(desc, [&*p.namespace, &*p.name, &*c.name, node], v);
+                        out.add(
+                            desc,
+                            [f.text(p.namespace), f.text(p.name), f.text(c.name), node],
+                            v,
+                        );
                     }
                 }
             }
@@ -378,9 +382,19 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
     ] {
         for (node, f) in &figures {
             for p in &f.pods {
-                for v in &p.volumes {
+                for v in f.volumes(p) {
                     if let Some(value) = pick(v) {
-                        out.add(desc, [&*p.namespace, &*p.name, &*v.name, "", node], value);
+                        out.add(
+                            desc,
+                            [
+                                f.text(p.namespace),
+                                f.text(p.name),
+                                f.text(v.name),
+                                "",
+                                node,
+                            ],
+                            value,
+                        );
                     }
                 }
             }
@@ -390,7 +404,7 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
         for (node, f) in &figures {
             for pvc in &f.pvcs {
                 if let Some(v) = field(&pvc.fs) {
-                    out.add(desc, [&*pvc.namespace, &*pvc.name, node], v);
+                    out.add(desc, [f.text(pvc.namespace), f.text(pvc.name), node], v);
                 }
             }
         }
@@ -429,9 +443,7 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::cluster::{
-        ContainerFigures, PodFigures, PollHealth, PvcFigures, VolumeFigures,
-    };
+    use crate::model::cluster::PollHealth;
     use crate::model::{Failure, Reason};
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
@@ -457,35 +469,17 @@ mod tests {
                 failures_in_a_row: 0,
                 skipped_pods: 0,
             },
-            figures: Some(Arc::new(NodeFigures {
-                nodefs: Some(fs(40)),
-                imagefs: Some(fs(20)),
-                containerfs: None,
-                max_pid: Some(4194304),
-                cur_proc: None,
-                pods: vec![PodFigures {
-                    namespace: "shop".into(),
-                    name: "web-0".into(),
-                    ephemeral_used_bytes: Some(4096),
-                    ephemeral_inodes_used: None,
-                    containers: vec![ContainerFigures {
-                        name: "app".into(),
-                        rootfs_used_bytes: Some(1024),
-                        rootfs_inodes_used: Some(3),
-                        logs_used_bytes: None,
-                        logs_inodes_used: None,
-                    }],
-                    volumes: vec![VolumeFigures {
-                        name: "cache".into(),
-                        used_bytes: Some(512),
-                        inodes_used: Some(2),
-                    }],
-                }],
-                pvcs: vec![PvcFigures {
-                    namespace: "shop".into(),
-                    name: "data-web-0".into(),
-                    fs: fs(60),
-                }],
+            figures: Some(Arc::new({
+                let mut f = NodeFigures::default();
+                f.nodefs = Some(fs(40));
+                f.imagefs = Some(fs(20));
+                f.max_pid = Some(4194304);
+                f.push_pod("shop", "web-0", Some(4096), None);
+                f.push_container("app", [Some(1024), Some(3), None, None]);
+                f.push_volume("cache", Some(512), Some(2));
+                f.push_pvc("shop", "data-web-0", fs(60));
+                f.shrink();
+                f
             })),
         };
         let failing = NodeEntry {

@@ -296,9 +296,10 @@ mod node_cache_tests {
             t.nodes.insert(
                 (*n).to_owned(),
                 Arc::new(NodeEntry {
-                    figures: Some(Arc::new(NodeFigures {
-                        max_pid: Some(7),
-                        ..NodeFigures::default()
+                    figures: Some(Arc::new({
+                        let mut f = NodeFigures::default();
+                        f.max_pid = Some(7);
+                        f
                     })),
                     ..NodeEntry::default()
                 }),
