@@ -536,6 +536,99 @@ mod tests {
         assert!(a.keys().all(|k| !b.contains_key(k)));
     }
 
+    /// The loop itself, fed Node events by hand, polling kubelets that
+    /// refuse connections: rows appear with their reason, a skipped node
+    /// says no_address, a deleted node's row goes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_loop_publishes_polls_and_follows_the_node_list() {
+        use crate::sources::kubelet_client::KubeletClientOptions;
+        use crate::sources::nodes::{AddressTypes, WatchedNode};
+        use kube::runtime::watcher::Event;
+        use serde_json::json;
+        let node = |name: &str, port: serde_json::Value| {
+            WatchedNode::from_value(&json!({
+                "metadata": {"name": name, "uid": format!("uid-{name}")},
+                "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": port}}}
+            }))
+        };
+        let list = NodeList::new(AddressTypes::default());
+        let api = kube::Config::new("https://127.0.0.1:6443".parse().expect("url"));
+        let options = KubeletClientOptions {
+            timeout: Duration::from_millis(500),
+            insecure_skip_tls_verify: true,
+            ..KubeletClientOptions::default()
+        };
+        let client = KubeletClient::new(api, &options).expect("client");
+        let board: SnapshotHandle = Arc::new(crate::model::Board::new(
+            Arc::new(crate::kubelet::config::KubeletConfig::defaults(
+                std::path::PathBuf::new(),
+            )),
+            NodeSample::unsampled(SystemTime::now()),
+        ));
+        let config = ClusterConfig {
+            poll_interval: Duration::from_secs(1),
+            kubelet_timeout: Duration::from_millis(500),
+            concurrency: 2,
+            down_after: 3,
+            shard: Shard::ALL,
+        };
+        // The list is whole before the loop starts: it must look anyway.
+        list.apply(Ok(Event::Init));
+        list.apply(Ok(Event::InitApply(node("refusing", json!(1)))));
+        list.apply(Ok(Event::InitApply(node(
+            "portless",
+            serde_json::Value::Null,
+        ))));
+        list.apply(Ok(Event::InitDone));
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(run(
+            Arc::clone(&list),
+            client,
+            Arc::clone(&board),
+            config,
+            stop,
+        ));
+        let reason = |name: &str| {
+            board
+                .snapshot()
+                .cluster
+                .and_then(|t| t.nodes.get(name).cloned())
+                .and_then(|e| e.health.failure.as_ref().map(|f| f.reason))
+        };
+        let wait_for = |what: &'static str, ok: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !ok() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        tokio::task::block_in_place(|| {
+            wait_for("both rows with their reasons", &|| {
+                reason("refusing") == Some(Reason::Connection)
+                    && reason("portless") == Some(Reason::NoAddress)
+            });
+        });
+        let table = board.snapshot().cluster.expect("table");
+        assert!(table.synced);
+        assert!(table.nodes["refusing"].health.polled);
+        assert!(table.nodes["refusing"].figures.is_none());
+        list.apply(Ok(Event::Delete(node("refusing", json!(1)))));
+        tokio::task::block_in_place(|| {
+            wait_for("the deleted node's row gone", &|| {
+                board
+                    .snapshot()
+                    .cluster
+                    .is_some_and(|t| !t.nodes.contains_key("refusing"))
+            });
+        });
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the loop stops")
+            .expect("no panic");
+    }
+
     #[test]
     fn offsets_are_stable_and_leave_room_for_the_deadline() {
         let config = ClusterConfig {
