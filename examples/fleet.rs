@@ -8,6 +8,13 @@
 //!
 //! `cargo run --release --example fleet -- 500 5000` (N values; needs
 //! openssl). Every run is bounded: three cycles per N.
+//!
+//! `--wired` (before the N values) measures cluster mode's pipeline as
+//! `kubedf serve --mode=cluster` wires it: each poll turned into its node's
+//! figures in its own task (`cluster::Polled::of`) and applied to the
+//! per-node table (`cluster::apply`), the summaries dropped as they come;
+//! then the table held (RSS), `/metrics` rendered from it (the cluster
+//! collector, as a scrape renders it) and one node's page.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -29,13 +36,15 @@ fn main() {
         serve(&args[1..]);
         return;
     }
+    let wired = args.first().map(String::as_str) == Some("--wired");
+    let args = if wired { &args[1..] } else { &args[..] };
     let sizes: Vec<usize> = if args.is_empty() {
         vec![500, 5000]
     } else {
         args.iter().map(|a| a.parse().expect("N")).collect()
     };
     for n in sizes {
-        measure(n);
+        measure(n, wired);
     }
 }
 
@@ -84,7 +93,7 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn measure(n: usize) {
+fn measure(n: usize, wired: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ips: Vec<_> = (0..n).map(testkit::kubelet_fleet::node_ip).collect();
     testkit::tls::make_fleet_certs(dir.path(), &ips);
@@ -135,6 +144,10 @@ fn measure(n: usize) {
             "N={n} nodes x {PODS} pods, concurrency {CONCURRENCY}, RSS before: {} KiB",
             rss_kib("VmRSS:")
         );
+        if wired {
+            measure_wired(&client, &nodes).await;
+            return;
+        }
         for cycle in 1..=CYCLES {
             let (cpu0, t0) = (cpu_ms(), Instant::now());
             let polls = poll_all(&client, nodes.clone(), CONCURRENCY, Duration::ZERO).await;
@@ -172,4 +185,109 @@ fn measure(n: usize) {
     });
     drop(child.stdin.take());
     let _ = child.wait();
+}
+
+/// The bytes the table's figures allocate (without the allocator's own
+/// overhead).
+fn table_bytes(
+    table: &std::collections::BTreeMap<String, std::sync::Arc<kubedf::model::cluster::NodeEntry>>,
+) -> usize {
+    table
+        .iter()
+        .map(|(name, entry)| {
+            name.len()
+                + std::mem::size_of::<kubedf::model::cluster::NodeEntry>()
+                + entry.figures.as_ref().map_or(0, |f| f.allocated())
+        })
+        .sum()
+}
+
+/// Cluster mode's pipeline as `serve` wires it: polls turned into figures
+/// and applied to the table as they come, then the table rendered.
+async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
+    use kubedf::cluster::{Polled, apply};
+    use kubedf::model::cluster::{ClusterTable, NodeEntry};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let n = nodes.len();
+    let mut table: BTreeMap<String, Arc<NodeEntry>> = BTreeMap::new();
+    for cycle in 1..=CYCLES {
+        let (cpu0, t0) = (cpu_ms(), Instant::now());
+        let mut ok = 0usize;
+        kubedf::sources::fleet::poll_each(
+            client,
+            nodes.to_vec(),
+            CONCURRENCY,
+            |_| Duration::ZERO,
+            Polled::of,
+            |polled| {
+                ok += usize::from(polled.result.is_ok());
+                let name = polled.node.clone();
+                let entry = apply(table.get(&name).map(|e| &**e), polled, 3);
+                table.insert(name, Arc::new(entry));
+            },
+        )
+        .await;
+        let wall = t0.elapsed();
+        let cpu = cpu_ms() - cpu0;
+        println!(
+            "  wired cycle {cycle}: {ok}/{n} nodes in {:.2} s wall, {:.3} CPU-ms per node poll (decode + figures + table), RSS {} KiB (peak {} KiB)",
+            wall.as_secs_f64(),
+            cpu / n as f64,
+            rss_kib("VmRSS:"),
+            rss_kib("VmHWM:")
+        );
+        kubedf::exec::heap::after_peak();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!(
+            "    the table of {n} nodes held, heap trimmed: RSS {} KiB; the table's own allocations: {} KiB",
+            rss_kib("VmRSS:"),
+            table_bytes(&table) / 1024
+        );
+    }
+    let mut snapshot = kubedf::model::Snapshot::new(
+        Arc::new(kubedf::kubelet::config::KubeletConfig::defaults(
+            std::path::PathBuf::new(),
+        )),
+        kubedf::model::NodeSample::unsampled(std::time::SystemTime::now()),
+        None,
+    );
+    snapshot.cluster = Some(Arc::new(ClusterTable {
+        nodes: table.clone(),
+        synced: true,
+        watch_error: None,
+    }));
+    let registry = kubedf::registry::Registry::of(vec![Box::new(
+        kubedf::collector::cluster::ClusterCollector,
+    )]);
+    for _ in 0..2 {
+        let (cpu0, t0) = (cpu_ms(), Instant::now());
+        let text = registry.render_as(&snapshot, kubedf::exposition::Format::OpenMetrics100);
+        println!(
+            "  /metrics of {n} nodes: {} series, {:.1} MiB, rendered in {:.0} ms wall, {:.0} CPU-ms, RSS {} KiB (peak {} KiB)",
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            text.len() as f64 / (1 << 20) as f64,
+            t0.elapsed().as_secs_f64() * 1000.0,
+            cpu_ms() - cpu0,
+            rss_kib("VmRSS:"),
+            rss_kib("VmHWM:")
+        );
+    }
+    let table = snapshot.cluster.as_ref().expect("table");
+    let name = testkit::kubelet_fleet::node_name(n / 2);
+    let t0 = Instant::now();
+    let rounds = 200u32;
+    let mut len = 0;
+    for _ in 0..rounds {
+        len = kubedf::collector::cluster::render_node(
+            table,
+            &name,
+            kubedf::exposition::Format::OpenMetrics100,
+        )
+        .map_or(0, |t| t.len());
+    }
+    println!(
+        "  /nodes/{name}/metrics: {len} bytes, {:.3} ms per render",
+        t0.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
+    );
 }

@@ -49,36 +49,60 @@ pub async fn poll_all(
     concurrency: usize,
     spread: Duration,
 ) -> Vec<NodePoll> {
-    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
     let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
-    for node in nodes {
-        let (client, slots) = (client.clone(), Arc::clone(&slots));
-        let delay = Duration::from_millis(if spread_ms == 0 {
+    let delay = move |_: &KubeletNode| {
+        Duration::from_millis(if spread_ms == 0 {
             0
         } else {
             fastrand::u64(..spread_ms)
-        });
+        })
+    };
+    let mut out = Vec::with_capacity(nodes.len());
+    poll_each(client, nodes, concurrency, delay, |p| p, |p| out.push(p)).await;
+    out
+}
+
+/// Every node of `nodes`, at most `concurrency` at a time (at least one),
+/// node `n` started `delay(n)` after the call. Each poll goes through
+/// `convert` in its own task as soon as it ends (so a caller that keeps only
+/// a few figures of a summary never holds a cycle of summaries), then to
+/// `each`, in the order they finished. Returns when every poll has.
+pub async fn poll_each<T, D, C, E>(
+    client: &KubeletClient,
+    nodes: Vec<KubeletNode>,
+    concurrency: usize,
+    delay: D,
+    convert: C,
+    mut each: E,
+) where
+    T: Send + 'static,
+    D: Fn(&KubeletNode) -> Duration,
+    C: Fn(NodePoll) -> T + Clone + Send + 'static,
+    E: FnMut(T),
+{
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in nodes {
+        let (client, slots, convert) = (client.clone(), Arc::clone(&slots), convert.clone());
+        let delay = delay(&node);
         tasks.spawn(async move {
             tokio::time::sleep(delay).await;
             // Never closed: acquire cannot fail.
             let _slot = slots.acquire_owned().await;
             let start = Instant::now();
             let result = poll_summary(&client, &node).await;
-            NodePoll {
+            convert(NodePoll {
                 node: node.name,
                 duration: start.elapsed(),
                 result,
-            }
+            })
         });
     }
-    let mut out = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {
         // A poll does not panic on input; a panic would be a bug, reported
         // as the task's absence rather than taking the cycle down.
         if let Ok(poll) = joined {
-            out.push(poll);
+            each(poll);
         }
     }
-    out
 }

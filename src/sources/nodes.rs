@@ -297,12 +297,16 @@ impl NodeList {
             };
             let Some(event) = event else { return };
             self.apply(event);
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
-    /// One event of the watcher.
+    /// One event of the watcher; subscribers are notified.
     pub fn apply(&self, event: Result<watcher::Event<WatchedNode>, watcher::Error>) {
+        self.apply_quietly(event);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn apply_quietly(&self, event: Result<watcher::Event<WatchedNode>, watcher::Error>) {
         let event = match event {
             Ok(event) => event,
             Err(watcher::Error::WatchError(status)) if status.code == 410 => {
