@@ -219,6 +219,7 @@ async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
             nodes.to_vec(),
             CONCURRENCY,
             |_| Duration::ZERO,
+            |_| cycle == 1,
             Polled::of,
             |polled| {
                 ok += usize::from(polled.result.is_ok());

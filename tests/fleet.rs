@@ -601,6 +601,169 @@ fn check_node_figures(s: &Series, i: usize) {
     }
 }
 
+/// The headroom families, with a `node` label in cluster mode.
+const HEADROOM: [&str; 7] = [
+    "kubedf_image_gc_usage_percent",
+    "kubedf_image_gc_high_threshold_percent",
+    "kubedf_image_gc_low_threshold_percent",
+    "kubedf_image_gc_bytes_to_free",
+    "kubedf_eviction_signal_available",
+    "kubedf_eviction_signal_capacity",
+    "kubedf_eviction_threshold",
+];
+
+/// A threshold statement of the fake kubelets' configurations in the
+/// signal's unit for `capacity`, worked out here by kubelet's rules: a
+/// percentage is a float32 fraction (`ParseFloat(.., 32)`, then `/100` in
+/// float32) taken of the capacity in float64 and truncated; a quantity is
+/// its value.
+fn resolve_by_hand(statement: &str, capacity: u64) -> f64 {
+    if let Some(number) = statement.strip_suffix('%') {
+        let fraction = number.parse::<f32>().expect("a percentage") / 100f32;
+        return ((capacity as f64 * f64::from(fraction)) as i64) as f64;
+    }
+    let value: u64 = match statement {
+        "2Gi" => 2 * GIB,
+        "5Gi" => 5 * GIB,
+        "10Gi" => 10 * GIB,
+        "100k" => 100_000,
+        "1000" => 1000,
+        other => panic!("the fleet writes no {other}"),
+    };
+    value as f64
+}
+
+/// Node `i`'s image GC and eviction series, against kubelet's formulas
+/// worked out here from the fake kubelet's figures and configuration.
+fn check_node_headroom(s: &Series, i: usize) {
+    let node = fleet::node_name(i);
+    let node = node.as_str();
+    let k = fleet::kubelet_settings(i);
+    let (nodefs, imagefs, containerfs) = (
+        fleet::node_fs(i),
+        fleet::image_fs(i),
+        fleet::container_fs(i),
+    );
+    // Image GC: usage = 100 - int(available*100/capacity); at or over the
+    // high threshold, capacity*(100-low)/100 - available to free.
+    let (cap, avail) = (imagefs.capacity, imagefs.available());
+    let usage = 100 - avail * 100 / cap;
+    let to_free = if usage >= u64::from(k.image_gc_high) {
+        cap * (100 - u64::from(k.image_gc_low)) / 100 - avail
+    } else {
+        0
+    };
+    let n = [("node", node)];
+    assert_eq!(
+        get(s, "kubedf_image_gc_usage_percent", &n),
+        Some(usage as f64),
+        "{node}"
+    );
+    assert_eq!(
+        get(s, "kubedf_image_gc_high_threshold_percent", &n),
+        Some(f64::from(k.image_gc_high)),
+        "{node}"
+    );
+    assert_eq!(
+        get(s, "kubedf_image_gc_low_threshold_percent", &n),
+        Some(f64::from(k.image_gc_low)),
+        "{node}"
+    );
+    assert_eq!(
+        get(s, "kubedf_image_gc_bytes_to_free", &n),
+        Some(to_free as f64),
+        "{node}"
+    );
+    // Eviction: each signal's (available, capacity) as the summary gives
+    // them; containerfs takes imagefs' thresholds when containers live on a
+    // dedicated image filesystem (layout 1), else nodefs'.
+    let pid_available = fleet::MAX_PID - fleet::cur_proc(i);
+    let containers_on = if fleet::layout(i) == 1 {
+        "imagefs"
+    } else {
+        "nodefs"
+    };
+    for (signal, available, capacity, threshold_of) in [
+        (
+            "nodefs.available",
+            nodefs.available(),
+            nodefs.capacity,
+            "nodefs.available",
+        ),
+        (
+            "nodefs.inodesFree",
+            nodefs.inodes_free(),
+            nodefs.inodes,
+            "nodefs.inodesFree",
+        ),
+        (
+            "imagefs.available",
+            imagefs.available(),
+            imagefs.capacity,
+            "imagefs.available",
+        ),
+        (
+            "imagefs.inodesFree",
+            imagefs.inodes_free(),
+            imagefs.inodes,
+            "imagefs.inodesFree",
+        ),
+        (
+            "containerfs.available",
+            containerfs.available(),
+            containerfs.capacity,
+            if containers_on == "imagefs" {
+                "imagefs.available"
+            } else {
+                "nodefs.available"
+            },
+        ),
+        (
+            "containerfs.inodesFree",
+            containerfs.inodes_free(),
+            containerfs.inodes,
+            if containers_on == "imagefs" {
+                "imagefs.inodesFree"
+            } else {
+                "nodefs.inodesFree"
+            },
+        ),
+        (
+            "pid.available",
+            pid_available,
+            fleet::MAX_PID,
+            "pid.available",
+        ),
+    ] {
+        let l = [("signal", signal), ("node", node)];
+        assert_eq!(
+            get(s, "kubedf_eviction_signal_available", &l),
+            Some(available as f64),
+            "{node} {signal}"
+        );
+        assert_eq!(
+            get(s, "kubedf_eviction_signal_capacity", &l),
+            Some(capacity as f64),
+            "{node} {signal}"
+        );
+        for (kind, statements) in [("hard", k.eviction_hard), ("soft", k.eviction_soft)] {
+            let want = statements
+                .iter()
+                .find(|(sig, _)| *sig == threshold_of)
+                .map(|(_, statement)| resolve_by_hand(statement, capacity));
+            assert_eq!(
+                get(
+                    s,
+                    "kubedf_eviction_threshold",
+                    &[("signal", signal), ("kind", kind), ("node", node)]
+                ),
+                want,
+                "{node} {signal} {kind}"
+            );
+        }
+    }
+}
+
 #[test]
 fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
     if !need_openssl("cluster_mode_serves_every_nodes_figures_and_each_node_alone") {
@@ -622,6 +785,7 @@ fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
     let s = series(&text);
     for i in 0..n {
         check_node_figures(&s, i);
+        check_node_headroom(&s, i);
         let node = fleet::node_name(i);
         let last = get(
             &s,
@@ -657,14 +821,12 @@ fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
                 && !l.name.starts_with("kubedf_kubelet_poll")
         )
     );
-    // Nothing the summary cannot say: no limits, no GC or eviction headroom,
-    // no kubelet configuration of kubedf's own.
+    // Nothing the summary and /configz cannot say: no limits, no kubelet
+    // configuration of kubedf's own.
     for absent in [
         "kubedf_pod_ephemeral_storage_limit_bytes",
         "kubedf_container_ephemeral_storage_limit_bytes",
         "kubedf_ephemeral_volume_size_limit_bytes",
-        "kubedf_image_gc_usage_percent",
-        "kubedf_eviction_threshold",
         "kubedf_kubelet_config_info",
         "kubedf_cri_info",
     ] {
@@ -707,6 +869,7 @@ fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
         .collect();
     assert_eq!(nodes, BTreeSet::from(["fleet-node-3".to_owned()]));
     check_node_figures(&series(&one), 3);
+    check_node_headroom(&series(&one), 3);
     let plain = http()
         .get(served.url("/nodes/fleet-node-3/metrics"))
         .send()
@@ -752,6 +915,100 @@ fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
         why.contains("\"no-such-node\" is not one of this kubedf's nodes"),
         "{why}"
     );
+}
+
+#[test]
+fn cluster_mode_reads_configz_rarely_and_a_refused_one_costs_the_headroom_only() {
+    if !need_openssl("cluster_mode_reads_configz_rarely_and_a_refused_one_costs_the_headroom_only")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 6;
+    let fleet = start_fleet(dir.path(), n);
+    let refusing = 2;
+    fleet.forbid_configz(refusing, true);
+    let fake = FakeKube::start();
+    for i in 0..n {
+        fake.put_node(fleet.node_object(i));
+    }
+    let served = serve_cluster(dir.path(), &fake, &[], &[]);
+    let refusing_name = fleet::node_name(refusing);
+    let text = served.scrape_until(
+        Duration::from_secs(30),
+        "every node polled, configz read",
+        |t| {
+            let read = per_node(t, "kubedf_kubelet_configz_success");
+            all_polled(n)(t) && (0..n).all(|i| read.contains_key(&fleet::node_name(i)))
+        },
+    );
+    let s = series(&text);
+    for i in (0..n).filter(|i| *i != refusing) {
+        let node = fleet::node_name(i);
+        assert_eq!(
+            get(&s, "kubedf_kubelet_configz_success", &[("node", &node)]),
+            Some(1.0),
+            "{node}"
+        );
+        check_node_headroom(&s, i);
+    }
+    // The refusing node: its figures, no headroom, and the health says why.
+    check_node_figures(&s, refusing);
+    assert_eq!(
+        get(
+            &s,
+            "kubedf_kubelet_poll_success",
+            &[("node", &refusing_name)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(
+            &s,
+            "kubedf_kubelet_configz_success",
+            &[("node", &refusing_name)]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        get(
+            &s,
+            "kubedf_kubelet_configz_error",
+            &[("node", &refusing_name), ("reason", "forbidden")]
+        ),
+        Some(1.0)
+    );
+    for family in HEADROOM {
+        let nodes = per_node(&text, family);
+        assert!(
+            !nodes.contains_key(&refusing_name),
+            "{family} for {refusing_name}"
+        );
+        assert_eq!(nodes.len(), n - 1, "{family}: {nodes:?}");
+    }
+    // A refused /configz is not a failing node: the collector is whole.
+    assert_eq!(
+        get(
+            &s,
+            "kubedf_scrape_collector_success",
+            &[("collector", "cluster")]
+        ),
+        Some(1.0)
+    );
+    // Read once, at the first good poll, not at every poll: the refused
+    // node backs off too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (0..n).any(|i| fleet.summary_requests(i) < 4) {
+        assert!(Instant::now() < deadline, "four polls of every node");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..n {
+        assert_eq!(fleet.configz_requests(i), 1, "{}", fleet::node_name(i));
+    }
+    let later = served.scrape_until(Duration::from_secs(5), "the headroom still there", |t| {
+        per_node(t, "kubedf_eviction_signal_capacity").len() == n - 1
+    });
+    check_node_headroom(&series(&later), 0);
 }
 
 #[test]

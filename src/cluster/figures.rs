@@ -1,12 +1,12 @@
 //! A node's summary turned into what kubedf exports of it, at once, so the
 //! decoded summary is dropped as soon as its poll ends; and a failed poll
-//! turned into its reason.
+//! (or `/configz` read) turned into its reason.
 
 use std::collections::BTreeSet;
 
 use crate::model::cluster::NodeFigures;
 use crate::model::{Failure, Reason};
-use crate::sources::fleet::PollError;
+use crate::sources::fleet::{ConfigzPollError, PollError};
 use crate::sources::kubelet_client::KubeletClientError;
 use crate::sources::kubelet_summary::{Summary, SummaryError};
 
@@ -60,26 +60,40 @@ pub fn figures(summary: Summary) -> NodeFigures {
 /// Why a poll failed, in the one reason vocabulary, with its message.
 pub fn failure(e: &PollError) -> Failure {
     let reason = match e {
-        PollError::Kubelet(k) => match k {
-            KubeletClientError::Unauthorized { .. } => Reason::Unauthorized,
-            KubeletClientError::Forbidden { .. } => Reason::Forbidden,
-            KubeletClientError::Status { .. } => Reason::HttpError,
-            KubeletClientError::Timeout { .. } => Reason::Timeout,
-            KubeletClientError::Tls { .. } => Reason::Tls,
-            // A body cut short is the connection breaking mid-answer.
-            KubeletClientError::Connection { .. } | KubeletClientError::Body { .. } => {
-                Reason::Connection
-            }
-            KubeletClientError::TooLarge { .. } => Reason::TooLarge,
-            KubeletClientError::Url { .. } => Reason::NoAddress,
-            KubeletClientError::CaFile { .. } | KubeletClientError::Build { .. } => Reason::Tls,
-        },
+        PollError::Kubelet(k) => kubelet_reason(k),
         PollError::Summary(s) => match s {
             SummaryError::Document { .. } | SummaryError::OtherNode { .. } => Reason::BadBody,
             SummaryError::Pod { .. } => Reason::BadBody,
         },
     };
     Failure::new(reason, e.to_string())
+}
+
+/// Why a read of `/configz` failed, in the same vocabulary.
+pub fn configz_failure(e: &ConfigzPollError) -> Failure {
+    let reason = match e {
+        ConfigzPollError::Kubelet(k) => kubelet_reason(k),
+        // Not kubelet's configuration, or one kubelet itself would refuse.
+        ConfigzPollError::Configz(_) => Reason::BadBody,
+    };
+    Failure::new(reason, e.to_string())
+}
+
+fn kubelet_reason(e: &KubeletClientError) -> Reason {
+    match e {
+        KubeletClientError::Unauthorized { .. } => Reason::Unauthorized,
+        KubeletClientError::Forbidden { .. } => Reason::Forbidden,
+        KubeletClientError::Status { .. } => Reason::HttpError,
+        KubeletClientError::Timeout { .. } => Reason::Timeout,
+        KubeletClientError::Tls { .. } => Reason::Tls,
+        // A body cut short is the connection breaking mid-answer.
+        KubeletClientError::Connection { .. } | KubeletClientError::Body { .. } => {
+            Reason::Connection
+        }
+        KubeletClientError::TooLarge { .. } => Reason::TooLarge,
+        KubeletClientError::Url { .. } => Reason::NoAddress,
+        KubeletClientError::CaFile { .. } | KubeletClientError::Build { .. } => Reason::Tls,
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! interval, and 5,000 are not asked in one instant), each under
 //! `--kubelet.timeout`. A poll's summary is turned into the few figures
 //! kubedf exports in the poll's own task ([`figures`]), and dropped there.
+//! At a node's first good poll, and rarely after ([`configz`]), the poll
+//! reads the kubelet's `/configz` too, in the same slot, and keeps of it
+//! only the image GC and eviction thresholds; a node whose `/configz` is
+//! refused keeps its figures and has no headroom series.
 //!
 //! The loop is the one writer of the [`ClusterTable`]: it applies each poll
 //! to its node's row and publishes the table on the board (at most every
@@ -15,6 +19,7 @@
 //! health series, which say why; a node the watch skipped (no address, no
 //! port) has health series saying `no_address`.
 
+pub mod configz;
 pub mod figures;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::kubelet::config::HeadroomPolicy;
 use crate::model::cluster::{ClusterTable, NodeEntry, NodeFigures, PollHealth};
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{Change, Failure, NodeSample, Reason};
@@ -116,6 +122,9 @@ pub struct Polled {
     pub duration: Duration,
     pub at: SystemTime,
     pub result: Result<Good, Failure>,
+    /// The node's `/configz`, when this poll read it: only what headroom
+    /// needs of it.
+    pub configz: Option<Result<HeadroomPolicy, Failure>>,
 }
 
 /// A good poll: the figures and the pods the summary had to skip.
@@ -137,19 +146,30 @@ impl Polled {
             }),
             Err(e) => Err(figures::failure(&e)),
         };
+        let configz = poll.configz.map(|read| {
+            read.map(|config| config.headroom())
+                .map_err(|e| figures::configz_failure(&e))
+        });
         Polled {
             node: poll.node,
             duration: poll.duration,
             at: SystemTime::now(),
             result,
+            configz,
         }
     }
 }
 
 /// `prev` (the node's row, if any) after `polled`: a good poll replaces the
 /// figures; a failed one keeps them until `down_after` failures in a row.
+/// A `/configz` read replaces the thresholds, or says why it failed (the
+/// last good thresholds kept).
 pub fn apply(prev: Option<&NodeEntry>, polled: Polled, down_after: u32) -> NodeEntry {
     let before = prev.map(|e| &e.health);
+    let configz = configz::next(
+        &prev.map(|e| e.configz.clone()).unwrap_or_default(),
+        polled.configz,
+    );
     match polled.result {
         Ok(good) => NodeEntry {
             health: PollHealth {
@@ -161,6 +181,7 @@ pub fn apply(prev: Option<&NodeEntry>, polled: Polled, down_after: u32) -> NodeE
                 skipped_pods: good.skipped_pods,
             },
             figures: Some(Arc::new(good.figures)),
+            configz,
         },
         Err(failure) => {
             let failures_in_a_row = before
@@ -180,6 +201,7 @@ pub fn apply(prev: Option<&NodeEntry>, polled: Polled, down_after: u32) -> NodeE
                     skipped_pods: before.map_or(0, |h| h.skipped_pods),
                 },
                 figures,
+                configz,
             }
         }
     }
@@ -192,7 +214,7 @@ fn skipped_entry(reason: &str) -> NodeEntry {
             failure: Some(Failure::new(Reason::NoAddress, reason)),
             ..PollHealth::default()
         },
-        figures: None,
+        ..NodeEntry::default()
     }
 }
 
@@ -262,6 +284,33 @@ fn log_change(node: &str, before: Option<&NodeEntry>, after: &NodeEntry, down_af
     }
 }
 
+/// Says a node's `/configz` failure once per change of state; a refusal
+/// (`nodes/configz` not granted, likely for every node) once per process.
+fn log_configz_change(
+    node: &str,
+    before: Option<&NodeEntry>,
+    after: &NodeEntry,
+    refusal_said: &mut bool,
+) {
+    let was = before.and_then(|e| e.configz.failure.as_ref());
+    let now = after.configz.failure.as_ref();
+    match Change::of(was, now) {
+        Change::Failed(f) if matches!(f.reason, Reason::Forbidden | Reason::Unauthorized) => {
+            if !*refusal_said {
+                warn!(node = %node.escape_debug(), reason = %f.reason, error = %f.message, "kubelet /configz refused: no image GC or eviction headroom for nodes that refuse it (kubedf_kubelet_configz_error says which); said once");
+                *refusal_said = true;
+            }
+        }
+        Change::Failed(f) => {
+            warn!(node = %node.escape_debug(), reason = %f.reason, error = %f.message, "kubelet /configz read failing")
+        }
+        Change::Recovered(f) => {
+            info!(node = %node.escape_debug(), was = %f.reason, "kubelet /configz read recovered")
+        }
+        Change::Unchanged => {}
+    }
+}
+
 /// Polls this shard's kubelets every interval and publishes the table on
 /// `board` until `stop` turns true.
 pub async fn run(
@@ -286,13 +335,16 @@ pub async fn run(
     let mut watch_error: Option<String> = None;
     let mut cycle: Option<JoinHandle<()>> = None;
     let mut overrun_said = false;
+    let mut refusal_said = false;
+    let schedule = configz::ConfigzSchedule::new(config.poll_interval);
     let mut dirty = true;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             _ = ticker.tick() => {
                 if synced {
-                    start_cycle(&mut cycle, &mut overrun_said, &list, &client, &tx, config);
+                    let due = configz_due(&table, schedule);
+                    start_cycle(&mut cycle, &mut overrun_said, &list, &client, &tx, config, due);
                 }
                 board.publish_node(NodeSample::unsampled(SystemTime::now()));
             }
@@ -313,7 +365,8 @@ pub async fn run(
                 watch_error = state.error;
                 if first_sync {
                     info!(nodes = targets.len(), shard = config.shard.index(), total_shards = config.shard.total(), "cluster mode: nodes listed; polling their kubelets");
-                    start_cycle(&mut cycle, &mut overrun_said, &list, &client, &tx, config);
+                    let due = configz_due(&table, schedule);
+                    start_cycle(&mut cycle, &mut overrun_said, &list, &client, &tx, config, due);
                     ticker.reset();
                 }
             }
@@ -331,6 +384,7 @@ pub async fn run(
                     }
                     let after = apply(before.as_deref(), polled, config.down_after);
                     log_change(&name, before.as_deref(), &after, config.down_after);
+                    log_configz_change(&name, before.as_deref(), &after, &mut refusal_said);
                     table.insert(name, Arc::new(after));
                     dirty = true;
                 }
@@ -352,9 +406,23 @@ pub async fn run(
     }
 }
 
+/// The nodes of `table` whose next poll should read `/configz` too: those
+/// [`configz::ConfigzSchedule::due`] says are due (every target has a row
+/// from [`sync`]; one listed since has none and reads at its next cycle).
+pub fn configz_due(
+    table: &BTreeMap<String, Arc<NodeEntry>>,
+    schedule: configz::ConfigzSchedule,
+) -> BTreeSet<String> {
+    table
+        .iter()
+        .filter(|(_, e)| schedule.due(&e.configz))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// Starts a cycle over this shard's kubelets, unless the last one still
 /// runs (more nodes than `--cluster.concurrency` can poll in an interval);
-/// that is said once.
+/// that is said once. The nodes in `due` read their `/configz` too.
 fn start_cycle(
     cycle: &mut Option<JoinHandle<()>>,
     overrun_said: &mut bool,
@@ -362,6 +430,7 @@ fn start_cycle(
     client: &KubeletClient,
     tx: &mpsc::UnboundedSender<Polled>,
     config: ClusterConfig,
+    due: BTreeSet<String>,
 ) {
     if cycle.as_ref().is_some_and(|c| !c.is_finished()) {
         if !*overrun_said {
@@ -383,6 +452,7 @@ fn start_cycle(
             nodes,
             config.concurrency,
             |n| config.offset(&n.name),
+            |n| due.contains(&n.name),
             Polled::of,
             |polled| {
                 let _ = tx.send(polled);
@@ -410,6 +480,7 @@ mod tests {
                 skipped_pods: 0,
                 first_skipped: None,
             }),
+            configz: None,
         }
     }
 
@@ -419,6 +490,7 @@ mod tests {
             duration: Duration::from_secs(1),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(2000),
             result: Err(Failure::new(reason, "node n1: it failed")),
+            configz: None,
         }
     }
 
@@ -452,6 +524,43 @@ mod tests {
         // A node never polled well fails with no figures.
         let e = apply(None, bad("n2", Reason::Connection), 3);
         assert!(e.figures.is_none() && e.health.last_success.is_none());
+    }
+
+    #[test]
+    fn a_configz_read_rides_on_a_poll_and_outlives_failed_ones() {
+        let policy =
+            crate::kubelet::config::KubeletConfig::defaults(std::path::PathBuf::new()).headroom();
+        let schedule = configz::ConfigzSchedule::new(Duration::from_secs(60));
+        let mut table = BTreeMap::new();
+        table.insert("n1".to_owned(), Arc::new(NodeEntry::default()));
+        assert_eq!(
+            configz_due(&table, schedule),
+            BTreeSet::from(["n1".to_owned()])
+        );
+        let mut first = good("n1", 7);
+        first.configz = Some(Ok(policy));
+        let e = apply(None, first, 3);
+        assert_eq!(e.configz.policy, Some(policy));
+        assert!(e.configz.read && e.configz.failure.is_none());
+        table.insert("n1".into(), Arc::new(e.clone()));
+        assert!(configz_due(&table, schedule).is_empty());
+        // A failed poll reads nothing and keeps the thresholds; so does a
+        // good one that was not due.
+        let e = apply(Some(&e), bad("n1", Reason::Timeout), 3);
+        let e = apply(Some(&e), good("n1", 8), 3);
+        assert_eq!(e.configz.policy, Some(policy));
+        assert_eq!(e.configz.polls_since, 3);
+        // A refused re-read: kept, and said.
+        let mut refused = good("n1", 9);
+        refused.configz = Some(Err(Failure::new(Reason::Forbidden, "node n1: HTTP 403")));
+        let e = apply(Some(&e), refused, 3);
+        assert_eq!(e.configz.policy, Some(policy));
+        assert_eq!(
+            e.configz.failure.as_ref().map(|f| f.reason),
+            Some(Reason::Forbidden)
+        );
+        // A skipped node's row has never read.
+        assert!(!skipped_entry("no address").configz.read);
     }
 
     #[test]

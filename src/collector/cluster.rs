@@ -9,28 +9,41 @@
 //! and `logs`, `pods[].volume[]` (with a `pvcRef`: `kubelet_volume_stats_*`;
 //! without: `kubedf_ephemeral_volume_*`).
 //!
+//! Image GC and eviction headroom, for a node whose kubelet's `/configz`
+//! was read: the DaemonSet's families and formulas (`image_gc::gc_status`,
+//! `eviction::signal_rows`), from the summary's figures observed as
+//! kubelet's eviction manager observes them and the layout the summary
+//! tells (`NodeFigures::observe`, `NodeFigures::fs_layout`).
+//!
 //! What the summary does not say is not reported: the nodefs `path` and
 //! imagefs `mountpoint` labels are empty, an ephemeral volume's `kind` is
 //! empty (the summary lists every volume without a PVC: emptyDir, configMap,
 //! but also secret and projected ones), and there are no limit families
-//! (they need the pod spec), no image GC or eviction headroom (they need
-//! kubelet's configuration) and no `kubedf_cri_info`. A figure the summary
-//! leaves out is left out, never written as 0.
+//! (they need the pod spec), no headroom for a node whose `/configz` was
+//! not read, and no `kubedf_cri_info`. A figure the summary leaves out is
+//! left out, never written as 0.
 //!
 //! Families: `kubedf_nodefs_*`, `kubedf_imagefs_*`, `kubedf_containerfs_*`
 //! (six each), `kubedf_rlimit_maxpid`, `kubedf_rlimit_curproc`,
 //! `kubedf_pod_ephemeral_storage_used_bytes`, `_inodes_used`,
 //! `kubedf_container_rootfs_*`, `kubedf_container_logs_*`,
 //! `kubedf_ephemeral_volume_*` (used bytes and inodes),
-//! `kubelet_volume_stats_*` (six); `kubedf_kubelet_poll_success`,
+//! `kubelet_volume_stats_*` (six), `kubedf_image_gc_*` (four),
+//! `kubedf_eviction_signal_available`, `_signal_capacity`,
+//! `kubedf_eviction_threshold`; `kubedf_kubelet_poll_success`,
 //! `kubedf_kubelet_poll_duration_seconds`,
 //! `kubedf_kubelet_last_success_timestamp_seconds`,
-//! `kubedf_kubelet_poll_error`.
+//! `kubedf_kubelet_poll_error`, `kubedf_kubelet_configz_success`,
+//! `kubedf_kubelet_configz_error`.
 
 use std::time::UNIX_EPOCH;
 
-use super::{Collector, Desc, FsDescs, Incomplete, Sink, fs_descs};
+use super::eviction::{SignalRow, signal_rows};
+use super::image_gc::gc_status;
+use super::{Collector, Desc, FsDescs, Incomplete, Sink, eviction, fs_descs, image_gc};
 use crate::exposition::{Format, Unit};
+use crate::kubelet::eviction::{Kind, Signal};
+use crate::kubelet::image_gc::ImageGcStatus;
 use crate::model::cluster::{ClusterTable, FsFigures, NodeEntry, NodeFigures};
 use crate::model::{Snapshot, SourceId};
 
@@ -169,6 +182,50 @@ static PVC_DESCS: FsDescs = FsDescs {
     inodes_used: &PVC_INODES_USED,
 };
 
+// The DaemonSet's headroom families, names and help its own, plus `node`.
+pub static GC_USAGE_PERCENT: Desc = Desc::gauge(
+    image_gc::USAGE_PERCENT_NAME,
+    image_gc::USAGE_PERCENT_HELP,
+    None,
+    N,
+);
+pub static GC_HIGH_THRESHOLD_PERCENT: Desc = Desc::gauge(
+    image_gc::HIGH_THRESHOLD_PERCENT_NAME,
+    image_gc::HIGH_THRESHOLD_PERCENT_HELP,
+    None,
+    N,
+);
+pub static GC_LOW_THRESHOLD_PERCENT: Desc = Desc::gauge(
+    image_gc::LOW_THRESHOLD_PERCENT_NAME,
+    image_gc::LOW_THRESHOLD_PERCENT_HELP,
+    None,
+    N,
+);
+pub static GC_BYTES_TO_FREE: Desc = Desc::gauge(
+    image_gc::BYTES_TO_FREE_NAME,
+    image_gc::BYTES_TO_FREE_HELP,
+    None,
+    N,
+);
+pub static SIGNAL_AVAILABLE: Desc = Desc::gauge(
+    eviction::SIGNAL_AVAILABLE_NAME,
+    eviction::SIGNAL_AVAILABLE_HELP,
+    None,
+    &["signal", "node"],
+);
+pub static SIGNAL_CAPACITY: Desc = Desc::gauge(
+    eviction::SIGNAL_CAPACITY_NAME,
+    eviction::SIGNAL_CAPACITY_HELP,
+    None,
+    &["signal", "node"],
+);
+pub static EVICTION_THRESHOLD: Desc = Desc::gauge(
+    eviction::THRESHOLD_NAME,
+    eviction::THRESHOLD_HELP,
+    None,
+    &["signal", "kind", "node"],
+);
+
 pub static POLL_SUCCESS: Desc = Desc::gauge(
     "kubedf_kubelet_poll_success",
     "Whether the last poll of the node's kubelet /stats/summary succeeded (1) or failed (0); 0 too for a node whose kubelet cannot be reached from its Node object.",
@@ -193,8 +250,20 @@ pub static POLL_ERROR: Desc = Desc::gauge(
     None,
     &["node", "reason"],
 );
+pub static CONFIGZ_SUCCESS: Desc = Desc::gauge(
+    "kubedf_kubelet_configz_success",
+    "Whether the last read of the node's kubelet /configz (for image GC and eviction headroom, read at the first good poll and then every 10 polls and 10 minutes at most) succeeded (1) or failed (0); absent until one is made.",
+    None,
+    N,
+);
+pub static CONFIGZ_ERROR: Desc = Desc::gauge(
+    "kubedf_kubelet_configz_error",
+    "Why the last read of the node's kubelet /configz failed (reason forbidden when nodes/configz is not granted; unauthorized, http_error, timeout, tls, connection, too_large or bad_body); always 1, present only while it fails. The node has no headroom series until a read succeeds.",
+    None,
+    &["node", "reason"],
+);
 
-static DESCS: [&Desc; 38] = {
+static DESCS: [&Desc; 47] = {
     let n = NODEFS.all();
     let i = IMAGEFS.all();
     let c = CONTAINERFS.all();
@@ -234,10 +303,19 @@ static DESCS: [&Desc; 38] = {
         v[3],
         v[4],
         v[5],
+        &GC_USAGE_PERCENT,
+        &GC_HIGH_THRESHOLD_PERCENT,
+        &GC_LOW_THRESHOLD_PERCENT,
+        &GC_BYTES_TO_FREE,
+        &SIGNAL_AVAILABLE,
+        &SIGNAL_CAPACITY,
+        &EVICTION_THRESHOLD,
         &POLL_SUCCESS,
         &POLL_DURATION,
         &LAST_SUCCESS,
         &POLL_ERROR,
+        &CONFIGZ_SUCCESS,
+        &CONFIGZ_ERROR,
     ]
 };
 
@@ -409,6 +487,7 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
             }
         }
     }
+    headroom(nodes, out);
     for (node, e) in nodes {
         // A node listed and not yet polled has no poll to tell of.
         if e.health.polled || e.health.failure.is_some() {
@@ -438,12 +517,97 @@ fn emit(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
             out.add(&POLL_ERROR, [*node, f.reason.name()], 1i64);
         }
     }
+    for (node, e) in nodes {
+        if e.configz.read {
+            out.add(
+                &CONFIGZ_SUCCESS,
+                [*node],
+                i64::from(e.configz.failure.is_none()),
+            );
+        }
+    }
+    for (node, e) in nodes {
+        if let Some(f) = &e.configz.failure {
+            out.add(&CONFIGZ_ERROR, [*node, f.reason.name()], 1i64);
+        }
+    }
+}
+
+/// One node's headroom: its image GC thresholds and where its image
+/// filesystem stands, and its eviction signals.
+struct Headroom<'a> {
+    node: &'a str,
+    high: i32,
+    low: i32,
+    gc: Option<ImageGcStatus>,
+    signals: Vec<SignalRow>,
+}
+
+/// The image GC and eviction families of every node with figures and a
+/// kubelet configuration read, computed as the DaemonSet computes them.
+fn headroom(nodes: &[(&str, &NodeEntry)], out: &mut Sink) {
+    let rows: Vec<Headroom<'_>> = nodes
+        .iter()
+        .filter_map(|(node, e)| {
+            let (f, policy) = (e.figures.as_deref()?, e.configz.policy?);
+            let observe = |signal| f.observe(signal);
+            let gc = gc_status(policy.image_gc, observe(Signal::ImageFsAvailable)).ok();
+            let (signals, _missing) = signal_rows(observe, policy.eviction, f.fs_layout());
+            Some(Headroom {
+                node,
+                high: policy.image_gc.high_threshold_percent,
+                low: policy.image_gc.low_threshold_percent,
+                gc,
+                signals,
+            })
+        })
+        .collect();
+    for h in &rows {
+        if let Some(gc) = &h.gc {
+            out.add(&GC_USAGE_PERCENT, [h.node], gc.usage_percent);
+        }
+    }
+    for h in &rows {
+        out.add(&GC_HIGH_THRESHOLD_PERCENT, [h.node], i64::from(h.high));
+    }
+    for h in &rows {
+        out.add(&GC_LOW_THRESHOLD_PERCENT, [h.node], i64::from(h.low));
+    }
+    for h in &rows {
+        if let Some(gc) = &h.gc {
+            out.add(&GC_BYTES_TO_FREE, [h.node], gc.bytes_to_free);
+        }
+    }
+    for h in &rows {
+        for r in &h.signals {
+            out.add(&SIGNAL_AVAILABLE, [r.signal.name(), h.node], r.available);
+        }
+    }
+    for h in &rows {
+        for r in &h.signals {
+            out.add(&SIGNAL_CAPACITY, [r.signal.name(), h.node], r.capacity);
+        }
+    }
+    for h in &rows {
+        for r in &h.signals {
+            for kind in [Kind::Hard, Kind::Soft] {
+                if let Some(t) = r.threshold(kind) {
+                    out.add(
+                        &EVICTION_THRESHOLD,
+                        [r.signal.name(), kind.name(), h.node],
+                        t,
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::cluster::PollHealth;
+    use crate::kubelet::config::KubeletConfig;
+    use crate::model::cluster::{ConfigzEntry, PollHealth};
     use crate::model::{Failure, Reason};
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
@@ -481,6 +645,7 @@ mod tests {
                 f.shrink();
                 f
             })),
+            configz: ConfigzEntry::default(),
         };
         let failing = NodeEntry {
             health: PollHealth {
@@ -492,6 +657,7 @@ mod tests {
                 skipped_pods: 0,
             },
             figures: None,
+            configz: ConfigzEntry::default(),
         };
         let mut t = ClusterTable {
             synced: true,
@@ -567,5 +733,105 @@ mod tests {
         let mut sink = Sink::new(Format::OpenMetrics100, 0);
         let _ = ClusterCollector.collect(&snapshot, &mut sink);
         assert_eq!(sink.reordered_bytes(), 0);
+    }
+
+    #[test]
+    fn headroom_for_a_node_whose_configz_was_read_and_none_for_one_refused() {
+        let figures = {
+            let mut f = NodeFigures::default();
+            f.nodefs = Some(FsFigures {
+                available_bytes: Some(5000),
+                capacity_bytes: Some(10_000),
+                inodes_free: Some(100),
+                inodes: Some(1000),
+                ..FsFigures::default()
+            });
+            // A dedicated image filesystem, no containerFs: containers on it.
+            f.imagefs = Some(FsFigures {
+                available_bytes: Some(100),
+                capacity_bytes: Some(1000),
+                inodes_free: Some(50),
+                inodes: Some(500),
+                ..FsFigures::default()
+            });
+            f.max_pid = Some(100);
+            f.cur_proc = Some(40);
+            Arc::new(f)
+        };
+        let polled = PollHealth {
+            polled: true,
+            ..PollHealth::default()
+        };
+        let read = NodeEntry {
+            health: polled.clone(),
+            figures: Some(Arc::clone(&figures)),
+            configz: ConfigzEntry {
+                policy: Some(KubeletConfig::defaults(std::path::PathBuf::new()).headroom()),
+                read: true,
+                polls_since: 1,
+                ..ConfigzEntry::default()
+            },
+        };
+        let refused = NodeEntry {
+            health: polled,
+            figures: Some(figures),
+            configz: ConfigzEntry {
+                read: true,
+                failure: Some(Failure::new(Reason::Forbidden, "node b: HTTP 403")),
+                failures_in_a_row: 1,
+                polls_since: 1,
+                ..ConfigzEntry::default()
+            },
+        };
+        let mut t = ClusterTable {
+            synced: true,
+            ..ClusterTable::default()
+        };
+        t.nodes.insert("a".into(), Arc::new(read));
+        t.nodes.insert("b".into(), Arc::new(refused));
+        let mut snapshot = crate::fixtures::node();
+        snapshot.cluster = Some(Arc::new(t));
+        let mut sink = Sink::new(Format::Text, 0);
+        // A refused /configz is not a failing node.
+        assert_eq!(ClusterCollector.collect(&snapshot, &mut sink), Ok(()));
+        assert_eq!(sink.reordered_bytes(), 0);
+        let text = sink.finish();
+        let got = lines(&text);
+        // usage 100 - 100*100/1000 = 90 >= 85: 1000*20/100 - 100 to free.
+        // Thresholds: kubelet's defaults, 10% of 10000 and 15% of 1000;
+        // containerfs takes imagefs' (dedicated, not split).
+        for want in [
+            r#"kubedf_image_gc_usage_percent{node="a"} 90"#,
+            r#"kubedf_image_gc_high_threshold_percent{node="a"} 85"#,
+            r#"kubedf_image_gc_low_threshold_percent{node="a"} 80"#,
+            r#"kubedf_image_gc_bytes_to_free{node="a"} 100"#,
+            r#"kubedf_eviction_signal_available{signal="nodefs.available",node="a"} 5000"#,
+            r#"kubedf_eviction_signal_capacity{signal="nodefs.available",node="a"} 10000"#,
+            r#"kubedf_eviction_signal_available{signal="containerfs.available",node="a"} 100"#,
+            r#"kubedf_eviction_signal_available{signal="pid.available",node="a"} 60"#,
+            r#"kubedf_eviction_signal_capacity{signal="pid.available",node="a"} 100"#,
+            r#"kubedf_eviction_threshold{signal="nodefs.available",kind="hard",node="a"} 1000"#,
+            r#"kubedf_eviction_threshold{signal="imagefs.available",kind="hard",node="a"} 150"#,
+            r#"kubedf_eviction_threshold{signal="containerfs.available",kind="hard",node="a"} 150"#,
+            r#"kubedf_eviction_threshold{signal="containerfs.inodesFree",kind="hard",node="a"} 25"#,
+            r#"kubedf_kubelet_configz_success{node="a"} 1"#,
+            r#"kubedf_kubelet_configz_success{node="b"} 0"#,
+            r#"kubedf_kubelet_configz_error{node="b",reason="forbidden"} 1"#,
+        ] {
+            assert!(got.contains(&want), "missing {want} in {got:#?}");
+        }
+        // No default for pid.available, no soft thresholds.
+        assert!(!text.contains(r#"signal="pid.available",kind"#), "{text}");
+        assert!(!text.contains(r#"kind="soft""#), "{text}");
+        // The refused node: its figures, no headroom.
+        assert!(text.contains(r#"kubedf_nodefs_available_bytes{path="",node="b"} 5000"#));
+        for line in &got {
+            if line.contains(r#"node="b""#) {
+                assert!(
+                    !line.starts_with("kubedf_image_gc") && !line.starts_with("kubedf_eviction"),
+                    "{line}"
+                );
+            }
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Cluster mode's table: per node of this shard, the figures its kubelet's
 //! last good `/stats/summary` gave (only those kubedf exports, the summary
-//! itself dropped as soon as they are taken) and how its polls fare. The
-//! poll loop is its one writer and publishes it whole, immutable; a scrape
-//! renders it.
+//! itself dropped as soon as they are taken), what its last good `/configz`
+//! said of image GC and eviction (nothing else of it), and how its polls
+//! and reads fare. The poll loop is its one writer and publishes it whole,
+//! immutable; a scrape renders it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +12,9 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::failure::Failure;
+use crate::kubelet::config::HeadroomPolicy;
+use crate::kubelet::eviction::{FsLayout, Signal};
+use crate::kubelet::int64;
 
 /// One filesystem's figures, as kubelet's `FsStats` (`time` left out). A
 /// figure kubelet left out is `None`, never 0.
@@ -210,6 +214,83 @@ impl NodeFigures {
     }
 }
 
+impl NodeFigures {
+    /// (available, capacity) of a signal, as kubelet's eviction manager
+    /// observes it (`makeSignalObservations` reads this same summary):
+    /// nodefs from `node.fs`, imagefs from `node.runtime.imageFs`,
+    /// containerfs from `node.runtime.containerFs` (else `imageFs`, as the
+    /// DaemonSet does when the runtime reports no container filesystem),
+    /// pid from `node.rlimit` (maxpid - curproc of maxpid).
+    pub fn observe(&self, signal: Signal) -> Result<(i64, i64), String> {
+        let fs = |fs: Option<&FsFigures>, what: &str, inodes: bool| {
+            let fs = fs.ok_or_else(|| format!("the summary has no {what}"))?;
+            let (available, capacity, names) = if inodes {
+                (fs.inodes_free, fs.inodes, ("inodesFree", "inodes"))
+            } else {
+                (
+                    fs.available_bytes,
+                    fs.capacity_bytes,
+                    ("availableBytes", "capacityBytes"),
+                )
+            };
+            match (available, capacity) {
+                (Some(a), Some(c)) => Ok((int64(a), int64(c))),
+                (None, _) => Err(format!("the summary's {what} has no {}", names.0)),
+                (_, None) => Err(format!("the summary's {what} has no {}", names.1)),
+            }
+        };
+        let container_fs = match &self.containerfs {
+            Some(c) => (Some(c), "node.runtime.containerFs"),
+            None => (self.imagefs.as_ref(), "node.runtime.imageFs"),
+        };
+        match signal {
+            Signal::NodeFsAvailable => fs(self.nodefs.as_ref(), "node.fs", false),
+            Signal::NodeFsInodesFree => fs(self.nodefs.as_ref(), "node.fs", true),
+            Signal::ImageFsAvailable => fs(self.imagefs.as_ref(), "node.runtime.imageFs", false),
+            Signal::ImageFsInodesFree => fs(self.imagefs.as_ref(), "node.runtime.imageFs", true),
+            Signal::ContainerFsAvailable => fs(container_fs.0, container_fs.1, false),
+            Signal::ContainerFsInodesFree => fs(container_fs.0, container_fs.1, true),
+            Signal::PidAvailable => match (self.max_pid, self.cur_proc) {
+                (Some(max), Some(cur)) => Ok((max.saturating_sub(cur), max)),
+                _ => Err("the summary's node.rlimit has no maxpid or curproc".into()),
+            },
+        }
+    }
+
+    /// Where images and writable layers live, as near as the summary tells
+    /// it. kubelet decides from devices (imagefs dedicated when its device
+    /// is not the root dir's; split when the container filesystem's device
+    /// is not the image filesystem's), which the summary does not name; it
+    /// does give each filesystem's statfs capacity and inode count, and two
+    /// of its filesystems are taken to be one when those agree (see
+    /// [`one_filesystem`]). A kubelet that reports no `containerFs` (before
+    /// 1.30) is not split.
+    pub fn fs_layout(&self) -> FsLayout {
+        let differ = |a: Option<&FsFigures>, b: Option<&FsFigures>| match (a, b) {
+            (Some(a), Some(b)) => !one_filesystem(a, b),
+            _ => false,
+        };
+        FsLayout {
+            dedicated_image_fs: differ(self.imagefs.as_ref(), self.nodefs.as_ref()),
+            split_image_fs: differ(self.containerfs.as_ref(), self.imagefs.as_ref()),
+        }
+    }
+}
+
+/// Whether two filesystems of a summary are one: the same capacity in bytes
+/// and the same inode count (statfs of one filesystem, whatever the path).
+/// When a figure is missing on either side it does not count; with no
+/// figure to compare they are taken to be one (the common layout). Two
+/// distinct filesystems of exactly the same size and inode count (twin
+/// disks made alike) are taken to be one: the limit of this rule.
+pub fn one_filesystem(a: &FsFigures, b: &FsFigures) -> bool {
+    let same = |x: Option<u64>, y: Option<u64>| match (x, y) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    same(a.capacity_bytes, b.capacity_bytes) && same(a.inodes, b.inodes)
+}
+
 fn slice<T>(all: &[T], span: Span) -> &[T] {
     let start = span.start as usize;
     all.get(start..start.saturating_add(span.len as usize))
@@ -233,13 +314,32 @@ pub struct PollHealth {
     pub skipped_pods: usize,
 }
 
+/// What a node's kubelet `/configz` said of image GC and eviction, and how
+/// its reads fare. Read at the node's first good poll and then rarely (see
+/// `cluster::configz`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConfigzEntry {
+    /// The last good read's thresholds; kept through failed re-reads (a
+    /// kubelet's configuration changes only when it restarts).
+    pub policy: Option<HeadroomPolicy>,
+    /// Whether a read was made.
+    pub read: bool,
+    /// The last read's outcome: `None` when it succeeded (or none was made).
+    pub failure: Option<Failure>,
+    /// Reads failed in a row since the last good one.
+    pub failures_in_a_row: u32,
+    /// Polls of the node since the last read.
+    pub polls_since: u32,
+}
+
 /// One node's row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct NodeEntry {
     pub health: PollHealth,
     /// The last good summary's figures; dropped after
     /// `--cluster.down-after` failed polls in a row.
     pub figures: Option<Arc<NodeFigures>>,
+    pub configz: ConfigzEntry,
 }
 
 /// The poll loop's part of the board.
@@ -252,4 +352,117 @@ pub struct ClusterTable {
     pub synced: bool,
     /// The last failure of the Node watch, if it is failing.
     pub watch_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn fs(capacity: u64, inodes: u64, used: u64) -> FsFigures {
+        FsFigures {
+            available_bytes: Some(capacity - used),
+            capacity_bytes: Some(capacity),
+            used_bytes: Some(used),
+            inodes_free: Some(inodes - 10),
+            inodes: Some(inodes),
+            inodes_used: Some(10),
+        }
+    }
+
+    fn node(imagefs: Option<FsFigures>, containerfs: Option<FsFigures>) -> NodeFigures {
+        NodeFigures {
+            nodefs: Some(fs(100 * GIB, 6_553_600, 30 * GIB)),
+            imagefs,
+            containerfs,
+            ..NodeFigures::default()
+        }
+    }
+
+    #[test]
+    fn the_layout_rule_compares_capacity_and_inodes() {
+        let shared = fs(100 * GIB, 6_553_600, 20 * GIB);
+        let dedicated = fs(200 * GIB, 13_107_200, 20 * GIB);
+        let third = fs(50 * GIB, 3_276_800, 5 * GIB);
+        let layout = |i, c| node(i, c).fs_layout();
+        let want = |dedicated_image_fs, split_image_fs| FsLayout {
+            dedicated_image_fs,
+            split_image_fs,
+        };
+        // Images on the node's filesystem (its used bytes are the images'):
+        // kubelet 1.30+ repeats imageFs as containerFs; older ones omit it.
+        assert_eq!(layout(Some(shared), Some(shared)), want(false, false));
+        assert_eq!(layout(Some(shared), None), want(false, false));
+        // A dedicated image filesystem holding containers too.
+        assert_eq!(layout(Some(dedicated), Some(dedicated)), want(true, false));
+        assert_eq!(layout(Some(dedicated), None), want(true, false));
+        // Split: containers elsewhere than images.
+        assert_eq!(layout(Some(dedicated), Some(third)), want(true, true));
+        // Same size, other inode count: two filesystems.
+        let same_size = fs(100 * GIB, 100_000, 20 * GIB);
+        assert_eq!(layout(Some(same_size), None), want(true, false));
+        // Nothing to compare: the common layout.
+        let blank = FsFigures {
+            used_bytes: Some(1),
+            ..FsFigures::default()
+        };
+        assert_eq!(layout(Some(blank), Some(blank)), want(false, false));
+        assert_eq!(layout(None, None), want(false, false));
+        // Inodes unknown on one side: capacity alone decides.
+        let no_inodes = FsFigures {
+            inodes: None,
+            ..dedicated
+        };
+        assert!(one_filesystem(&dedicated, &no_inodes));
+        assert!(!one_filesystem(&shared, &no_inodes));
+    }
+
+    #[test]
+    fn signals_are_observed_as_kubelet_does_from_the_summary() {
+        let dedicated = fs(200 * GIB, 13_107_200, 20 * GIB);
+        let mut f = node(Some(dedicated), None);
+        f.max_pid = Some(4_194_304);
+        f.cur_proc = Some(300);
+        assert_eq!(
+            f.observe(Signal::NodeFsAvailable),
+            Ok((70 * GIB as i64, 100 * GIB as i64))
+        );
+        assert_eq!(
+            f.observe(Signal::ImageFsInodesFree),
+            Ok((13_107_190, 13_107_200))
+        );
+        // No containerFs: the image filesystem's.
+        assert_eq!(
+            f.observe(Signal::ContainerFsAvailable),
+            Ok((180 * GIB as i64, 200 * GIB as i64))
+        );
+        assert_eq!(f.observe(Signal::PidAvailable), Ok((4_194_004, 4_194_304)));
+        f.containerfs = Some(fs(50 * GIB, 1000, 5 * GIB));
+        assert_eq!(f.observe(Signal::ContainerFsInodesFree), Ok((990, 1000)));
+        // What the summary leaves out is missing, said by its field.
+        f.nodefs = Some(FsFigures {
+            inodes_free: None,
+            ..fs(10, 20, 0)
+        });
+        assert_eq!(
+            f.observe(Signal::NodeFsInodesFree),
+            Err("the summary's node.fs has no inodesFree".into())
+        );
+        f.imagefs = None;
+        assert_eq!(
+            f.observe(Signal::ImageFsAvailable),
+            Err("the summary has no node.runtime.imageFs".into())
+        );
+        f.cur_proc = None;
+        assert!(f.observe(Signal::PidAvailable).is_err());
+    }
+
+    #[test]
+    fn a_node_rows_configz_state_is_small() {
+        // What cluster mode keeps per node of a kubelet's configuration:
+        // 280 bytes on x86_64, 232 of them the thresholds.
+        let size = std::mem::size_of::<ConfigzEntry>();
+        assert!(size <= 320, "{size} bytes");
+    }
 }

@@ -44,7 +44,8 @@ pub enum Reason {
     /// Cluster mode: the kubelet refused kubedf's credentials (HTTP 401).
     Unauthorized,
     /// Cluster mode: the kubelet's authorizer refused (HTTP 403): kubedf's
-    /// service account lacks `get` on `nodes/stats`.
+    /// service account lacks `get` on `nodes/stats` (a poll) or
+    /// `nodes/configz` (a read of `/configz`).
     Forbidden,
     /// Cluster mode: the kubelet answered another error status.
     HttpError,
@@ -55,7 +56,8 @@ pub enum Reason {
     Connection,
     /// Cluster mode: the kubelet's answer was larger than the body cap.
     TooLarge,
-    /// Cluster mode: the answer was not a Summary (or another node's).
+    /// Cluster mode: the answer was not a Summary (or another node's), or
+    /// not a kubelet configuration kubelet itself would accept.
     BadBody,
     /// Cluster mode: the Node has no usable address or kubelet port.
     NoAddress,
