@@ -14,7 +14,9 @@
 //! figures in its own task (`cluster::Polled::of`) and applied to the
 //! per-node table (`cluster::apply`), the summaries dropped as they come;
 //! then the table held (RSS), `/metrics` rendered from it (the cluster
-//! collector, as a scrape renders it) and one node's page.
+//! collector, as a scrape renders it) and one node's page. Wired cycle 2
+//! reads every kubelet's `/configz` too (as `serve` does at a node's first
+//! good poll), so cycles 2 and 3 differ by that read alone.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -213,16 +215,17 @@ async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
     let mut table: BTreeMap<String, Arc<NodeEntry>> = BTreeMap::new();
     for cycle in 1..=CYCLES {
         let (cpu0, t0) = (cpu_ms(), Instant::now());
-        let mut ok = 0usize;
+        let (mut ok, mut configz) = (0usize, 0usize);
         kubedf::sources::fleet::poll_each(
             client,
             nodes.to_vec(),
             CONCURRENCY,
             |_| Duration::ZERO,
-            |_| cycle == 1,
+            |_| cycle == 2,
             Polled::of,
             |polled| {
                 ok += usize::from(polled.result.is_ok());
+                configz += usize::from(matches!(polled.configz, Some(Ok(_))));
                 let name = polled.node.clone();
                 let entry = apply(table.get(&name).map(|e| &**e), polled, 3);
                 table.insert(name, Arc::new(entry));
@@ -232,7 +235,7 @@ async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
         let wall = t0.elapsed();
         let cpu = cpu_ms() - cpu0;
         println!(
-            "  wired cycle {cycle}: {ok}/{n} nodes in {:.2} s wall, {:.3} CPU-ms per node poll (decode + figures + table), RSS {} KiB (peak {} KiB)",
+            "  wired cycle {cycle}: {ok}/{n} nodes ({configz} /configz read) in {:.2} s wall, {:.3} CPU-ms per node poll (decode + figures + table), RSS {} KiB (peak {} KiB)",
             wall.as_secs_f64(),
             cpu / n as f64,
             rss_kib("VmRSS:"),

@@ -292,20 +292,16 @@ async fn answer<B>(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
+    let authenticated =
+        behaviour != Behaviour::Unauthorized && matches!(token, Some(FLEET_TOKEN | READER_TOKEN));
     let (counter, subresource) = match req.uri().path() {
         "/stats/summary" => (&state.summary_requests, "stats"),
         "/configz" => (&state.configz_requests, "configz"),
-        _ => {
-            if behaviour == Behaviour::Unauthorized
-                || !matches!(token, Some(FLEET_TOKEN | READER_TOKEN))
-            {
-                return text(StatusCode::UNAUTHORIZED, "Unauthorized");
-            }
-            return text(StatusCode::NOT_FOUND, "404 page not found");
-        }
+        _ if authenticated => return text(StatusCode::NOT_FOUND, "404 page not found"),
+        _ => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
     };
     counter.fetch_add(1, Ordering::SeqCst);
-    if behaviour == Behaviour::Unauthorized || !matches!(token, Some(FLEET_TOKEN | READER_TOKEN)) {
+    if !authenticated {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
     let forbidden = token == Some(READER_TOKEN)
