@@ -1,5 +1,5 @@
 //! Keeps what ships beside the binary sound: the kustomize manifests in
-//! `deploy/`, the alert rules (`deploy/rules/`, twice: as a rule file and in
+//! `deploy/` and `deploy/cluster/` (cluster mode), the alert rules (`deploy/rules/`, twice: as a rule file and in
 //! the PrometheusRule) and the Grafana dashboards in `dashboards/`.
 //!
 //! The manifests are rendered with `kubectl kustomize` and the built-in kinds
@@ -13,7 +13,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use testkit::manifests::{
-    NAMESPACE, assert_success, by_name, kind, kustomize, name, root, run, strs, the,
+    NAMESPACE, assert_success, by_name, kind, kustomize, kustomize_with, name, root, run, strs, the,
 };
 
 /// The job the alerts select (the ServiceMonitor's Service name).
@@ -654,4 +654,137 @@ fn metric_names_are_found_in_queries() {
         variables_used("a{x=~\"$node\", y=\"${job}\"}[$__rate_interval]"),
         ["node", "job", "__rate_interval"]
     );
+}
+
+/// "resource:verb" for every grant of the ClusterRole, core group only.
+fn granted(role: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("ClusterRole rules") {
+        assert_eq!(strs(&rule["apiGroups"]), [""], "core API group only");
+        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
+        for res in strs(&rule["resources"]) {
+            for verb in strs(&rule["verbs"]) {
+                out.insert(format!("{res}:{verb}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cluster_kustomization_polls_kubelets_with_no_host_access() {
+    let test = "cluster_kustomization_polls_kubelets_with_no_host_access";
+    let Some(objs) = kustomize_with(test, "deploy/cluster", &[]) else {
+        return;
+    };
+    let kinds: BTreeSet<&str> = objs.iter().map(kind).collect();
+    let expected: BTreeSet<&str> = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+    ]
+    .into();
+    assert_eq!(kinds, expected, "rendered kinds");
+    assert_eq!(objs.len(), expected.len(), "one object of each kind");
+    for obj in &objs {
+        if !matches!(
+            kind(obj),
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+        ) {
+            assert_eq!(obj["metadata"]["namespace"], NAMESPACE, "{}", kind(obj));
+        }
+    }
+    // Nothing of the host: the strictest Pod Security profile.
+    assert_eq!(
+        the(&objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+
+    // RBAC: exactly the Nodes, their kubelets' /stats/summary and /configz;
+    // never nodes/proxy (every kubelet API, exec into every pod).
+    let role = the(&objs, "ClusterRole");
+    let grants = granted(role);
+    assert!(!grants.iter().any(|g| g.starts_with("nodes/proxy:")));
+    let wanted: BTreeSet<String> = [
+        "nodes:get",
+        "nodes:list",
+        "nodes:watch",
+        "nodes/stats:get",
+        "nodes/configz:get",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(grants, wanted, "ClusterRole grants exactly this");
+    let sa = the(&objs, "ServiceAccount");
+    let binding = the(&objs, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], name(role));
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": name(sa), "namespace": NAMESPACE}])
+    );
+
+    let deployment = the(&objs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], name(sa));
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(pod[host], true, "{host}");
+    }
+    assert!(pod.get("volumes").is_none(), "no volumes, no hostPath");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_ne!(sc["runAsUser"], 0);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert!(sc["capabilities"].get("add").is_none());
+    let args = strs(&c["args"]);
+    assert_eq!(&args[..2], ["serve", "--mode=cluster"]);
+    for flag in [
+        "--cluster.poll-interval=1m",
+        "--cluster.concurrency=64",
+        "--cluster.down-after=3",
+        "--kubelet.timeout=10s",
+        "--kubelet.address-types=InternalIP",
+    ] {
+        assert!(args.contains(&flag), "{flag} in {args:?}");
+    }
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--path.") || a.starts_with("--shard")),
+        "{args:?}"
+    );
+
+    let svc = the(&objs, "Service");
+    assert_eq!(name(svc), JOB, "the Service name becomes the job label");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&pod_labels[k], v, "Service selects the pod");
+    }
+    let ep = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(ep["port"], "metrics");
+    assert_eq!(ep["path"], "/metrics");
+    assert_eq!(ep["honorLabels"], true, "series keep their own node label");
+    assert!(
+        ep.get("relabelings").is_none(),
+        "the poller's node is not the series'"
+    );
+
+    let Some(checked) = testkit::manifests::kubernetes_validate(test, "deploy/cluster/", &objs)
+    else {
+        return;
+    };
+    assert_eq!(checked, 6, "six built-in objects");
 }
