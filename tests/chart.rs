@@ -1185,3 +1185,69 @@ fn kubelet_tls_and_web_config_values_reach_both_modes() {
         );
     }
 }
+
+/// The cluster workloads' rendered flags, given to the real binary (with
+/// only the listen address, the CA path and the API server replaced by the
+/// test's): kubedf starts, takes its shard from `POD_NAME` as the
+/// StatefulSet gives it, and serves. A chart whose flags kubedf refused
+/// would install a crash-looping pod.
+#[test]
+fn cluster_renders_flags_are_accepted_by_kubedf() {
+    let test = "cluster_renders_flags_are_accepted_by_kubedf";
+    if !testkit::prerequisites(test, testkit::need_tools(&["openssl"])) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    testkit::tls::make_fleet_certs(dir.path(), &["127.0.0.1".parse().expect("ip")]);
+    let ca = dir.path().join("fleet-ca.crt");
+    let fake = testkit::fake_kube::FakeKube::start();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+            fake.url()
+        ),
+    )
+    .expect("kubeconfig");
+    for (values, shard) in [
+        ("cluster-values.yaml", None),
+        ("cluster-shards-values.yaml", Some("2")),
+    ] {
+        let Some(objs) = render(test, Some(&values_file(values))) else {
+            return;
+        };
+        let mut args: Vec<String> = workload_args(&objs)
+            .into_iter()
+            .filter(|a| a != "serve" && !a.starts_with("--web.listen-address"))
+            .map(|a| match a.strip_prefix("--kubelet.ca-file=") {
+                Some(_) => format!("--kubelet.ca-file={}", ca.display()),
+                None => a,
+            })
+            .collect();
+        args.push(format!("--kubeconfig={}", kubeconfig.display()));
+        let env: Vec<(&str, &str)> = match shard {
+            Some(_) => vec![("POD_NAME", "kubedf-2")],
+            None => vec![],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let served = testkit::kubedf!().serve_with(&[], &env, &args);
+        // Once the (empty) Node list is read, the collector has all it needs.
+        let text = served.scrape_until(
+            std::time::Duration::from_secs(20),
+            "the Node list read",
+            |t| t.contains("kubedf_scrape_collector_success{collector=\"cluster\"} 1"),
+        );
+        assert!(text.contains("kubedf_build_info{"), "{values}: {text}");
+        let log = served.log_text();
+        let started = log
+            .lines()
+            .find(|l| l.contains("cluster mode: reading"))
+            .unwrap_or_else(|| panic!("{values}: no cluster mode start line: {log}"));
+        let want = shard.unwrap_or("0");
+        assert!(
+            started.contains(&format!("\"shard\":{want}")),
+            "{values}: {started}"
+        );
+    }
+}
