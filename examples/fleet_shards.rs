@@ -43,9 +43,8 @@ fn main() {
         args.first().copied().unwrap_or(5000),
         args.get(1).copied().unwrap_or(4),
     );
-    let bin = std::env::var("KUBEDF_BIN").unwrap_or_else(|_| {
-        format!("{}/target/release/kubedf", env!("CARGO_MANIFEST_DIR"))
-    });
+    let bin = std::env::var("KUBEDF_BIN")
+        .unwrap_or_else(|_| format!("{}/target/release/kubedf", env!("CARGO_MANIFEST_DIR")));
     let dir = tempfile::tempdir().expect("tempdir");
     let ips: Vec<_> = (0..n).map(testkit::kubelet_fleet::node_ip).collect();
     testkit::tls::make_fleet_certs(dir.path(), &ips);
@@ -102,7 +101,9 @@ fn main() {
     std::thread::sleep(INTERVAL);
     let wall = t0.elapsed();
     let mut all = BTreeMap::<String, usize>::new();
-    println!("| shard | nodes held | share | CPU over one interval | CPU-ms per node poll | RSS | /metrics |");
+    println!(
+        "| shard | nodes held | share | CPU over one interval | CPU-ms per node poll | RSS | /metrics |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (r, c0) in replicas.iter().zip(&cpu0) {
         let cpu = cpu_ms(r.child.id()) - c0;
@@ -166,10 +167,7 @@ fn start(
             .unwrap_or_else(|| panic!("shard {shard}: kubedf exited before serving"));
         if line.contains("serving metrics") {
             let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-            break v["fields"]["address"]
-                .as_str()
-                .expect("address")
-                .to_owned();
+            break v["fields"]["address"].as_str().expect("address").to_owned();
         }
     };
     // Keep draining its log so that it never blocks on a full pipe.

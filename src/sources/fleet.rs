@@ -36,7 +36,9 @@ pub async fn poll_summary(
     client: &KubeletClient,
     node: &KubeletNode,
 ) -> Result<Decoded, PollError> {
-    let body = client.get(&node.name, &node.url("/stats/summary")).await?;
+    let body = client
+        .get(&node.name, &client.url(node, "/stats/summary"))
+        .await?;
     Ok(decode(&body, &node.name)?)
 }
 
