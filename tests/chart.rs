@@ -1251,3 +1251,47 @@ fn cluster_renders_flags_are_accepted_by_kubedf() {
         );
     }
 }
+
+/// `cluster.viaApiServerProxy`: the one way the chart grants `nodes/proxy`,
+/// asked for by name, with the flag that uses it and without the kubelet
+/// TLS flags (refused beside it); the DaemonSet never gets it.
+#[test]
+fn nodes_proxy_is_granted_only_with_via_api_server_proxy_in_cluster_mode() {
+    let test = "nodes_proxy_is_granted_only_with_via_api_server_proxy_in_cluster_mode";
+    let Some(result) = render_text(test, "mode: cluster\ncluster:\n  viaApiServerProxy: true\n")
+    else {
+        return;
+    };
+    let objs = result.expect("renders");
+    let mut wanted = set(CLUSTER_RBAC);
+    wanted.insert("nodes/proxy:get".to_owned());
+    assert_eq!(granted(&objs), wanted);
+    let args = workload_args(&objs);
+    assert!(
+        args.iter().any(|a| a == "--cluster.via-api-server-proxy"),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(
+            |a| a.starts_with("--kubelet.ca-file") || a == "--kubelet.insecure-skip-tls-verify"
+        )
+    );
+    assert_no_host_access("viaApiServerProxy", &objs);
+
+    for tls in [
+        "  insecureSkipTLSVerify: true\n",
+        "  caFile: /etc/kubedf/kubelet-ca/ca.crt\n",
+    ] {
+        assert_refused(
+            test,
+            &format!("mode: cluster\ncluster:\n  viaApiServerProxy: true\nkubelet:\n{tls}"),
+            &["cluster.viaApiServerProxy", "kubelet.caFile"],
+        );
+    }
+    // In DaemonSet mode the value grants nothing.
+    let Some(result) = render_text(test, "cluster:\n  viaApiServerProxy: true\n") else {
+        return;
+    };
+    let objs = result.expect("renders");
+    assert_eq!(granted(&objs), set(DAEMONSET_RBAC));
+}
