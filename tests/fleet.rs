@@ -34,6 +34,24 @@ fn start_fleet(dir: &Path, n: usize) -> KubeletFleet {
     KubeletFleet::start(n, PODS, &dir.join("fleet.crt"), &dir.join("fleet.key"))
 }
 
+/// A fleet of `n` kubelets and the fake API server serving their Nodes.
+fn fleet_with_nodes(dir: &Path, n: usize) -> (KubeletFleet, FakeKube) {
+    let fleet = start_fleet(dir, n);
+    let fake = FakeKube::start();
+    for i in 0..n {
+        fake.put_node(fleet.node_object(i));
+    }
+    (fleet, fake)
+}
+
+/// A Node `no-port`, whose kubelet port the API does not say.
+fn put_portless(fake: &FakeKube, fleet: &KubeletFleet) {
+    let mut portless = fleet.node_object(0);
+    portless["metadata"]["name"] = "no-port".into();
+    portless["status"]["daemonEndpoints"] = serde_json::json!({});
+    fake.put_node(portless);
+}
+
 /// The API server's configuration as kubedf has it from a kubeconfig: its
 /// user's bearer token, and `ca` as the cluster's CA.
 async fn api_config(token: &str, ca: &Path) -> kube::Config {
@@ -310,16 +328,9 @@ async fn the_node_list_follows_the_api_and_two_shards_split_it() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 40;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    let (fleet, fake) = fleet_with_nodes(dir.path(), n);
     // A node whose kubelet port the API does not know: named and skipped.
-    let mut portless = fleet.node_object(0);
-    portless["metadata"]["name"] = "no-port".into();
-    portless["status"]["daemonEndpoints"] = serde_json::json!({});
-    fake.put_node(portless);
+    put_portless(&fake, &fleet);
 
     let list = NodeList::new(AddressTypes::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -609,15 +620,8 @@ fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 20;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
-    let mut portless = fleet.node_object(0);
-    portless["metadata"]["name"] = "no-port".into();
-    portless["status"]["daemonEndpoints"] = serde_json::json!({});
-    fake.put_node(portless);
+    let (fleet, fake) = fleet_with_nodes(dir.path(), n);
+    put_portless(&fake, &fleet);
     let served = serve_cluster(dir.path(), &fake, &[], &[]);
     let text = served.scrape_until(Duration::from_secs(30), "every node polled", all_polled(n));
     let s = series(&text);
@@ -913,11 +917,7 @@ fn two_cluster_shards_cover_every_node_once() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 16;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    let (_fleet, fake) = fleet_with_nodes(dir.path(), n);
     // Shard 0 by flag; shard 1 from its StatefulSet pod's name.
     let a = serve_cluster(dir.path(), &fake, &[], &["--total-shards=2", "--shard=0"]);
     let b = serve_cluster(
@@ -1076,11 +1076,7 @@ fn cluster_mode_honours_the_metric_allow_and_deny_lists() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 3;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    let (_fleet, fake) = fleet_with_nodes(dir.path(), n);
     let served = serve_cluster(
         dir.path(),
         &fake,

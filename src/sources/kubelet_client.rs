@@ -39,9 +39,9 @@ use tower::{BoxError, ServiceBuilder, ServiceExt as _};
 
 use super::nodes::KubeletNode;
 
-/// What a node name escapes in a URL path: all but RFC 3986's unreserved
-/// characters.
-const NAME_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+/// What a name (a node's) escapes as one segment of a URL path: all but
+/// RFC 3986's unreserved characters.
+pub const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -272,7 +272,7 @@ impl KubeletClient {
                 let name = match node.name.as_str() {
                     "." => "%2E".to_owned(),
                     ".." => "%2E%2E".to_owned(),
-                    name => percent_encoding::utf8_percent_encode(name, NAME_SEGMENT).to_string(),
+                    name => percent_encoding::utf8_percent_encode(name, PATH_SEGMENT).to_string(),
                 };
                 format!("{api}/api/v1/nodes/{name}/proxy{path}")
             }
