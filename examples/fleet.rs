@@ -69,30 +69,15 @@ fn serve(args: &[String]) {
     let _ = std::io::stdin().read_line(&mut line);
 }
 
-/// This process's CPU time (user + system, all threads) from
-/// /proc/self/stat, in ms; USER_HZ is 100 on Linux, 10 ms resolution.
+/// This process's CPU time (user + system, all threads), in ms; 10 ms
+/// resolution.
 fn cpu_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are
-    // fields 14 and 15 of the line, 12 and 13 of the rest.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) * 10.0
+    testkit::procstat::cpu_ms(std::process::id()).unwrap_or(0.0)
 }
 
+/// `field` (`VmRSS`, `VmHWM`) of this process, in KiB.
 fn rss_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
+    testkit::procstat::status_number(std::process::id(), field).unwrap_or(0)
 }
 
 fn measure(n: usize, wired: bool) {
@@ -144,7 +129,7 @@ fn measure(n: usize, wired: bool) {
         let client = KubeletClient::new(config, &opts).expect("client");
         println!(
             "N={n} nodes x {PODS} pods, concurrency {CONCURRENCY}, RSS before: {} KiB",
-            rss_kib("VmRSS:")
+            rss_kib("VmRSS")
         );
         if wired {
             measure_wired(&client, &nodes).await;
@@ -172,8 +157,8 @@ fn measure(n: usize, wired: bool) {
                 wall.as_secs_f64(),
                 cpu / n as f64,
                 p99.as_secs_f64() * 1000.0,
-                rss_kib("VmRSS:"),
-                rss_kib("VmHWM:")
+                rss_kib("VmRSS"),
+                rss_kib("VmHWM")
             );
             drop(polls);
             // As kubedf serve trims its heap after a peak.
@@ -181,7 +166,7 @@ fn measure(n: usize, wired: bool) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             println!(
                 "    after the cycle's results are dropped and the heap trimmed: RSS {} KiB",
-                rss_kib("VmRSS:")
+                rss_kib("VmRSS")
             );
         }
     });
@@ -238,14 +223,14 @@ async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
             "  wired cycle {cycle}: {ok}/{n} nodes ({configz} /configz read) in {:.2} s wall, {:.3} CPU-ms per node poll (decode + figures + table), RSS {} KiB (peak {} KiB)",
             wall.as_secs_f64(),
             cpu / n as f64,
-            rss_kib("VmRSS:"),
-            rss_kib("VmHWM:")
+            rss_kib("VmRSS"),
+            rss_kib("VmHWM")
         );
         kubedf::exec::heap::after_peak();
         tokio::time::sleep(Duration::from_millis(500)).await;
         println!(
             "    the table of {n} nodes held, heap trimmed: RSS {} KiB; the table's own allocations: {} KiB",
-            rss_kib("VmRSS:"),
+            rss_kib("VmRSS"),
             table_bytes(&table) / 1024
         );
     }
@@ -273,8 +258,8 @@ async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
             text.len() as f64 / (1 << 20) as f64,
             t0.elapsed().as_secs_f64() * 1000.0,
             cpu_ms() - cpu0,
-            rss_kib("VmRSS:"),
-            rss_kib("VmHWM:")
+            rss_kib("VmRSS"),
+            rss_kib("VmHWM")
         );
     }
     let table = snapshot.cluster.as_ref().expect("table");

@@ -138,6 +138,16 @@ pub struct ClusterArgs {
     /// whose name hashes to its shard.
     #[arg(long = "total-shards", env = "KUBEDF_TOTAL_SHARDS", default_value = "1", value_parser = clap::value_parser!(u32).range(1..=10000), global = true)]
     pub total_shards: u32,
+    /// Cluster mode: reach each kubelet through the API server's
+    /// nodes/proxy instead of directly, where kubelets cannot be reached
+    /// from the pod. Needs get on nodes/proxy, which also allows exec into
+    /// every pod of the cluster.
+    #[arg(
+        long = "cluster.via-api-server-proxy",
+        env = "KUBEDF_CLUSTER_VIA_API_SERVER_PROXY",
+        global = true
+    )]
+    pub via_api_server_proxy: bool,
 }
 
 /// Cluster mode's settings, checked across flags.
@@ -149,6 +159,7 @@ pub struct ClusterSettings {
     pub down_after: u32,
     pub address_types: AddressTypes,
     pub shard: Shard,
+    pub via_api_server_proxy: bool,
 }
 
 /// A cluster mode setting that contradicts another.
@@ -203,6 +214,7 @@ impl ClusterArgs {
             down_after: self.down_after,
             address_types: self.address_types.clone(),
             shard,
+            via_api_server_proxy: self.via_api_server_proxy,
         })
     }
 }

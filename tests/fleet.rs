@@ -34,6 +34,24 @@ fn start_fleet(dir: &Path, n: usize) -> KubeletFleet {
     KubeletFleet::start(n, PODS, &dir.join("fleet.crt"), &dir.join("fleet.key"))
 }
 
+/// A fleet of `n` kubelets and the fake API server serving their Nodes.
+fn fleet_with_nodes(dir: &Path, n: usize) -> (KubeletFleet, FakeKube) {
+    let fleet = start_fleet(dir, n);
+    let fake = FakeKube::start();
+    for i in 0..n {
+        fake.put_node(fleet.node_object(i));
+    }
+    (fleet, fake)
+}
+
+/// A Node `no-port`, whose kubelet port the API does not say.
+fn put_portless(fake: &FakeKube, fleet: &KubeletFleet) {
+    let mut portless = fleet.node_object(0);
+    portless["metadata"]["name"] = "no-port".into();
+    portless["status"]["daemonEndpoints"] = serde_json::json!({});
+    fake.put_node(portless);
+}
+
 /// The API server's configuration as kubedf has it from a kubeconfig: its
 /// user's bearer token, and `ca` as the cluster's CA.
 async fn api_config(token: &str, ca: &Path) -> kube::Config {
@@ -230,7 +248,8 @@ async fn forbidden_other_ca_insecure_and_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fleet = start_fleet(dir.path(), 2);
     let node = kubelet(&fleet, 1);
-    let url = node.url("/stats/summary");
+    let url =
+        kubedf::sources::kubelet_client::kubelet_url(&node.address, node.port, "/stats/summary");
     let fleet_ca = dir.path().join("fleet-ca.crt");
 
     // A valid token of an account without nodes/stats.
@@ -309,16 +328,9 @@ async fn the_node_list_follows_the_api_and_two_shards_split_it() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 40;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    let (fleet, fake) = fleet_with_nodes(dir.path(), n);
     // A node whose kubelet port the API does not know: named and skipped.
-    let mut portless = fleet.node_object(0);
-    portless["metadata"]["name"] = "no-port".into();
-    portless["status"]["daemonEndpoints"] = serde_json::json!({});
-    fake.put_node(portless);
+    put_portless(&fake, &fleet);
 
     let list = NodeList::new(AddressTypes::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -771,15 +783,8 @@ fn cluster_mode_serves_every_nodes_figures_and_each_node_alone() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 20;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
-    let mut portless = fleet.node_object(0);
-    portless["metadata"]["name"] = "no-port".into();
-    portless["status"]["daemonEndpoints"] = serde_json::json!({});
-    fake.put_node(portless);
+    let (fleet, fake) = fleet_with_nodes(dir.path(), n);
+    put_portless(&fake, &fleet);
     let served = serve_cluster(dir.path(), &fake, &[], &[]);
     let text = served.scrape_until(Duration::from_secs(30), "every node polled", all_polled(n));
     let s = series(&text);
@@ -1169,11 +1174,7 @@ fn two_cluster_shards_cover_every_node_once() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 16;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    let (_fleet, fake) = fleet_with_nodes(dir.path(), n);
     // Shard 0 by flag; shard 1 from its StatefulSet pod's name.
     let a = serve_cluster(dir.path(), &fake, &[], &["--total-shards=2", "--shard=0"]);
     let b = serve_cluster(
@@ -1332,11 +1333,7 @@ fn cluster_mode_honours_the_metric_allow_and_deny_lists() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 3;
-    let fleet = start_fleet(dir.path(), n);
-    let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    let (_fleet, fake) = fleet_with_nodes(dir.path(), n);
     let served = serve_cluster(
         dir.path(),
         &fake,
@@ -1385,4 +1382,104 @@ fn cluster_mode_honours_the_metric_allow_and_deny_lists() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--metric-denylist"), "{stderr}");
+}
+
+/// `--cluster.via-api-server-proxy`: every kubelet read through the API
+/// server's `nodes/<node>/proxy/stats/summary` (the nodes' own addresses
+/// are unreachable here), with the same figures; a 403 there names
+/// `nodes/proxy`; kubelet TLS flags that would not apply are refused.
+#[test]
+fn cluster_mode_through_the_api_servers_proxy_only_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeKube::start();
+    let n = 3;
+    for i in 0..n {
+        let name = fleet::node_name(i);
+        // TEST-NET-1: never reachable, so a direct poll could not succeed.
+        fake.put_node(testkit::fake_kube::node(&name, "192.0.2.1", 10250));
+        let (status, body) = if i == 2 {
+            (
+                403,
+                format!(
+                    "nodes \"{name}\" is forbidden: User \"system:serviceaccount:kubedf:kubedf\" cannot get resource \"nodes/proxy\""
+                ),
+            )
+        } else {
+            (200, fleet::summary_json(i, PODS))
+        };
+        fake.set_node_proxy(&name, "/stats/summary", status, body);
+    }
+    let kubeconfig = fleet_kubeconfig(dir.path(), &fake);
+    let kubeconfig = format!("--kubeconfig={}", kubeconfig.display());
+    let args = [
+        "--mode=cluster",
+        kubeconfig.as_str(),
+        "--cluster.poll-interval=2s",
+        "--kubelet.timeout=1s",
+        "--cluster.via-api-server-proxy",
+    ];
+    let served = kubedf!().serve_with(&[], &[], &args);
+    let forbidden = fleet::node_name(2);
+    let text = served.scrape_until(
+        Duration::from_secs(30),
+        "two nodes polled, one refused",
+        |t| {
+            let ok = per_node(t, "kubedf_kubelet_poll_success");
+            ok.get(&fleet::node_name(0)) == Some(&1.0)
+                && ok.get(&fleet::node_name(1)) == Some(&1.0)
+                && ok.get(&forbidden) == Some(&0.0)
+        },
+    );
+    let s = series(&text);
+    for i in 0..2 {
+        check_node_figures(&s, i);
+    }
+    assert_eq!(
+        get(
+            &s,
+            "kubedf_kubelet_poll_error",
+            &[("node", &forbidden), ("reason", "forbidden")]
+        ),
+        Some(1.0)
+    );
+    let proxied: BTreeSet<String> = fake
+        .request_log()
+        .into_iter()
+        .filter(|r| r.contains("/proxy/"))
+        .collect();
+    for i in 0..n {
+        let want = format!("/api/v1/nodes/{}/proxy/stats/summary", fleet::node_name(i));
+        assert!(
+            proxied.iter().any(|r| r.contains(&want)),
+            "{want} not asked: {proxied:?}"
+        );
+    }
+    let log = served.log_text();
+    assert!(
+        log.contains("nodes/proxy") && log.contains("exec into every pod"),
+        "the risk is logged: {log}"
+    );
+    drop(served);
+
+    // The kubelet TLS flags would not apply: refused, not ignored.
+    for flag in [
+        "--kubelet.insecure-skip-tls-verify".to_owned(),
+        format!(
+            "--kubelet.ca-file={}",
+            dir.path().join("nonesuch.crt").display()
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(kubedf!().path());
+        cmd.args(["serve", "--web.listen-address=127.0.0.1:0"])
+            .args(args)
+            .arg(&flag);
+        let out = run_bounded(cmd);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} accepted");
+        let name = flag.split('=').next().unwrap_or_default();
+        assert!(
+            stderr.contains("--cluster.via-api-server-proxy") && stderr.contains(name),
+            "{flag}: {stderr}"
+        );
+    }
 }

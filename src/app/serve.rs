@@ -11,7 +11,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::App;
 use crate::cli::{ClusterArgs, ClusterFlagError, CommonArgs, WebArgs};
@@ -42,6 +42,10 @@ pub enum ServeError {
     Filter(#[from] FilterError),
     #[error(transparent)]
     Cluster(#[from] StartError),
+    #[error(
+        "--cluster.via-api-server-proxy: {flag} does not apply, as kubelets are then reached through the API server, verified as for every API call; remove {flag}"
+    )]
+    KubeletTlsThroughProxy { flag: &'static str },
 }
 
 impl App {
@@ -87,6 +91,20 @@ pub async fn serve_cluster(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let settings = cluster.settings(pod_name)?;
+    if settings.via_api_server_proxy {
+        // Silently ignored, either would look like it took effect; and
+        // skipping verification must never reach the API server's.
+        if common.kubelet_ca_file.is_some() {
+            return Err(ServeError::KubeletTlsThroughProxy {
+                flag: "--kubelet.ca-file",
+            });
+        }
+        if common.kubelet_insecure_skip_tls_verify {
+            return Err(ServeError::KubeletTlsThroughProxy {
+                flag: "--kubelet.insecure-skip-tls-verify",
+            });
+        }
+    }
     let filter = FamilyFilter::new(
         common.metric_allowlist.as_deref(),
         common.metric_denylist.as_deref(),
@@ -99,6 +117,7 @@ pub async fn serve_cluster(
         // Longer than the interval, or every poll pays a TLS handshake.
         idle_timeout: (settings.poll_interval + Duration::from_secs(30))
             .max(KubeletClientOptions::default().idle_timeout),
+        via_api_server: settings.via_api_server_proxy,
         ..KubeletClientOptions::default()
     };
     let config = ClusterConfig {
@@ -115,8 +134,14 @@ pub async fn serve_cluster(
         down_after = config.down_after,
         shard = config.shard.index(),
         total_shards = config.shard.total(),
+        via_api_server_proxy = settings.via_api_server_proxy,
         "cluster mode: reading every node's kubelet /stats/summary"
     );
+    if settings.via_api_server_proxy {
+        warn!(
+            "--cluster.via-api-server-proxy: kubelets are read through the API server's nodes/proxy; the RBAC that allows it also allows exec into every pod of the cluster"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = crate::cluster::start(
         common.kubeconfig.as_deref(),

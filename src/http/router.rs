@@ -193,7 +193,7 @@ fn cluster_landing(table: &crate::model::cluster::ClusterTable, path: &str) -> S
         out,
         "<a href=\"{p}\">{p}</a> <a href=\"/healthz\">/healthz</a></nav>\n<h2>{} nodes</h2>\n<ul>\n",
         table.nodes.len(),
-        p = html_escape(path)
+        p = crate::df::html_escape(path)
     );
     for (name, entry) in &table.nodes {
         let state = match (&entry.health.failure, entry.health.polled) {
@@ -202,37 +202,18 @@ fn cluster_landing(table: &crate::model::cluster::ClusterTable, path: &str) -> S
             (None, false) => "not polled yet",
         };
         // A node name is data: escaped, and percent-encoded in the link.
-        let href = percent_encoding::utf8_percent_encode(name, PATH_SEGMENT);
+        let href = percent_encoding::utf8_percent_encode(
+            name,
+            crate::sources::kubelet_client::PATH_SEGMENT,
+        );
         let _ = writeln!(
             out,
             "<li><a href=\"/nodes/{}/metrics\">{}</a> {state}</li>",
-            html_escape(&href.to_string()),
-            html_escape(name)
+            crate::df::html_escape(&href.to_string()),
+            crate::df::html_escape(name)
         );
     }
     out.push_str("</ul>\n</body></html>\n");
-    out
-}
-
-/// What a path segment escapes: all but RFC 3986's unreserved characters.
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
     out
 }
 

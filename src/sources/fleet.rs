@@ -51,7 +51,7 @@ pub async fn poll_configz(
     client: &KubeletClient,
     node: &KubeletNode,
 ) -> Result<KubeletConfig, ConfigzPollError> {
-    let url = node.url("/configz");
+    let url = client.url(node, "/configz");
     let body = client.get(&node.name, &url).await?;
     let text = std::str::from_utf8(&body).map_err(|e| ConfigzError::Body {
         url: url.clone(),
@@ -65,7 +65,9 @@ pub async fn poll_summary(
     client: &KubeletClient,
     node: &KubeletNode,
 ) -> Result<Decoded, PollError> {
-    let body = client.get(&node.name, &node.url("/stats/summary")).await?;
+    let body = client
+        .get(&node.name, &client.url(node, "/stats/summary"))
+        .await?;
     Ok(decode(&body, &node.name)?)
 }
 

@@ -30,7 +30,6 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::kubelet_client::kubelet_url;
 use super::shard::Shard;
 
 /// A node's kubelet, as the fleet polls it.
@@ -41,13 +40,6 @@ pub struct KubeletNode {
     /// An IP address (or a host name, when such address types are asked).
     pub address: String,
     pub port: u16,
-}
-
-impl KubeletNode {
-    /// `https://<address>:<port><path>`.
-    pub fn url(&self, path: &str) -> String {
-        kubelet_url(&self.address, self.port, path)
-    }
 }
 
 /// The address types to use, in order of preference: `InternalIP` alone
@@ -371,6 +363,7 @@ impl NodeList {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kubelet_client::kubelet_url;
     use super::*;
     use serde_json::json;
 
@@ -400,7 +393,7 @@ mod tests {
             }
         );
         assert_eq!(
-            k.url("/stats/summary"),
+            kubelet_url(&k.address, k.port, "/stats/summary"),
             "https://10.0.0.1:10250/stats/summary"
         );
     }
