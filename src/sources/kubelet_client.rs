@@ -232,7 +232,10 @@ impl KubeletClient {
         };
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(opts.timeout));
+        // `get`'s deadline covers connecting; this is only a backstop
+        // behind it (equal, the two would race and a kubelet that never
+        // answers could read as a connection error rather than a timeout).
+        tcp.set_connect_timeout(Some(opts.timeout * 2));
         tcp.set_nodelay(true);
         // Finds a kubelet gone without a FIN between two polls.
         tcp.set_keepalive(Some(Duration::from_secs(30)));
