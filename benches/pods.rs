@@ -961,7 +961,7 @@ fn scrape(client: &Client, served: &Served) -> Result<Scrape, String> {
     Ok(Scrape {
         text,
         gzip_bytes: body.len(),
-        rss_kib: status_kib(served.child.id(), "VmRSS")?,
+        rss_kib: testkit::procstat::status_number(served.child.id(), "VmRSS")?,
     })
 }
 
@@ -999,12 +999,12 @@ impl Meter {
         self.rss_kib = self
             .pids
             .iter()
-            .map(|p| status_kib(*p, "VmRSS"))
+            .map(|p| testkit::procstat::status_number(*p, "VmRSS"))
             .sum::<Result<u64, String>>()?;
         self.hwm_kib = self
             .pids
             .iter()
-            .map(|p| status_kib(*p, "VmHWM"))
+            .map(|p| testkit::procstat::status_number(*p, "VmHWM"))
             .sum::<Result<u64, String>>()?;
         Ok(())
     }
@@ -1039,16 +1039,6 @@ fn cpu_ticks(pids: &[u32]) -> Result<u64, String> {
             Ok(field(11)? + field(12)?)
         })
         .sum()
-}
-
-fn status_kib(pid: u32, key: &str) -> Result<u64, String> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("{path}: no {key}"))
 }
 
 /// Ticks the whole machine spent busy (user, nice, system, irq, softirq,

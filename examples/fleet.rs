@@ -8,6 +8,15 @@
 //!
 //! `cargo run --release --example fleet -- 500 5000` (N values; needs
 //! openssl). Every run is bounded: three cycles per N.
+//!
+//! `--wired` (before the N values) measures cluster mode's pipeline as
+//! `kubedf serve --mode=cluster` wires it: each poll turned into its node's
+//! figures in its own task (`cluster::Polled::of`) and applied to the
+//! per-node table (`cluster::apply`), the summaries dropped as they come;
+//! then the table held (RSS), `/metrics` rendered from it (the cluster
+//! collector, as a scrape renders it) and one node's page. Wired cycle 2
+//! reads every kubelet's `/configz` too (as `serve` does at a node's first
+//! good poll), so cycles 2 and 3 differ by that read alone.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -29,13 +38,15 @@ fn main() {
         serve(&args[1..]);
         return;
     }
+    let wired = args.first().map(String::as_str) == Some("--wired");
+    let args = if wired { &args[1..] } else { &args[..] };
     let sizes: Vec<usize> = if args.is_empty() {
         vec![500, 5000]
     } else {
         args.iter().map(|a| a.parse().expect("N")).collect()
     };
     for n in sizes {
-        measure(n);
+        measure(n, wired);
     }
 }
 
@@ -58,33 +69,18 @@ fn serve(args: &[String]) {
     let _ = std::io::stdin().read_line(&mut line);
 }
 
-/// This process's CPU time (user + system, all threads) from
-/// /proc/self/stat, in ms; USER_HZ is 100 on Linux, 10 ms resolution.
+/// This process's CPU time (user + system, all threads), in ms; 10 ms
+/// resolution.
 fn cpu_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are
-    // fields 14 and 15 of the line, 12 and 13 of the rest.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) * 10.0
+    testkit::procstat::cpu_ms(std::process::id()).unwrap_or(0.0)
 }
 
+/// `field` (`VmRSS`, `VmHWM`) of this process, in KiB.
 fn rss_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
+    testkit::procstat::status_number(std::process::id(), field).unwrap_or(0)
 }
 
-fn measure(n: usize) {
+fn measure(n: usize, wired: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ips: Vec<_> = (0..n).map(testkit::kubelet_fleet::node_ip).collect();
     testkit::tls::make_fleet_certs(dir.path(), &ips);
@@ -133,8 +129,12 @@ fn measure(n: usize) {
         let client = KubeletClient::new(config, &opts).expect("client");
         println!(
             "N={n} nodes x {PODS} pods, concurrency {CONCURRENCY}, RSS before: {} KiB",
-            rss_kib("VmRSS:")
+            rss_kib("VmRSS")
         );
+        if wired {
+            measure_wired(&client, &nodes).await;
+            return;
+        }
         for cycle in 1..=CYCLES {
             let (cpu0, t0) = (cpu_ms(), Instant::now());
             let polls = poll_all(&client, nodes.clone(), CONCURRENCY, Duration::ZERO).await;
@@ -157,8 +157,8 @@ fn measure(n: usize) {
                 wall.as_secs_f64(),
                 cpu / n as f64,
                 p99.as_secs_f64() * 1000.0,
-                rss_kib("VmRSS:"),
-                rss_kib("VmHWM:")
+                rss_kib("VmRSS"),
+                rss_kib("VmHWM")
             );
             drop(polls);
             // As kubedf serve trims its heap after a peak.
@@ -166,10 +166,117 @@ fn measure(n: usize) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             println!(
                 "    after the cycle's results are dropped and the heap trimmed: RSS {} KiB",
-                rss_kib("VmRSS:")
+                rss_kib("VmRSS")
             );
         }
     });
     drop(child.stdin.take());
     let _ = child.wait();
+}
+
+/// The bytes the table's figures allocate (without the allocator's own
+/// overhead).
+fn table_bytes(
+    table: &std::collections::BTreeMap<String, std::sync::Arc<kubedf::model::cluster::NodeEntry>>,
+) -> usize {
+    table
+        .iter()
+        .map(|(name, entry)| {
+            name.len()
+                + std::mem::size_of::<kubedf::model::cluster::NodeEntry>()
+                + entry.figures.as_ref().map_or(0, |f| f.allocated())
+        })
+        .sum()
+}
+
+/// Cluster mode's pipeline as `serve` wires it: polls turned into figures
+/// and applied to the table as they come, then the table rendered.
+async fn measure_wired(client: &KubeletClient, nodes: &[KubeletNode]) {
+    use kubedf::cluster::{Polled, apply};
+    use kubedf::model::cluster::{ClusterTable, NodeEntry};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    let n = nodes.len();
+    let mut table: BTreeMap<String, Arc<NodeEntry>> = BTreeMap::new();
+    for cycle in 1..=CYCLES {
+        let (cpu0, t0) = (cpu_ms(), Instant::now());
+        let (mut ok, mut configz) = (0usize, 0usize);
+        kubedf::sources::fleet::poll_each(
+            client,
+            nodes.to_vec(),
+            CONCURRENCY,
+            |_| Duration::ZERO,
+            |_| cycle == 2,
+            Polled::of,
+            |polled| {
+                ok += usize::from(polled.result.is_ok());
+                configz += usize::from(matches!(polled.configz, Some(Ok(_))));
+                let name = polled.node.clone();
+                let entry = apply(table.get(&name).map(|e| &**e), polled, 3);
+                table.insert(name, Arc::new(entry));
+            },
+        )
+        .await;
+        let wall = t0.elapsed();
+        let cpu = cpu_ms() - cpu0;
+        println!(
+            "  wired cycle {cycle}: {ok}/{n} nodes ({configz} /configz read) in {:.2} s wall, {:.3} CPU-ms per node poll (decode + figures + table), RSS {} KiB (peak {} KiB)",
+            wall.as_secs_f64(),
+            cpu / n as f64,
+            rss_kib("VmRSS"),
+            rss_kib("VmHWM")
+        );
+        kubedf::exec::heap::after_peak();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!(
+            "    the table of {n} nodes held, heap trimmed: RSS {} KiB; the table's own allocations: {} KiB",
+            rss_kib("VmRSS"),
+            table_bytes(&table) / 1024
+        );
+    }
+    let mut snapshot = kubedf::model::Snapshot::new(
+        Arc::new(kubedf::kubelet::config::KubeletConfig::defaults(
+            std::path::PathBuf::new(),
+        )),
+        kubedf::model::NodeSample::unsampled(std::time::SystemTime::now()),
+        None,
+    );
+    snapshot.cluster = Some(Arc::new(ClusterTable {
+        nodes: table.clone(),
+        synced: true,
+        watch_error: None,
+    }));
+    let registry = kubedf::registry::Registry::of(vec![Box::new(
+        kubedf::collector::cluster::ClusterCollector,
+    )]);
+    for _ in 0..2 {
+        let (cpu0, t0) = (cpu_ms(), Instant::now());
+        let text = registry.render_as(&snapshot, kubedf::exposition::Format::OpenMetrics100);
+        println!(
+            "  /metrics of {n} nodes: {} series, {:.1} MiB, rendered in {:.0} ms wall, {:.0} CPU-ms, RSS {} KiB (peak {} KiB)",
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            text.len() as f64 / (1 << 20) as f64,
+            t0.elapsed().as_secs_f64() * 1000.0,
+            cpu_ms() - cpu0,
+            rss_kib("VmRSS"),
+            rss_kib("VmHWM")
+        );
+    }
+    let table = snapshot.cluster.as_ref().expect("table");
+    let name = testkit::kubelet_fleet::node_name(n / 2);
+    let t0 = Instant::now();
+    let rounds = 200u32;
+    let mut len = 0;
+    for _ in 0..rounds {
+        len = kubedf::collector::cluster::render_node(
+            table,
+            &name,
+            kubedf::exposition::Format::OpenMetrics100,
+        )
+        .map_or(0, |t| t.len());
+    }
+    println!(
+        "  /nodes/{name}/metrics: {len} bytes, {:.3} ms per render",
+        t0.elapsed().as_secs_f64() * 1000.0 / f64::from(rounds)
+    );
 }

@@ -14,6 +14,8 @@ use clap::{
 };
 
 use crate::registry::Registry;
+use crate::sources::nodes::AddressTypes;
+use crate::sources::shard::{Shard, ShardError};
 
 /// kubedf's default port.
 pub const DEFAULT_PORT: u16 = 9842;
@@ -29,6 +31,8 @@ pub struct Cli {
     pub common: CommonArgs,
     #[command(flatten)]
     pub web: WebArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,6 +81,142 @@ pub struct WebArgs {
     /// scrapers out.
     #[arg(long = "web.max-connections", env = "KUBEDF_WEB_MAX_CONNECTIONS", default_value = "64", value_parser = clap::value_parser!(u16).range(1..=4096), global = true)]
     pub max_connections: u16,
+}
+
+/// Where kubedf reads its figures from (`--mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// One kubedf per node, measuring its own node (host paths, CRI).
+    #[default]
+    Daemonset,
+    /// One kubedf (or a few shards) for the cluster, reading every node's
+    /// kubelet `/stats/summary`.
+    Cluster,
+}
+
+/// Cluster mode's flags (`--mode=cluster`): their own block, so that the
+/// DaemonSet's flags stay as they are.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// daemonset: measure this node (host paths, CRI, the kubelet's
+    /// configuration); cluster: read every node's kubelet /stats/summary from
+    /// one place (serve only).
+    #[arg(
+        long = "mode",
+        env = "KUBEDF_MODE",
+        default_value = "daemonset",
+        value_enum,
+        global = true
+    )]
+    pub mode: Mode,
+    /// Cluster mode: how often every node's kubelet is polled; each node at
+    /// its own fixed offset within the interval.
+    #[arg(long = "cluster.poll-interval", env = "KUBEDF_CLUSTER_POLL_INTERVAL", default_value = "1m", value_parser = parse_sample_interval, global = true)]
+    pub poll_interval: Duration,
+    /// Cluster mode: most kubelets polled at once; a hung kubelet holds one
+    /// of these until --kubelet.timeout.
+    #[arg(long = "cluster.concurrency", env = "KUBEDF_CLUSTER_CONCURRENCY", default_value = "64", value_parser = clap::value_parser!(u16).range(1..=4096), global = true)]
+    pub concurrency: u16,
+    /// Cluster mode: polls in a row a node may fail before its figures are
+    /// dropped (its kubedf_kubelet_poll_* series stay, saying it fails).
+    #[arg(long = "cluster.down-after", env = "KUBEDF_CLUSTER_DOWN_AFTER", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub down_after: u32,
+    /// Cluster mode: the deadline of one kubelet request (connect, answer and
+    /// whole body); must be below --cluster.poll-interval.
+    #[arg(long = "kubelet.timeout", env = "KUBEDF_KUBELET_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration, global = true)]
+    pub kubelet_timeout: Duration,
+    /// Cluster mode: the Node address types to reach kubelets at, in order of
+    /// preference, comma-separated (InternalIP, ExternalIP, Hostname,
+    /// InternalDNS, ExternalDNS).
+    #[arg(long = "kubelet.address-types", env = "KUBEDF_KUBELET_ADDRESS_TYPES", default_value = "InternalIP", value_parser = AddressTypes::parse, global = true)]
+    pub address_types: AddressTypes,
+    /// Cluster mode: this replica's shard, below --total-shards [default: 0,
+    /// or with --total-shards above 1 the StatefulSet ordinal of $POD_NAME].
+    #[arg(long = "shard", env = "KUBEDF_SHARD", global = true)]
+    pub shard: Option<u32>,
+    /// Cluster mode: how many replicas share the nodes; each polls the nodes
+    /// whose name hashes to its shard.
+    #[arg(long = "total-shards", env = "KUBEDF_TOTAL_SHARDS", default_value = "1", value_parser = clap::value_parser!(u32).range(1..=10000), global = true)]
+    pub total_shards: u32,
+    /// Cluster mode: reach each kubelet through the API server's
+    /// nodes/proxy instead of directly, where kubelets cannot be reached
+    /// from the pod. Needs get on nodes/proxy, which also allows exec into
+    /// every pod of the cluster.
+    #[arg(
+        long = "cluster.via-api-server-proxy",
+        env = "KUBEDF_CLUSTER_VIA_API_SERVER_PROXY",
+        global = true
+    )]
+    pub via_api_server_proxy: bool,
+}
+
+/// Cluster mode's settings, checked across flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub poll_interval: Duration,
+    pub kubelet_timeout: Duration,
+    pub concurrency: usize,
+    pub down_after: u32,
+    pub address_types: AddressTypes,
+    pub shard: Shard,
+    pub via_api_server_proxy: bool,
+}
+
+/// A cluster mode setting that contradicts another.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClusterFlagError {
+    #[error(
+        "--kubelet.timeout {timeout} must be below --cluster.poll-interval {interval}: a poll must end before the next one is due"
+    )]
+    TimeoutNotBelowInterval { timeout: String, interval: String },
+    #[error("--shard/--total-shards: {0}")]
+    Shard(#[from] ShardError),
+    #[error(
+        "--total-shards {total} without --shard: the shard comes from POD_NAME's StatefulSet ordinal, and {reason}"
+    )]
+    NoOrdinal { total: u32, reason: String },
+}
+
+impl ClusterArgs {
+    /// The settings, or which flags contradict each other. `pod_name` is
+    /// `$POD_NAME`, read only when `--total-shards` is above 1 and `--shard`
+    /// is not given.
+    pub fn settings(&self, pod_name: Option<&str>) -> Result<ClusterSettings, ClusterFlagError> {
+        if self.kubelet_timeout >= self.poll_interval {
+            return Err(ClusterFlagError::TimeoutNotBelowInterval {
+                timeout: humantime::format_duration(self.kubelet_timeout).to_string(),
+                interval: humantime::format_duration(self.poll_interval).to_string(),
+            });
+        }
+        let shard = match (self.shard, self.total_shards) {
+            (Some(i), total) => Shard::new(i, total)?,
+            (None, 1) => Shard::ALL,
+            (None, total) => match pod_name {
+                None => {
+                    return Err(ClusterFlagError::NoOrdinal {
+                        total,
+                        reason: "POD_NAME is not set".into(),
+                    });
+                }
+                Some(name) => Shard::from_pod_name(name, total).map_err(|e| match e {
+                    ShardError::NoOrdinal { .. } => ClusterFlagError::NoOrdinal {
+                        total,
+                        reason: e.to_string(),
+                    },
+                    other => ClusterFlagError::Shard(other),
+                })?,
+            },
+        };
+        Ok(ClusterSettings {
+            poll_interval: self.poll_interval,
+            kubelet_timeout: self.kubelet_timeout,
+            concurrency: usize::from(self.concurrency),
+            down_after: self.down_after,
+            address_types: self.address_types.clone(),
+            shard,
+            via_api_server_proxy: self.via_api_server_proxy,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -620,6 +760,111 @@ mod tests {
         }
         let p = parse_from(["kubedf", "df", "--sample-interval", "100ms"]).unwrap();
         assert_eq!(p.cli.common.sample_interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn cluster_flags_defaults_and_checks() {
+        let p = parse_from(["kubedf", "serve"]).unwrap();
+        let c = &p.cli.cluster;
+        assert_eq!(c.mode, Mode::Daemonset);
+        let s = c.settings(None).unwrap();
+        assert_eq!(s.poll_interval, Duration::from_secs(60));
+        assert_eq!(s.kubelet_timeout, Duration::from_secs(10));
+        assert_eq!(s.concurrency, 64);
+        assert_eq!(s.down_after, 3);
+        assert_eq!(s.address_types, AddressTypes::default());
+        assert_eq!(s.shard, Shard::ALL);
+        let p = parse_from([
+            "kubedf",
+            "serve",
+            "--mode=cluster",
+            "--cluster.poll-interval=2s",
+            "--kubelet.timeout=1s",
+            "--kubelet.address-types=Hostname,InternalIP",
+            "--shard=1",
+            "--total-shards=3",
+            "--cluster.down-after=5",
+            "--cluster.concurrency=8",
+        ])
+        .unwrap();
+        let c = &p.cli.cluster;
+        assert_eq!(c.mode, Mode::Cluster);
+        let s = c.settings(None).unwrap();
+        assert_eq!(s.shard, Shard::new(1, 3).unwrap());
+        assert_eq!((s.down_after, s.concurrency), (5, 8));
+        assert_eq!(
+            s.address_types,
+            AddressTypes::parse("Hostname,InternalIP").unwrap()
+        );
+    }
+
+    #[test]
+    fn cluster_flags_that_contradict_are_named() {
+        let settings = |args: &[&str], pod: Option<&str>| {
+            let mut all = vec!["kubedf", "serve", "--mode", "cluster"];
+            all.extend_from_slice(args);
+            parse_from(all).unwrap().cli.cluster.settings(pod)
+        };
+        let e = settings(
+            &["--cluster.poll-interval=5s", "--kubelet.timeout=5s"],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "--kubelet.timeout 5s must be below --cluster.poll-interval 5s: a poll must end before the next one is due"
+        );
+        let e = settings(&["--shard=2", "--total-shards=2"], None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "--shard/--total-shards: --shard 2 is not below --total-shards 2"
+        );
+        // The shard from the StatefulSet pod's name.
+        let s = settings(&["--total-shards=4"], Some("kubedf-cluster-3")).unwrap();
+        assert_eq!(s.shard, Shard::new(3, 4).unwrap());
+        let e = settings(&["--total-shards=4"], Some("kubedf-abc"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--total-shards 4 without --shard: ") && e.contains("kubedf-abc"),
+            "{e}"
+        );
+        let e = settings(&["--total-shards=4"], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("POD_NAME is not set"), "{e}");
+        let e = settings(&["--total-shards=2"], Some("kubedf-5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--shard 5 is not below --total-shards 2"), "{e}");
+        // An explicit --shard wins over POD_NAME.
+        let s = settings(&["--total-shards=2", "--shard=0"], Some("kubedf-1")).unwrap();
+        assert_eq!(s.shard, Shard::new(0, 2).unwrap());
+    }
+
+    #[test]
+    fn bad_cluster_values_are_refused_with_the_flag_named() {
+        for (flag, value) in [
+            ("--mode", "cloud"),
+            ("--cluster.poll-interval", "often"),
+            ("--cluster.poll-interval", "1ms"),
+            ("--cluster.concurrency", "0"),
+            ("--cluster.concurrency", "many"),
+            ("--cluster.down-after", "0"),
+            ("--kubelet.timeout", "0s"),
+            ("--kubelet.address-types", "InternalIp"),
+            ("--kubelet.address-types", ","),
+            ("--shard", "x"),
+            ("--total-shards", "0"),
+        ] {
+            let err = parse_from(["kubedf", "serve", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

@@ -722,6 +722,13 @@ impl Table {
     }
 }
 
+/// `s` escaped for HTML text and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    push_html(&mut out, s);
+    out
+}
+
 /// Appends `s` escaped for HTML text and attribute values.
 fn push_html(out: &mut String, s: &str) {
     for c in s.chars() {

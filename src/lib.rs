@@ -26,6 +26,11 @@
 //!   (`sampling::kubelet_watch`), the one scheduler, and the PVC and pod
 //!   loops (`sampling::volume`, `sampling::pods`), each a pure plan, a loop
 //!   and its I/O, unit-tested on fakes with tokio's paused clock.
+//! - [`cluster`]: cluster mode's pipeline: the Node watch, every kubelet's
+//!   `/stats/summary` polled (bounded, jittered, under a deadline), each
+//!   turned into its node's figures at once and published as one table;
+//!   each kubelet's `/configz` read rarely, for its GC and eviction
+//!   thresholds.
 //! - [`collector`]: one file per collector, pure functions of a snapshot.
 //! - [`registry`]: the enabled collectors and kubedf's own families.
 //! - [`exposition`]: the OpenMetrics and Prometheus text formats (collectors
@@ -48,6 +53,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod collector;
 pub mod df;
 pub mod exec;

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use tracing::info;
 
 use kubedf::app::{App, collected_anything};
-use kubedf::cli::{self, Command, LogFormat};
+use kubedf::cli::{self, Command, LogFormat, Mode};
 use kubedf::model::Snapshot;
 
 fn init_tracing(format: LogFormat, quiet_sampler: bool) {
@@ -85,6 +85,9 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
     // asks for them by name).
     let quiet_sampler = matches!(parsed.cli.command, Command::Df(_));
     init_tracing(parsed.cli.common.log_format, quiet_sampler);
+    if parsed.cli.cluster.mode == Mode::Cluster {
+        return serve_cluster(&parsed).await;
+    }
     let app = App::build(&parsed.cli.common, &parsed.collectors).await?;
     let once = |snapshot: &Snapshot| exit_code(collected_anything(snapshot));
     match parsed.cli.command {
@@ -113,6 +116,26 @@ async fn run() -> anyhow::Result<std::process::ExitCode> {
             std::process::exit(0)
         }
     }
+}
+
+/// `kubedf serve --mode=cluster`: every node's kubelet instead of this one.
+async fn serve_cluster(parsed: &cli::Parsed) -> anyhow::Result<std::process::ExitCode> {
+    if !matches!(parsed.cli.command, Command::Serve) {
+        anyhow::bail!(
+            "--mode=cluster works with `kubedf serve` only (`metrics` and `df` measure this node)"
+        );
+    }
+    let pod_name = std::env::var("POD_NAME").ok();
+    kubedf::app::serve_cluster(
+        &parsed.cli.common,
+        &parsed.cli.cluster,
+        &parsed.cli.web,
+        pod_name.as_deref(),
+        shutdown_signal(),
+    )
+    .await?;
+    info!("stopped");
+    std::process::exit(0)
 }
 
 fn exit_code(ok: bool) -> std::process::ExitCode {

@@ -155,6 +155,16 @@ impl Registry {
         self
     }
 
+    /// A registry of exactly `collectors` (cluster mode's, which are not
+    /// among the DaemonSet's `--collector.*`).
+    pub fn of(collectors: Vec<Box<dyn Collector>>) -> Registry {
+        Registry {
+            collectors: Arc::new(collectors),
+            filter: None,
+            last_len: AtomicUsize::new(0),
+        }
+    }
+
     pub fn collectors(&self) -> impl Iterator<Item = &dyn Collector> {
         self.collectors.iter().map(AsRef::as_ref)
     }
@@ -258,7 +268,10 @@ fn write_with(
     let kubelet = &snapshot.kubelet;
     let source = kubelet.source.name();
     // The path comes from a UTF-8 flag; a label value must borrow it.
-    if let Some(path) = kubelet.path.to_str() {
+    // Cluster mode reads no kubelet configuration of its own.
+    if snapshot.cluster.is_none()
+        && let Some(path) = kubelet.path.to_str()
+    {
         sink.add(&KUBELET_CONFIG_INFO, [path, source], 1i64);
     }
     incomplete

@@ -4,7 +4,10 @@
 //! --strict`, and check it against `deploy/`, which must describe the same
 //! objects: the default render field by field against `kubectl kustomize
 //! deploy`, and kubeletCompat against deploy/ with its kubelet-compat
-//! component. Each values file must change exactly what it is for.
+//! component. Each values file must change exactly what it is for. Cluster
+//! mode (`ci/cluster*-values.yaml`) is checked for its workload kind, its
+//! flags, its exact RBAC (never `nodes/proxy`, in either mode) and the
+//! absence of any host access.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -67,7 +70,7 @@ fn without_helm_labels(obj: &Value) -> Value {
     let mut o = obj.clone();
     strip_helm_labels(&mut o["metadata"]["labels"]);
     match kind(obj) {
-        "DaemonSet" => {
+        "DaemonSet" | "Deployment" | "StatefulSet" => {
             strip_helm_labels(&mut o["spec"]["selector"]["matchLabels"]);
             strip_helm_labels(&mut o["spec"]["template"]["metadata"]["labels"]);
         }
@@ -142,7 +145,13 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 /// --create-namespace` makes it) must be the chart's, field for field, Helm's
 /// labels aside. The chart's only other objects are the dashboard ConfigMaps.
 fn assert_same_objects_as_deploy(test: &str, components: &[&str], values: Option<&Path>) {
-    let Some(deploy) = manifests::kustomize(test, components) else {
+    assert_same_objects_as("deploy", test, components, values);
+}
+
+/// `base` (a kustomization of the repository) against the chart, as
+/// [`assert_same_objects_as_deploy`].
+fn assert_same_objects_as(base: &str, test: &str, components: &[&str], values: Option<&Path>) {
+    let Some(deploy) = manifests::kustomize_with(test, base, components) else {
         return;
     };
     let Some(chart) = render(test, values) else {
@@ -173,7 +182,7 @@ fn assert_same_objects_as_deploy(test: &str, components: &[&str], values: Option
         .collect();
     assert!(
         diffs.is_empty(),
-        "deploy/ (components {components:?}) and the chart (values {values:?}) differ at:\n{}",
+        "{base}/ (components {components:?}) and the chart (values {values:?}) differ at:\n{}",
         shown.join("\n")
     );
 }
@@ -193,11 +202,26 @@ fn kubelet_compat_render_is_deploy_with_its_component() {
 }
 
 #[test]
+fn cluster_mode_render_is_deploy_cluster_field_by_field() {
+    let test = "cluster_mode_render_is_deploy_cluster_field_by_field";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("values.yaml");
+    // deploy/cluster/ leaves the alerts to ../rules (kustomize loads nothing
+    // outside its directory) and the dashboards to the user.
+    std::fs::write(
+        &file,
+        "mode: cluster\nprometheusRule: {enabled: false}\ndashboards: {enabled: false}\n",
+    )
+    .expect("write");
+    assert_same_objects_as("deploy/cluster", test, &[], Some(&file));
+}
+
+#[test]
 fn chart_lints_clean_with_every_values_file() {
     let test = "chart_lints_clean_with_every_values_file";
     let mut files: Vec<Option<PathBuf>> = vec![None];
     files.extend(ci_values().iter().map(|n| Some(values_file(n))));
-    assert!(files.len() >= 6, "defaults and five ci/ values files");
+    assert!(files.len() >= 8, "defaults and seven ci/ values files");
     for values in files {
         let Some(report) = manifests::helm_lint(test, values.as_deref()) else {
             return;
@@ -632,6 +656,8 @@ fn values_follow_the_node_exporter_chart_and_are_documented() {
         "env",
         "updateStrategy",
         "tolerations",
+        "cluster.resources",
+        "cluster.securityContext",
     ];
     fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
         match v.as_object() {
@@ -688,6 +714,22 @@ fn values_follow_the_node_exporter_chart_and_are_documented() {
         "criSocket",
         "webConfig",
         "dashboards.enabled",
+        "mode",
+        "cluster.pollInterval",
+        "cluster.concurrency",
+        "cluster.downAfter",
+        "cluster.shards",
+        "cluster.resources",
+        "cluster.securityContext",
+        "cluster.tolerations",
+        "kubelet.timeout",
+        "kubelet.addressTypes",
+        "kubelet.caFile",
+        "kubelet.insecureSkipTLSVerify",
+        "metricAllowlist",
+        "metricDenylist",
+        "extraVolumes",
+        "extraVolumeMounts",
     ] {
         assert!(leaves.iter().any(|l| l == want), "values.yaml lacks {want}");
     }
@@ -697,4 +739,559 @@ fn values_follow_the_node_exporter_chart_and_are_documented() {
             "charts/kubedf/README.md does not document `{leaf}`"
         );
     }
+}
+
+/// Renders the chart with `values` (YAML text): Ok(objects) or Err(Helm's
+/// error). None when skipped.
+fn render_text(test: &str, values: &str) -> Option<Result<Vec<Value>, String>> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).expect("write");
+    manifests::helm_render(test, Some(&file))
+}
+
+/// The render's error, which must name `wanted`; panics when it renders.
+fn assert_refused(test: &str, values: &str, wanted: &[&str]) {
+    let Some(result) = render_text(test, values) else {
+        return;
+    };
+    match result {
+        Ok(_) => panic!("the chart rendered {values:?}"),
+        Err(e) => {
+            for w in wanted {
+                assert!(e.contains(w), "{values:?}: {e:?} lacks {w:?}");
+            }
+        }
+    }
+}
+
+/// The one workload: DaemonSet, Deployment or StatefulSet.
+fn workload(objs: &[Value]) -> &Value {
+    let found: Vec<&Value> = objs
+        .iter()
+        .filter(|o| matches!(kind(o), "DaemonSet" | "Deployment" | "StatefulSet"))
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one workload");
+    found[0]
+}
+
+fn workload_args(objs: &[Value]) -> Vec<String> {
+    strs(&workload(objs)["spec"]["template"]["spec"]["containers"][0]["args"])
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the ClusterRole grants, as "resource:verb", checking that every rule
+/// is of the core group, with neither resourceNames nor nonResourceURLs.
+fn granted(objs: &[Value]) -> BTreeSet<String> {
+    let role = the(objs, "ClusterRole");
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("ClusterRole rules") {
+        assert_eq!(
+            strs(&rule["apiGroups"]),
+            [""],
+            "core API group only: {rule}"
+        );
+        assert!(
+            rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
+            "{rule}"
+        );
+        for res in strs(&rule["resources"]) {
+            for verb in strs(&rule["verbs"]) {
+                out.insert(format!("{res}:{verb}"));
+            }
+        }
+    }
+    out
+}
+
+const DAEMONSET_RBAC: &[&str] = &[
+    "pods:get",
+    "pods:list",
+    "pods:watch",
+    "persistentvolumeclaims:get",
+    "persistentvolumes:get",
+    "nodes/configz:get",
+];
+const CLUSTER_RBAC: &[&str] = &[
+    "nodes:get",
+    "nodes:list",
+    "nodes:watch",
+    "nodes/stats:get",
+    "nodes/configz:get",
+];
+
+/// A cluster-mode pod: nothing of the host, not root, nothing writable, no
+/// capabilities, RuntimeDefault seccomp.
+fn assert_no_host_access(what: &str, objs: &[Value]) {
+    let pod = &workload(objs)["spec"]["template"]["spec"];
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(pod[host], true, "{what}: {host}");
+    }
+    for v in pod["volumes"].as_array().into_iter().flatten() {
+        assert!(v.get("hostPath").is_none(), "{what}: hostPath volume {v}");
+    }
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "{what}"
+    );
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1, "{what}");
+    assert!(pod.get("initContainers").is_none(), "{what}");
+    let sc = &containers[0]["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{what}");
+    assert_ne!(sc["runAsUser"], 0, "{what}: not root");
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+    assert_ne!(sc["privileged"], true, "{what}");
+    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"], "{what}");
+    assert!(
+        sc["capabilities"].get("add").is_none(),
+        "{what}: capabilities added: {sc}"
+    );
+}
+
+/// The Service selects the workload's pods and is headless; the
+/// ServiceMonitor selects the Service and scrapes /metrics on its port.
+fn assert_scraped(what: &str, objs: &[Value]) {
+    let pod_labels = &workload(objs)["spec"]["template"]["metadata"]["labels"];
+    let svc = the(objs, "Service");
+    assert_eq!(svc["spec"]["clusterIP"], "None", "{what}: headless");
+    for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&pod_labels[k], v, "{what}: the Service selects the pods");
+    }
+    let sm = the(objs, "ServiceMonitor");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .expect("matchLabels")
+    {
+        assert_eq!(
+            &svc["metadata"]["labels"][k], v,
+            "{what}: selects the Service"
+        );
+    }
+    let ep = &sm["spec"]["endpoints"][0];
+    assert_eq!(ep["port"], "metrics", "{what}");
+    assert_eq!(ep["path"], "/metrics", "{what}");
+    assert_eq!(
+        ep["honorLabels"], true,
+        "{what}: series keep their node label"
+    );
+}
+
+#[test]
+fn cluster_values_render_a_deployment_with_no_host_access() {
+    let test = "cluster_values_render_a_deployment_with_no_host_access";
+    let Some(objs) = render(test, Some(&values_file("cluster-values.yaml"))) else {
+        return;
+    };
+    let kinds: BTreeSet<&str> = objs.iter().map(kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "Deployment",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        ]
+        .into(),
+        "one shard: a Deployment, no DaemonSet, no StatefulSet"
+    );
+    let deployment = the(&objs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        workload_args(&objs),
+        [
+            "serve",
+            "--mode=cluster",
+            "--web.listen-address=:9842",
+            "--cluster.poll-interval=1m",
+            "--cluster.concurrency=64",
+            "--cluster.down-after=3",
+            "--kubelet.timeout=10s",
+            "--kubelet.address-types=InternalIP",
+            "--kubelet.insecure-skip-tls-verify",
+        ],
+        "no --shard, no --total-shards, none of the DaemonSet's host flags"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    let env = &pod["containers"][0]["env"];
+    for absent in ["POD_NAME", "NODE_NAME", "HOST_IP"] {
+        assert!(
+            env.as_array()
+                .into_iter()
+                .flatten()
+                .all(|e| e["name"] != absent),
+            "{absent} in {env}"
+        );
+    }
+    assert!(pod.get("volumes").is_none(), "no volumes at all: {pod}");
+    assert!(
+        pod.get("tolerations").is_none(),
+        "not the DaemonSet's tolerate-everything"
+    );
+    assert_eq!(
+        pod["serviceAccountName"],
+        name(the(&objs, "ServiceAccount"))
+    );
+    assert!(pod["containers"][0]["resources"]["limits"]["memory"].is_string());
+    assert_no_host_access("cluster-values.yaml", &objs);
+    assert_eq!(
+        granted(&objs),
+        set(CLUSTER_RBAC),
+        "cluster mode's RBAC, exactly"
+    );
+    assert_scraped("cluster-values.yaml", &objs);
+    // The DaemonSet's relabelings would stamp every node's series with the
+    // poller's node.
+    let ep = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert!(ep.get("relabelings").is_none(), "{ep}");
+}
+
+#[test]
+fn cluster_shards_render_a_statefulset_that_takes_its_shard_from_pod_name() {
+    let test = "cluster_shards_render_a_statefulset_that_takes_its_shard_from_pod_name";
+    let Some(objs) = render(test, Some(&values_file("cluster-shards-values.yaml"))) else {
+        return;
+    };
+    assert!(
+        objs.iter()
+            .all(|o| !matches!(kind(o), "DaemonSet" | "Deployment")),
+        "shards: a StatefulSet only"
+    );
+    let sts = the(&objs, "StatefulSet");
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(sts["spec"]["serviceName"], name(the(&objs, "Service")));
+    assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+    let c = &sts["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        by_name(&c["env"], "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name",
+        "the shard is the pod's StatefulSet ordinal"
+    );
+    assert_eq!(
+        workload_args(&objs),
+        [
+            "serve",
+            "--mode=cluster",
+            "--web.listen-address=:9842",
+            "--cluster.poll-interval=30s",
+            "--cluster.concurrency=64",
+            "--cluster.down-after=3",
+            "--kubelet.timeout=10s",
+            "--kubelet.address-types=InternalIP,Hostname",
+            "--kubelet.ca-file=/etc/kubedf/kubelet-ca/ca.crt",
+            "--total-shards=3",
+            "--metric-denylist=^kubedf_pod_,kubedf_volume_stats_inodes",
+        ],
+        "--total-shards and no --shard"
+    );
+    let mount = by_name(&c["volumeMounts"], "kubelet-ca");
+    assert_eq!(mount["mountPath"], "/etc/kubedf/kubelet-ca");
+    let pod = &sts["spec"]["template"]["spec"];
+    assert_eq!(
+        by_name(&pod["volumes"], "kubelet-ca")["configMap"]["name"],
+        "kubelet-ca"
+    );
+    assert_no_host_access("cluster-shards-values.yaml", &objs);
+    assert_eq!(
+        granted(&objs),
+        set(CLUSTER_RBAC),
+        "cluster mode's RBAC, exactly"
+    );
+    assert_scraped("cluster-shards-values.yaml", &objs);
+}
+
+#[test]
+fn no_render_grants_nodes_proxy_and_each_mode_its_exact_rbac() {
+    let test = "no_render_grants_nodes_proxy_and_each_mode_its_exact_rbac";
+    let mut files: Vec<Option<PathBuf>> = vec![None];
+    files.extend(ci_values().iter().map(|n| Some(values_file(n))));
+    let mut modes = BTreeSet::new();
+    for values in files {
+        let Some(objs) = render(test, values.as_deref()) else {
+            return;
+        };
+        let rbac = granted(&objs);
+        for (grant, why) in [
+            (
+                "nodes/proxy",
+                "every kubelet API, exec into every pod included",
+            ),
+            ("*", "everything"),
+        ] {
+            assert!(
+                rbac.iter()
+                    .all(|g| g.split(':').next() != Some(grant) && !g.ends_with(":*")),
+                "{values:?} grants {grant} ({why}): {rbac:?}"
+            );
+        }
+        let mode = kind(workload(&objs)).to_owned();
+        let wanted = if mode == "DaemonSet" {
+            DAEMONSET_RBAC
+        } else {
+            CLUSTER_RBAC
+        };
+        assert_eq!(rbac, set(wanted), "{values:?} ({mode})");
+        modes.insert(mode);
+    }
+    assert_eq!(
+        modes,
+        set(&["DaemonSet", "Deployment", "StatefulSet"]),
+        "every workload kind is rendered by some values file"
+    );
+}
+
+#[test]
+fn explicit_daemonset_mode_is_the_default_render() {
+    let test = "explicit_daemonset_mode_is_the_default_render";
+    let Some(base) = render(test, None) else {
+        return;
+    };
+    let Some(explicit) = render_text(test, "mode: daemonset\n") else {
+        return;
+    };
+    let explicit = explicit.expect("mode: daemonset renders");
+    assert_eq!(object_differences(&base, &explicit), BTreeSet::new());
+    // The cluster values do not leak into the DaemonSet.
+    let Some(tuned) = render_text(
+        test,
+        "cluster: {shards: 4, pollInterval: 5m}\nkubelet: {timeout: 3s, addressTypes: [Hostname]}\n",
+    ) else {
+        return;
+    };
+    let tuned = tuned.expect("renders");
+    assert_eq!(object_differences(&base, &tuned), BTreeSet::new());
+}
+
+#[test]
+fn the_chart_refuses_an_unknown_mode_and_bad_shards() {
+    let test = "the_chart_refuses_an_unknown_mode_and_bad_shards";
+    for bad in ["sidecar", "Cluster", "deployment"] {
+        assert_refused(
+            test,
+            &format!("mode: {bad}\n"),
+            &["mode must be daemonset", &format!("{bad:?}")],
+        );
+    }
+    for bad in ["0", "-1", "1.5", "\"3\""] {
+        assert_refused(
+            test,
+            &format!("mode: cluster\ncluster: {{shards: {bad}}}\n"),
+            &["cluster.shards must be a whole number of at least 1"],
+        );
+    }
+    assert_refused(
+        test,
+        "mode: cluster\nprometheus: {monitor: {kubeletCompat: true}}\n",
+        &["kubeletCompat", "mode: daemonset"],
+    );
+}
+
+#[test]
+fn metric_filters_are_passed_in_both_modes_and_never_both() {
+    let test = "metric_filters_are_passed_in_both_modes_and_never_both";
+    let filters = |objs: &[Value]| -> Vec<String> {
+        workload_args(objs)
+            .into_iter()
+            .filter(|a| a.starts_with("--metric-"))
+            .collect()
+    };
+    for mode in ["daemonset", "cluster"] {
+        let Some(plain) = render_text(test, &format!("mode: {mode}\n")) else {
+            return;
+        };
+        assert_eq!(
+            filters(&plain.expect("renders")),
+            Vec::<String>::new(),
+            "{mode}: none by default"
+        );
+        for (value, flag) in [
+            ("metricAllowlist", "--metric-allowlist"),
+            ("metricDenylist", "--metric-denylist"),
+        ] {
+            let values = format!(
+                "mode: {mode}\n{value}:\n  - kubedf_node_\n  - '^kubedf_pod_ephemeral_storage_used_bytes$'\n"
+            );
+            let Some(objs) = render_text(test, &values) else {
+                return;
+            };
+            assert_eq!(
+                filters(&objs.expect("renders")),
+                [format!(
+                    "{flag}=kubedf_node_,^kubedf_pod_ephemeral_storage_used_bytes$"
+                )],
+                "{mode}: {value}"
+            );
+        }
+        assert_refused(
+            test,
+            &format!("mode: {mode}\nmetricAllowlist: [a]\nmetricDenylist: [b]\n"),
+            &["metricAllowlist and metricDenylist are both set"],
+        );
+        // kubedf splits the flag on commas.
+        assert_refused(
+            test,
+            &format!("mode: {mode}\nmetricDenylist: ['kubedf_[a-z]{{2,3}}']\n"),
+            &["metricDenylist", "holds a comma"],
+        );
+    }
+}
+
+#[test]
+fn kubelet_tls_and_web_config_values_reach_both_modes() {
+    let test = "kubelet_tls_and_web_config_values_reach_both_modes";
+    for mode in ["daemonset", "cluster"] {
+        let values = format!(
+            "mode: {mode}\nkubelet: {{caFile: /etc/kubelet-ca/ca.crt, insecureSkipTLSVerify: true}}\n\
+             webConfig: {{tls_server_config: {{cert_file: /c, key_file: /k}}}}\n"
+        );
+        let Some(objs) = render_text(test, &values) else {
+            return;
+        };
+        let objs = objs.expect("renders");
+        let args = workload_args(&objs);
+        for flag in [
+            "--kubelet.ca-file=/etc/kubelet-ca/ca.crt",
+            "--kubelet.insecure-skip-tls-verify",
+            "--web.config.file=/etc/kubedf/web-config.yml",
+        ] {
+            assert_eq!(
+                args.iter().filter(|a| *a == flag).count(),
+                1,
+                "{mode}: {flag} in {args:?}"
+            );
+        }
+        let pod = &workload(&objs)["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(
+            by_name(&c["volumeMounts"], "web-config")["mountPath"],
+            "/etc/kubedf"
+        );
+        assert_eq!(
+            by_name(&pod["volumes"], "web-config")["secret"]["secretName"],
+            "kubedf-web-config"
+        );
+        assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS", "{mode}");
+        assert_eq!(
+            the(&objs, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"],
+            "https",
+            "{mode}"
+        );
+    }
+}
+
+/// The cluster workloads' rendered flags, given to the real binary (with
+/// only the listen address, the CA path and the API server replaced by the
+/// test's): kubedf starts, takes its shard from `POD_NAME` as the
+/// StatefulSet gives it, and serves. A chart whose flags kubedf refused
+/// would install a crash-looping pod.
+#[test]
+fn cluster_renders_flags_are_accepted_by_kubedf() {
+    let test = "cluster_renders_flags_are_accepted_by_kubedf";
+    if !testkit::prerequisites(test, testkit::need_tools(&["openssl"])) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    testkit::tls::make_fleet_certs(dir.path(), &["127.0.0.1".parse().expect("ip")]);
+    let ca = dir.path().join("fleet-ca.crt");
+    let fake = testkit::fake_kube::FakeKube::start();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+            fake.url()
+        ),
+    )
+    .expect("kubeconfig");
+    for (values, shard) in [
+        ("cluster-values.yaml", None),
+        ("cluster-shards-values.yaml", Some("2")),
+    ] {
+        let Some(objs) = render(test, Some(&values_file(values))) else {
+            return;
+        };
+        let mut args: Vec<String> = workload_args(&objs)
+            .into_iter()
+            .filter(|a| a != "serve" && !a.starts_with("--web.listen-address"))
+            .map(|a| match a.strip_prefix("--kubelet.ca-file=") {
+                Some(_) => format!("--kubelet.ca-file={}", ca.display()),
+                None => a,
+            })
+            .collect();
+        args.push(format!("--kubeconfig={}", kubeconfig.display()));
+        let env: Vec<(&str, &str)> = match shard {
+            Some(_) => vec![("POD_NAME", "kubedf-2")],
+            None => vec![],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let served = testkit::kubedf!().serve_with(&[], &env, &args);
+        // Once the (empty) Node list is read, the collector has all it needs.
+        let text = served.scrape_until(
+            std::time::Duration::from_secs(20),
+            "the Node list read",
+            |t| t.contains("kubedf_scrape_collector_success{collector=\"cluster\"} 1"),
+        );
+        assert!(text.contains("kubedf_build_info{"), "{values}: {text}");
+        let log = served.log_text();
+        let started = log
+            .lines()
+            .find(|l| l.contains("cluster mode: reading"))
+            .unwrap_or_else(|| panic!("{values}: no cluster mode start line: {log}"));
+        let want = shard.unwrap_or("0");
+        assert!(
+            started.contains(&format!("\"shard\":{want}")),
+            "{values}: {started}"
+        );
+    }
+}
+
+/// `cluster.viaApiServerProxy`: the one way the chart grants `nodes/proxy`,
+/// asked for by name, with the flag that uses it and without the kubelet
+/// TLS flags (refused beside it); the DaemonSet never gets it.
+#[test]
+fn nodes_proxy_is_granted_only_with_via_api_server_proxy_in_cluster_mode() {
+    let test = "nodes_proxy_is_granted_only_with_via_api_server_proxy_in_cluster_mode";
+    let Some(result) = render_text(test, "mode: cluster\ncluster:\n  viaApiServerProxy: true\n")
+    else {
+        return;
+    };
+    let objs = result.expect("renders");
+    let mut wanted = set(CLUSTER_RBAC);
+    wanted.insert("nodes/proxy:get".to_owned());
+    assert_eq!(granted(&objs), wanted);
+    let args = workload_args(&objs);
+    assert!(
+        args.iter().any(|a| a == "--cluster.via-api-server-proxy"),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(
+            |a| a.starts_with("--kubelet.ca-file") || a == "--kubelet.insecure-skip-tls-verify"
+        )
+    );
+    assert_no_host_access("viaApiServerProxy", &objs);
+
+    for tls in [
+        "  insecureSkipTLSVerify: true\n",
+        "  caFile: /etc/kubedf/kubelet-ca/ca.crt\n",
+    ] {
+        assert_refused(
+            test,
+            &format!("mode: cluster\ncluster:\n  viaApiServerProxy: true\nkubelet:\n{tls}"),
+            &["cluster.viaApiServerProxy", "kubelet.caFile"],
+        );
+    }
+    // In DaemonSet mode the value grants nothing.
+    let Some(result) = render_text(test, "cluster:\n  viaApiServerProxy: true\n") else {
+        return;
+    };
+    let objs = result.expect("renders");
+    assert_eq!(granted(&objs), set(DAEMONSET_RBAC));
 }

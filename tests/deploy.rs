@@ -1,5 +1,5 @@
 //! Keeps what ships beside the binary sound: the kustomize manifests in
-//! `deploy/`, the alert rules (`deploy/rules/`, twice: as a rule file and in
+//! `deploy/` and `deploy/cluster/` (cluster mode), the alert rules (`deploy/rules/`, twice: as a rule file and in
 //! the PrometheusRule) and the Grafana dashboards in `dashboards/`.
 //!
 //! The manifests are rendered with `kubectl kustomize` and the built-in kinds
@@ -11,9 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
+use kubedf::collector::Collector as _;
+use kubedf::collector::cluster::ClusterCollector;
+use kubedf::registry::{Registry, SELF_DESCS};
 use serde_json::{Value, json};
 use testkit::manifests::{
-    NAMESPACE, assert_success, by_name, kind, kustomize, name, root, run, strs, the,
+    NAMESPACE, assert_success, by_name, kind, kustomize, kustomize_with, name, root, run, strs, the,
 };
 
 /// The job the alerts select (the ServiceMonitor's Service name).
@@ -33,6 +36,12 @@ const QUERY_VARIABLES: &[&str] = &[
 fn read(rel: &str) -> String {
     let path = root().join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The metric reference: docs/metrics.md, and docs/cluster-mode.md for the
+/// families only cluster mode has (`kubedf_kubelet_poll_*`).
+fn metric_docs() -> String {
+    read("docs/metrics.md") + &read("docs/cluster-mode.md")
 }
 
 fn yaml(rel: &str) -> Value {
@@ -325,7 +334,7 @@ fn alert_rules() -> Vec<Value> {
 
 #[test]
 fn every_alert_is_labelled_scoped_and_documented() {
-    let readme = read("docs/metrics.md");
+    let readme = metric_docs();
     let rules = alert_rules();
     assert!(!rules.is_empty());
     for rule in &rules {
@@ -389,6 +398,72 @@ fn every_alert_has_a_firing_and_a_quiet_unit_test() {
     }
 }
 
+/// kubedf's own families: about a kubedf target (its sources, collectors,
+/// build), not about a node. In cluster mode they carry no node label.
+fn target_families() -> BTreeSet<&'static str> {
+    SELF_DESCS.iter().map(|d| d.name).collect()
+}
+
+/// Whether `expr` reads a family about a node (anything but kubedf's own
+/// families and `up`, which `metric_names` does not see).
+fn about_nodes(expr: &str) -> bool {
+    let own = target_families();
+    metric_names(expr)
+        .iter()
+        .any(|(m, _)| !own.contains(m.as_str()))
+}
+
+/// The label lists of the `by (...)` and `on (...)` clauses of `expr`.
+fn groupings(expr: &str) -> Vec<Vec<String>> {
+    let b = expr.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut out = Vec::new();
+    for kw in ["by", "on"] {
+        for (i, _) in expr.match_indices(kw) {
+            let end = i + kw.len();
+            if (i > 0 && ident(b[i - 1])) || (end < b.len() && ident(b[end])) {
+                continue;
+            }
+            let Some(rest) = expr[end..].trim_start().strip_prefix('(') else {
+                continue;
+            };
+            let list = &rest[..rest.find(')').expect("closing parenthesis")];
+            out.push(list.split(',').map(|l| l.trim().to_string()).collect());
+        }
+    }
+    out
+}
+
+/// In cluster mode one target (instance) reports many nodes, each series
+/// with its own node label, which the DaemonSet's ServiceMonitor sets too:
+/// an alert about a node must name and group it by node, or it would speak
+/// of the poller and lump its nodes together.
+#[test]
+fn alerts_about_a_node_name_and_group_it_by_the_node_label() {
+    for rule in alert_rules() {
+        let alert = rule["alert"].as_str().unwrap();
+        let expr = rule["expr"].as_str().unwrap();
+        let description = rule["annotations"]["description"].as_str().unwrap();
+        if !about_nodes(expr) {
+            continue;
+        }
+        assert!(
+            description.contains("$labels.node"),
+            "{alert}: the description names the node ($labels.node)"
+        );
+        for labels in groupings(expr) {
+            assert!(
+                labels.iter().any(|l| l == "node"),
+                "{alert}: groups by {labels:?}, without node"
+            );
+        }
+    }
+    assert_eq!(
+        groupings("sum by (job, node) (x) < on(job,instance) y or bon (z)"),
+        [vec!["job", "node"], vec!["job", "instance"]]
+    );
+}
+
 /// Names matching `(kubedf|kubelet_volume_stats)_[a-z_]+`, with the byte
 /// offset just past each name.
 fn metric_names(expr: &str) -> Vec<(String, usize)> {
@@ -438,7 +513,7 @@ fn assert_documented(readme: &str, what: &str, expr: &str) {
     for (metric, _) in metric_names(expr) {
         assert!(
             readme.contains(&format!("`{metric}`")),
-            "{what}: {metric} is not in docs/metrics.md"
+            "{what}: {metric} is not in docs/metrics.md or docs/cluster-mode.md"
         );
     }
 }
@@ -501,7 +576,7 @@ fn variable_query(v: &Value) -> &str {
 
 #[test]
 fn dashboards_are_importable_and_query_only_documented_metrics() {
-    let readme = read("docs/metrics.md");
+    let readme = metric_docs();
     let dashboards = dashboards();
     let files: BTreeSet<&str> = dashboards.iter().map(|(f, _)| f.as_str()).collect();
     for want in [
@@ -641,6 +716,73 @@ fn dashboards_are_importable_and_query_only_documented_metrics() {
     }
 }
 
+/// The dashboards work in both modes: the node variable comes from a family
+/// both modes emit per node, with a node label (the DaemonSet's from the
+/// ServiceMonitor, cluster mode's its own), every use of it matches the node
+/// label (in cluster mode instance is the poller), and a legend shows
+/// instance only for kubedf's own families.
+#[test]
+fn dashboards_select_nodes_by_the_node_label_in_both_modes() {
+    let cluster: BTreeSet<&str> = ClusterCollector
+        .descs()
+        .iter()
+        .filter(|d| d.labels.contains(&"node"))
+        .map(|d| d.name)
+        .collect();
+    let daemonset: BTreeSet<&str> = Registry::available()
+        .iter()
+        .flat_map(|c| c.descs().iter().map(|d| d.name))
+        .collect();
+    let mut node_variables = 0;
+    for (file, d) in dashboards() {
+        let vars = d["templating"]["list"].as_array().expect("templating.list");
+        let mut exprs: Vec<(String, String)> = Vec::new();
+        for v in vars.iter().filter(|v| v["type"] == "query") {
+            let q = variable_query(v);
+            exprs.push((format!("variable {}", v["name"]), q.to_string()));
+            if v["name"] != "node" {
+                continue;
+            }
+            node_variables += 1;
+            let q = q.replace(' ', "");
+            let (selector, label) = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.strip_suffix(')'))
+                .and_then(|r| r.rsplit_once(','))
+                .unwrap_or_else(|| panic!("{file}: node variable {q}"));
+            assert_eq!(label, "node", "{file}: the node variable reads node");
+            let family = selector.split('{').next().unwrap();
+            assert!(
+                cluster.contains(family) && daemonset.contains(family),
+                "{file}: the node variable reads {family}, which not both modes emit per node"
+            );
+        }
+        let mut panels = Vec::new();
+        all_panels(&d["panels"], &mut panels);
+        for p in &panels {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let what = format!("panel {:?}", p["title"].as_str().unwrap_or("?"));
+                let expr = t["expr"].as_str().unwrap_or("");
+                let legend = t["legendFormat"].as_str().unwrap_or("");
+                assert!(
+                    !legend.contains("{{instance}}") || !about_nodes(expr),
+                    "{file}: {what}: legend {legend:?} names a node by instance"
+                );
+                exprs.push((what, expr.to_string()));
+            }
+        }
+        for (what, expr) in exprs {
+            for (i, _) in expr.match_indices("$node") {
+                assert!(
+                    expr[..i].ends_with("node=~\""),
+                    "{file}: {what}: $node matches another label than node: {expr}"
+                );
+            }
+        }
+    }
+    assert!(node_variables > 0, "no dashboard has a node variable");
+}
+
 #[test]
 fn metric_names_are_found_in_queries() {
     let names: Vec<String> = metric_names(
@@ -654,4 +796,137 @@ fn metric_names_are_found_in_queries() {
         variables_used("a{x=~\"$node\", y=\"${job}\"}[$__rate_interval]"),
         ["node", "job", "__rate_interval"]
     );
+}
+
+/// "resource:verb" for every grant of the ClusterRole, core group only.
+fn granted(role: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().expect("ClusterRole rules") {
+        assert_eq!(strs(&rule["apiGroups"]), [""], "core API group only");
+        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
+        for res in strs(&rule["resources"]) {
+            for verb in strs(&rule["verbs"]) {
+                out.insert(format!("{res}:{verb}"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn cluster_kustomization_polls_kubelets_with_no_host_access() {
+    let test = "cluster_kustomization_polls_kubelets_with_no_host_access";
+    let Some(objs) = kustomize_with(test, "deploy/cluster", &[]) else {
+        return;
+    };
+    let kinds: BTreeSet<&str> = objs.iter().map(kind).collect();
+    let expected: BTreeSet<&str> = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+    ]
+    .into();
+    assert_eq!(kinds, expected, "rendered kinds");
+    assert_eq!(objs.len(), expected.len(), "one object of each kind");
+    for obj in &objs {
+        if !matches!(
+            kind(obj),
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+        ) {
+            assert_eq!(obj["metadata"]["namespace"], NAMESPACE, "{}", kind(obj));
+        }
+    }
+    // Nothing of the host: the strictest Pod Security profile.
+    assert_eq!(
+        the(&objs, "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+
+    // RBAC: exactly the Nodes, their kubelets' /stats/summary and /configz;
+    // never nodes/proxy (every kubelet API, exec into every pod).
+    let role = the(&objs, "ClusterRole");
+    let grants = granted(role);
+    assert!(!grants.iter().any(|g| g.starts_with("nodes/proxy:")));
+    let wanted: BTreeSet<String> = [
+        "nodes:get",
+        "nodes:list",
+        "nodes:watch",
+        "nodes/stats:get",
+        "nodes/configz:get",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(grants, wanted, "ClusterRole grants exactly this");
+    let sa = the(&objs, "ServiceAccount");
+    let binding = the(&objs, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], name(role));
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": name(sa), "namespace": NAMESPACE}])
+    );
+
+    let deployment = the(&objs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], name(sa));
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        assert_ne!(pod[host], true, "{host}");
+    }
+    assert!(pod.get("volumes").is_none(), "no volumes, no hostPath");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_ne!(sc["runAsUser"], 0);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
+    assert!(sc["capabilities"].get("add").is_none());
+    let args = strs(&c["args"]);
+    assert_eq!(&args[..2], ["serve", "--mode=cluster"]);
+    for flag in [
+        "--cluster.poll-interval=1m",
+        "--cluster.concurrency=64",
+        "--cluster.down-after=3",
+        "--kubelet.timeout=10s",
+        "--kubelet.address-types=InternalIP",
+    ] {
+        assert!(args.contains(&flag), "{flag} in {args:?}");
+    }
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--path.") || a.starts_with("--shard")),
+        "{args:?}"
+    );
+
+    let svc = the(&objs, "Service");
+    assert_eq!(name(svc), JOB, "the Service name becomes the job label");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&pod_labels[k], v, "Service selects the pod");
+    }
+    let ep = &the(&objs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(ep["port"], "metrics");
+    assert_eq!(ep["path"], "/metrics");
+    assert_eq!(ep["honorLabels"], true, "series keep their own node label");
+    assert!(
+        ep.get("relabelings").is_none(),
+        "the poller's node is not the series'"
+    );
+
+    let Some(checked) = testkit::manifests::kubernetes_validate(test, "deploy/cluster/", &objs)
+    else {
+        return;
+    };
+    assert_eq!(checked, 6, "six built-in objects");
 }

@@ -66,19 +66,11 @@ fn claim_series(text: &str, claim: &str) -> bool {
 
 /// (RSS kB, threads, open fds) of a process.
 fn resources(pid: u32) -> (u64, u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name: &str| testkit::procstat::status_number(pid, name).unwrap_or(0);
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count() as u64)
         .unwrap_or(0);
-    (field("VmRSS:"), field("Threads:"), fds)
+    (field("VmRSS"), field("Threads"), fds)
 }
 
 struct Pod {

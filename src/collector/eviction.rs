@@ -10,29 +10,32 @@
 //! `kubedf_eviction_signal_capacity{signal}`, `kubedf_eviction_threshold{signal,kind}`.
 
 use super::{Collector, Desc, Incomplete, Sink};
-use crate::kubelet::eviction::{Kind, Signal};
+use crate::kubelet::eviction::{FsLayout, Kind, Signal, SignalThresholds};
 use crate::kubelet::int64;
 use crate::model::Snapshot;
 use crate::model::SourceId;
 
+// Names and help shared with cluster mode's families (which add `node`).
+pub const SIGNAL_AVAILABLE_NAME: &str = "kubedf_eviction_signal_available";
+pub const SIGNAL_AVAILABLE_HELP: &str = "What an eviction signal observes as available, in the signal's unit (bytes, inodes or PIDs), as kubelet's eviction manager observes it.";
+pub const SIGNAL_CAPACITY_NAME: &str = "kubedf_eviction_signal_capacity";
+pub const SIGNAL_CAPACITY_HELP: &str = "Capacity behind an eviction signal, in the signal's unit; percentage thresholds are taken of it.";
+pub const THRESHOLD_NAME: &str = "kubedf_eviction_threshold";
+pub const THRESHOLD_HELP: &str = "Eviction threshold in the signal's unit: kubelet evicts (hard) or starts the grace period (soft) when available falls below it. Signals without a threshold have no series.";
+
 pub static SIGNAL_AVAILABLE: Desc = Desc::gauge(
-    "kubedf_eviction_signal_available",
-    "What an eviction signal observes as available, in the signal's unit (bytes, inodes or PIDs), as kubelet's eviction manager observes it.",
+    SIGNAL_AVAILABLE_NAME,
+    SIGNAL_AVAILABLE_HELP,
     None,
     &["signal"],
 );
 pub static SIGNAL_CAPACITY: Desc = Desc::gauge(
-    "kubedf_eviction_signal_capacity",
-    "Capacity behind an eviction signal, in the signal's unit; percentage thresholds are taken of it.",
+    SIGNAL_CAPACITY_NAME,
+    SIGNAL_CAPACITY_HELP,
     None,
     &["signal"],
 );
-pub static THRESHOLD: Desc = Desc::gauge(
-    "kubedf_eviction_threshold",
-    "Eviction threshold in the signal's unit: kubelet evicts (hard) or starts the grace period (soft) when available falls below it. Signals without a threshold have no series.",
-    None,
-    &["signal", "kind"],
-);
+pub static THRESHOLD: Desc = Desc::gauge(THRESHOLD_NAME, THRESHOLD_HELP, None, &["signal", "kind"]);
 
 static DESCS: [&Desc; 3] = [&SIGNAL_AVAILABLE, &SIGNAL_CAPACITY, &THRESHOLD];
 
@@ -57,6 +60,65 @@ pub fn observe(snapshot: &Snapshot, signal: Signal) -> Result<(i64, i64), String
         Signal::ContainerFsInodesFree => fs_pair(snapshot.container_fs(), true),
         Signal::PidAvailable => snapshot.rlimit().map(|r| (r.available(), r.maxpid)),
     }
+}
+
+/// One signal as kubelet's eviction manager sees it, with its thresholds
+/// resolved against its capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalRow {
+    pub signal: Signal,
+    pub available: i64,
+    pub capacity: i64,
+    /// The hard and the soft threshold in the signal's unit, if it has them.
+    pub hard: Option<i64>,
+    pub soft: Option<i64>,
+}
+
+impl SignalRow {
+    pub fn threshold(&self, kind: Kind) -> Option<i64> {
+        match kind {
+            Kind::Hard => self.hard,
+            Kind::Soft => self.soft,
+        }
+    }
+}
+
+/// Every disk and PID signal, as the DaemonSet and cluster mode report it:
+/// those `observe` gives as (available, capacity), in [`Signal::ALL`]
+/// order, each with the thresholds in force for it on `layout`, resolved
+/// against its capacity as kubelet's `GetThresholdQuantity`; and why the
+/// others are missing, each reason once.
+pub fn signal_rows(
+    observe: impl Fn(Signal) -> Result<(i64, i64), String>,
+    thresholds: SignalThresholds,
+    layout: FsLayout,
+) -> (Vec<SignalRow>, Vec<String>) {
+    let mut rows = Vec::with_capacity(Signal::ALL.len());
+    let mut missing: Vec<String> = Vec::new();
+    for signal in Signal::ALL {
+        match observe(signal) {
+            Ok((available, capacity)) => {
+                let resolve = |kind| {
+                    thresholds
+                        .threshold(kind, signal, layout)
+                        .map(|t| t.resolve(capacity))
+                };
+                rows.push(SignalRow {
+                    signal,
+                    available,
+                    capacity,
+                    hard: resolve(Kind::Hard),
+                    soft: resolve(Kind::Soft),
+                });
+            }
+            Err(e) => {
+                if !missing.contains(&e) {
+                    missing.push(e);
+                }
+            }
+        }
+    }
+    (rows, missing)
 }
 
 #[derive(Debug)]
@@ -85,35 +147,22 @@ impl Collector for EvictionCollector {
     }
 
     fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
-        let layout = snapshot.fs_layout();
-        let eviction = &snapshot.kubelet.eviction;
-        let mut missing: Vec<String> = Vec::new();
-        let mut observed = Vec::with_capacity(Signal::ALL.len());
-        for signal in Signal::ALL {
-            match observe(snapshot, signal) {
-                Ok((available, capacity)) => observed.push((signal, available, capacity)),
-                Err(e) => {
-                    if !missing.contains(&e) {
-                        missing.push(e);
-                    }
-                }
-            }
-        }
+        let (rows, missing) = signal_rows(
+            |signal| observe(snapshot, signal),
+            SignalThresholds::of(&snapshot.kubelet.eviction),
+            snapshot.fs_layout(),
+        );
         // Family by family, as declared.
-        for &(signal, available, _) in &observed {
-            out.add(&SIGNAL_AVAILABLE, [signal.name()], available);
+        for row in &rows {
+            out.add(&SIGNAL_AVAILABLE, [row.signal.name()], row.available);
         }
-        for &(signal, _, capacity) in &observed {
-            out.add(&SIGNAL_CAPACITY, [signal.name()], capacity);
+        for row in &rows {
+            out.add(&SIGNAL_CAPACITY, [row.signal.name()], row.capacity);
         }
-        for &(signal, _, capacity) in &observed {
+        for row in &rows {
             for kind in [Kind::Hard, Kind::Soft] {
-                if let Some(threshold) = eviction.threshold(kind, signal, layout) {
-                    out.add(
-                        &THRESHOLD,
-                        [signal.name(), kind.name()],
-                        threshold.resolve(capacity),
-                    );
+                if let Some(threshold) = row.threshold(kind) {
+                    out.add(&THRESHOLD, [row.signal.name(), kind.name()], threshold);
                 }
             }
         }

@@ -8,31 +8,37 @@
 //! `kubedf_image_gc_low_threshold_percent`, `kubedf_image_gc_bytes_to_free`.
 
 use super::{Collector, Desc, Incomplete, Sink};
-use crate::kubelet::int64;
+use crate::kubelet::eviction::Signal;
+use crate::kubelet::image_gc::{ImageGcPolicy, ImageGcStatus};
 use crate::model::Snapshot;
 use crate::model::SourceId;
 
-pub static USAGE_PERCENT: Desc = Desc::gauge(
-    "kubedf_image_gc_usage_percent",
-    "Image filesystem usage in whole percent, as kubelet computes it to decide on image garbage collection: 100 - int(available*100/capacity).",
-    None,
-    &[],
-);
+// Names and help shared with cluster mode's families (which add `node`).
+pub const USAGE_PERCENT_NAME: &str = "kubedf_image_gc_usage_percent";
+pub const USAGE_PERCENT_HELP: &str = "Image filesystem usage in whole percent, as kubelet computes it to decide on image garbage collection: 100 - int(available*100/capacity).";
+pub const HIGH_THRESHOLD_PERCENT_NAME: &str = "kubedf_image_gc_high_threshold_percent";
+pub const HIGH_THRESHOLD_PERCENT_HELP: &str = "Image filesystem usage percent at or above which kubelet garbage-collects images (imageGCHighThresholdPercent).";
+pub const LOW_THRESHOLD_PERCENT_NAME: &str = "kubedf_image_gc_low_threshold_percent";
+pub const LOW_THRESHOLD_PERCENT_HELP: &str = "Image filesystem usage percent that image garbage collection frees down to (imageGCLowThresholdPercent).";
+pub const BYTES_TO_FREE_NAME: &str = "kubedf_image_gc_bytes_to_free";
+pub const BYTES_TO_FREE_HELP: &str = "Bytes kubelet's image garbage collection would have to free now to reach the low threshold; 0 while usage is under the high threshold.";
+
+pub static USAGE_PERCENT: Desc = Desc::gauge(USAGE_PERCENT_NAME, USAGE_PERCENT_HELP, None, &[]);
 pub static HIGH_THRESHOLD_PERCENT: Desc = Desc::gauge(
-    "kubedf_image_gc_high_threshold_percent",
-    "Image filesystem usage percent at or above which kubelet garbage-collects images (imageGCHighThresholdPercent).",
+    HIGH_THRESHOLD_PERCENT_NAME,
+    HIGH_THRESHOLD_PERCENT_HELP,
     None,
     &[],
 );
 pub static LOW_THRESHOLD_PERCENT: Desc = Desc::gauge(
-    "kubedf_image_gc_low_threshold_percent",
-    "Image filesystem usage percent that image garbage collection frees down to (imageGCLowThresholdPercent).",
+    LOW_THRESHOLD_PERCENT_NAME,
+    LOW_THRESHOLD_PERCENT_HELP,
     None,
     &[],
 );
 pub static BYTES_TO_FREE: Desc = Desc::gauge(
-    "kubedf_image_gc_bytes_to_free",
-    "Bytes kubelet's image garbage collection would have to free now to reach the low threshold; 0 while usage is under the high threshold.",
+    BYTES_TO_FREE_NAME,
+    BYTES_TO_FREE_HELP,
     // The name is kubedf's contract and does not end in _bytes, so no UNIT.
     None,
     &[],
@@ -67,17 +73,10 @@ impl Collector for ImageGcCollector {
 
     fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {
         let policy = snapshot.kubelet.image_gc;
-        let status = snapshot
-            .image_fs()
-            .map_err(Incomplete::from)
-            .and_then(|fs| {
-                policy
-                    .evaluate(
-                        int64(fs.usage.capacity_bytes),
-                        int64(fs.usage.available_bytes),
-                    )
-                    .map_err(|e| Incomplete(format!("{}: {e}", fs.path)))
-            });
+        let status = gc_status(
+            policy,
+            super::eviction::observe(snapshot, Signal::ImageFsAvailable),
+        );
         // Family by family, as declared; the thresholds even without a
         // filesystem.
         if let Ok(status) = &status {
@@ -97,4 +96,17 @@ impl Collector for ImageGcCollector {
         out.add(&BYTES_TO_FREE, [""; 0], status.bytes_to_free);
         Ok(())
     }
+}
+
+/// Where an image filesystem observed as (available, capacity) (the
+/// `imagefs.available` signal's observation) stands against `policy`, by
+/// kubelet's integer formula; as the DaemonSet and cluster mode report it.
+pub fn gc_status(
+    policy: ImageGcPolicy,
+    image_fs: Result<(i64, i64), String>,
+) -> Result<ImageGcStatus, String> {
+    let (available, capacity) = image_fs?;
+    policy
+        .evaluate(capacity, available)
+        .map_err(|e| e.to_string())
 }

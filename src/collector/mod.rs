@@ -3,6 +3,7 @@
 //! [`Snapshot`]: it emits samples for the families it
 //! declared and says whether everything it needed was there.
 
+pub mod cluster;
 pub mod eviction;
 pub mod filter;
 pub mod image_gc;

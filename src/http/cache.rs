@@ -3,13 +3,16 @@
 //! board's version says when to render again, so anything a render shows
 //! must be on the board (a value read from elsewhere would be served stale).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, Weak};
 
 use axum::body::Bytes;
 use tracing::warn;
 
 use crate::exposition::Format;
 use crate::model::Snapshot;
+use crate::model::cluster::{ClusterTable, NodeEntry};
 use crate::registry::Registry;
 
 /// The exposition of the latest snapshot, rendered once per format and
@@ -72,31 +75,9 @@ impl ExpositionCache {
         } else {
             &mut cached.text
         };
-        if want_gzip {
-            if rendered.gzip.is_none() {
-                // From the cached plain text if a scraper asked for it, else
-                // from a render that is not kept.
-                let plain = match &rendered.plain {
-                    Some(plain) => plain.clone(),
-                    None => self.render(registry, snapshot, format),
-                };
-                self.gzips.fetch_add(1, Ordering::Relaxed);
-                match gzip(&plain) {
-                    Ok(body) => rendered.gzip = Some(body),
-                    Err(e) => {
-                        warn!(error = %e, "gzip failed; answering uncompressed");
-                        rendered.plain = Some(plain);
-                    }
-                }
-            }
-            if let Some(body) = &rendered.gzip {
-                return (body.clone(), true);
-            }
-        }
-        let plain = rendered
-            .plain
-            .get_or_insert_with(|| self.render(registry, snapshot, format));
-        (plain.clone(), false)
+        rendered.body(want_gzip, &self.gzips, || {
+            self.render(registry, snapshot, format)
+        })
     }
 
     fn render(&self, registry: &Registry, snapshot: &Snapshot, format: Format) -> Bytes {
@@ -112,6 +93,109 @@ impl ExpositionCache {
             crate::exec::heap::after_peak();
         }
         Bytes::from(text)
+    }
+
+    /// (renders, gzips) done so far.
+    pub fn work_done(&self) -> (u64, u64) {
+        (
+            self.renders.load(Ordering::Relaxed),
+            self.gzips.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Rendered {
+    /// The body, gzipped when `want_gzip` (and gzip worked), and whether it
+    /// is; `render` makes the plain text when it is not kept.
+    fn body(
+        &mut self,
+        want_gzip: bool,
+        gzips: &AtomicU64,
+        render: impl FnOnce() -> Bytes,
+    ) -> (Bytes, bool) {
+        // Rendered at most once per call.
+        let mut render = Some(render);
+        let mut make = move || render.take().map(|r| r()).unwrap_or_default();
+        if want_gzip {
+            if self.gzip.is_none() {
+                // From the cached plain text if a scraper asked for it, else
+                // from a render that is not kept.
+                let plain = self.plain.clone().unwrap_or_else(&mut make);
+                gzips.fetch_add(1, Ordering::Relaxed);
+                match gzip(&plain) {
+                    Ok(body) => self.gzip = Some(body),
+                    Err(e) => {
+                        warn!(error = %e, "gzip failed; answering uncompressed");
+                        self.plain = Some(plain);
+                    }
+                }
+            }
+            if let Some(body) = &self.gzip {
+                return (body.clone(), true);
+            }
+        }
+        let plain = self.plain.get_or_insert_with(make).clone();
+        (plain, false)
+    }
+}
+
+/// Cluster mode's per-node expositions (`/nodes/<node>/metrics`), each
+/// rendered and gzipped once per format until its node's row changes. A
+/// row is told by its allocation (held weakly, so its address is not
+/// reused while cached); the rows of nodes gone are dropped.
+#[derive(Default)]
+pub struct NodeCache {
+    nodes: std::sync::Mutex<HashMap<String, NodeCached>>,
+    renders: AtomicU64,
+    gzips: AtomicU64,
+}
+
+struct NodeCached {
+    entry: Weak<NodeEntry>,
+    text: Rendered,
+    openmetrics: Rendered,
+}
+
+impl NodeCache {
+    /// `node`'s body in `format` (gzipped when `want_gzip` and gzip worked)
+    /// and whether it is gzipped; `None` for a node `table` lacks.
+    pub fn body(
+        &self,
+        table: &ClusterTable,
+        node: &str,
+        format: Format,
+        want_gzip: bool,
+    ) -> Option<(Bytes, bool)> {
+        let entry = table.nodes.get(node)?;
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        if nodes.len() > table.nodes.len() {
+            nodes.retain(|name, _| table.nodes.contains_key(name));
+        }
+        let cached = match nodes.get_mut(node) {
+            Some(c) if std::ptr::eq(c.entry.as_ptr(), Arc::as_ptr(entry)) => c,
+            _ => {
+                nodes.insert(
+                    node.to_owned(),
+                    NodeCached {
+                        entry: Arc::downgrade(entry),
+                        text: Rendered::default(),
+                        openmetrics: Rendered::default(),
+                    },
+                );
+                nodes.get_mut(node)?
+            }
+        };
+        let rendered = if format.is_openmetrics() {
+            &mut cached.openmetrics
+        } else {
+            &mut cached.text
+        };
+        Some(rendered.body(want_gzip, &self.gzips, || {
+            self.renders.fetch_add(1, Ordering::Relaxed);
+            let text =
+                crate::collector::cluster::render_node(table, node, format).unwrap_or_default();
+            Bytes::from(text)
+        }))
     }
 
     /// (renders, gzips) done so far.
@@ -198,5 +282,66 @@ mod tests {
                 .collect()
         };
         assert_eq!(steady(&unzipped), steady(&plain));
+    }
+}
+
+#[cfg(test)]
+mod node_cache_tests {
+    use super::*;
+    use crate::model::cluster::{NodeEntry, NodeFigures};
+
+    fn table(names: &[&str]) -> ClusterTable {
+        let mut t = ClusterTable::default();
+        for n in names {
+            t.nodes.insert(
+                (*n).to_owned(),
+                Arc::new(NodeEntry {
+                    figures: Some(Arc::new({
+                        let mut f = NodeFigures::default();
+                        f.max_pid = Some(7);
+                        f
+                    })),
+                    ..NodeEntry::default()
+                }),
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn a_node_is_rendered_once_until_its_row_changes() {
+        let cache = NodeCache::default();
+        let t = table(&["a", "b"]);
+        for _ in 0..3 {
+            let (body, gz) = cache.body(&t, "a", Format::Text, false).expect("a");
+            assert!(!gz);
+            assert!(
+                std::str::from_utf8(&body)
+                    .expect("utf-8")
+                    .contains("node=\"a\"")
+            );
+        }
+        assert_eq!(cache.work_done(), (1, 0));
+        cache.body(&t, "a", Format::Text, true).expect("a");
+        cache.body(&t, "a", Format::Text, true).expect("a");
+        assert_eq!(cache.work_done(), (1, 1));
+        cache
+            .body(&t, "a", Format::OpenMetrics100, false)
+            .expect("a");
+        assert_eq!(cache.work_done(), (2, 1));
+        assert!(cache.body(&t, "zz", Format::Text, false).is_none());
+        // A new row for a: rendered anew; b's row unchanged.
+        let mut t2 = t.clone();
+        t2.nodes.insert("a".into(), Arc::new(NodeEntry::default()));
+        cache.body(&t2, "a", Format::Text, false).expect("a");
+        assert_eq!(cache.work_done(), (3, 1));
+        cache.body(&t2, "b", Format::Text, false).expect("b");
+        cache.body(&t2, "b", Format::Text, false).expect("b");
+        assert_eq!(cache.work_done(), (4, 1));
+        // A node gone is dropped from the cache.
+        let t3 = table(&["c"]);
+        cache.body(&t3, "c", Format::Text, false).expect("c");
+        let kept = cache.nodes.lock().expect("lock");
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["c"]);
     }
 }

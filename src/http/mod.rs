@@ -7,7 +7,8 @@
 //! - [`guard`]: basic auth, the rate limit and the response headers the web
 //!   config asks for.
 //! - [`router`]: the routes and their handlers (`/metrics`, `/healthz`, `/`,
-//!   `/stats/summary`), all from the board's latest snapshot.
+//!   `/stats/summary`, cluster mode's `/nodes/<node>/metrics`), all from the
+//!   board's latest snapshot.
 //! - [`negotiate`]: which text format and whether gzip, with one q-value
 //!   parser for both headers.
 //! - [`cache`]: the exposition, rendered and gzipped once per board version.
@@ -29,9 +30,9 @@ pub mod router;
 pub mod tls;
 pub mod web_config;
 
-pub use cache::ExpositionCache;
+pub use cache::{ExpositionCache, NodeCache};
 pub use conn::{DEFAULT_MAX_CONNECTIONS, HEADER_READ_TIMEOUT, IDLE_TIMEOUT};
 pub use listen::{ServeOptions, bind, serve};
 pub use reload::reload_web_config;
-pub use router::{AppState, RESERVED_PATHS, check_telemetry_path, router};
+pub use router::{AppState, NODES_PREFIX, RESERVED_PATHS, check_telemetry_path, router};
 pub use web_config::{WebConfig, WebConfigHandle};

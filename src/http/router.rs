@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tracing::error;
 
-use super::cache::ExpositionCache;
+use super::cache::{ExpositionCache, NodeCache};
 use super::guard::{RateLimit, basic_auth, web_policy};
 use super::negotiate::{accepts_gzip, format};
 use super::web_config::WebConfigHandle;
@@ -41,7 +41,12 @@ pub struct AppState {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// `node.nodeName` of `/stats/summary`.
     pub node_name: String,
+    /// Cluster mode's per-node expositions (`/nodes/<node>/metrics`).
+    pub node_cache: Arc<NodeCache>,
 }
+
+/// Where cluster mode serves one node's exposition: `/nodes/<node>/metrics`.
+pub const NODES_PREFIX: &str = "/nodes/";
 
 pub fn router(state: AppState) -> Router {
     let telemetry_path = state.telemetry_path.clone();
@@ -49,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route(&telemetry_path, get(metrics))
         .route("/", get(landing))
         .route("/stats/summary", get(stats_summary))
+        .route("/nodes/{node}/metrics", get(node_metrics))
         // Basic auth guards the routes above; /healthz stays open so kubelet's
         // probes need no credentials, and it tells nothing about the node.
         .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
@@ -73,6 +79,11 @@ pub fn check_telemetry_path(path: &str) -> Result<(), String> {
     if path[1..].split('/').any(|seg| seg == "." || seg == "..") || path.contains("//") {
         return Err(format!(
             "{path:?} must be a plain URL path such as /metrics: no empty, . or .. segments"
+        ));
+    }
+    if path.starts_with(NODES_PREFIX) {
+        return Err(format!(
+            "{path:?} is under {NODES_PREFIX}, where cluster mode serves each node's metrics; choose another path such as /metrics"
         ));
     }
     if RESERVED_PATHS.contains(&path) {
@@ -107,11 +118,60 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     }
 }
 
+/// One node's exposition in cluster mode (`/nodes/<node>/metrics`), so a
+/// Prometheus can scrape each node as its own target (its own `up`),
+/// negotiated, gzipped and cached as `/metrics` is.
+async fn node_metrics(
+    State(state): State<AppState>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snapshot = state.snapshot.snapshot();
+    let not_found = |text: String| {
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text,
+        )
+            .into_response()
+    };
+    let Some(table) = &snapshot.cluster else {
+        return not_found(
+            "per-node metrics are served in cluster mode only (kubedf serve --mode=cluster)\n"
+                .into(),
+        );
+    };
+    let format = format(&headers);
+    let Some((body, gzipped)) = state
+        .node_cache
+        .body(table, &node, format, accepts_gzip(&headers))
+    else {
+        return not_found(format!(
+            "node {:?} is not one of this kubedf's nodes: unknown to the API server, or another shard's (--shard/--total-shards)\n",
+            node.escape_debug().to_string()
+        ));
+    };
+    let content_type = (header::CONTENT_TYPE, format.content_type());
+    let vary = (header::VARY, "Accept, Accept-Encoding");
+    if gzipped {
+        (
+            [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
+            body,
+        )
+            .into_response()
+    } else {
+        ([content_type, vary], body).into_response()
+    }
+}
+
 /// What `kubedf df` shows, as a page: the latest snapshot's filesystems,
 /// PIDs, GC and eviction headroom and PVCs, with links to the endpoints.
 async fn landing(State(state): State<AppState>) -> Html<String> {
     let snapshot = state.snapshot.snapshot();
     let path = state.telemetry_path.as_str();
+    if let Some(table) = &snapshot.cluster {
+        return Html(cluster_landing(table, path));
+    }
     Html(crate::df::report(&snapshot).html(
         "kubedf",
         &[
@@ -122,9 +182,53 @@ async fn landing(State(state): State<AppState>) -> Html<String> {
     ))
 }
 
+/// Cluster mode's landing page: the endpoints and each node's page, with
+/// whether its last poll succeeded.
+fn cluster_landing(table: &crate::model::cluster::ClusterTable, path: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>kubedf (cluster mode)</title></head>\n<body>\n<h1>kubedf (cluster mode)</h1>\n<nav>",
+    );
+    let _ = write!(
+        out,
+        "<a href=\"{p}\">{p}</a> <a href=\"/healthz\">/healthz</a></nav>\n<h2>{} nodes</h2>\n<ul>\n",
+        table.nodes.len(),
+        p = crate::df::html_escape(path)
+    );
+    for (name, entry) in &table.nodes {
+        let state = match (&entry.health.failure, entry.health.polled) {
+            (Some(f), _) => f.reason.name(),
+            (None, true) => "ok",
+            (None, false) => "not polled yet",
+        };
+        // A node name is data: escaped, and percent-encoded in the link.
+        let href = percent_encoding::utf8_percent_encode(
+            name,
+            crate::sources::kubelet_client::PATH_SEGMENT,
+        );
+        let _ = writeln!(
+            out,
+            "<li><a href=\"/nodes/{}/metrics\">{}</a> {state}</li>",
+            crate::df::html_escape(&href.to_string()),
+            crate::df::html_escape(name)
+        );
+    }
+    out.push_str("</ul>\n</body></html>\n");
+    out
+}
+
 /// kubelet's Summary API shape for what kubedf measures, from the snapshot.
+/// Cluster mode measures no node of its own: each kubelet has its own.
 async fn stats_summary(State(state): State<AppState>) -> Response {
     let snapshot = state.snapshot.snapshot();
+    if snapshot.cluster.is_some() {
+        return (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "cluster mode has no /stats/summary of its own: each node's kubelet serves its own; kubedf serves /nodes/<node>/metrics\n",
+        )
+            .into_response();
+    }
     let summary = crate::summary::summary(&snapshot, &state.node_name);
     match serde_json::to_vec_pretty(&summary) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -153,6 +257,22 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cluster_landing_page_escapes_node_names() {
+        let mut table = crate::model::cluster::ClusterTable::default();
+        table.nodes.insert(
+            "<b>\"x\"&".into(),
+            Arc::new(crate::model::cluster::NodeEntry::default()),
+        );
+        let page = cluster_landing(&table, "/metrics");
+        assert!(
+            page.contains("&lt;b&gt;&quot;x&quot;&amp;</a> not polled yet"),
+            "{page}"
+        );
+        assert!(!page.contains("<b>"), "{page}");
+        assert!(page.contains("/nodes/%3Cb%3E%22x%22%26/metrics"), "{page}");
+    }
 
     proptest::proptest! {
         #[test]

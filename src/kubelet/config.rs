@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use super::duration::parse_go_duration;
-use super::eviction::{EvictionConfig, EvictionStatements, ThresholdError};
+use super::eviction::{EvictionConfig, EvictionStatements, SignalThresholds, ThresholdError};
 use super::image_gc::ImageGcPolicy;
 use crate::yaml::YamlError;
 
@@ -130,6 +130,15 @@ pub struct KubeletConfig {
     pub root_dir: Option<String>,
 }
 
+/// What the headroom families need of a kubelet's configuration and
+/// nothing else: its image GC thresholds and its disk and PID eviction
+/// thresholds (232 bytes, no allocation; cluster mode keeps one per node).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeadroomPolicy {
+    pub image_gc: ImageGcPolicy,
+    pub eviction: SignalThresholds,
+}
+
 /// Whether an absent `evictionHard` means kubelet's defaults (a file read
 /// by `loadConfigFile`) or no thresholds (`/configz`, which omits an empty
 /// map).
@@ -140,6 +149,14 @@ pub enum AbsentEvictionHard {
 }
 
 impl KubeletConfig {
+    /// What the headroom families need of it.
+    pub fn headroom(&self) -> HeadroomPolicy {
+        HeadroomPolicy {
+            image_gc: self.image_gc,
+            eviction: SignalThresholds::of(&self.eviction),
+        }
+    }
+
     /// kubelet's defaults, used when there is no configuration file.
     pub fn defaults(path: PathBuf) -> KubeletConfig {
         KubeletConfig {

@@ -70,6 +70,11 @@ impl Signal {
         }
     }
 
+    /// Where the signal is in [`Signal::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     fn from_name(name: &str) -> Option<Signal> {
         Signal::ALL.into_iter().find(|s| s.name() == name)
     }
@@ -440,19 +445,39 @@ impl EvictionConfig {
             Kind::Hard => &self.hard,
             Kind::Soft => &self.soft,
         };
-        let source = match signal {
-            Signal::ContainerFsAvailable | Signal::ContainerFsInodesFree => {
-                let containers_on_imagefs = layout.dedicated_image_fs && !layout.split_image_fs;
-                match (signal, containers_on_imagefs) {
-                    (Signal::ContainerFsAvailable, true) => Signal::ImageFsAvailable,
-                    (Signal::ContainerFsAvailable, false) => Signal::NodeFsAvailable,
-                    (_, true) => Signal::ImageFsInodesFree,
-                    (_, false) => Signal::NodeFsInodesFree,
-                }
-            }
-            other => other,
+        map.get(&layout.threshold_signal(signal)).copied()
+    }
+}
+
+/// The disk and PID thresholds of an [`EvictionConfig`] and nothing else:
+/// what headroom needs of it, in a fixed 224 bytes with no allocation
+/// (cluster mode keeps one per node).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SignalThresholds {
+    /// By [`Signal::index`].
+    hard: [Option<ThresholdValue>; Signal::ALL.len()],
+    soft: [Option<ThresholdValue>; Signal::ALL.len()],
+}
+
+impl SignalThresholds {
+    pub fn of(config: &EvictionConfig) -> SignalThresholds {
+        let mut out = SignalThresholds::default();
+        for (signal, value) in &config.hard {
+            out.hard[signal.index()] = Some(*value);
+        }
+        for (signal, value) in &config.soft {
+            out.soft[signal.index()] = Some(*value);
+        }
+        out
+    }
+
+    /// As [`EvictionConfig::threshold`].
+    pub fn threshold(self, kind: Kind, signal: Signal, layout: FsLayout) -> Option<ThresholdValue> {
+        let map = match kind {
+            Kind::Hard => &self.hard,
+            Kind::Soft => &self.soft,
         };
-        map.get(&source).copied()
+        map[layout.threshold_signal(signal).index()]
     }
 }
 
@@ -481,9 +506,72 @@ pub struct FsLayout {
     pub split_image_fs: bool,
 }
 
+impl FsLayout {
+    /// Whose threshold a signal has. containerfs thresholds are not
+    /// user-set: kubelet (`UpdateContainerFsThresholds`) gives them
+    /// imagefs' when containers live on a dedicated image filesystem, else
+    /// nodefs'.
+    pub fn threshold_signal(self, signal: Signal) -> Signal {
+        let containers_on_imagefs = self.dedicated_image_fs && !self.split_image_fs;
+        match (signal, containers_on_imagefs) {
+            (Signal::ContainerFsAvailable, true) => Signal::ImageFsAvailable,
+            (Signal::ContainerFsAvailable, false) => Signal::NodeFsAvailable,
+            (Signal::ContainerFsInodesFree, true) => Signal::ImageFsInodesFree,
+            (Signal::ContainerFsInodesFree, false) => Signal::NodeFsInodesFree,
+            (other, _) => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signal_thresholds_keep_what_the_config_says_in_every_layout() {
+        assert!(Signal::ALL.iter().enumerate().all(|(i, s)| s.index() == i));
+        let hard = map(&[("nodefs.available", "1Gi"), ("imagefs.inodesFree", "7%")]);
+        let soft = map(&[("imagefs.available", "20%")]);
+        let grace = map(&[("imagefs.available", "1m")]);
+        let config =
+            EvictionConfig::from_kubelet(Some(&hard), Some(&soft), Some(&grace), true).unwrap();
+        let kept = SignalThresholds::of(&config);
+        for dedicated_image_fs in [false, true] {
+            for split_image_fs in [false, true] {
+                let layout = FsLayout {
+                    dedicated_image_fs,
+                    split_image_fs,
+                };
+                for signal in Signal::ALL {
+                    for kind in [Kind::Hard, Kind::Soft] {
+                        assert_eq!(
+                            kept.threshold(kind, signal, layout),
+                            config.threshold(kind, signal, layout),
+                            "{signal} {kind:?} {layout:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // containerfs follows imagefs only on a dedicated, unsplit image fs.
+        let on_imagefs = FsLayout {
+            dedicated_image_fs: true,
+            split_image_fs: false,
+        };
+        assert_eq!(
+            kept.threshold(Kind::Soft, Signal::ContainerFsAvailable, on_imagefs),
+            Some(ThresholdValue::Percentage(0.2))
+        );
+        assert_eq!(
+            kept.threshold(
+                Kind::Hard,
+                Signal::ContainerFsAvailable,
+                FsLayout::default()
+            ),
+            Some(ThresholdValue::Quantity(1 << 30))
+        );
+        assert_eq!(std::mem::size_of::<SignalThresholds>(), 224);
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -41,11 +41,31 @@ pub enum Reason {
     /// Any other I/O error (permissions, a failed read, an entry the walk
     /// could not read).
     IoError,
+    /// Cluster mode: the kubelet refused kubedf's credentials (HTTP 401).
+    Unauthorized,
+    /// Cluster mode: the kubelet's authorizer refused (HTTP 403): kubedf's
+    /// service account lacks `get` on `nodes/stats` (a poll) or
+    /// `nodes/configz` (a read of `/configz`).
+    Forbidden,
+    /// Cluster mode: the kubelet answered another error status.
+    HttpError,
+    /// Cluster mode: the kubelet's TLS handshake failed (an unknown CA, a
+    /// name or address the certificate does not cover).
+    Tls,
+    /// Cluster mode: the connection to the kubelet failed or broke.
+    Connection,
+    /// Cluster mode: the kubelet's answer was larger than the body cap.
+    TooLarge,
+    /// Cluster mode: the answer was not a Summary (or another node's), or
+    /// not a kubelet configuration kubelet itself would accept.
+    BadBody,
+    /// Cluster mode: the Node has no usable address or kubelet port.
+    NoAddress,
 }
 
 impl Reason {
     /// Every reason, in the order the docs list them.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Timeout,
         Reason::NotMounted,
         Reason::NotFound,
@@ -58,6 +78,14 @@ impl Reason {
         Reason::CriUnavailable,
         Reason::NoCriStats,
         Reason::IoError,
+        Reason::Unauthorized,
+        Reason::Forbidden,
+        Reason::HttpError,
+        Reason::Tls,
+        Reason::Connection,
+        Reason::TooLarge,
+        Reason::BadBody,
+        Reason::NoAddress,
     ];
 
     /// The `reason` label value.
@@ -75,6 +103,14 @@ impl Reason {
             Reason::CriUnavailable => "cri_unavailable",
             Reason::NoCriStats => "no_cri_stats",
             Reason::IoError => "io_error",
+            Reason::Unauthorized => "unauthorized",
+            Reason::Forbidden => "forbidden",
+            Reason::HttpError => "http_error",
+            Reason::Tls => "tls",
+            Reason::Connection => "connection",
+            Reason::TooLarge => "too_large",
+            Reason::BadBody => "bad_body",
+            Reason::NoAddress => "no_address",
         }
     }
 

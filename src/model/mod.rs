@@ -10,10 +10,14 @@
 //! - [`node`]: the container runtime and process limits.
 //! - [`pod`]: the pod half: a pod's storage spec and the per-pod table.
 //! - [`volume`]: PVCs, PVs, measurement plans' vocabulary and the volume table.
+//! - [`cluster`]: cluster mode's table: per node the figures of its
+//!   kubelet's summary, the GC and eviction thresholds of its `/configz`,
+//!   and how its polls and reads fare.
 //! - [`web`]: how the loads of `--web.config.file` went.
 //! - [`snapshot`]: what scrapes read: one part per writer, published on a
 //!   [`Board`].
 
+pub mod cluster;
 pub mod failure;
 pub mod fs;
 pub mod node;

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use super::cluster::ClusterTable;
 use super::fs::Filesystem;
 use super::node::{Rlimit, Runtime};
 use super::pod::PodTable;
@@ -56,6 +57,8 @@ pub struct Snapshot {
     pub pods: Option<Arc<PodTable>>,
     /// How the loads of `--web.config.file` went; `None` without one.
     pub web_config: Option<Arc<WebConfigStatus>>,
+    /// Cluster mode's table; `None` in DaemonSet mode.
+    pub cluster: Option<Arc<ClusterTable>>,
     /// The board's change count when this view was taken: two views with
     /// the same version render the same exposition.
     pub version: u64,
@@ -74,6 +77,7 @@ impl Snapshot {
             volumes: volumes.map(Arc::new),
             pods: None,
             web_config: None,
+            cluster: None,
             version: 0,
         }
     }
@@ -170,6 +174,8 @@ pub struct Board {
     pods: ArcSwapOption<PodTable>,
     /// The web config reload loop's part.
     web_config: ArcSwapOption<WebConfigStatus>,
+    /// Cluster mode's poll loop's part.
+    cluster: ArcSwapOption<ClusterTable>,
     /// Bumped after every change, so a scrape renders only when something
     /// changed since the last render.
     version: AtomicU64,
@@ -183,6 +189,7 @@ impl Board {
             volumes: ArcSwapOption::empty(),
             pods: ArcSwapOption::empty(),
             web_config: ArcSwapOption::empty(),
+            cluster: ArcSwapOption::empty(),
             version: AtomicU64::new(1),
         }
     }
@@ -199,6 +206,7 @@ impl Board {
             volumes: self.volumes.load_full(),
             pods: self.pods.load_full(),
             web_config: self.web_config.load_full(),
+            cluster: self.cluster.load_full(),
             version,
         }
     }
@@ -222,6 +230,12 @@ impl Board {
     /// The sampler's part.
     pub fn publish_node(&self, node: NodeSample) {
         self.node.store(Arc::new(node));
+        self.touch();
+    }
+
+    /// Cluster mode's poll loop's part.
+    pub fn publish_cluster(&self, table: Arc<ClusterTable>) {
+        self.cluster.store(Some(table));
         self.touch();
     }
 

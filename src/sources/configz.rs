@@ -96,9 +96,13 @@ impl Configz {
         // API server's proxy.
         config.proxy_url = None;
         config.default_retry = false;
-        config.connect_timeout = Some(opts.timeout);
-        config.read_timeout = Some(opts.timeout);
-        config.write_timeout = Some(opts.timeout);
+        // The one deadline is `fetch`'s, over the whole request; kube's own
+        // are only a backstop behind it. Equal to it, they raced it on a
+        // busy machine and a hang was reported as a connection error.
+        let backstop = opts.timeout * 2;
+        config.connect_timeout = Some(backstop);
+        config.read_timeout = Some(backstop);
+        config.write_timeout = Some(backstop);
         config.accept_invalid_certs = opts.insecure_skip_tls_verify;
         if let Some(path) = opts.ca_file {
             config.root_cert = Some(read_ca_file(path)?);

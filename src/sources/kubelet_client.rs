@@ -1,6 +1,7 @@
 //! One HTTPS client for a fleet of kubelets (cluster mode): every node's
 //! `/stats/summary` (or `/configz`) read directly from the kubelet at the
-//! node's address, never through the API server's `nodes/proxy`.
+//! node's address; through the API server's `nodes/proxy` only when asked
+//! (`--cluster.via-api-server-proxy`, [`KubeletClient::url`]).
 //!
 //! One client for all nodes, not a `kube::Client` per node: it holds one TLS
 //! configuration, one credential and one connection pool, and the pool keeps
@@ -35,6 +36,16 @@ use kube::client::ConfigExt as _;
 use thiserror::Error;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt as _};
+
+use super::nodes::KubeletNode;
+
+/// What a name (a node's) escapes as one segment of a URL path: all but
+/// RFC 3986's unreserved characters.
+pub const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The read buffer of each connection.
 const READ_BUF: usize = 16 << 10;
@@ -138,6 +149,10 @@ pub struct KubeletClientOptions {
     /// Idle keep-alive connections kept per kubelet: 1, or 0 for a new
     /// connection (and TLS handshake) at every poll.
     pub max_idle_per_kubelet: usize,
+    /// Every kubelet through the API server's `nodes/proxy`: the API
+    /// server is verified as for any API call, and the kubelet TLS
+    /// settings above do not apply.
+    pub via_api_server: bool,
 }
 
 impl Default for KubeletClientOptions {
@@ -149,6 +164,7 @@ impl Default for KubeletClientOptions {
             max_body: 16 << 20,
             idle_timeout: Duration::from_secs(90),
             max_idle_per_kubelet: 1,
+            via_api_server: false,
         }
     }
 }
@@ -161,6 +177,9 @@ pub struct KubeletClient {
     http: Http,
     timeout: Duration,
     max_body: usize,
+    /// The API server's URL (no trailing `/`), when kubelets are reached
+    /// through its `nodes/proxy`.
+    api_server: Option<String>,
 }
 
 impl std::fmt::Debug for KubeletClient {
@@ -189,18 +208,34 @@ impl KubeletClient {
     ) -> Result<KubeletClient, KubeletClientError> {
         let build = |e: &dyn StdError| KubeletClientError::Build { reason: chain(e) };
         let mut config = api;
-        // The API server's name is not a kubelet's: each kubelet is checked
-        // against the address it is reached at.
-        config.tls_server_name = None;
         config.proxy_url = None;
-        config.accept_invalid_certs = opts.insecure_skip_tls_verify;
-        if let Some(path) = &opts.ca_file {
-            config.root_cert = Some(read_ca_file(path)?);
-            config.root_cert_file = None;
-        }
+        let api_server = if opts.via_api_server {
+            // Every request goes to the API server, verified as kube
+            // verifies it for any API call.
+            Some(
+                config
+                    .cluster_url
+                    .to_string()
+                    .trim_end_matches('/')
+                    .to_owned(),
+            )
+        } else {
+            // The API server's name is not a kubelet's: each kubelet is
+            // checked against the address it is reached at.
+            config.tls_server_name = None;
+            config.accept_invalid_certs = opts.insecure_skip_tls_verify;
+            if let Some(path) = &opts.ca_file {
+                config.root_cert = Some(read_ca_file(path)?);
+                config.root_cert_file = None;
+            }
+            None
+        };
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(opts.timeout));
+        // `get`'s deadline covers connecting; this is only a backstop
+        // behind it (equal, the two would race and a kubelet that never
+        // answers could read as a connection error rather than a timeout).
+        tcp.set_connect_timeout(Some(opts.timeout * 2));
         tcp.set_nodelay(true);
         // Finds a kubelet gone without a FIN between two polls.
         tcp.set_keepalive(Some(Duration::from_secs(30)));
@@ -224,7 +259,27 @@ impl KubeletClient {
             http: BoxCloneSyncService::new(service),
             timeout: opts.timeout,
             max_body: opts.max_body,
+            api_server,
         })
+    }
+
+    /// The URL of `path` on `node`'s kubelet: `https://<address>:<port><path>`,
+    /// or through the API server, `<api>/api/v1/nodes/<name>/proxy<path>`.
+    pub fn url(&self, node: &KubeletNode, path: &str) -> String {
+        match &self.api_server {
+            None => kubelet_url(&node.address, node.port, path),
+            Some(api) => {
+                // A Node's name is a DNS subdomain; encoded all the same, so
+                // that no name can leave its path segment (`.` and `..`
+                // alone would be dot-segments).
+                let name = match node.name.as_str() {
+                    "." => "%2E".to_owned(),
+                    ".." => "%2E%2E".to_owned(),
+                    name => percent_encoding::utf8_percent_encode(name, PATH_SEGMENT).to_string(),
+                };
+                format!("{api}/api/v1/nodes/{name}/proxy{path}")
+            }
+        }
     }
 
     /// `GET url` from `node`'s kubelet: the whole body of a 2xx answer.
@@ -408,6 +463,48 @@ fn chain(e: &dyn StdError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn through_the_api_server_only_when_asked() {
+        let api = || kube::Config::new("https://api.example:6443/".parse().expect("url"));
+        let node = KubeletNode {
+            name: "node-1.zone".into(),
+            uid: String::new(),
+            address: "10.0.0.1".into(),
+            port: 10250,
+        };
+        let direct = KubeletClient::new(api(), &KubeletClientOptions::default()).expect("client");
+        assert_eq!(
+            direct.url(&node, "/stats/summary"),
+            "https://10.0.0.1:10250/stats/summary"
+        );
+        let opts = KubeletClientOptions {
+            via_api_server: true,
+            ..KubeletClientOptions::default()
+        };
+        let proxied = KubeletClient::new(api(), &opts).expect("client");
+        assert_eq!(
+            proxied.url(&node, "/stats/summary"),
+            "https://api.example:6443/api/v1/nodes/node-1.zone/proxy/stats/summary"
+        );
+        // No name leaves its path segment.
+        let odd = KubeletNode {
+            name: "../x?y#z".into(),
+            ..node
+        };
+        assert_eq!(
+            proxied.url(&odd, "/configz"),
+            "https://api.example:6443/api/v1/nodes/..%2Fx%3Fy%23z/proxy/configz"
+        );
+        let dots = KubeletNode {
+            name: "..".into(),
+            ..odd
+        };
+        assert_eq!(
+            proxied.url(&dots, "/configz"),
+            "https://api.example:6443/api/v1/nodes/%2E%2E/proxy/configz"
+        );
+    }
 
     #[test]
     fn urls_of_kubelets() {

@@ -32,17 +32,9 @@ pub enum SummaryError {
     },
 }
 
-/// One filesystem's figures, as kubelet's `FsStats` (`time` left out).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct FsFigures {
-    pub available_bytes: Option<u64>,
-    pub capacity_bytes: Option<u64>,
-    pub used_bytes: Option<u64>,
-    pub inodes_free: Option<u64>,
-    pub inodes: Option<u64>,
-    pub inodes_used: Option<u64>,
-}
+/// One filesystem's figures, as kubelet's `FsStats`; the model's type, as
+/// cluster mode keeps it.
+pub use crate::model::cluster::FsFigures;
 
 /// `node.rlimit`: the node's PID limit and the processes running.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

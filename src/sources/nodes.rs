@@ -30,7 +30,6 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::kubelet_client::kubelet_url;
 use super::shard::Shard;
 
 /// A node's kubelet, as the fleet polls it.
@@ -41,13 +40,6 @@ pub struct KubeletNode {
     /// An IP address (or a host name, when such address types are asked).
     pub address: String,
     pub port: u16,
-}
-
-impl KubeletNode {
-    /// `https://<address>:<port><path>`.
-    pub fn url(&self, path: &str) -> String {
-        kubelet_url(&self.address, self.port, path)
-    }
 }
 
 /// The address types to use, in order of preference: `InternalIP` alone
@@ -297,12 +289,16 @@ impl NodeList {
             };
             let Some(event) = event else { return };
             self.apply(event);
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
-    /// One event of the watcher.
+    /// One event of the watcher; subscribers are notified.
     pub fn apply(&self, event: Result<watcher::Event<WatchedNode>, watcher::Error>) {
+        self.apply_quietly(event);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn apply_quietly(&self, event: Result<watcher::Event<WatchedNode>, watcher::Error>) {
         let event = match event {
             Ok(event) => event,
             Err(watcher::Error::WatchError(status)) if status.code == 410 => {
@@ -367,6 +363,7 @@ impl NodeList {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kubelet_client::kubelet_url;
     use super::*;
     use serde_json::json;
 
@@ -396,7 +393,7 @@ mod tests {
             }
         );
         assert_eq!(
-            k.url("/stats/summary"),
+            kubelet_url(&k.address, k.port, "/stats/summary"),
             "https://10.0.0.1:10250/stats/summary"
         );
     }

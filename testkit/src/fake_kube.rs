@@ -361,6 +361,9 @@ struct Store {
     /// A new watch from a version below this gets 410 Expired.
     expired_below: u64,
     requests: Vec<LoggedRequest>,
+    /// What `GET /api/v1/nodes/<node>/proxy<path>` answers, by (node,
+    /// path): the status and body the API server relays from the kubelet.
+    proxied: BTreeMap<(String, String), (u16, String)>,
     open_watches: usize,
 }
 
@@ -523,6 +526,7 @@ impl FakeKube {
                 retained_from: INITIAL_RESOURCE_VERSION,
                 expired_below: INITIAL_RESOURCE_VERSION,
                 requests: Vec::new(),
+                proxied: BTreeMap::new(),
                 open_watches: 0,
             }),
             rv_tx: watch::Sender::new(INITIAL_RESOURCE_VERSION),
@@ -595,6 +599,16 @@ impl FakeKube {
     }
 
     /// Removes a Node: a DELETED event carrying its last state.
+    /// Makes `GET /api/v1/nodes/<node>/proxy<path>` answer `status` and
+    /// `body`, as the API server relays a kubelet's answer (a node with
+    /// nothing set answers 503, as for a kubelet it cannot reach).
+    pub fn set_node_proxy(&self, node: &str, path: &str, status: u16, body: String) {
+        self.shared
+            .lock()
+            .proxied
+            .insert((node.to_owned(), path.to_owned()), (status, body));
+    }
+
     pub fn delete_node(&self, name: &str) -> Option<Value> {
         self.shared.delete(Kind::Node, "", name)
     }
@@ -773,6 +787,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 ),
             }
         }
+        Some(Route::NodeProxy { node, path }) => {
+            let answer = shared.lock().proxied.get(&(node.clone(), path)).cloned();
+            match answer {
+                Some((code, body)) => Response::builder()
+                    .status(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY))
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .expect("proxied response"),
+                None => status_response(
+                    503,
+                    &format!("error trying to reach service: dial tcp: node {node:?} unreachable"),
+                    None,
+                ),
+            }
+        }
         None => status_response(
             404,
             "the server could not find the requested resource",
@@ -782,6 +811,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 enum Route {
+    /// `nodes/<node>/proxy<path>`: the API server relaying to a kubelet.
+    NodeProxy { node: String, path: String },
     Collection {
         kind: Kind,
         namespace: Option<String>,
@@ -797,6 +828,10 @@ fn route(path: &str) -> Option<Route> {
     let rest = path.strip_prefix("/api/v1/")?;
     let segments: Vec<&str> = rest.split('/').collect();
     match segments.as_slice() {
+        ["nodes", node, "proxy", path @ ..] if !node.is_empty() => Some(Route::NodeProxy {
+            node: (*node).to_string(),
+            path: format!("/{}", path.join("/")),
+        }),
         [plural] => Kind::from_plural(plural).map(|kind| Route::Collection {
             kind,
             namespace: None,

@@ -3,22 +3,27 @@
 //! answers `GET /stats/summary` over HTTPS with keep-alive, in the JSON shape
 //! of kubelet's Summary API (`stats/v1alpha1`: its JSON tags, `omitempty`
 //! figures left out, cpu/memory/network/swap present as a real kubelet
-//! writes them).
+//! writes them), and `GET /configz` as kubelet does (`{"kubeletconfig":
+//! {...}}`, its effective configuration in v1beta1 field names).
 //!
 //! Authorization as kubelet's webhook answers it: no token or an unknown one
-//! is 401, [`READER_TOKEN`] (a service account without `nodes/stats`) is 403
-//! with kubelet's message, [`FLEET_TOKEN`] is allowed. Per node, a
-//! [`Behaviour`] makes its kubelet hang, answer 401 to everyone, or cut its
-//! body short.
+//! is 401, [`READER_TOKEN`] (a service account without `nodes/stats` or
+//! `nodes/configz`) is 403 with kubelet's message, [`FLEET_TOKEN`] is
+//! allowed. Per node, a [`Behaviour`] makes its kubelet hang, answer 401 to
+//! everyone, or cut its body short; [`KubeletFleet::forbid_configz`] makes
+//! it refuse `/configz` only (`nodes/configz` not granted).
 //!
 //! The figures are functions of the node's and the pod's index
-//! ([`pod_rootfs_used`] and the like), so a test can check every number.
+//! ([`pod_rootfs_used`], [`image_fs`] and the like), and so is each
+//! kubelet's configuration ([`kubelet_settings`]), so a test can check
+//! every number. Nodes differ in their filesystem layout ([`image_fs`],
+//! [`container_fs`]) and their GC and eviction thresholds.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -75,6 +80,9 @@ pub fn node_name(i: usize) -> String {
 struct NodeState {
     behaviour: AtomicU8,
     requests: AtomicU64,
+    summary_requests: AtomicU64,
+    configz_requests: AtomicU64,
+    configz_forbidden: AtomicBool,
 }
 
 /// The running fleet; stops when dropped.
@@ -120,6 +128,9 @@ impl KubeletFleet {
                 .map(|_| NodeState {
                     behaviour: AtomicU8::new(Behaviour::Answer as u8),
                     requests: AtomicU64::new(0),
+                    summary_requests: AtomicU64::new(0),
+                    configz_requests: AtomicU64::new(0),
+                    configz_forbidden: AtomicBool::new(false),
                 })
                 .collect(),
         );
@@ -174,6 +185,25 @@ impl KubeletFleet {
     /// Requests node `i`'s kubelet received.
     pub fn requests(&self, i: usize) -> u64 {
         self.nodes[i].requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests for `/stats/summary` node `i`'s kubelet received.
+    pub fn summary_requests(&self, i: usize) -> u64 {
+        self.nodes[i].summary_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests for `/configz` node `i`'s kubelet received (refused ones
+    /// included).
+    pub fn configz_requests(&self, i: usize) -> u64 {
+        self.nodes[i].configz_requests.load(Ordering::SeqCst)
+    }
+
+    /// Makes node `i`'s kubelet answer `/configz` with 403, as when the
+    /// caller's account lacks `nodes/configz` (every other path as before).
+    pub fn forbid_configz(&self, i: usize, forbidden: bool) {
+        self.nodes[i]
+            .configz_forbidden
+            .store(forbidden, Ordering::SeqCst);
     }
 
     /// TLS connections accepted, all nodes together.
@@ -262,22 +292,41 @@ async fn answer<B>(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if behaviour == Behaviour::Unauthorized || !matches!(token, Some(FLEET_TOKEN | READER_TOKEN)) {
+    let authenticated =
+        behaviour != Behaviour::Unauthorized && matches!(token, Some(FLEET_TOKEN | READER_TOKEN));
+    let (counter, subresource) = match req.uri().path() {
+        "/stats/summary" => (&state.summary_requests, "stats"),
+        "/configz" => (&state.configz_requests, "configz"),
+        _ if authenticated => return text(StatusCode::NOT_FOUND, "404 page not found"),
+        _ => return text(StatusCode::UNAUTHORIZED, "Unauthorized"),
+    };
+    counter.fetch_add(1, Ordering::SeqCst);
+    if !authenticated {
         return text(StatusCode::UNAUTHORIZED, "Unauthorized");
     }
-    if req.uri().path() != "/stats/summary" {
-        return text(StatusCode::NOT_FOUND, "404 page not found");
-    }
-    if token == Some(READER_TOKEN) {
+    let forbidden = token == Some(READER_TOKEN)
+        || (subresource == "configz" && state.configz_forbidden.load(Ordering::SeqCst));
+    if forbidden {
+        let user = if token == Some(READER_TOKEN) {
+            "reader"
+        } else {
+            "kubedf"
+        };
         return text(
             StatusCode::FORBIDDEN,
-            "Forbidden (user=system:serviceaccount:monitoring:reader, verb=get, resource=nodes, subresource(s)=[stats])",
+            &format!(
+                "Forbidden (user=system:serviceaccount:monitoring:{user}, verb=get, resource=nodes, subresource(s)=[{subresource}])"
+            ),
         );
     }
     if behaviour == Behaviour::Hang {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    let body = summary_json(node, pods);
+    let body = if subresource == "configz" {
+        configz_json(node)
+    } else {
+        summary_json(node, pods)
+    };
     let response = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
@@ -321,6 +370,284 @@ pub fn node_fs_used(node: usize) -> u64 {
     10 * GIB + (node as u64 % 100) * (GIB / 100)
 }
 
+/// A filesystem of a node's summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fs {
+    pub capacity: u64,
+    pub used: u64,
+    pub inodes: u64,
+    pub inodes_used: u64,
+}
+
+impl Fs {
+    pub fn available(&self) -> u64 {
+        self.capacity - self.used
+    }
+
+    pub fn inodes_free(&self) -> u64 {
+        self.inodes - self.inodes_used
+    }
+}
+
+/// How node `node` keeps images and containers: 0 images on the node's
+/// filesystem (nodes 0, 3, 4, 7, ...), 1 a dedicated image filesystem
+/// holding containers too (nodes 1, 5, ...), 2 a dedicated image filesystem
+/// and containers on a third one (split; nodes 2, 6, ...).
+pub fn layout(node: usize) -> usize {
+    match node % 4 {
+        1 => 1,
+        2 => 2,
+        _ => 0,
+    }
+}
+
+/// `node.fs`.
+pub fn node_fs(node: usize) -> Fs {
+    Fs {
+        capacity: 100 * GIB,
+        used: node_fs_used(node),
+        inodes: 6_553_600,
+        inodes_used: 400_000,
+    }
+}
+
+/// `node.runtime.imageFs`: 20 GiB of images, on the node's filesystem
+/// (its capacity and inodes, as statfs of the same filesystem gives them)
+/// or on a dedicated 200 GiB one.
+pub fn image_fs(node: usize) -> Fs {
+    let own = node_fs(node);
+    let (capacity, inodes) = match layout(node) {
+        0 => (own.capacity, own.inodes),
+        _ => (200 * GIB, 13_107_200),
+    };
+    Fs {
+        capacity,
+        used: 20 * GIB,
+        inodes,
+        inodes_used: 90_000,
+    }
+}
+
+/// `node.runtime.containerFs`: the image filesystem (kubelet 1.30+ reports
+/// it so when the runtime does not split them), or a 50 GiB one of its own.
+pub fn container_fs(node: usize) -> Fs {
+    let image = image_fs(node);
+    match layout(node) {
+        2 => Fs {
+            capacity: 50 * GIB,
+            inodes: 3_276_800,
+            ..image
+        },
+        _ => image,
+    }
+}
+
+/// `node.rlimit.maxpid`.
+pub const MAX_PID: u64 = 4_194_304;
+
+/// `node.rlimit.curproc`.
+pub fn cur_proc(node: usize) -> u64 {
+    300 + node as u64 % 100
+}
+
+/// What node `node`'s kubelet configuration says of image GC and
+/// eviction, as its `/configz` writes it.
+#[derive(Clone, Copy, Debug)]
+pub struct KubeletSettings {
+    pub image_gc_high: u32,
+    pub image_gc_low: u32,
+    pub eviction_hard: &'static [(&'static str, &'static str)],
+    pub eviction_soft: &'static [(&'static str, &'static str)],
+    pub eviction_soft_grace_period: &'static [(&'static str, &'static str)],
+}
+
+/// Three kinds of kubelet, by node index modulo 3: 0 kubeadm's defaults
+/// (kubelet filled in `evictionHard`), 1 k3s' thresholds with a soft one
+/// and an image GC that is due now, 2 quantities and a PID threshold.
+pub fn kubelet_settings(node: usize) -> KubeletSettings {
+    match node % 3 {
+        0 => KubeletSettings {
+            image_gc_high: 85,
+            image_gc_low: 80,
+            eviction_hard: &[
+                ("imagefs.available", "15%"),
+                ("imagefs.inodesFree", "5%"),
+                ("memory.available", "100Mi"),
+                ("nodefs.available", "10%"),
+                ("nodefs.inodesFree", "5%"),
+            ],
+            eviction_soft: &[],
+            eviction_soft_grace_period: &[],
+        },
+        1 => KubeletSettings {
+            image_gc_high: 15,
+            image_gc_low: 10,
+            eviction_hard: &[("imagefs.available", "5%"), ("nodefs.available", "5%")],
+            eviction_soft: &[("nodefs.available", "12.5%")],
+            eviction_soft_grace_period: &[("nodefs.available", "1m30s")],
+        },
+        _ => KubeletSettings {
+            image_gc_high: 90,
+            image_gc_low: 85,
+            eviction_hard: &[
+                ("imagefs.available", "5Gi"),
+                ("memory.available", "750Mi"),
+                ("nodefs.available", "2Gi"),
+                ("nodefs.inodesFree", "100k"),
+                ("pid.available", "1000"),
+            ],
+            eviction_soft: &[("imagefs.available", "10Gi")],
+            eviction_soft_grace_period: &[("imagefs.available", "2m0s")],
+        },
+    }
+}
+
+/// A kubelet's configuration as `/configz` serves it, but for the GC and
+/// eviction fields ([`configz_json`] adds them).
+const CONFIGZ_REST: &str = r#"{
+  "enableServer": true,
+  "staticPodPath": "/etc/kubernetes/manifests",
+  "podLogsDir": "/var/log/pods",
+  "syncFrequency": "1m0s",
+  "fileCheckFrequency": "20s",
+  "httpCheckFrequency": "20s",
+  "address": "0.0.0.0",
+  "port": 10250,
+  "tlsCertFile": "/var/lib/kubelet/pki/kubelet.crt",
+  "tlsPrivateKeyFile": "/var/lib/kubelet/pki/kubelet.key",
+  "rotateCertificates": true,
+  "authentication": {
+    "x509": {
+      "clientCAFile": "/etc/kubernetes/pki/ca.crt"
+    },
+    "webhook": {
+      "enabled": true,
+      "cacheTTL": "2m0s"
+    },
+    "anonymous": {
+      "enabled": false
+    }
+  },
+  "authorization": {
+    "mode": "Webhook",
+    "webhook": {
+      "cacheAuthorizedTTL": "5m0s",
+      "cacheUnauthorizedTTL": "30s"
+    }
+  },
+  "registryPullQPS": 5,
+  "registryBurst": 10,
+  "eventRecordQPS": 50,
+  "eventBurst": 100,
+  "enableDebuggingHandlers": true,
+  "healthzPort": 10248,
+  "healthzBindAddress": "127.0.0.1",
+  "oomScoreAdj": -999,
+  "clusterDomain": "cluster.local",
+  "clusterDNS": [
+    "10.96.0.10"
+  ],
+  "streamingConnectionIdleTimeout": "4h0m0s",
+  "nodeStatusUpdateFrequency": "10s",
+  "nodeStatusReportFrequency": "5m0s",
+  "nodeLeaseDurationSeconds": 40,
+  "imageMinimumGCAge": "2m0s",
+  "imageMaximumGCAge": "0s",
+  "volumeStatsAggPeriod": "1m0s",
+  "cgroupsPerQOS": true,
+  "cgroupDriver": "systemd",
+  "cpuManagerPolicy": "none",
+  "cpuManagerReconcilePeriod": "10s",
+  "memoryManagerPolicy": "None",
+  "topologyManagerPolicy": "none",
+  "topologyManagerScope": "container",
+  "runtimeRequestTimeout": "2m0s",
+  "hairpinMode": "promiscuous-bridge",
+  "maxPods": 110,
+  "podPidsLimit": -1,
+  "resolvConf": "/run/systemd/resolve/resolv.conf",
+  "cpuCFSQuota": true,
+  "cpuCFSQuotaPeriod": "100ms",
+  "nodeStatusMaxImages": 50,
+  "maxOpenFiles": 1000000,
+  "contentType": "application/vnd.kubernetes.protobuf",
+  "kubeAPIQPS": 50,
+  "kubeAPIBurst": 100,
+  "serializeImagePulls": true,
+  "evictionPressureTransitionPeriod": "5m0s",
+  "mergeDefaultEvictionSettings": false,
+  "enableControllerAttachDetach": true,
+  "makeIPTablesUtilChains": true,
+  "iptablesMasqueradeBit": 14,
+  "iptablesDropBit": 15,
+  "failSwapOn": true,
+  "memorySwap": {},
+  "containerLogMaxSize": "10Mi",
+  "containerLogMaxFiles": 5,
+  "containerLogMaxWorkers": 1,
+  "containerLogMonitorInterval": "10s",
+  "configMapAndSecretChangeDetectionStrategy": "Watch",
+  "enforceNodeAllocatable": [
+    "pods"
+  ],
+  "volumePluginDir": "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/",
+  "logging": {
+    "format": "text",
+    "flushFrequency": "5s",
+    "verbosity": 0,
+    "options": {
+      "text": {
+        "infoBufferSize": "0"
+      },
+      "json": {
+        "infoBufferSize": "0"
+      }
+    }
+  },
+  "enableSystemLogHandler": true,
+  "enableSystemLogQuery": false,
+  "shutdownGracePeriod": "0s",
+  "shutdownGracePeriodCriticalPods": "0s",
+  "enableProfilingHandler": true,
+  "enableDebugFlagsHandler": true,
+  "seccompDefault": false,
+  "memoryThrottlingFactor": 0.9,
+  "registerNode": true,
+  "localStorageCapacityIsolation": true,
+  "containerRuntimeEndpoint": "unix:///run/containerd/containerd.sock",
+  "failCgroupV1": false
+}"#;
+
+/// Node `node`'s `/configz` as its kubelet writes it (a 1.34 kubelet: no
+/// `kind` or `apiVersion` in the inner object; an empty map left out).
+pub fn configz_json(node: usize) -> String {
+    let k = kubelet_settings(node);
+    let map = |pairs: &[(&str, &str)]| {
+        serde_json::Value::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                .collect(),
+        )
+    };
+    // As a 1.34 kubelet writes it, but for the GC and eviction fields.
+    let mut config: serde_json::Value =
+        serde_json::from_str(CONFIGZ_REST).expect("the fleet's configz parses");
+    let inner = config.as_object_mut().expect("an object");
+    inner.insert("imageGCHighThresholdPercent".into(), k.image_gc_high.into());
+    inner.insert("imageGCLowThresholdPercent".into(), k.image_gc_low.into());
+    for (field, pairs) in [
+        ("evictionHard", k.eviction_hard),
+        ("evictionSoft", k.eviction_soft),
+        ("evictionSoftGracePeriod", k.eviction_soft_grace_period),
+    ] {
+        if !pairs.is_empty() {
+            inner.insert(field.to_owned(), map(pairs));
+        }
+    }
+    serde_json::json!({ "kubeletconfig": config }).to_string()
+}
+
 /// Container `app`'s writable layer in pod `pod` of node `node`.
 pub fn pod_rootfs_used(node: usize, pod: usize) -> u64 {
     (node as u64 * 1000 + pod as u64 + 1) * 4096
@@ -355,17 +682,28 @@ pub fn summary_json(node: usize, pods: usize) -> String {
             6553600 - inodes_used
         )
     };
+    let whole = |f: Fs| {
+        format!(
+            r#"{{"time":"{TIME}","availableBytes":{},"capacityBytes":{},"usedBytes":{},"inodesFree":{},"inodes":{},"inodesUsed":{}}}"#,
+            f.available(),
+            f.capacity,
+            f.used,
+            f.inodes_free(),
+            f.inodes,
+            f.inodes_used
+        )
+    };
     let cpu = r#"{"time":"2026-12-05T20:00:00Z","usageNanoCores":12345678,"usageCoreNanoSeconds":987654321000}"#;
     let memory = r#"{"time":"2026-12-05T20:00:00Z","availableBytes":1073741824,"usageBytes":268435456,"workingSetBytes":201326592,"rssBytes":134217728,"pageFaults":12345,"majorPageFaults":12}"#;
     let network = r#"{"time":"2026-12-05T20:00:00Z","name":"eth0","rxBytes":123456789,"rxErrors":0,"txBytes":98765432,"txErrors":0,"interfaces":[{"name":"eth0","rxBytes":123456789,"rxErrors":0,"txBytes":98765432,"txErrors":0}]}"#;
     let mut out = String::with_capacity(1500 * pods + 3000);
     let _ = write!(
         out,
-        r#"{{"node":{{"nodeName":"{name}","systemContainers":[{{"name":"kubelet","startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory}}},{{"name":"runtime","startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory}}},{{"name":"pods","startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory}}}],"startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory},"network":{network},"fs":{},"runtime":{{"imageFs":{},"containerFs":{}}},"rlimit":{{"time":"{TIME}","maxpid":4194304,"curproc":{}}},"swap":{{"time":"{TIME}","swapAvailableBytes":0,"swapUsageBytes":0}}}},"pods":["#,
-        fs(used, 400_000),
-        fs(20 * GIB, 90_000),
-        fs(20 * GIB, 90_000),
-        300 + node % 100,
+        r#"{{"node":{{"nodeName":"{name}","systemContainers":[{{"name":"kubelet","startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory}}},{{"name":"runtime","startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory}}},{{"name":"pods","startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory}}}],"startTime":"2026-12-01T00:00:00Z","cpu":{cpu},"memory":{memory},"network":{network},"fs":{},"runtime":{{"imageFs":{},"containerFs":{}}},"rlimit":{{"time":"{TIME}","maxpid":{MAX_PID},"curproc":{}}},"swap":{{"time":"{TIME}","swapAvailableBytes":0,"swapUsageBytes":0}}}},"pods":["#,
+        whole(node_fs(node)),
+        whole(image_fs(node)),
+        whole(container_fs(node)),
+        cur_proc(node),
     );
     for p in 0..pods {
         if p > 0 {

@@ -41,6 +41,7 @@ pub mod manifests;
 pub mod mounts;
 pub mod node;
 pub mod prerequisites;
+pub mod procstat;
 pub mod tls;
 
 pub use binary::*;

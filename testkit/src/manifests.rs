@@ -74,19 +74,27 @@ fn parse_docs(what: &str, text: &str) -> Vec<Value> {
 /// patches, which kustomize will not load as an overlay of itself, so the
 /// kustomization that joins them lives in a temporary dir that links deploy/.
 pub fn kustomize(test: &str, components: &[&str]) -> Option<Vec<Value>> {
+    kustomize_with(test, "deploy", components)
+}
+
+/// `kubectl kustomize` of `base`, a directory of the repository (e.g.
+/// "deploy/cluster"), plus the named components of deploy/; None when
+/// skipped.
+pub fn kustomize_with(test: &str, base: &str, components: &[&str]) -> Option<Vec<Value>> {
     let dir = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(root().join("deploy"), dir.path().join("deploy")).expect("link");
+    std::os::unix::fs::symlink(root().join(base), dir.path().join("base")).expect("link");
     let components: Vec<String> = components.iter().map(|c| format!("deploy/{c}")).collect();
     std::fs::write(
         dir.path().join("kustomization.yaml"),
-        json!({"resources": ["deploy"], "components": components}).to_string(),
+        json!({"resources": ["base"], "components": components}).to_string(),
     )
     .expect("kustomization.yaml");
     let out = run(
         test,
         Command::new("kubectl").arg("kustomize").arg(dir.path()),
     )?;
-    assert_success("kubectl kustomize deploy", &out);
+    assert_success(&format!("kubectl kustomize {base}"), &out);
     Some(parse_docs(
         "kustomize output",
         &String::from_utf8(out.stdout).expect("UTF-8"),

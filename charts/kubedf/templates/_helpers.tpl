@@ -86,3 +86,52 @@ passed to --cri.endpoint, so only a unix socket at an absolute path will do.
 {{- end }}
 {{- $path }}
 {{- end }}
+
+{{/* daemonset or cluster; anything else fails the render. */}}
+{{- define "kubedf.mode" -}}
+{{- $mode := .Values.mode | default "daemonset" }}
+{{- if not (has $mode (list "daemonset" "cluster")) }}
+{{- fail (printf "mode must be daemonset (one kubedf per node) or cluster (one poller of every kubelet), not %q" (toString .Values.mode)) }}
+{{- end }}
+{{- $mode }}
+{{- end }}
+
+{{/* cluster.shards, checked: a whole number, at least 1. */}}
+{{- define "kubedf.shards" -}}
+{{- $shards := .Values.cluster.shards }}
+{{- $number := or (kindIs "float64" $shards) (kindIs "int" $shards) (kindIs "int64" $shards) }}
+{{- if or (not $number) (lt (float64 $shards) 1.0) (ne (float64 (int64 $shards)) (float64 $shards)) }}
+{{- fail (printf "cluster.shards must be a whole number of at least 1, not %s" (toJson $shards)) }}
+{{- end }}
+{{- int64 $shards }}
+{{- end }}
+
+{{/*
+--metric-allowlist or --metric-denylist, as args lines: each list comma-joined (kubedf splits on
+commas, so an expression holding one cannot be passed), and not both.
+*/}}
+{{- define "kubedf.metricFilterArgs" -}}
+{{- if and .Values.metricAllowlist .Values.metricDenylist }}
+{{- fail "metricAllowlist and metricDenylist are both set; kubedf refuses both at once (--metric-allowlist and --metric-denylist are mutually exclusive): set only one" }}
+{{- end }}
+{{- range $flag, $list := dict "metric-allowlist" .Values.metricAllowlist "metric-denylist" .Values.metricDenylist }}
+{{- range $list }}
+{{- if contains "," (toString .) }}
+{{- fail (printf "%s: %q holds a comma, which kubedf's --%s splits on; write it without one" (ternary "metricAllowlist" "metricDenylist" (eq $flag "metric-allowlist")) (toString .) $flag) }}
+{{- end }}
+{{- end }}
+{{- with $list }}
+- --{{ $flag }}={{ join "," . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* kubelet's serving certificate: --kubelet.ca-file, --kubelet.insecure-skip-tls-verify. */}}
+{{- define "kubedf.kubeletTLSArgs" -}}
+{{- with .Values.kubelet.caFile }}
+- --kubelet.ca-file={{ . }}
+{{- end }}
+{{- if .Values.kubelet.insecureSkipTLSVerify }}
+- --kubelet.insecure-skip-tls-verify
+{{- end }}
+{{- end }}

@@ -1,6 +1,11 @@
 //! Builds kubedf from the command line: kubelet config, registry, samplers;
 //! and, while `kubedf serve` runs, builds the samplers again when the
-//! kubelet settings they were built from change (a [`Generation`]).
+//! kubelet settings they were built from change (a [`Generation`]). How
+//! `kubedf serve` runs, in either mode, is [`serve`]'s.
+
+mod serve;
+
+pub use serve::{ServeError, serve_cluster};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,9 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::cli::{CommonArgs, WebArgs};
+use crate::cli::CommonArgs;
 use crate::collector::filter::{FamilyFilter, FilterError};
-use crate::http::web_config::WebConfigError;
 use crate::kubelet::config::{ConfigSource, DEFAULT_ROOT_DIR, KubeletConfig};
 use crate::model::snapshot::SnapshotHandle;
 use crate::model::{Board, Snapshot, SourceId};
@@ -51,21 +55,6 @@ pub enum BuildError {
     Walkers(#[source] std::io::Error),
     #[error(transparent)]
     Filter(#[from] FilterError),
-}
-
-/// Why `kubedf serve` stopped with an error.
-#[derive(Debug, Error)]
-pub enum ServeError {
-    #[error("--web.config.file: {0}")]
-    WebConfig(#[from] WebConfigError),
-    #[error("--web.listen-address: cannot listen on {address}: {source}")]
-    Listen {
-        address: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("serving HTTP: {0}")]
-    Http(#[source] std::io::Error),
 }
 
 pub struct App {
@@ -239,71 +228,6 @@ impl App {
             shutdown,
         ));
         (board, follow)
-    }
-
-    /// `kubedf serve`: starts the samplers ([`App::start`]), the web
-    /// config's reload and the heap trimmer, and serves HTTP until
-    /// `shutdown` resolves; then stops the samplers and returns.
-    pub async fn serve(
-        self,
-        common: &CommonArgs,
-        web_args: &WebArgs,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        use crate::http::{self, AppState, ServeOptions, WebConfig};
-        // Read before anything starts: a bad file stops kubedf at once.
-        let web = match &web_args.web_config_file {
-            None => WebConfig::plain(),
-            Some(path) => WebConfig::load(path)?,
-        };
-        let listener = http::bind(web_args.listen_address)
-            .await
-            .map_err(|source| ServeError::Listen {
-                address: web_args.listen_address,
-                source,
-            })?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let registry = Arc::clone(&self.registry);
-        let node_name = self.node_name.clone();
-        let (board, samplers) = self
-            .start(common.kubelet_config_refresh_interval, stop_rx.clone())
-            .await;
-        tokio::spawn(crate::exec::heap::run(
-            crate::exec::heap::QUIET,
-            stop_rx.clone(),
-        ));
-        let rate_limit = web.rate_limit.clone();
-        let (tls, http2) = (web.tls.is_some(), web.tls.is_some() && web.http2);
-        let web = Arc::new(arc_swap::ArcSwap::from_pointee(web));
-        if let Some(path) = &web_args.web_config_file {
-            tokio::spawn(http::reload_web_config(
-                path.clone(),
-                Arc::clone(&web),
-                Arc::clone(&board),
-                stop_rx.clone(),
-            ));
-        }
-        let address = listener.local_addr().map_err(ServeError::Http)?;
-        info!(%address, path = %web_args.telemetry_path, tls, http2, max_connections = web_args.max_connections, "serving metrics");
-        let state = AppState {
-            registry,
-            snapshot: board,
-            telemetry_path: web_args.telemetry_path.clone(),
-            max_snapshot_age: common.sample_interval * 3
-                + common.sample_timeout * 2
-                + Duration::from_secs(5),
-            web,
-            cache: Arc::default(),
-            rate_limit,
-            node_name,
-        };
-        let options = ServeOptions {
-            max_connections: usize::from(web_args.max_connections),
-        };
-        let served = http::serve(listener, state, options, shutdown).await;
-        let _ = stop_tx.send(true);
-        let _ = samplers.await;
-        served.map_err(ServeError::Http)
     }
 }
 
