@@ -105,6 +105,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .cache
         .body(&state.registry, &snapshot, format, accepts_gzip(&headers))
         .await;
+    exposition(format, body, gzipped)
+}
+
+/// An exposition's response: its format's content type, gzipped or not,
+/// varying on the two headers that chose them.
+fn exposition(format: crate::exposition::Format, body: bytes::Bytes, gzipped: bool) -> Response {
     let content_type = (header::CONTENT_TYPE, format.content_type());
     let vary = (header::VARY, "Accept, Accept-Encoding");
     if gzipped {
@@ -151,17 +157,7 @@ async fn node_metrics(
             node.escape_debug().to_string()
         ));
     };
-    let content_type = (header::CONTENT_TYPE, format.content_type());
-    let vary = (header::VARY, "Accept, Accept-Encoding");
-    if gzipped {
-        (
-            [content_type, vary, (header::CONTENT_ENCODING, "gzip")],
-            body,
-        )
-            .into_response()
-    } else {
-        ([content_type, vary], body).into_response()
-    }
+    exposition(format, body, gzipped)
 }
 
 /// What `kubedf df` shows, as a page: the latest snapshot's filesystems,
