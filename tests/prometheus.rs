@@ -10,6 +10,11 @@
 //! PVC's own namespace must survive kubedf's, and with the kubelet-compat
 //! component the unmodified kubernetes-mixin alerts must see hostPath PVCs
 //! once and CSI PVCs not at all (kubelet reports those itself).
+//!
+//! In cluster mode (a fleet of fake kubelets, deploy/cluster/'s
+//! ServiceMonitor), one target reports every node: the dashboards' node
+//! variable must offer the nodes, not the poller, and a picked node's panels
+//! must show that node.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -714,4 +719,202 @@ fn scrapers_get_the_format_they_ask_for() {
         .query(&format!("up{{job=\"{JOB}\"}}"))
         .expect("query up");
     assert_eq!(up[0]["value"][1], "1", "{up:?}");
+}
+
+/// The kubedf and kubelet families a PromQL expression names.
+fn families_named(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+        if is_word(bytes[i]) && (i == 0 || !is_word(bytes[i - 1])) {
+            let start = i;
+            while i < bytes.len() && is_word(bytes[i]) {
+                i += 1;
+            }
+            let word = &expr[start..i];
+            if word.starts_with("kubedf_") || word.starts_with("kubelet_") {
+                out.insert(word.to_owned());
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Cluster mode (`kubedf serve --mode=cluster`, deploy/cluster/'s
+/// ServiceMonitor): one target for every node, each series with its own
+/// `node`. The dashboards' node variable lists the fleet's nodes (not the
+/// poller), every panel whose families cluster mode emits returns data (a
+/// selector on the wrong label would return none), and every rule
+/// evaluates without error (a `by (instance)` join over many nodes of one
+/// target would fail with a many-to-one match).
+#[test]
+fn the_dashboards_and_rules_work_in_cluster_mode() {
+    let test = "the_dashboards_and_rules_work_in_cluster_mode";
+    if !prerequisites(test, need_tools(&["prometheus", "kubectl", "openssl"])) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let n = 3;
+    let ips: Vec<_> = (0..n).map(testkit::kubelet_fleet::node_ip).collect();
+    testkit::tls::make_fleet_certs(d, &ips);
+    let fleet = testkit::kubelet_fleet::KubeletFleet::start(
+        n,
+        4,
+        &d.join("fleet.crt"),
+        &d.join("fleet.key"),
+    );
+    let kube = FakeKube::start();
+    for i in 0..n {
+        kube.put_node(fleet.node_object(i));
+    }
+    let kubeconfig = d.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+            kube.url(),
+            testkit::kubelet_fleet::FLEET_TOKEN
+        ),
+    )
+    .expect("kubeconfig");
+    let kubeconfig = format!("--kubeconfig={}", kubeconfig.display());
+    let ca = format!("--kubelet.ca-file={}", d.join("fleet-ca.crt").display());
+    let served = kubedf!().serve_with(
+        &[],
+        &[],
+        &[
+            "--mode=cluster",
+            kubeconfig.as_str(),
+            ca.as_str(),
+            "--cluster.poll-interval=1s",
+            "--kubelet.timeout=500ms",
+        ],
+    );
+    let Some(objs) = manifests::kustomize_with(test, "deploy/cluster", &[]) else {
+        return;
+    };
+    let poller = ScrapedPod {
+        namespace: "kubedf",
+        service: "kubedf",
+        pod: "kubedf-5c8d7-q2x9z",
+        container: "kubedf",
+        node: "poller-node",
+    };
+    let scrape = manifests::operator_scrape_config(
+        manifests::the(&objs, "ServiceMonitor"),
+        &served.addr.to_string(),
+        &poller,
+        "1s",
+    );
+    let prometheus = Prometheus::start(d, scrape, &[deploy_rules()]);
+    let nodes: BTreeSet<String> = (0..n).map(testkit::kubelet_fleet::node_name).collect();
+    let start = Instant::now();
+    loop {
+        let seen = prometheus
+            .query(&format!("kubedf_eviction_threshold{{job=\"{JOB}\"}}"))
+            .map(|r| label_set(&r, "node"))
+            .unwrap_or_default();
+        if seen == nodes {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "every node's series, headroom included, scraped: {seen:?}\n{}",
+            prometheus.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Range functions (rate, predict_linear, deriv) want a few samples.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_rules_healthy(&prometheus);
+
+    let present: BTreeSet<String> = prometheus
+        .query(&format!("count by (__name__) ({{job=\"{JOB}\"}})"))
+        .expect("names")
+        .iter()
+        .filter_map(|s| s["metric"]["__name__"].as_str().map(str::to_owned))
+        .collect();
+    let dashboards = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards");
+    let picked = testkit::kubelet_fleet::node_name(1);
+    let mut failures = Vec::new();
+    let mut required = 0;
+    for entry in std::fs::read_dir(&dashboards).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read"))
+            .expect("dashboard JSON");
+        // Grafana's node variable must offer the fleet's nodes, whatever
+        // label it reads (the poller's `instance` would be one value).
+        for variable in dashboard["templating"]["list"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|v| v["name"] == "node")
+        {
+            let query = variable["query"]
+                .as_str()
+                .or_else(|| variable["query"]["query"].as_str())
+                .unwrap_or("");
+            let Some((selector, label)) = label_values(query) else {
+                failures.push(format!(
+                    "{name}: variable node: {query:?} is not label_values"
+                ));
+                continue;
+            };
+            let offered = prometheus
+                .query(&substitute(&selector))
+                .map(|r| label_set(&r, &label))
+                .unwrap_or_default();
+            if offered != nodes {
+                failures.push(format!(
+                    "{name}: variable node offers {label} values {offered:?}, not the fleet's nodes {nodes:?}"
+                ));
+            }
+        }
+        // One node picked, as a person would: the panels show that node.
+        for (title, ref_id, expr) in panel_queries(&dashboard) {
+            let expr = substitute(&expr.replace("${node}", &picked).replace("$node", &picked));
+            let named = families_named(&expr);
+            let must =
+                !ref_id.starts_with("OPTIONAL") && !named.is_empty() && named.is_subset(&present);
+            required += usize::from(must);
+            match prometheus.query(&expr) {
+                Err(e) => failures.push(format!("{name}: panel {title:?}: {expr}: {e}")),
+                Ok(r) if r.is_empty() && must => failures.push(format!(
+                    "{name}: panel {title:?}: every family it names is scraped, yet no data for node {picked}: {expr}"
+                )),
+                Ok(r) => {
+                    let shown = label_set(&r, "node");
+                    if shown.iter().any(|n| *n != picked) {
+                        failures.push(format!(
+                            "{name}: panel {title:?} shows nodes {shown:?} with {picked} picked: {expr}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "in cluster mode:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        required >= 5,
+        "only {required} panels query families cluster mode emits"
+    );
+    drop(prometheus);
+    drop(served);
 }
