@@ -41,6 +41,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORK_PREFIX = "kubedf-bench-"
+# Seconds between a watch's bookmarks from a real kube-apiserver (its
+# cacher's bookmarkFrequency); the fake server's default is 1 s, for tests.
+REAL_BOOKMARK_INTERVAL = 60
 NODE = "node-1"
 NS = "bench"
 KUBEDF = "kubedf"
@@ -587,7 +590,7 @@ class Bench:
 
     # -- fake API server ----------------------------------------------------
 
-    def start_fake(self, tag, generate=0, objects=None):
+    def start_fake(self, tag, generate=0, objects=None, bookmark_interval=None):
         d = os.path.join(self.work, tag)
         os.makedirs(d, exist_ok=True)
         kubeconfig = os.path.join(d, "kubeconfig")
@@ -595,6 +598,8 @@ class Bench:
         argv = [self.exe("examples/fake_kube_server"), "--kubeconfig", kubeconfig, "--node", NODE, "--namespace", NS]
         if generate:
             argv += ["--generate", str(generate), "--mapping", mapping]
+        if bookmark_interval is not None:
+            argv += ["--bookmark-interval", str(bookmark_interval)]
         if objects is not None:
             path = os.path.join(d, "objects.json")
             with open(path, "w") as f:
@@ -896,7 +901,9 @@ class Bench:
         root = os.path.join(self.work, tag, "kubelet")
         os.makedirs(root, exist_ok=True)
         prefix = root + "/pods/"
-        fake, kubeconfig, volumes = self.start_fake(tag, generate=n)
+        # At rest, the watch's bookmarks come as often as from a real API
+        # server (about once a minute), not the fake's default of every second.
+        fake, kubeconfig, volumes = self.start_fake(tag, generate=n, bookmark_interval=REAL_BOOKMARK_INTERVAL)
         for v in volumes:
             self.res.mount_tmpfs(os.path.join(root, v["path"]), "1M")
         kd = self.start_kubedf(tag, root, kubeconfig)

@@ -5,6 +5,7 @@
 //! fake_kube_server --kubeconfig FILE [--objects FILE.json]
 //!                  [--generate N --mapping FILE.json [--node NODE] [--namespace NS]
 //!                   [--driver DRIVER] [--capacity QUANTITY]]
+//!                  [--bookmark-interval SECONDS]
 //! ```
 //!
 //! It starts the server on 127.0.0.1 (a free port), loads the objects, writes
@@ -54,6 +55,10 @@ struct Args {
     driver: String,
     #[arg(long, default_value = "1Mi")]
     capacity: String,
+    /// Seconds between two bookmarks of a watch (a real API server sends one
+    /// about every 60).
+    #[arg(long, default_value_t = 1.0)]
+    bookmark_interval: f64,
 }
 
 fn load(kube: &fake_kube::FakeKube, path: &PathBuf) -> Result<usize> {
@@ -137,6 +142,11 @@ fn main() -> Result<()> {
     stop.thread_block().context("block SIGTERM/SIGINT")?;
 
     let kube = fake_kube::FakeKube::start();
+    let every = std::time::Duration::try_from_secs_f64(args.bookmark_interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--bookmark-interval: want a positive number of seconds")?;
+    kube.set_bookmark_interval(every);
     let mut loaded = 0;
     for path in &args.objects {
         loaded += load(&kube, path)?;

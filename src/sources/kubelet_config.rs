@@ -294,9 +294,26 @@ pub fn flavor_of(argv: &[String]) -> Option<Flavor> {
     matches!(subcommand(argv), Some("server" | "agent")).then_some(flavor)
 }
 
-/// `/proc/<pid>/cmdline`, split on NULs.
+/// The program names [`flavor_of`] knows.
+const PROGRAMS: [&[u8]; 3] = [b"kubelet", b"k3s", b"rke2"];
+
+/// Whether a raw `/proc/<pid>/cmdline` may be a kubelet's: its program's
+/// base name is one [`flavor_of`] knows. Checked on the bytes, before the
+/// command line is split into strings: on a node, almost every process is
+/// another program, and a refresh looks at all of them.
+fn may_be_kubelet(cmdline: &[u8]) -> bool {
+    let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let base = program.rsplit(|b| *b == b'/').next().unwrap_or_default();
+    PROGRAMS.contains(&base)
+}
+
+/// `/proc/<pid>/cmdline`, split on NULs, if it may be a kubelet's
+/// ([`may_be_kubelet`]).
 fn cmdline(procfs: &Path, pid: i32) -> Option<Vec<String>> {
     let bytes = std::fs::read(procfs.join(pid.to_string()).join("cmdline")).ok()?;
+    if !may_be_kubelet(&bytes) {
+        return None;
+    }
     let argv: Vec<String> = bytes
         .split(|b| *b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -766,6 +783,39 @@ mod tests {
 
     fn argv(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn only_command_lines_of_known_programs_are_parsed() {
+        for (cmdline, want) in [
+            (
+                &b"/usr/bin/kubelet\0--config=/var/lib/kubelet/config.yaml\0"[..],
+                true,
+            ),
+            (b"kubelet\0", true),
+            (b"/usr/local/bin/k3s\0server\0", true),
+            (b"rke2\0agent\0", true),
+            (b"/usr/bin/containerd\0", false),
+            (b"/usr/bin/kubelet-wrapper\0", false),
+            (b"/opt/kubelet/bin/sh\0-c\0kubelet\0", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                may_be_kubelet(cmdline),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(cmdline)
+            );
+            // Never one that flavor_of would take.
+            let argv: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if flavor_of(&argv).is_some() {
+                assert!(may_be_kubelet(cmdline), "{argv:?}");
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +60,9 @@ const MAX_HISTORY: usize = 10_000;
 /// The real server picks a random timeout of at least 30 minutes when the
 /// client gives none.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+/// Every second, so that tests see bookmarks quickly; a real API server sends
+/// one about every minute (its cacher's `bookmarkFrequency`), which a
+/// benchmark of the cost at rest asks for with [`FakeKube::set_bookmark_interval`].
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------
@@ -408,6 +412,8 @@ struct Shared {
     rv_tx: watch::Sender<u64>,
     /// Bumped by `cut_watches()`.
     cut_tx: watch::Sender<u64>,
+    /// Between two bookmarks of a watch that asked for them, in ms.
+    bookmark_ms: AtomicU64,
 }
 
 impl Shared {
@@ -531,6 +537,7 @@ impl FakeKube {
             }),
             rv_tx: watch::Sender::new(INITIAL_RESOURCE_VERSION),
             cut_tx: watch::Sender::new(0),
+            bookmark_ms: AtomicU64::new(BOOKMARK_INTERVAL.as_millis() as u64),
         });
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let server_shared = Arc::clone(&shared);
@@ -544,6 +551,13 @@ impl FakeKube {
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
         }
+    }
+
+    /// The time between two bookmarks of the watches opened from now on
+    /// (1 s unless set).
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.shared.bookmark_ms.store(ms, Ordering::Relaxed);
     }
 
     /// `http://127.0.0.1:PORT`
@@ -924,7 +938,8 @@ fn start_watch(shared: &Arc<Shared>, filter: Filter, query: &[(String, String)])
     // Counted here rather than in the task so that a test that sees the
     // response headers also sees the watch as open.
     shared.lock().open_watches += 1;
-    let (bookmark_interval, timeout) = (BOOKMARK_INTERVAL, requested);
+    let bookmark_interval = Duration::from_millis(shared.bookmark_ms.load(Ordering::Relaxed));
+    let timeout = requested;
     let guard = OpenWatch(Arc::clone(shared));
     let spec = WatchSpec {
         filter,
