@@ -65,6 +65,17 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// The outcome of a call that returned `result`.
+    pub fn of<T, E>(result: &Result<T, E>) -> Outcome {
+        if result.is_ok() {
+            Outcome::Done
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
 /// A key that is due, with the plan to measure it by; the key stays in
 /// flight until its ticket is handed back to [`Scheduler::finish`].
 #[derive(Clone, Debug, PartialEq, Eq)]

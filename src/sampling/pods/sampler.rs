@@ -466,11 +466,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
                 .await
                 .map(|r| self.by_pod(r))
                 .map_err(|e| Failure::new(Reason::CriUnavailable, e));
-            let outcome = if answer.is_ok() {
-                Outcome::Done
-            } else {
-                Outcome::Failed
-            };
+            let outcome = Outcome::of(&answer);
             self.cri_calls
                 .finish(&due.key, due.ticket, outcome, Instant::now());
             let before = self.containers.as_ref().and_then(|c| c.as_ref().err());
@@ -723,10 +719,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
 
     fn apply(&mut self, done: Done, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let outcome = match &done.result {
-            Err(_) => Outcome::Failed,
-            Ok(_) => Outcome::Done,
-        };
+        let outcome = Outcome::of(&done.result);
         if !self.walks.finish(&done.key, done.ticket, outcome, now) {
             return;
         }

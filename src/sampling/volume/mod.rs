@@ -400,11 +400,7 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
 
     fn apply_lookup(&mut self, done: Looked, now: Instant) {
         self.lookups_in_flight = self.lookups_in_flight.saturating_sub(1);
-        let outcome = if done.result.is_ok() {
-            Outcome::Done
-        } else {
-            Outcome::Failed
-        };
+        let outcome = Outcome::of(&done.result);
         if !self.lookups.finish(&done.key, done.ticket, outcome, now) {
             return;
         }
@@ -551,11 +547,7 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
 
     fn apply_measurement(&mut self, done: Measured, now: Instant) {
         self.measures_in_flight = self.measures_in_flight.saturating_sub(1);
-        let outcome = if done.result.is_ok() {
-            Outcome::Done
-        } else {
-            Outcome::Failed
-        };
+        let outcome = Outcome::of(&done.result);
         if !self.measures.finish(&done.key, done.ticket, outcome, now) {
             return;
         }
