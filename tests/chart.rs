@@ -782,28 +782,9 @@ fn workload_args(objs: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// What the ClusterRole grants, as "resource:verb", checking that every rule
-/// is of the core group, with neither resourceNames nor nonResourceURLs.
+/// What the render's ClusterRole grants, as "resource:verb".
 fn granted(objs: &[Value]) -> BTreeSet<String> {
-    let role = the(objs, "ClusterRole");
-    let mut out = BTreeSet::new();
-    for rule in role["rules"].as_array().expect("ClusterRole rules") {
-        assert_eq!(
-            strs(&rule["apiGroups"]),
-            [""],
-            "core API group only: {rule}"
-        );
-        assert!(
-            rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
-            "{rule}"
-        );
-        for res in strs(&rule["resources"]) {
-            for verb in strs(&rule["verbs"]) {
-                out.insert(format!("{res}:{verb}"));
-            }
-        }
-    }
-    out
+    manifests::granted(the(objs, "ClusterRole"))
 }
 
 const DAEMONSET_RBAC: &[&str] = &[

@@ -16,7 +16,8 @@ use kubedf::collector::cluster::ClusterCollector;
 use kubedf::registry::{Registry, SELF_DESCS};
 use serde_json::{Value, json};
 use testkit::manifests::{
-    NAMESPACE, assert_success, by_name, kind, kustomize, kustomize_with, name, root, run, strs, the,
+    NAMESPACE, assert_success, by_name, granted, kind, kustomize, kustomize_with, name, root, run,
+    strs, the,
 };
 
 /// The job the alerts select (the ServiceMonitor's Service name).
@@ -91,16 +92,7 @@ fn kustomize_renders_the_expected_objects() {
     // get (kubelet's /configz; never nodes/proxy), bound to the DaemonSet's
     // service account.
     let role = the(&objs, "ClusterRole");
-    let mut granted = BTreeSet::new();
-    for rule in role["rules"].as_array().expect("ClusterRole rules") {
-        assert_eq!(strs(&rule["apiGroups"]), [""], "core API group only");
-        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
-        for res in strs(&rule["resources"]) {
-            for verb in strs(&rule["verbs"]) {
-                granted.insert(format!("{res}:{verb}"));
-            }
-        }
-    }
+    let granted = granted(role);
     let least: BTreeSet<String> = [
         "pods:get",
         "pods:list",
@@ -796,21 +788,6 @@ fn metric_names_are_found_in_queries() {
         variables_used("a{x=~\"$node\", y=\"${job}\"}[$__rate_interval]"),
         ["node", "job", "__rate_interval"]
     );
-}
-
-/// "resource:verb" for every grant of the ClusterRole, core group only.
-fn granted(role: &Value) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for rule in role["rules"].as_array().expect("ClusterRole rules") {
-        assert_eq!(strs(&rule["apiGroups"]), [""], "core API group only");
-        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
-        for res in strs(&rule["resources"]) {
-            for verb in strs(&rule["verbs"]) {
-                out.insert(format!("{res}:{verb}"));
-            }
-        }
-    }
-    out
 }
 
 #[test]

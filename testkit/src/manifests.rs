@@ -220,6 +220,30 @@ pub fn strs(v: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// What a ClusterRole grants, as "resource:verb", checking that every rule
+/// is of the core API group, with neither resourceNames nor
+/// nonResourceURLs.
+pub fn granted(role: &Value) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().expect("ClusterRole rules") {
+        assert_eq!(
+            strs(&rule["apiGroups"]),
+            [""],
+            "core API group only: {rule}"
+        );
+        assert!(
+            rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
+            "{rule}"
+        );
+        for res in strs(&rule["resources"]) {
+            for verb in strs(&rule["verbs"]) {
+                out.insert(format!("{res}:{verb}"));
+            }
+        }
+    }
+    out
+}
+
 pub fn by_name<'a>(list: &'a Value, wanted: &str) -> &'a Value {
     list.as_array()
         .and_then(|a| a.iter().find(|x| x["name"] == wanted))
