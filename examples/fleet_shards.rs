@@ -59,15 +59,8 @@ fn main() {
         fake.put_node(fleet.node_object(i));
     }
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-            fake.url(),
-            testkit::kubelet_fleet::FLEET_TOKEN
-        ),
-    )
-    .expect("kubeconfig");
+    fake.write_kubeconfig_with_token(&kubeconfig, testkit::kubelet_fleet::FLEET_TOKEN)
+        .expect("kubeconfig");
     let replicas: Vec<Replica> = (0..k)
         .map(|shard| start(&bin, &kubeconfig, dir.path(), shard, k))
         .collect();

@@ -1183,14 +1183,8 @@ fn cluster_renders_flags_are_accepted_by_kubedf() {
     let ca = dir.path().join("fleet-ca.crt");
     let fake = testkit::fake_kube::FakeKube::start();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-            fake.url()
-        ),
-    )
-    .expect("kubeconfig");
+    fake.write_kubeconfig_with_token(&kubeconfig, "t")
+        .expect("kubeconfig");
     for (values, shard) in [
         ("cluster-values.yaml", None),
         ("cluster-shards-values.yaml", Some("2")),

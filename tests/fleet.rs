@@ -407,12 +407,8 @@ const GIB: u64 = 1 << 30;
 /// A kubeconfig for the fake API server whose user has the fleet's token.
 fn fleet_kubeconfig(dir: &Path, fake: &FakeKube) -> std::path::PathBuf {
     let path = dir.join("kubeconfig");
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-        url = fake.url(),
-        token = fleet::FLEET_TOKEN,
-    );
-    std::fs::write(&path, yaml).expect("kubeconfig");
+    fake.write_kubeconfig_with_token(&path, fleet::FLEET_TOKEN)
+        .expect("kubeconfig");
     path
 }
 

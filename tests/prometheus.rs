@@ -773,15 +773,8 @@ fn the_dashboards_and_rules_work_in_cluster_mode() {
         kube.put_node(fleet.node_object(i));
     }
     let kubeconfig = d.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-            kube.url(),
-            testkit::kubelet_fleet::FLEET_TOKEN
-        ),
-    )
-    .expect("kubeconfig");
+    kube.write_kubeconfig_with_token(&kubeconfig, testkit::kubelet_fleet::FLEET_TOKEN)
+        .expect("kubeconfig");
     let kubeconfig = format!("--kubeconfig={}", kubeconfig.display());
     let ca = format!("--kubelet.ca-file={}", d.join("fleet-ca.crt").display());
     let served = kubedf!().serve_with(

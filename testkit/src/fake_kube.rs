@@ -565,16 +565,21 @@ impl FakeKube {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig with one cluster, a user without credentials and a
-    /// current context pointing at this server (default namespace `default`).
-    fn kubeconfig_yaml(&self) -> String {
+    /// A kubeconfig with one cluster, a user with `token` as its bearer
+    /// token (or no credentials) and a current context pointing at this
+    /// server (default namespace `default`).
+    fn kubeconfig_yaml(&self, token: Option<&str>) -> String {
+        let user = match token {
+            None => "{}".to_owned(),
+            Some(token) => format!("\n    token: {token}"),
+        };
         format!(
             "apiVersion: v1\n\
              kind: Config\n\
              clusters:\n\
              - name: fake-kube\n  cluster:\n    server: {url}\n\
              users:\n\
-             - name: fake-kube\n  user: {{}}\n\
+             - name: fake-kube\n  user: {user}\n\
              contexts:\n\
              - name: fake-kube\n  context:\n    cluster: fake-kube\n    user: fake-kube\n    namespace: default\n\
              current-context: fake-kube\n\
@@ -584,7 +589,13 @@ impl FakeKube {
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> io::Result<()> {
-        std::fs::write(path, self.kubeconfig_yaml())
+        std::fs::write(path, self.kubeconfig_yaml(None))
+    }
+
+    /// A kubeconfig whose user sends `token`, the credentials kubedf also
+    /// sends to kubelets in cluster mode.
+    pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml(Some(token)))
     }
 
     /// Adds or replaces (by namespace/name) a pod: ADDED or MODIFIED event.
