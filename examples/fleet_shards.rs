@@ -46,18 +46,9 @@ fn main() {
     let bin = std::env::var("KUBEDF_BIN")
         .unwrap_or_else(|_| format!("{}/target/release/kubedf", env!("CARGO_MANIFEST_DIR")));
     let dir = tempfile::tempdir().expect("tempdir");
-    let ips: Vec<_> = (0..n).map(testkit::kubelet_fleet::node_ip).collect();
-    testkit::tls::make_fleet_certs(dir.path(), &ips);
-    let fleet = testkit::kubelet_fleet::KubeletFleet::start(
-        n,
-        PODS,
-        &dir.path().join("fleet.crt"),
-        &dir.path().join("fleet.key"),
-    );
+    let fleet = testkit::kubelet_fleet::KubeletFleet::start_in(dir.path(), n, PODS);
     let fake = testkit::fake_kube::FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    fleet.put_nodes(&fake);
     let kubeconfig = dir.path().join("kubeconfig");
     fake.write_kubeconfig_with_token(&kubeconfig, testkit::kubelet_fleet::FLEET_TOKEN)
         .expect("kubeconfig");

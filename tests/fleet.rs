@@ -18,7 +18,6 @@ use kubedf::sources::nodes::{AddressTypes, KubeletNode, NodeList};
 use kubedf::sources::shard::Shard;
 use testkit::fake_kube::FakeKube;
 use testkit::kubelet_fleet::{self as fleet, Behaviour, KubeletFleet};
-use testkit::tls::make_fleet_certs;
 use testkit::{need_tools, prerequisites};
 
 const PODS: usize = 30;
@@ -29,18 +28,14 @@ fn need_openssl(test: &str) -> bool {
 
 /// The fleet's certificates in `dir` and a fleet of `n` kubelets.
 fn start_fleet(dir: &Path, n: usize) -> KubeletFleet {
-    let ips: Vec<_> = (0..n).map(fleet::node_ip).collect();
-    make_fleet_certs(dir, &ips);
-    KubeletFleet::start(n, PODS, &dir.join("fleet.crt"), &dir.join("fleet.key"))
+    KubeletFleet::start_in(dir, n, PODS)
 }
 
 /// A fleet of `n` kubelets and the fake API server serving their Nodes.
 fn fleet_with_nodes(dir: &Path, n: usize) -> (KubeletFleet, FakeKube) {
     let fleet = start_fleet(dir, n);
     let fake = FakeKube::start();
-    for i in 0..n {
-        fake.put_node(fleet.node_object(i));
-    }
+    fleet.put_nodes(&fake);
     (fleet, fake)
 }
 

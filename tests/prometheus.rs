@@ -760,18 +760,9 @@ fn the_dashboards_and_rules_work_in_cluster_mode() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let n = 3;
-    let ips: Vec<_> = (0..n).map(testkit::kubelet_fleet::node_ip).collect();
-    testkit::tls::make_fleet_certs(d, &ips);
-    let fleet = testkit::kubelet_fleet::KubeletFleet::start(
-        n,
-        4,
-        &d.join("fleet.crt"),
-        &d.join("fleet.key"),
-    );
+    let fleet = testkit::kubelet_fleet::KubeletFleet::start_in(d, n, 4);
     let kube = FakeKube::start();
-    for i in 0..n {
-        kube.put_node(fleet.node_object(i));
-    }
+    fleet.put_nodes(&kube);
     let kubeconfig = d.join("kubeconfig");
     kube.write_kubeconfig_with_token(&kubeconfig, testkit::kubelet_fleet::FLEET_TOKEN)
         .expect("kubeconfig");

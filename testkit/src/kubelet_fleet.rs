@@ -95,6 +95,22 @@ pub struct KubeletFleet {
 }
 
 impl KubeletFleet {
+    /// `n` kubelets of `pods` pods each, with the fleet's CA and serving
+    /// certificate made in `dir` (`fleet-ca.crt` is what kubedf verifies
+    /// them with).
+    pub fn start_in(dir: &Path, n: usize, pods: usize) -> KubeletFleet {
+        let ips: Vec<IpAddr> = (0..n).map(node_ip).collect();
+        crate::tls::make_fleet_certs(dir, &ips);
+        KubeletFleet::start(n, pods, &dir.join("fleet.crt"), &dir.join("fleet.key"))
+    }
+
+    /// Every kubelet's Node, served by `fake`.
+    pub fn put_nodes(&self, fake: &crate::fake_kube::FakeKube) {
+        for i in 0..self.len() {
+            fake.put_node(self.node_object(i));
+        }
+    }
+
     /// `n` kubelets of `pods` pods each, serving the certificate
     /// `cert`/`key` (see [`crate::tls::make_fleet_certs`]).
     pub fn start(n: usize, pods: usize, cert: &Path, key: &Path) -> KubeletFleet {
