@@ -350,7 +350,18 @@ impl Sink {
     }
 
     /// The finished exposition, `# EOF` included in OpenMetrics.
-    pub fn finish(mut self) -> String {
+    pub fn finish(self) -> String {
+        let openmetrics = self.openmetrics;
+        let mut out = self.finish_part();
+        if openmetrics {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+
+    /// The families written, in order, without `# EOF`: one part of an
+    /// exposition whose other parts other sinks write.
+    pub fn finish_part(mut self) -> String {
         if let Some(first) = self.first_spilled {
             let from = self.tail_start(first);
             let tail = self.out.split_off(from);
@@ -367,9 +378,6 @@ impl Sink {
                 }
                 self.out.push_str(&f.spill);
             }
-        }
-        if self.openmetrics {
-            self.out.push_str("# EOF\n");
         }
         self.out
     }

@@ -3,16 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use thiserror::Error;
 
 use crate::collector::filter::FamilyFilter;
 use crate::collector::{self, Collector, Desc, Incomplete, Sink};
 use crate::exposition::Format;
-use crate::model::Snapshot;
-use crate::model::SourceId;
+use crate::model::{PartsKey, Snapshot, SourceId};
 
 pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
     "kubedf_scrape_collector_success",
@@ -102,8 +100,6 @@ pub struct Registry {
     /// The families the collectors' output keeps; None keeps them all.
     /// kubedf's own families are never filtered.
     filter: Option<Arc<FamilyFilter>>,
-    /// The length of the last exposition, to size the next one's buffer.
-    last_len: AtomicUsize,
 }
 
 impl Registry {
@@ -137,11 +133,7 @@ impl Registry {
             .into_iter()
             .filter(|c| enabled.is_none_or(|names| names.contains(c.name())))
             .collect();
-        Ok(Registry {
-            collectors: Arc::new(collectors),
-            filter: None,
-            last_len: AtomicUsize::new(0),
-        })
+        Ok(Registry::of(collectors))
     }
 
     /// This registry with `filter` applied to the collectors' families
@@ -161,7 +153,6 @@ impl Registry {
         Registry {
             collectors: Arc::new(collectors),
             filter: None,
-            last_len: AtomicUsize::new(0),
         }
     }
 
@@ -182,63 +173,141 @@ impl Registry {
         self.render_as(snapshot, Format::OpenMetrics100)
     }
 
-    /// The exposition of a snapshot in `format`.
-    ///
-    /// Collectors write their samples' text straight into the exposition
-    /// (no sample is kept in between), and the buffer is sized from the last
-    /// render's length. kubedf does not use prometheus-client (the README
-    /// says why): at 10,000 PVCs its per-sample dispatch was most of a render
-    /// (benches/render.rs), it writes no 0.0.4 text format, and its floats
-    /// are not written as client_golang writes them.
+    /// The exposition of a snapshot in `format`, in one string.
     pub fn render_as(&self, snapshot: &Snapshot, format: Format) -> String {
-        let guess = self.last_len.load(Ordering::Relaxed);
-        // A little headroom, so a table that grew a few rows is not copied.
-        let mut sink = Sink::new(format, guess + guess / 16);
-        self.write(snapshot, &mut sink);
-        let text = sink.finish();
-        self.last_len.store(text.len(), Ordering::Relaxed);
+        let parts = self.render_parts(snapshot, format, &mut PartStore::default(), |text| text);
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            text.push_str(&part);
+        }
         text
     }
 
-    /// Runs every collector on the snapshot into `sink`, then adds kubedf's
-    /// own families; returns (collector, error) for every collector that left
-    /// something out.
-    pub fn write(&self, snapshot: &Snapshot, sink: &mut Sink) -> Vec<(&'static str, Incomplete)> {
-        write_with(&self.collectors, self.filter.as_ref(), snapshot, sink)
+    /// The exposition of a snapshot in `format`, in parts: each collector's
+    /// families, then kubedf's own (and `# EOF` in OpenMetrics), each part
+    /// made into what the caller keeps of it by `make` (the HTTP cache keeps
+    /// a part's gzip, not its text).
+    ///
+    /// A collector that says which parts of the board it reads
+    /// ([`Collector::reads`]) is not run again while none of them changed:
+    /// `store` gives back what `make` made of it last time. So a scrape that
+    /// follows a new node sample renders the node's families, not 1,000
+    /// PVCs'. Collectors write their samples' text straight into their part,
+    /// no sample is kept in between, and each part's buffer is sized from
+    /// its last length. kubedf does not use prometheus-client (the README
+    /// says why): at 10,000 PVCs its per-sample dispatch was most of a render
+    /// (benches/render.rs), it writes no 0.0.4 text format, and its floats
+    /// are not written as client_golang writes them.
+    pub fn render_parts<T>(
+        &self,
+        snapshot: &Snapshot,
+        format: Format,
+        store: &mut PartStore<T>,
+        mut make: impl FnMut(String) -> T,
+    ) -> Vec<Arc<T>> {
+        store.parts.resize_with(self.collectors.len(), || None);
+        let mut parts = Vec::with_capacity(self.collectors.len() + 1);
+        let mut outcomes = Vec::with_capacity(self.collectors.len());
+        for (c, slot) in self.collectors.iter().zip(store.parts.iter_mut()) {
+            // A hand-built view has no part counts: it is rendered, and what
+            // is stored stays for the board's next view.
+            let key = c.reads().and_then(|read| snapshot.parts.key(read));
+            if let (Some(kept), Some(key)) = (&*slot, key)
+                && kept.key == key
+            {
+                parts.push(Arc::clone(&kept.value));
+                outcomes.push((c.name(), kept.complete, kept.took));
+                continue;
+            }
+            let last_len = slot.as_ref().map_or(0, |k| k.len);
+            let start = Instant::now();
+            let (text, result) =
+                render_collector(&**c, self.filter.as_ref(), snapshot, format, last_len);
+            let took = start.elapsed();
+            let len = text.len();
+            let value = Arc::new(make(text));
+            if let Some(key) = key {
+                *slot = Some(Stored {
+                    key,
+                    complete: result.is_ok(),
+                    took,
+                    len,
+                    value: Arc::clone(&value),
+                });
+            }
+            parts.push(value);
+            outcomes.push((c.name(), result.is_ok(), took));
+        }
+        let guess = store.own_len;
+        let mut sink = Sink::new(format, guess + guess / 16);
+        write_own(&outcomes, snapshot, &mut sink);
+        let own = sink.finish();
+        store.own_len = own.len();
+        parts.push(Arc::new(make(own)));
+        parts
     }
 }
 
-/// Runs `collectors` on the snapshot, then adds kubedf's own families.
-fn write_with(
-    collectors: &[Box<dyn Collector>],
+/// What a caller keeps of each collector's part between renders of one
+/// board's views in one format (see [`Registry::render_parts`]).
+#[derive(Debug)]
+pub struct PartStore<T> {
+    /// By collector.
+    parts: Vec<Option<Stored<T>>>,
+    /// The length of kubedf's own families, to size the next.
+    own_len: usize,
+}
+
+impl<T> Default for PartStore<T> {
+    fn default() -> Self {
+        PartStore {
+            parts: Vec::new(),
+            own_len: 0,
+        }
+    }
+}
+
+/// A collector's part as the caller keeps it, the counts of the board's
+/// parts it was rendered from, and how its run went.
+#[derive(Debug)]
+struct Stored<T> {
+    key: PartsKey,
+    complete: bool,
+    took: Duration,
+    /// The text's length, to size the next render's buffer.
+    len: usize,
+    value: Arc<T>,
+}
+
+/// Runs one collector on the snapshot into a part of its own: its families
+/// (declared first, so they come in its order), filtered by `filter`.
+fn render_collector(
+    c: &dyn Collector,
     filter: Option<&Arc<FamilyFilter>>,
     snapshot: &Snapshot,
-    sink: &mut Sink,
-) -> Vec<(&'static str, Incomplete)> {
-    let mut outcomes = Vec::with_capacity(collectors.len());
+    format: Format,
+    last_len: usize,
+) -> (String, Result<(), Incomplete>) {
+    // A little headroom, so a table that grew a few rows is not copied.
+    let mut sink = Sink::new(format, last_len + last_len / 16);
     sink.set_filter(filter.map(|f| Arc::clone(f) as Arc<dyn crate::exposition::Families>));
-    for c in collectors {
-        for desc in c.descs() {
-            sink.declare(desc);
-        }
+    for desc in c.descs() {
+        sink.declare(desc);
     }
-    for c in collectors {
-        let start = Instant::now();
-        let result = c.collect(snapshot, sink);
-        outcomes.push((c.name(), result, start.elapsed()));
-    }
-    // kubedf's own families are never filtered: the alerts that tell a
-    // silent exporter from a healthy one read them.
-    sink.set_filter(None);
-    let mut incomplete = Vec::new();
-    // kubedf's own families are small: emitted as before (their order is
-    // that of first emission), the sink puts them in order.
-    for (name, result, elapsed) in outcomes {
-        sink.add(&COLLECTOR_SUCCESS, [name], i64::from(result.is_ok()));
-        sink.add(&COLLECTOR_DURATION, [name], elapsed.as_secs_f64());
-        if let Err(e) = result {
-            incomplete.push((name, e));
-        }
+    let result = c.collect(snapshot, &mut sink);
+    (sink.finish_part(), result)
+}
+
+/// kubedf's own families: how each collector went (`outcomes`: name,
+/// complete, time taken), the sources, the build, the web config and the
+/// kubelet configuration in force. They are never filtered: the alerts that
+/// tell a silent exporter from a healthy one read them.
+fn write_own(outcomes: &[(&'static str, bool, Duration)], snapshot: &Snapshot, sink: &mut Sink) {
+    // Emitted as before (their order is that of first emission), the sink
+    // puts them in order; they are small.
+    for &(name, complete, took) in outcomes {
+        sink.add(&COLLECTOR_SUCCESS, [name], i64::from(complete));
+        sink.add(&COLLECTOR_DURATION, [name], took.as_secs_f64());
     }
     for status in snapshot.source_statuses() {
         let source = status.source.name();
@@ -274,7 +343,6 @@ fn write_with(
     {
         sink.add(&KUBELET_CONFIG_INFO, [path, source], 1i64);
     }
-    incomplete
 }
 
 #[cfg(test)]
@@ -324,19 +392,108 @@ mod tests {
     #[test]
     fn only_kubedfs_own_small_families_are_put_back_in_order() {
         // Collectors emit family by family, so a render copies nothing twice
-        // but the tail of kubedf's own families (emitted interleaved).
+        // but kubedf's own families (emitted interleaved).
         let registry = Registry::new(None).unwrap();
-        let moved = |n| {
-            let snapshot = crate::fixtures::node_with_pvcs(n);
+        let snapshot = crate::fixtures::node_with_pvcs(1_000);
+        for c in registry.collectors() {
             let mut sink = Sink::new(Format::OpenMetrics100, 0);
-            registry.write(&snapshot, &mut sink);
-            sink.reordered_bytes()
+            for desc in c.descs() {
+                sink.declare(desc);
+            }
+            let _ = c.collect(&snapshot, &mut sink);
+            assert_eq!(sink.reordered_bytes(), 0, "{} at 1,000 PVCs", c.name());
+        }
+        let outcomes: Vec<_> = registry
+            .collectors()
+            .map(|c| (c.name(), true, Duration::from_micros(1)))
+            .collect();
+        let mut sink = Sink::new(Format::OpenMetrics100, 0);
+        write_own(&outcomes, &snapshot, &mut sink);
+        assert!(sink.reordered_bytes() < 8_192, "{}", sink.reordered_bytes());
+    }
+
+    /// A board holding `snapshot`'s parts.
+    fn board_of(snapshot: &Snapshot) -> crate::model::Board {
+        let board =
+            crate::model::Board::new(Arc::clone(&snapshot.kubelet), (*snapshot.node).clone());
+        board.publish_volumes(snapshot.volumes.clone());
+        board.publish_pods(snapshot.pods.clone());
+        board
+    }
+
+    /// A render without the collectors' timings, which differ run to run.
+    fn steady(text: &str) -> String {
+        text.lines()
+            .filter(|l| !l.starts_with("kubedf_scrape_collector_duration_seconds{"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn a_part_is_kept_until_a_part_of_the_board_it_reads_changes() {
+        let fixture = crate::fixtures::node_with_pvcs(50);
+        let board = board_of(&fixture);
+        let registry = Registry::new(None).unwrap();
+        let format = Format::OpenMetrics100;
+        let mut store = PartStore::default();
+        let mut render = |snapshot: &Snapshot| {
+            let parts = registry.render_parts(snapshot, format, &mut store, |t| t);
+            let text: String = parts.iter().map(|p| p.as_str()).collect();
+            (parts, text)
         };
-        let (none, many) = (moved(0), moved(1_000));
-        // The durations' digits vary by a byte or two; the PVCs' text must
-        // not move at all.
-        assert!(none < 8_192, "{none} bytes moved without PVCs");
-        assert!(many < none + 64, "{many} bytes moved at 1,000 PVCs");
+        let at = |collector: &str| {
+            registry
+                .collectors()
+                .position(|c| c.name() == collector)
+                .expect(collector)
+        };
+        let (volumes, nodefs) = (at("volume_stats"), at("nodefs"));
+        let (first, text) = render(&board.snapshot());
+        // In parts or at once, the same text.
+        assert_eq!(steady(&text), steady(&registry.render_as(&fixture, format)));
+        assert!(text.ends_with("# EOF\n"));
+
+        // The node sample changed: the PVCs are not rendered again, the
+        // node's families are.
+        let mut node = (*fixture.node).clone();
+        node.taken_at += Duration::from_secs(15);
+        board.publish_node(node);
+        let (second, _) = render(&board.snapshot());
+        assert!(Arc::ptr_eq(&first[volumes], &second[volumes]));
+        assert!(!Arc::ptr_eq(&first[nodefs], &second[nodefs]));
+
+        // A row's reading changed in place: rendered again, and it shows.
+        let row = &fixture.volumes.as_ref().unwrap().rows[0];
+        let mut reading = row.reading();
+        reading.stats = Some(Ok(crate::model::FsUsage {
+            capacity_bytes: 987_654_321,
+            ..Default::default()
+        }));
+        assert!(row.set_reading(reading));
+        board.changed(crate::model::Part::Volumes);
+        let (third, text) = render(&board.snapshot());
+        assert!(!Arc::ptr_eq(&second[volumes], &third[volumes]));
+        assert!(
+            third[volumes].contains(" 987654321\n"),
+            "{}",
+            third[volumes]
+        );
+        assert_eq!(
+            steady(&text),
+            steady(&registry.render_as(&fixture, format)),
+            "a kept part renders as a fresh one"
+        );
+
+        // A hand-built view is rendered afresh and leaves the board's parts
+        // kept.
+        let hand_built = crate::fixtures::node_with_pvcs(3);
+        let (_, text) = render(&hand_built);
+        assert_eq!(
+            steady(&text),
+            steady(&registry.render_as(&hand_built, format))
+        );
+        let (fourth, _) = render(&board.snapshot());
+        assert!(Arc::ptr_eq(&third[volumes], &fourth[volumes]));
     }
 
     /// The family names (HELP lines) of a render.

@@ -45,7 +45,7 @@ use crate::exposition::{Format, Unit};
 use crate::kubelet::eviction::{Kind, Signal};
 use crate::kubelet::image_gc::ImageGcStatus;
 use crate::model::cluster::{ClusterTable, FsFigures, NodeEntry, NodeFigures};
-use crate::model::{Snapshot, SourceId};
+use crate::model::{Part, Snapshot, SourceId};
 
 fs_descs!(
     NODEFS,
@@ -348,6 +348,10 @@ impl Collector for ClusterCollector {
 
     fn sources(&self) -> &'static [SourceId] {
         &[SourceId::Kubernetes]
+    }
+
+    fn reads(&self) -> Option<&'static [Part]> {
+        Some(&[Part::Cluster])
     }
 
     fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {

@@ -18,8 +18,8 @@ use std::fmt;
 // The family descriptors live with the formats that render them; collectors
 // name them from here.
 pub use crate::exposition::{Desc, MetricKind, Sink, Stability, Value};
-use crate::model::Snapshot;
 use crate::model::SourceId;
+use crate::model::{Part, Snapshot};
 
 /// Why a collector could not report everything it covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +47,12 @@ pub trait Collector: Send + Sync + fmt::Debug {
     fn descs(&self) -> &'static [&'static Desc];
     /// The sources the sampler must read for this collector.
     fn sources(&self) -> &'static [SourceId];
+    /// The parts of the snapshot [`Collector::collect`] reads, when it reads
+    /// nothing else: its text is then kept until one of them changes. `None`
+    /// (the default) renders it for every new snapshot.
+    fn reads(&self) -> Option<&'static [Part]> {
+        None
+    }
     /// Writes what the snapshot supports into `out`, family by family in the
     /// order of [`Collector::descs`] (any order is rendered right, but that
     /// one copies nothing twice; see [`Sink`]). Series whose data is missing

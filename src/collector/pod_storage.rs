@@ -17,7 +17,7 @@ use crate::exposition::Unit;
 
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::model::pod::{PodRow, Usage};
-use crate::model::{Snapshot, SourceId};
+use crate::model::{Part, Snapshot, SourceId};
 
 const P: &[&str] = &["namespace", "pod"];
 const C: &[&str] = &["namespace", "pod", "container"];
@@ -129,6 +129,10 @@ impl Collector for PodStorageCollector {
 
     fn sources(&self) -> &'static [SourceId] {
         &[SourceId::Kubernetes]
+    }
+
+    fn reads(&self) -> Option<&'static [Part]> {
+        Some(&[Part::Pods])
     }
 
     fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {

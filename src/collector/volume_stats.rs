@@ -15,9 +15,9 @@
 use super::{Collector, Desc, Incomplete, Sink};
 use crate::exposition::{LabelSetId, LabelSets};
 use crate::model::FsUsage;
-use crate::model::Snapshot;
 use crate::model::SourceId;
 use crate::model::volume::HOST_PATH_DRIVER;
+use crate::model::{Part, Snapshot};
 use crate::model::{Reading, VolumeRow};
 
 const LABELS: &[&str] = &["namespace", "persistentvolumeclaim"];
@@ -193,6 +193,10 @@ impl Collector for VolumeStatsCollector {
 
     fn sources(&self) -> &'static [SourceId] {
         &[SourceId::Kubernetes]
+    }
+
+    fn reads(&self) -> Option<&'static [Part]> {
+        Some(&[Part::Volumes])
     }
 
     fn collect(&self, snapshot: &Snapshot, out: &mut Sink) -> Result<(), Incomplete> {

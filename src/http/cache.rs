@@ -2,6 +2,8 @@
 //! per format and gzipped once per format however many scrapers ask. The
 //! board's version says when to render again, so anything a render shows
 //! must be on the board (a value read from elsewhere would be served stale).
+//! A gzip body is joined from its parts' deflated blocks ([`super::gzip`]),
+//! each kept until a part of the board its collector reads changes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -10,33 +12,49 @@ use std::sync::{Arc, PoisonError, Weak};
 use axum::body::Bytes;
 use tracing::warn;
 
+use super::gzip::{self, Deflated};
 use crate::exposition::Format;
 use crate::model::Snapshot;
 use crate::model::cluster::{ClusterTable, NodeEntry};
-use crate::registry::Registry;
+use crate::registry::{PartStore, Registry};
 
 /// The exposition of the latest snapshot, rendered once per format and
 /// gzipped at most once per format however many scrapers ask: it is
-/// rendered again only when the board's version says a part changed.
+/// rendered again only when the board's version says a part changed, and
+/// then only the collectors whose parts of the board changed run again.
 ///
 /// Only the bodies that were asked for are kept: a scraper that asks for
-/// gzip (Prometheus always does) leaves only the gzip body cached, about a
-/// tenth of the plain text, which at 5,000 volumes is megabytes.
+/// gzip (Prometheus always does) leaves the gzip body and its parts' deflated
+/// blocks cached, not the plain text (about ten times their size, which at
+/// 5,000 volumes is megabytes).
 #[derive(Default)]
 pub struct ExpositionCache {
-    current: tokio::sync::Mutex<Option<Cached>>,
-    /// Renders and gzips done so far, for the tests of this cache.
+    current: tokio::sync::Mutex<Cached>,
+    /// Renders, gzip bodies and deflated parts made so far, for the tests
+    /// of this cache.
     renders: AtomicU64,
     gzips: AtomicU64,
+    deflated: AtomicU64,
     /// The size of the plain text when a render last reported a peak.
     peak_len: AtomicUsize,
 }
 
+#[derive(Default)]
 struct Cached {
-    version: u64,
-    text: Rendered,
+    /// The board version of the bodies; None before the first.
+    version: Option<u64>,
+    text: FormatCache,
     /// OpenMetrics 1.0.0 and 0.0.1 share one body.
-    openmetrics: Rendered,
+    openmetrics: FormatCache,
+}
+
+/// One format's bodies, and the deflated parts of its gzip body, kept
+/// across versions.
+#[derive(Default)]
+struct FormatCache {
+    bodies: Rendered,
+    /// `None` for a part that would not deflate.
+    parts: PartStore<Option<Deflated>>,
 }
 
 /// One format's bodies, each kept once a scraper asked for it.
@@ -62,22 +80,56 @@ impl ExpositionCache {
         want_gzip: bool,
     ) -> (Bytes, bool) {
         let mut guard = self.current.lock().await;
-        let cached = match &mut *guard {
-            Some(c) if c.version == snapshot.version => c,
-            slot => slot.insert(Cached {
-                version: snapshot.version,
-                text: Rendered::default(),
-                openmetrics: Rendered::default(),
-            }),
-        };
-        let rendered = if format.is_openmetrics() {
+        let cached = &mut *guard;
+        if cached.version != Some(snapshot.version) {
+            cached.version = Some(snapshot.version);
+            cached.text.bodies = Rendered::default();
+            cached.openmetrics.bodies = Rendered::default();
+        }
+        let FormatCache { bodies, parts } = if format.is_openmetrics() {
             &mut cached.openmetrics
         } else {
             &mut cached.text
         };
-        rendered.body(want_gzip, &self.gzips, || {
-            self.render(registry, snapshot, format)
-        })
+        if want_gzip {
+            if bodies.gzip.is_none() {
+                bodies.gzip = self.gzip(registry, snapshot, format, parts);
+            }
+            if let Some(body) = &bodies.gzip {
+                return (body.clone(), true);
+            }
+        }
+        let plain = bodies
+            .plain
+            .get_or_insert_with(|| self.render(registry, snapshot, format))
+            .clone();
+        (plain, false)
+    }
+
+    /// The gzip body, from the parts kept in `parts` and the collectors'
+    /// parts that changed; `None` if a part would not deflate.
+    fn gzip(
+        &self,
+        registry: &Registry,
+        snapshot: &Snapshot,
+        format: Format,
+        parts: &mut PartStore<Option<Deflated>>,
+    ) -> Option<Bytes> {
+        self.renders.fetch_add(1, Ordering::Relaxed);
+        self.gzips.fetch_add(1, Ordering::Relaxed);
+        let parts = registry.render_parts(snapshot, format, parts, |text| {
+            self.deflated.fetch_add(1, Ordering::Relaxed);
+            Deflated::of(text.as_bytes())
+                .inspect_err(|e| warn!(error = %e, "gzip failed; answering uncompressed"))
+                .ok()
+        });
+        let parts: Vec<&Deflated> = parts
+            .iter()
+            .map(|p| p.as_ref().as_ref())
+            .collect::<Option<_>>()?;
+        let text_len = parts.iter().map(|p| p.text_len()).sum::<u64>();
+        self.after_render(usize::try_from(text_len).unwrap_or(usize::MAX));
+        Some(Bytes::from(gzip::member(parts.iter().copied())))
     }
 
     fn render(&self, registry: &Registry, snapshot: &Snapshot, format: Format) -> Bytes {
@@ -85,28 +137,38 @@ impl ExpositionCache {
         let mut text = registry.render_as(snapshot, format);
         // The text grew by doubling: up to half of its buffer is spare.
         text.shrink_to_fit();
-        // A render at a new size leaves the buffers of its growth behind:
-        // hand them back once things are quiet (not per scrape).
-        let last = self.peak_len.load(Ordering::Relaxed);
-        if text.len().abs_diff(last) > (last / PEAK_FRACTION).max(PEAK_MIN_BYTES) {
-            self.peak_len.store(text.len(), Ordering::Relaxed);
-            crate::exec::heap::after_peak();
-        }
+        self.after_render(text.len());
         Bytes::from(text)
     }
 
-    /// (renders, gzips) done so far.
+    /// A render at a new size leaves the buffers of its growth behind: hand
+    /// them back once things are quiet (not per scrape).
+    fn after_render(&self, text_len: usize) {
+        let last = self.peak_len.load(Ordering::Relaxed);
+        if text_len.abs_diff(last) > (last / PEAK_FRACTION).max(PEAK_MIN_BYTES) {
+            self.peak_len.store(text_len, Ordering::Relaxed);
+            crate::exec::heap::after_peak();
+        }
+    }
+
+    /// (renders, gzip bodies) made so far.
     pub fn work_done(&self) -> (u64, u64) {
         (
             self.renders.load(Ordering::Relaxed),
             self.gzips.load(Ordering::Relaxed),
         )
     }
+
+    /// Parts deflated so far.
+    pub fn parts_deflated(&self) -> u64 {
+        self.deflated.load(Ordering::Relaxed)
+    }
 }
 
 impl Rendered {
     /// The body, gzipped when `want_gzip` (and gzip worked), and whether it
-    /// is; `render` makes the plain text when it is not kept.
+    /// is; `render` makes the plain text when it is not kept. For a body
+    /// rendered in one piece (cluster mode's per-node bodies).
     fn body(
         &mut self,
         want_gzip: bool,
@@ -122,8 +184,8 @@ impl Rendered {
                 // from a render that is not kept.
                 let plain = self.plain.clone().unwrap_or_else(&mut make);
                 gzips.fetch_add(1, Ordering::Relaxed);
-                match gzip(&plain) {
-                    Ok(body) => self.gzip = Some(body),
+                match gzip::gzip(&plain) {
+                    Ok(body) => self.gzip = Some(Bytes::from(body)),
                     Err(e) => {
                         warn!(error = %e, "gzip failed; answering uncompressed");
                         self.plain = Some(plain);
@@ -207,21 +269,24 @@ impl NodeCache {
     }
 }
 
-fn gzip(body: &[u8]) -> std::io::Result<Bytes> {
-    use std::io::Write as _;
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(body)?;
-    let mut out = encoder.finish()?;
-    out.shrink_to_fit();
-    Ok(Bytes::from(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text of a gzip body.
+    fn gunzip(body: &[u8]) -> String {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text)
+            .expect("gunzip");
+        text
+    }
+
+    /// A render without the collectors' timings, which differ run to run.
+    fn steady(body: &str) -> Vec<&str> {
+        body.lines()
+            .filter(|l| !l.starts_with("kubedf_scrape_collector_duration_seconds{"))
+            .collect()
+    }
 
     #[tokio::test]
     async fn each_format_is_rendered_and_gzipped_once_per_snapshot() {
@@ -233,22 +298,24 @@ mod tests {
                 for gzip in [false, true] {
                     let (body, gzipped) = cache.body(&registry, &first, format, gzip).await;
                     assert_eq!(gzipped, gzip);
-                    if !gzip {
-                        let text = std::str::from_utf8(&body).expect("utf-8");
-                        assert_eq!(text.ends_with("# EOF\n"), format.is_openmetrics());
-                    }
+                    let text = match gzip {
+                        true => gunzip(&body),
+                        false => String::from_utf8(body.to_vec()).expect("utf-8"),
+                    };
+                    assert_eq!(text.ends_with("# EOF\n"), format.is_openmetrics());
                 }
             }
         }
-        // OpenMetrics 1.0.0 and 0.0.1 share their body.
-        assert_eq!(cache.work_done(), (2, 2));
+        // OpenMetrics 1.0.0 and 0.0.1 share their bodies: one plain render
+        // and one gzip body per format.
+        assert_eq!(cache.work_done(), (4, 2));
         // A new snapshot is rendered anew, and only in the format asked for.
         let second = Snapshot {
             version: first.version + 1,
             ..crate::fixtures::node()
         };
         cache.body(&registry, &second, Format::Text, false).await;
-        assert_eq!(cache.work_done(), (3, 2));
+        assert_eq!(cache.work_done(), (5, 2));
         // Asked only for gzip (as Prometheus asks), the cache keeps no plain
         // text: a plain answer is rendered anew, then kept.
         let third = Snapshot {
@@ -256,32 +323,50 @@ mod tests {
             ..crate::fixtures::node()
         };
         let (gzipped, _) = cache.body(&registry, &third, Format::Text, true).await;
-        assert_eq!(cache.work_done(), (4, 3));
+        assert_eq!(cache.work_done(), (6, 3));
         {
             let kept = cache.current.lock().await;
-            let kept = &kept.as_ref().expect("cached").text;
-            assert!(kept.plain.is_none() && kept.gzip.is_some());
+            assert!(kept.text.bodies.plain.is_none() && kept.text.bodies.gzip.is_some());
         }
         let (plain, _) = cache.body(&registry, &third, Format::Text, false).await;
         cache.body(&registry, &third, Format::Text, false).await;
         cache.body(&registry, &third, Format::Text, true).await;
-        assert_eq!(cache.work_done(), (5, 3));
-        let mut unzipped = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(&gzipped[..]),
-            &mut unzipped,
-        )
-        .expect("gunzip");
-        // Two renders of one snapshot differ only in the collectors' timings.
-        let steady = |body: &[u8]| -> Vec<String> {
-            std::str::from_utf8(body)
-                .expect("utf-8")
-                .lines()
-                .filter(|l| !l.starts_with("kubedf_scrape_collector_duration_seconds{"))
-                .map(str::to_owned)
-                .collect()
-        };
-        assert_eq!(steady(&unzipped), steady(&plain));
+        assert_eq!(cache.work_done(), (7, 3));
+        let plain = std::str::from_utf8(&plain).expect("utf-8");
+        assert_eq!(steady(&gunzip(&gzipped)), steady(plain));
+    }
+
+    #[tokio::test]
+    async fn a_new_node_sample_deflates_the_node_parts_not_the_pvcs() {
+        let fixture = crate::fixtures::node_with_pvcs(200);
+        let board = crate::model::Board::new(Arc::clone(&fixture.kubelet), (*fixture.node).clone());
+        board.publish_volumes(fixture.volumes.clone());
+        let registry = Registry::new(None).expect("registry");
+        let cache = ExpositionCache::default();
+        let parts = registry.collectors().count() as u64 + 1;
+        let format = Format::OpenMetrics100;
+
+        let (first, _) = cache.body(&registry, &board.snapshot(), format, true).await;
+        assert_eq!(cache.parts_deflated(), parts, "every part at first");
+        let mut node = (*fixture.node).clone();
+        node.taken_at += std::time::Duration::from_secs(15);
+        board.publish_node(node);
+        let (second, _) = cache.body(&registry, &board.snapshot(), format, true).await;
+        // Every part but the PVCs' and the pods' (whose parts of the board
+        // did not change) is deflated again.
+        assert_eq!(cache.parts_deflated(), 2 * parts - 2);
+        assert_eq!(steady(&gunzip(&first)), steady(&gunzip(&second)));
+        let fresh = registry.render_as(&board.snapshot(), format);
+        assert_eq!(
+            steady(&gunzip(&second)),
+            steady(&fresh),
+            "joined as rendered at once"
+        );
+        // The text format keeps its own parts.
+        cache
+            .body(&registry, &board.snapshot(), Format::Text, true)
+            .await;
+        assert_eq!(cache.parts_deflated(), 3 * parts - 2);
     }
 }
 

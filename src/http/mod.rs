@@ -11,7 +11,9 @@
 //!   board's latest snapshot.
 //! - [`negotiate`]: which text format and whether gzip, with one q-value
 //!   parser for both headers.
-//! - [`cache`]: the exposition, rendered and gzipped once per board version.
+//! - [`cache`]: the exposition, rendered and gzipped once per board version,
+//!   and then only the collectors whose parts of the board changed;
+//!   [`gzip`] joins a gzip body from parts deflated one at a time.
 //! - [`web_config`]: `--web.config.file` parsed and validated, in
 //!   exporter-toolkit's format; [`tls`] its TLS section as rustls builds it.
 //! - [`reload`]: the web config re-read on change and SIGHUP, never weakened,
@@ -23,6 +25,7 @@
 pub mod cache;
 pub mod conn;
 pub mod guard;
+pub mod gzip;
 pub mod listen;
 pub mod negotiate;
 pub mod reload;

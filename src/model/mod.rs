@@ -30,7 +30,7 @@ pub mod web;
 pub use failure::{Change, Failure, Reason};
 pub use fs::{Filesystem, FsUsage};
 pub use node::{Rlimit, Runtime, RuntimeVersion};
-pub use snapshot::{Board, NodeSample, Snapshot};
+pub use snapshot::{Board, NodeSample, Part, PartVersions, PartsKey, Snapshot};
 pub use source::{Sampled, SourceId, SourceStatus};
 pub use volume::{
     ClaimRef, Method, PodVolumes, PvInfo, PvSource, Reading, VolumeMode, VolumeRow, VolumeTable,

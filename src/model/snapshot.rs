@@ -62,6 +62,63 @@ pub struct Snapshot {
     /// The board's change count when this view was taken: two views with
     /// the same version render the same exposition.
     pub version: u64,
+    /// Each part's change count when this view was taken, by [`Part`], and
+    /// the board they count on (0: a hand-built view, which no render keeps).
+    pub parts: PartVersions,
+}
+
+/// The parts of the board, each published by one writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Kubelet,
+    Node,
+    Volumes,
+    Pods,
+    WebConfig,
+    Cluster,
+}
+
+impl Part {
+    const COUNT: usize = 6;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The change counts of a view's parts: a collector that reads only some
+/// parts renders the same text from two views whose counts agree on them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartVersions {
+    /// Which board counted; 0 for a hand-built view.
+    board: u64,
+    counts: [u64; Part::COUNT],
+}
+
+impl PartVersions {
+    /// The counts of `parts`, tagged with the board's identity, or `None`
+    /// for a hand-built view (whose parts have no counts to compare).
+    pub fn key(&self, parts: &[Part]) -> Option<PartsKey> {
+        if self.board == 0 {
+            return None;
+        }
+        let mut counts = [0; Part::COUNT];
+        for part in parts {
+            counts[part.index()] = self.counts[part.index()];
+        }
+        Some(PartsKey {
+            board: self.board,
+            counts,
+        })
+    }
+}
+
+/// What a render read, as [`PartVersions::key`] says it: equal keys, equal
+/// text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartsKey {
+    board: u64,
+    counts: [u64; Part::COUNT],
 }
 
 impl Snapshot {
@@ -79,6 +136,7 @@ impl Snapshot {
             web_config: None,
             cluster: None,
             version: 0,
+            parts: PartVersions::default(),
         }
     }
 
@@ -163,8 +221,8 @@ fn sampled<'a, T>(value: &'a Sampled<T>, what: &str) -> Result<&'a T, String> {
     }
 }
 
-/// Where the parts are published. Writers swap in their own part (or touch
-/// the board after updating a row in place); readers take a [`Snapshot`].
+/// Where the parts are published. Writers swap in their own part (or say it
+/// changed after updating a row in place); readers take a [`Snapshot`].
 #[derive(Debug)]
 pub struct Board {
     /// kubelet's configuration in force; the kubelet watch's part.
@@ -179,7 +237,15 @@ pub struct Board {
     /// Bumped after every change, so a scrape renders only when something
     /// changed since the last render.
     version: AtomicU64,
+    /// Bumped after a change of the part, by [`Part`] (before `version`).
+    counts: [AtomicU64; Part::COUNT],
+    /// Tells this board's counts from another's (two boards in one process:
+    /// tests, cluster mode's shards).
+    id: u64,
 }
+
+/// The next board's identity; 0 is no board's.
+static NEXT_BOARD: AtomicU64 = AtomicU64::new(1);
 
 impl Board {
     pub fn new(kubelet: Arc<KubeletConfig>, node: NodeSample) -> Board {
@@ -191,6 +257,8 @@ impl Board {
             web_config: ArcSwapOption::empty(),
             cluster: ArcSwapOption::empty(),
             version: AtomicU64::new(1),
+            counts: Default::default(),
+            id: NEXT_BOARD.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -200,6 +268,11 @@ impl Board {
         // between shows up in the parts and bumps the version again, so the
         // next scrape renders once more rather than missing it.
         let version = self.version.load(Ordering::Acquire);
+        // Each count likewise before its part.
+        let parts = PartVersions {
+            board: self.id,
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Acquire)),
+        };
         Snapshot {
             kubelet: self.kubelet.load_full(),
             node: self.node.load_full(),
@@ -208,6 +281,7 @@ impl Board {
             web_config: self.web_config.load_full(),
             cluster: self.cluster.load_full(),
             version,
+            parts,
         }
     }
 
@@ -219,7 +293,7 @@ impl Board {
     /// The kubelet watch's part: the configuration now in force.
     pub fn publish_kubelet(&self, kubelet: Arc<KubeletConfig>) {
         self.kubelet.store(kubelet);
-        self.touch();
+        self.changed(Part::Kubelet);
     }
 
     /// The kubelet configuration in force.
@@ -230,35 +304,36 @@ impl Board {
     /// The sampler's part.
     pub fn publish_node(&self, node: NodeSample) {
         self.node.store(Arc::new(node));
-        self.touch();
+        self.changed(Part::Node);
     }
 
     /// Cluster mode's poll loop's part.
     pub fn publish_cluster(&self, table: Arc<ClusterTable>) {
         self.cluster.store(Some(table));
-        self.touch();
+        self.changed(Part::Cluster);
     }
 
     /// The volume sampler's part.
     pub fn publish_volumes(&self, table: Option<Arc<VolumeTable>>) {
         self.volumes.store(table);
-        self.touch();
+        self.changed(Part::Volumes);
     }
 
     /// The pod sampler's part.
     pub fn publish_pods(&self, table: Option<Arc<PodTable>>) {
         self.pods.store(table);
-        self.touch();
+        self.changed(Part::Pods);
     }
 
     /// The web config reload loop's part.
     pub fn publish_web_config(&self, status: WebConfigStatus) {
         self.web_config.store(Some(Arc::new(status)));
-        self.touch();
+        self.changed(Part::WebConfig);
     }
 
-    /// Says that a part changed in place (a row's reading).
-    pub fn touch(&self) {
+    /// Says that `part` changed in place (a row's reading).
+    pub fn changed(&self, part: Part) {
+        self.counts[part.index()].fetch_add(1, Ordering::AcqRel);
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -313,13 +388,43 @@ mod tests {
             method: None,
             stats: Some(Ok(Default::default())),
         });
-        board.touch();
-        assert!(board.snapshot().version > third.version);
+        board.changed(Part::Volumes);
+        let fourth = board.snapshot();
+        assert!(fourth.version > third.version);
+        let volumes = [Part::Volumes];
+        assert_ne!(fourth.parts.key(&volumes), third.parts.key(&volumes));
+        assert_eq!(
+            fourth.parts.key(&[Part::Node]),
+            third.parts.key(&[Part::Node]),
+            "the node part did not change"
+        );
         assert_eq!(
             third.volumes.as_ref().unwrap().rows[0].reading().stats,
             Some(Ok(Default::default())),
             "a row's reading is shared by every view of the table"
         );
+    }
+
+    #[test]
+    fn part_keys_tell_boards_apart_and_hand_built_views_have_none() {
+        let board = || {
+            Board::new(
+                Arc::new(KubeletConfig::defaults(
+                    "/var/lib/kubelet/config.yaml".into(),
+                )),
+                NodeSample::unsampled(SystemTime::UNIX_EPOCH),
+            )
+        };
+        let (a, b) = (board().snapshot(), board().snapshot());
+        let node = [Part::Node];
+        assert!(a.parts.key(&node).is_some());
+        assert_ne!(a.parts.key(&node), b.parts.key(&node), "two boards");
+        let hand_built = Snapshot::new(
+            Arc::clone(&a.kubelet),
+            NodeSample::unsampled(SystemTime::UNIX_EPOCH),
+            None,
+        );
+        assert_eq!(hand_built.parts.key(&node), None);
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl<P: PodSource, A: ClaimApi, M: Measure> VolumeSampler<P, A, M> {
             board.publish_volumes(Some(Arc::new(self.table())));
             self.readings_changed = false;
         } else if std::mem::take(&mut self.readings_changed) {
-            board.touch();
+            board.changed(crate::model::Part::Volumes);
         }
     }
 
