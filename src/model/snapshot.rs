@@ -73,6 +73,8 @@ pub enum Part {
     Kubelet,
     Node,
     Volumes,
+    /// The pod table, but for the times of its readings (see
+    /// [`Board::publish_pod_times`]).
     Pods,
     WebConfig,
     Cluster,
@@ -323,6 +325,14 @@ impl Board {
     pub fn publish_pods(&self, table: Option<Arc<PodTable>>) {
         self.pods.store(table);
         self.changed(Part::Pods);
+    }
+
+    /// The pod sampler's part, when only the times of its readings changed
+    /// (which only `/stats/summary` shows): the count of [`Part::Pods`] stays,
+    /// so the exposition's pod families are not rendered again.
+    pub fn publish_pod_times(&self, table: Arc<PodTable>) {
+        self.pods.store(Some(table));
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The web config reload loop's part.

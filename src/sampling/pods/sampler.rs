@@ -74,6 +74,17 @@ const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// of its budget.
 const IN_FLIGHT: usize = 32;
 
+/// What changed in the table since it was last published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Dirty {
+    Clean,
+    /// Only the times of readings, which only `/stats/summary` shows: the
+    /// exposition's pod families are not rendered again for them.
+    Times,
+    /// Figures, errors, pods or containers.
+    Figures,
+}
+
 /// One du-method measurement of a pod.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Part {
@@ -267,8 +278,8 @@ pub struct PodSampler<P = Kube, R = CriClient, M = PodIo> {
     /// Walks and stats started whose result has not come back.
     in_flight: usize,
     pods_version: Option<u64>,
-    /// Something in the table changed since it was last published.
-    dirty: bool,
+    /// What in the table changed since it was last published.
+    dirty: Dirty,
     published_at: Option<Instant>,
     published_source: Option<SourceStatus>,
     /// Results come back a batch to a message.
@@ -341,7 +352,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
             walks,
             in_flight: 0,
             pods_version: None,
-            dirty: true,
+            dirty: Dirty::Figures,
             published_at: None,
             published_source: None,
             tx,
@@ -438,9 +449,9 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
     fn publish(&mut self, handle: &SnapshotHandle, now: Instant) -> Option<Instant> {
         let source = self.source();
         if self.published_source.as_ref() != Some(&source) {
-            self.dirty = true;
+            self.dirty = Dirty::Figures;
         }
-        if !self.dirty {
+        if self.dirty == Dirty::Clean {
             return None;
         }
         if let Some(at) = self.published_at
@@ -448,10 +459,14 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         {
             return Some(at + PUBLISH_EVERY);
         }
-        self.dirty = false;
+        let dirty = std::mem::replace(&mut self.dirty, Dirty::Clean);
         self.published_at = Some(now);
         self.published_source = Some(source);
-        handle.publish_pods(Some(Arc::new(self.table())));
+        let table = Arc::new(self.table());
+        match dirty {
+            Dirty::Times => handle.publish_pod_times(table),
+            Dirty::Figures | Dirty::Clean => handle.publish_pods(Some(table)),
+        }
         None
     }
 
@@ -513,7 +528,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
     /// or has a new path is planned (due at once); a part whose path cannot
     /// be formed is reported as such and not planned.
     fn sync(&mut self, now: Instant) {
-        self.dirty = true;
+        self.dirty = Dirty::Figures;
         let pods: Vec<Arc<PodVolumes>> = self
             .source
             .pods()
@@ -742,9 +757,15 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
             Change::Unchanged => {}
         }
         if slot.as_ref() != Some(&result) {
+            let change = match (slot.as_ref(), &result) {
+                (Some(Ok(was)), Ok(now)) if (was.bytes, was.inodes) == (now.bytes, now.inodes) => {
+                    Dirty::Times
+                }
+                _ => Dirty::Figures,
+            };
+            self.dirty = self.dirty.max(change);
             *slot = Some(result);
             entry.row = None;
-            self.dirty = true;
         }
     }
 }

@@ -13,7 +13,7 @@ use super::sampler::{PartIo, PartKind, PodConfig, PodSampler};
 use crate::kubelet::config::KubeletConfig;
 use crate::model::pod::{PodRow, Usage};
 use crate::model::snapshot::SnapshotHandle;
-use crate::model::{Board, Failure, NodeSample, Reason};
+use crate::model::{Board, Failure, NodeSample, Part, Reason};
 use crate::sources::HostRoot;
 use crate::sources::cri::{RunningContainer, RuntimeContainers, WritableLayer};
 use crate::sources::seams::ContainerRuntime;
@@ -49,10 +49,12 @@ impl ContainerRuntime for FakeRuntime {
 
 /// Every part measures 4096 bytes, 1 inode; a path containing `hang` does
 /// not answer, and, as the real guarded call does, reports a timeout after
-/// 5 s.
+/// 5 s. With `moving_time`, each reading is a second later than the last
+/// (as a real one is later), its figures the same.
 #[derive(Clone, Default)]
 struct FakeParts {
     calls: Arc<Mutex<Vec<(PartKind, PathBuf)>>>,
+    moving_time: bool,
 }
 
 impl PartIo for FakeParts {
@@ -62,7 +64,13 @@ impl PartIo for FakeParts {
         path: PathBuf,
     ) -> impl Future<Output = Result<Usage, Failure>> + Send {
         let hang = path.to_string_lossy().contains("hang");
-        lock(&self.calls).push((kind, path));
+        let mut calls = lock(&self.calls);
+        calls.push((kind, path));
+        let time = match self.moving_time {
+            true => SystemTime::UNIX_EPOCH + Duration::from_secs(calls.len() as u64),
+            false => SystemTime::UNIX_EPOCH,
+        };
+        drop(calls);
         async move {
             if hang {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -71,7 +79,7 @@ impl PartIo for FakeParts {
             Ok(Usage {
                 bytes: 4096,
                 inodes: 1,
-                time: SystemTime::UNIX_EPOCH,
+                time,
             })
         }
     }
@@ -266,4 +274,34 @@ async fn a_part_that_hangs_fails_its_pod_with_timeout_and_holds_up_no_other() {
     // Pod b's two parts, every 1x-2x minute for 5 minutes, batched with the
     // hung pod's or not.
     assert!(calls("u-b") >= 6, "{} calls for pod b", calls("u-b"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn readings_that_only_move_in_time_leave_the_pod_families_rendered() {
+    let (pods, runtime) = two_pods();
+    let parts = FakeParts {
+        moving_time: true,
+        ..FakeParts::default()
+    };
+    let h = Harness::start(&pods, &runtime, &parts);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pods_key = |h: &Harness| h.board.snapshot().parts.key(&[Part::Pods]);
+    let time = |h: &Harness| h.row("a").ephemeral_storage().unwrap().unwrap().time;
+    let (key, at, version) = (pods_key(&h), time(&h), h.board.version());
+    // Every part is measured again within 1x-2x the period, plus slack.
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    assert!(time(&h) > at, "/stats/summary sees the new times");
+    assert!(h.board.version() > version);
+    assert_eq!(
+        pods_key(&h),
+        key,
+        "what the exposition reads did not change"
+    );
+    // A figure that changes moves the count.
+    runtime.set(Ok(vec![
+        container("u-a", "a", "app", 100),
+        container("u-b", "b", "app", 999),
+    ]));
+    tokio::time::sleep(CRI_PERIOD * 2 + Duration::from_secs(3)).await;
+    assert_ne!(pods_key(&h), key);
 }
