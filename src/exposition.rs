@@ -226,6 +226,17 @@ impl Sink {
         }
     }
 
+    /// A sink that appends to `out`, which holds other families already
+    /// (another collector's, written by another sink): one buffer for the
+    /// whole exposition, no part copied into it afterwards. The families
+    /// written here must not be among those.
+    pub fn continuing(format: Format, out: String) -> Sink {
+        Sink {
+            out,
+            ..Sink::new(format, 0)
+        }
+    }
+
     /// Drops the families first seen from now on that `filter` excludes
     /// (None: keeps every one). A family seen before keeps its fate.
     pub fn set_filter(&mut self, filter: Option<Arc<dyn Families>>) {
@@ -919,5 +930,40 @@ mod tests {
             "# HELP y [ALPHA] Y.\n# TYPE y gauge\ny{l=\"a\"} 4\n\
              # HELP x_total [ALPHA] Counts.\n# TYPE x_total counter\nx_total 3\n"
         );
+    }
+
+    #[test]
+    fn sinks_continuing_one_buffer_write_what_one_sink_writes() {
+        // One sink for X_BYTES and X_TOTAL, out of order; the next for Y.
+        let first = |s: &mut Sink| {
+            s.declare(&X_BYTES);
+            s.declare(&X_TOTAL);
+            s.add(&X_TOTAL, [""; 0], 3u64);
+            s.add(&X_BYTES, ["1", "1"], 1u64);
+        };
+        let second = |s: &mut Sink| {
+            s.declare(&Y);
+            s.add(&Y, ["a"], 4u64);
+        };
+        for format in [Format::Text, Format::OpenMetrics100] {
+            let mut one = Sink::new(format, 0);
+            one.declare(&X_BYTES);
+            one.declare(&X_TOTAL);
+            one.declare(&Y);
+            first(&mut one);
+            second(&mut one);
+            let want = one.finish();
+
+            let mut sink = Sink::new(format, 0);
+            first(&mut sink);
+            let text = sink.finish_part();
+            let mut sink = Sink::continuing(format, text);
+            second(&mut sink);
+            assert_eq!(sink.finish(), want, "{format:?}");
+            assert_eq!(
+                want.matches("# EOF").count(),
+                usize::from(format.is_openmetrics())
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -100,6 +101,8 @@ pub struct Registry {
     /// The families the collectors' output keeps; None keeps them all.
     /// kubedf's own families are never filtered.
     filter: Option<Arc<FamilyFilter>>,
+    /// The length of the last [`Registry::render_as`], to size the next.
+    last_len: AtomicUsize,
 }
 
 impl Registry {
@@ -153,6 +156,7 @@ impl Registry {
         Registry {
             collectors: Arc::new(collectors),
             filter: None,
+            last_len: AtomicUsize::new(0),
         }
     }
 
@@ -173,13 +177,25 @@ impl Registry {
         self.render_as(snapshot, Format::OpenMetrics100)
     }
 
-    /// The exposition of a snapshot in `format`, in one string.
+    /// The exposition of a snapshot in `format`, in one string: every
+    /// collector runs, each appending to one buffer sized from the last
+    /// render's length (the same text as [`Registry::render_parts`] joined).
     pub fn render_as(&self, snapshot: &Snapshot, format: Format) -> String {
-        let parts = self.render_parts(snapshot, format, &mut PartStore::default(), |text| text);
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            text.push_str(&part);
+        let guess = self.last_len.load(Ordering::Relaxed);
+        // A little headroom, so a table that grew a few rows is not copied.
+        let mut text = String::with_capacity(guess + guess / 16);
+        let mut outcomes = Vec::with_capacity(self.collectors.len());
+        for c in self.collectors.iter() {
+            let start = Instant::now();
+            let mut sink = Sink::continuing(format, text);
+            let result = self.collect(&**c, snapshot, &mut sink);
+            text = sink.finish_part();
+            outcomes.push((c.name(), result.is_ok(), start.elapsed()));
         }
+        let mut sink = Sink::continuing(format, text);
+        write_own(&outcomes, snapshot, &mut sink);
+        let text = sink.finish();
+        self.last_len.store(text.len(), Ordering::Relaxed);
         text
     }
 
@@ -221,8 +237,10 @@ impl Registry {
             }
             let last_len = slot.as_ref().map_or(0, |k| k.len);
             let start = Instant::now();
-            let (text, result) =
-                render_collector(&**c, self.filter.as_ref(), snapshot, format, last_len);
+            // A little headroom, so a table that grew a few rows is not copied.
+            let mut sink = Sink::new(format, last_len + last_len / 16);
+            let result = self.collect(&**c, snapshot, &mut sink);
+            let text = sink.finish_part();
             let took = start.elapsed();
             let len = text.len();
             let value = Arc::new(make(text));
@@ -245,6 +263,25 @@ impl Registry {
         store.own_len = own.len();
         parts.push(Arc::new(make(own)));
         parts
+    }
+
+    /// Runs one collector on the snapshot into `sink`: its families
+    /// (declared first, so they come in its order), filtered.
+    fn collect(
+        &self,
+        c: &dyn Collector,
+        snapshot: &Snapshot,
+        sink: &mut Sink,
+    ) -> Result<(), Incomplete> {
+        sink.set_filter(
+            self.filter
+                .as_ref()
+                .map(|f| Arc::clone(f) as Arc<dyn crate::exposition::Families>),
+        );
+        for desc in c.descs() {
+            sink.declare(desc);
+        }
+        c.collect(snapshot, sink)
     }
 }
 
@@ -277,25 +314,6 @@ struct Stored<T> {
     /// The text's length, to size the next render's buffer.
     len: usize,
     value: Arc<T>,
-}
-
-/// Runs one collector on the snapshot into a part of its own: its families
-/// (declared first, so they come in its order), filtered by `filter`.
-fn render_collector(
-    c: &dyn Collector,
-    filter: Option<&Arc<FamilyFilter>>,
-    snapshot: &Snapshot,
-    format: Format,
-    last_len: usize,
-) -> (String, Result<(), Incomplete>) {
-    // A little headroom, so a table that grew a few rows is not copied.
-    let mut sink = Sink::new(format, last_len + last_len / 16);
-    sink.set_filter(filter.map(|f| Arc::clone(f) as Arc<dyn crate::exposition::Families>));
-    for desc in c.descs() {
-        sink.declare(desc);
-    }
-    let result = c.collect(snapshot, &mut sink);
-    (sink.finish_part(), result)
 }
 
 /// kubedf's own families: how each collector went (`outcomes`: name,
