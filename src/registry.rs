@@ -21,7 +21,7 @@ pub static COLLECTOR_SUCCESS: Desc = Desc::gauge(
 );
 pub static COLLECTOR_DURATION: Desc = Desc::gauge(
     "kubedf_scrape_collector_duration_seconds",
-    "Time the collector took to produce its series from the latest snapshot; the exposition is rendered once per snapshot and shared by the scrapes that follow.",
+    "Time the collector took to produce its series; it runs once per snapshot whose inputs it reads changed (the volume and pod tables change far less often than the node's filesystems), and the scrapes that follow share its series and this time.",
     Some(crate::exposition::Unit::Seconds),
     &["collector"],
 );
