@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 
@@ -157,9 +158,16 @@ impl Guard {
                 }
             }
         }
+        // The answers are not awaited one by one as the lane lands them (a
+        // wake-up of this task, and a thread switch, per call): the job that
+        // empties the queue says so once, and the answers are then taken
+        // together. Only a call still running then is awaited on its own.
+        let mut collect = led.is_empty();
+        let drained = Arc::new(tokio::sync::Notify::new());
         let queue = Arc::new(Mutex::new(led));
         let drain = {
             let queue = Arc::clone(&queue);
+            let drained = Arc::clone(&drained);
             move || {
                 loop {
                     let next = queue
@@ -167,6 +175,8 @@ impl Guard {
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
                     let Some((pilot, path, call)) = next else {
+                        // Kept as a permit if the batch is not waiting yet.
+                        drained.notify_one();
                         return;
                     };
                     // A panic drops the pilot: its callers get `Abandoned`.
@@ -189,38 +199,52 @@ impl Guard {
             for (i, _, _) in waiting.drain(..) {
                 answers[i] = Some(Err(failed.clone()));
             }
+            collect = true;
         }
         let mut pending: FuturesUnordered<_> = waiting
             .into_iter()
             .map(|(i, path, mut passenger)| async move { (i, path, passenger.answered().await) })
             .collect();
+        let record =
+            |answers: &mut Vec<Option<Result<T, Failure>>>,
+             (i, path, answer): (usize, PathBuf, Result<Arc<Answer>, Unanswered>)| {
+                answers[i] = Some(match answer {
+                    Ok(answer) => (*answer).clone().and_then(|v| downcast(what, &path, &v)),
+                    Err(_) => Err(Failure::new(
+                        Reason::IoError,
+                        format!(
+                            "{what} {}: the call was dropped without an answer (it panicked)",
+                            path.display()
+                        ),
+                    )),
+                });
+            };
         let stall = tokio::time::sleep(STALL.min(timeout));
         tokio::pin!(stall);
         loop {
             tokio::select! {
-                next = pending.next() => {
-                    let Some((i, path, answer)) = next else { break };
-                    answers[i] = Some(match answer {
-                        Ok(answer) => (*answer).clone().and_then(|v| downcast(what, &path, &v)),
-                        Err(_) => Err(Failure::new(
-                            Reason::IoError,
-                            format!(
-                                "{what} {}: the call was dropped without an answer (it panicked)",
-                                path.display()
-                            ),
-                        )),
-                    });
+                () = drained.notified(), if !collect => collect = true,
+                next = pending.next(), if collect => {
+                    let Some(next) = next else { break };
+                    record(&mut answers, next);
                 }
                 () = &mut stall => {
                     let now = tokio::time::Instant::now();
                     if now >= deadline {
+                        // What landed meanwhile is an answer, not a timeout.
+                        while let Some(Some(next)) = pending.next().now_or_never() {
+                            record(&mut answers, next);
+                        }
                         break;
                     }
                     // No answer for STALL: maybe behind a hung call. Another
                     // job takes the rest of the queue (the lane starts a
-                    // thread for it if its threads make no progress).
+                    // thread for it if its threads make no progress). With
+                    // nothing left queued, what runs is awaited call by call.
                     if queued(&queue) {
                         let _ = self.lane.spawn(drain.clone());
+                    } else {
+                        collect = true;
                     }
                     stall.as_mut().reset((now + STALL).min(deadline));
                 }
@@ -341,6 +365,57 @@ mod tests {
             .await;
         assert_eq!(other, Ok(2));
         release.send(()).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_wakes_its_caller_once_not_once_per_answer() {
+        let guard = guard();
+        let calls: Vec<(PathBuf, TestCall)> = (0..20)
+            .map(|i| {
+                let call: TestCall = Box::new(|_: &Path| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    Ok(7)
+                });
+                (PathBuf::from(format!("/v/{i}")), call)
+            })
+            .collect();
+        let mut batch = Box::pin(guard.call_batch("stat", calls, Duration::from_secs(5)));
+        let mut polls = 0;
+        let answers = std::future::poll_fn(|cx| {
+            polls += 1;
+            batch.as_mut().poll(cx)
+        })
+        .await;
+        assert_eq!(answers, vec![Ok(7); 20]);
+        // Awaiting each answer as it landed took about one poll per call.
+        assert!(polls <= 4, "{polls} polls for 20 calls");
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_landed_before_the_timeout_is_not_a_timeout() {
+        // The timeout is shorter than the stall check, and the call behind
+        // the first hangs: the batch ends at the deadline with the first
+        // answer, never told the queue was drained.
+        let guard = guard();
+        let (release, hung) = mpsc::channel::<()>();
+        let hung = Arc::new(std::sync::Mutex::new(hung));
+        let calls: Vec<(PathBuf, TestCall)> = ["/a", "/nfs-short"]
+            .into_iter()
+            .map(|p| {
+                let hung = Arc::clone(&hung);
+                let call: TestCall = Box::new(move |path: &Path| {
+                    if path == Path::new("/nfs-short") {
+                        let _ = hung.lock().unwrap().recv();
+                    }
+                    Ok(1)
+                });
+                (PathBuf::from(p), call)
+            })
+            .collect();
+        let answers = guard.call_batch("stat", calls, STALL / 2).await;
+        assert_eq!(answers[0], Ok(1));
+        assert_eq!(answers[1].as_ref().unwrap_err().reason, Reason::Timeout);
+        let _ = release.send(());
     }
 
     #[tokio::test]
