@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::collector::filter::FamilyFilter;
-use crate::collector::{self, Collector, Desc, Incomplete, Sink};
+use crate::collector::{self, Collector, Desc, Sink};
 use crate::exposition::Format;
 use crate::model::{PartsKey, Snapshot, SourceId};
 
@@ -186,11 +186,9 @@ impl Registry {
         let mut text = String::with_capacity(guess + guess / 16);
         let mut outcomes = Vec::with_capacity(self.collectors.len());
         for c in self.collectors.iter() {
-            let start = Instant::now();
-            let mut sink = Sink::continuing(format, text);
-            let result = self.collect(&**c, snapshot, &mut sink);
-            text = sink.finish_part();
-            outcomes.push((c.name(), result.is_ok(), start.elapsed()));
+            let (part, complete, took) = self.run(&**c, snapshot, Sink::continuing(format, text));
+            text = part;
+            outcomes.push((c.name(), complete, took));
         }
         let mut sink = Sink::continuing(format, text);
         write_own(&outcomes, snapshot, &mut sink);
@@ -236,25 +234,22 @@ impl Registry {
                 continue;
             }
             let last_len = slot.as_ref().map_or(0, |k| k.len);
-            let start = Instant::now();
             // A little headroom, so a table that grew a few rows is not copied.
-            let mut sink = Sink::new(format, last_len + last_len / 16);
-            let result = self.collect(&**c, snapshot, &mut sink);
-            let text = sink.finish_part();
-            let took = start.elapsed();
+            let sink = Sink::new(format, last_len + last_len / 16);
+            let (text, complete, took) = self.run(&**c, snapshot, sink);
             let len = text.len();
             let value = Arc::new(make(text));
             if let Some(key) = key {
                 *slot = Some(Stored {
                     key,
-                    complete: result.is_ok(),
+                    complete,
                     took,
                     len,
                     value: Arc::clone(&value),
                 });
             }
             parts.push(value);
-            outcomes.push((c.name(), result.is_ok(), took));
+            outcomes.push((c.name(), complete, took));
         }
         let guess = store.own_len;
         let mut sink = Sink::new(format, guess + guess / 16);
@@ -266,13 +261,16 @@ impl Registry {
     }
 
     /// Runs one collector on the snapshot into `sink`: its families
-    /// (declared first, so they come in its order), filtered.
-    fn collect(
+    /// (declared first, so they come in its order), filtered. Returns the
+    /// sink's text, whether the collector had everything, and how long it
+    /// took.
+    fn run(
         &self,
         c: &dyn Collector,
         snapshot: &Snapshot,
-        sink: &mut Sink,
-    ) -> Result<(), Incomplete> {
+        mut sink: Sink,
+    ) -> (String, bool, Duration) {
+        let start = Instant::now();
         sink.set_filter(
             self.filter
                 .as_ref()
@@ -281,7 +279,8 @@ impl Registry {
         for desc in c.descs() {
             sink.declare(desc);
         }
-        c.collect(snapshot, sink)
+        let complete = c.collect(snapshot, &mut sink).is_ok();
+        (sink.finish_part(), complete, start.elapsed())
     }
 }
 

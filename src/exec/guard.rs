@@ -367,6 +367,27 @@ mod tests {
         release.send(()).unwrap();
     }
 
+    /// A call for each of `paths` answering its path's length, but `/nfs`,
+    /// which hangs until the sender returned sends (or is dropped).
+    fn calls_with_nfs_hung(paths: &[&str]) -> (Vec<(PathBuf, TestCall)>, mpsc::Sender<()>) {
+        let (release, hung) = mpsc::channel::<()>();
+        let hung = Arc::new(std::sync::Mutex::new(hung));
+        let calls = paths
+            .iter()
+            .map(|p| {
+                let hung = Arc::clone(&hung);
+                let call: TestCall = Box::new(move |path: &Path| {
+                    if path == Path::new("/nfs") {
+                        let _ = hung.lock().unwrap().recv();
+                    }
+                    Ok(path.as_os_str().len() as u32)
+                });
+                (PathBuf::from(p), call)
+            })
+            .collect();
+        (calls, release)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_wakes_its_caller_once_not_once_per_answer() {
         let guard = guard();
@@ -397,23 +418,9 @@ mod tests {
         // the first hangs: the batch ends at the deadline with the first
         // answer, never told the queue was drained.
         let guard = guard();
-        let (release, hung) = mpsc::channel::<()>();
-        let hung = Arc::new(std::sync::Mutex::new(hung));
-        let calls: Vec<(PathBuf, TestCall)> = ["/a", "/nfs-short"]
-            .into_iter()
-            .map(|p| {
-                let hung = Arc::clone(&hung);
-                let call: TestCall = Box::new(move |path: &Path| {
-                    if path == Path::new("/nfs-short") {
-                        let _ = hung.lock().unwrap().recv();
-                    }
-                    Ok(1)
-                });
-                (PathBuf::from(p), call)
-            })
-            .collect();
+        let (calls, release) = calls_with_nfs_hung(&["/a", "/nfs"]);
         let answers = guard.call_batch("stat", calls, STALL / 2).await;
-        assert_eq!(answers[0], Ok(1));
+        assert_eq!(answers[0], Ok(2));
         assert_eq!(answers[1].as_ref().unwrap_err().reason, Reason::Timeout);
         let _ = release.send(());
     }
@@ -421,21 +428,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_one_job_and_a_hung_call_in_it_holds_up_no_other() {
         let guard = guard();
-        let (release, hung) = mpsc::channel::<()>();
-        let hung = Arc::new(std::sync::Mutex::new(hung));
-        let calls: Vec<(PathBuf, TestCall)> = ["/a", "/nfs", "/b", "/c"]
-            .into_iter()
-            .map(|p| {
-                let hung = Arc::clone(&hung);
-                let call: TestCall = Box::new(move |path: &Path| {
-                    if path == Path::new("/nfs") {
-                        let _ = hung.lock().unwrap().recv();
-                    }
-                    Ok(path.as_os_str().len() as u32)
-                });
-                (PathBuf::from(p), call)
-            })
-            .collect();
+        let (calls, release) = calls_with_nfs_hung(&["/a", "/nfs", "/b", "/c"]);
         let started = std::time::Instant::now();
         let answers = guard
             .call_batch("stat", calls, Duration::from_secs(3))
