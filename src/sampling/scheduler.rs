@@ -10,20 +10,25 @@
 //! - a failed call is retried with backoff (initial, doubling, capped, also
 //!   jittered 1x-2x), and the backoff resets on the first success.
 //!
-//! It does no I/O and reads no clock: every method takes `now`, and the
+//! It does no I/O and reads the clock only once, for the grid's origin:
+//! every method takes `now`, and the
 //! owner sleeps until [`Scheduler::next_wake`] (see [`sleep_until`]) or until
-//! an event arrives. The wake is the first deadline plus a small slack
-//! (1/12 of the period, at most 5 s), so that keys due within the slack
-//! share one wake-up: at 1,000 volumes with jittered deadlines, the owner
-//! wakes every few seconds for tens of keys, not once per key (each wake-up
-//! costs a timer, a loop pass and usually a publication; side by side at
-//! 1,000 PVCs and pods, 5 s instead of 1 s took 17% off kubedf's CPU at
-//! rest). Nothing scans every key: popping the due keys costs
-//! O(due * log n). Tests drive it with made-up instants, or with tokio's
-//! paused clock.
+//! an event arrives. The wake is the first deadline rounded up to a grid
+//! whose step is the slack (1/12 of the period, at most 5 s), laid from one
+//! instant for the whole process. Keys due within one step share a
+//! wake-up, and so do the schedulers of one period (the volume loop's
+//! statfs calls and the pod loop's stats): at 1,000 volumes with jittered
+//! deadlines, the process wakes every few seconds for tens of keys, not
+//! once per key and loop (each wake-up costs a timer, a thread woken, a loop
+//! pass and usually a publication; side by side at 1,000 PVCs and pods, a
+//! 5 s slack instead of 1 s took 17% off kubedf's CPU at rest). No key is
+//! taken more than the slack after its deadline. Nothing scans every key:
+//! popping the due keys costs O(due * log n). Tests drive it with made-up
+//! instants, or with tokio's paused clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -231,10 +236,12 @@ impl<K: Clone + Eq + Hash, P: Clone + PartialEq> Scheduler<K, P> {
     }
 
     /// When the owner should wake to take what is due: the next deadline
-    /// plus the slack (or never, with nothing planned: only an event can
-    /// bring work). A key is thus taken at most the slack after its deadline.
+    /// rounded up to the process's grid of [`Scheduler::slack`] steps (or
+    /// never, with nothing planned: only an event can bring work). A key is
+    /// thus taken less than the slack after its deadline, and every
+    /// scheduler of the same period wakes at the same instants.
     pub fn next_wake(&self) -> Option<Instant> {
-        self.next_due().map(|at| at + self.slack())
+        self.next_due().map(|at| on_grid(at, self.slack()))
     }
 
     /// Takes the next key due at `now`, and marks it in flight.
@@ -304,6 +311,28 @@ impl<K: Clone + Eq + Hash, P: Clone + PartialEq> Scheduler<K, P> {
     }
 }
 
+/// The first instant at or after `at` on the grid of `step` laid from the
+/// process's first use of it. Laid from one instant, the grids of equal
+/// steps coincide, so the schedulers that use them wake together. An
+/// instant before the grid's origin (a paused test clock set back) is
+/// rounded on the grid extended backwards.
+pub fn on_grid(at: Instant, step: Duration) -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let step_ns = step.as_nanos();
+    if step_ns == 0 {
+        return at;
+    }
+    let wait = if at >= origin {
+        let past = (at - origin).as_nanos() % step_ns;
+        (step_ns - past) % step_ns
+    } else {
+        (origin - at).as_nanos() % step_ns
+    };
+    // Less than one step, which is a Duration: the cast cannot truncate.
+    at + Duration::from_nanos(wait as u64)
+}
+
 /// Sleeps until `deadline`, or forever when there is none (nothing is
 /// planned: only an event can wake the owner).
 pub async fn sleep_until(deadline: Option<Instant>) {
@@ -320,8 +349,10 @@ mod tests {
     #[test]
     fn keys_due_within_the_slack_share_one_wake_and_none_waits_longer() {
         let mut s = scheduler();
-        let t0 = Instant::now();
-        assert_eq!(s.slack(), Duration::from_secs(5), "1/12 of 60 s");
+        let step = Duration::from_secs(5);
+        assert_eq!(s.slack(), step, "1/12 of 60 s");
+        // 0.1 s past a grid point: the next one is 4.9 s on.
+        let t0 = on_grid(Instant::now(), step) + Duration::from_millis(100);
         // A new key is due when planned: these fall due 0, 1.5, 3 and 7.5 s
         // after t0.
         for (key, ms) in [("a", 0), ("b", 1500), ("c", 3000), ("d", 7500)] {
@@ -331,17 +362,17 @@ mod tests {
         let wake = s.next_wake().unwrap();
         assert_eq!(
             wake,
-            t0 + Duration::from_secs(5),
-            "the first deadline plus the slack"
+            t0 + Duration::from_millis(4900),
+            "the first deadline rounded up to the grid"
         );
-        // One wake takes the three due within the slack; the fourth waits.
+        // One wake takes the three due by then; the fourth waits.
         let taken: Vec<_> = s.drain_due(wake).into_iter().map(|d| d.key).collect();
         assert_eq!(taken, ["a", "b", "c"]);
         assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(7500)));
         assert_eq!(
             s.next_wake(),
-            Some(t0 + Duration::from_millis(12_500)),
-            "no key is taken more than the slack after its deadline"
+            Some(t0 + Duration::from_millis(9900)),
+            "no key is taken a step or more after its deadline"
         );
         // A short period has a proportionally short slack.
         let short: Scheduler<&str, &str> = Scheduler::new(Policy {
@@ -355,6 +386,45 @@ mod tests {
             ..policy()
         });
         assert_eq!(long.slack(), MAX_SLACK, "capped");
+    }
+
+    #[test]
+    fn schedulers_of_one_period_wake_at_the_same_instants() {
+        let mut volumes = scheduler();
+        let mut pods: Scheduler<&str, &str> = Scheduler::new(policy());
+        let t0 = Instant::now();
+        let step = volumes.slack();
+        // Deadlines 0.3 s apart within one step, on two schedulers.
+        let first = on_grid(t0, step) + Duration::from_millis(100);
+        volumes.plan("pvc", "/v", first);
+        pods.plan("pod", "/p", first + Duration::from_millis(300));
+        assert_eq!(
+            volumes.next_wake(),
+            pods.next_wake(),
+            "one wake-up for both"
+        );
+        let wake = volumes.next_wake().unwrap();
+        assert_eq!(wake, on_grid(first, step));
+        assert!(wake - first < step);
+        // A deadline on the grid is its own wake; one just past waits a step.
+        assert_eq!(on_grid(wake, step), wake);
+        assert_eq!(
+            on_grid(wake + Duration::from_nanos(1), step),
+            wake + step,
+            "the next grid point"
+        );
+        // An instant before the grid's origin rounds on the grid too.
+        let before = t0
+            .checked_sub(Duration::from_secs(3600) + Duration::from_millis(1))
+            .expect("an hour back");
+        let rounded = on_grid(before, step);
+        assert!(rounded >= before && rounded - before < step);
+        assert_eq!(
+            on_grid(rounded + step * 720, step),
+            rounded + step * 720,
+            "the same grid an hour later"
+        );
+        assert_eq!(on_grid(before, Duration::ZERO), before, "no grid");
     }
 
     const PERIOD: Duration = Duration::from_secs(60);

@@ -1,18 +1,21 @@
-//! When and how the parts of each running pod are measured, on the one
-//! measurement [`Scheduler`](crate::sampling::scheduler::Scheduler) the volume sampler
-//! also uses. Like kubelet's volume stats cache: each du-method walk (a
-//! container's log dir, a local ephemeral volume, the pod's log files,
-//! etc-hosts) is refreshed every `--volume-stats-agg-period`, jittered to
-//! between 1x and 2x, on the walk pool's low-priority threads within the walk
-//! budget, at most one in flight per path; a failed walk is retried with
-//! backoff. The runtime is asked for its running containers and their
-//! writable layers every 1x-2x `cri_period`; a pod the runtime cannot answer
-//! for (its own answer too large) has no containers, only an error. The loop sleeps until something
-//! is due, a result comes back or the pod watch changes; it never scans every
-//! part on a timer. The stats due at one wake-up go out as one batch, as the
-//! volume loop's statfs calls do. A scrape only reads the last published
-//! table. Its seams (the pod watch, the runtime, [`PartIo`]) are type
-//! parameters, so `pods/tests.rs` runs it on fakes and a paused clock.
+//! When and how the parts of each running pod are measured, on the
+//! measurement [`Scheduler`](crate::sampling::scheduler::Scheduler) the
+//! volume sampler also uses, waking on the same grid. Like kubelet's volume
+//! stats cache: each du-method walk (a container's log dir, a local
+//! ephemeral volume, the pod's log files, etc-hosts) is refreshed every
+//! `--volume-stats-agg-period`, jittered to between 1x and 2x, at most one in
+//! flight per path; a failed one is retried with backoff. Walks run on the
+//! walk pool's low-priority threads within the walk budget. A pod's own
+//! files (its log files and etc-hosts) are one key of the schedule, and the
+//! files of every pod due at one wake-up go out as one batch, as the volume
+//! loop's statfs calls do. The runtime is asked for its running containers
+//! and their writable layers every 1x-2x `cri_period`; a pod the runtime
+//! cannot answer for (its own answer too large) has no containers, only an
+//! error. The loop sleeps until something is due, a result comes back or
+//! the pod watch changes; it never scans every part on a timer. A scrape
+//! only reads the last published table. Its seams (the pod watch, the
+//! runtime, [`PartIo`]) are type parameters, so `pods/tests.rs` runs it on
+//! fakes and a paused clock.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -63,16 +66,25 @@ pub struct PodConfig {
 /// The first retry of a failed walk (a directory not there yet); doubled up
 /// to the period.
 const WALK_RETRY: Duration = Duration::from_secs(5);
-/// Results arrive one by one, spread over the period by the jitter: the
+/// Results arrive in batches, spread over the period by the jitter: the
 /// table is republished at most this often (a scrape reads it every 15 s or
 /// so), so a node with thousands of parts does not republish per result.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-/// Walks and stats in flight at once. Stats queue on the measurement lane
-/// and walks on the walk pool, each with its own threads, so this bounds
-/// only their queues: large enough that the parts one wake-up gathers go
-/// out together, small enough that a walk queued behind others keeps most
-/// of its budget.
-const IN_FLIGHT: usize = 32;
+/// A change of times only (a part measured again with the same figures) is
+/// republished at most this often: only `/stats/summary` shows it, and its
+/// readings are up to twice the period old anyway. Republished at each
+/// wake-up, every few seconds, the table of 1,000 pods was rebuilt for it.
+const TIMES_EVERY: Duration = Duration::from_secs(30);
+/// Walks in flight at once. They queue on the walk pool's threads, so this
+/// bounds only that queue: small enough that a walk queued behind others
+/// keeps most of its budget.
+const WALKS_IN_FLIGHT: usize = 32;
+/// Pods whose files are being measured at once. Their stats are a few
+/// microseconds each, queued on the measurement lane as one job per
+/// wake-up, so this is set well above what one wake-up gathers (about 60
+/// pods at 1,000 pods and a 1 m period): bounded by the walks' 32 as well,
+/// the stats went out in rounds, each with its task, lane job and message.
+const FILES_IN_FLIGHT: usize = 1024;
 
 /// What changed in the table since it was last published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,11 +109,33 @@ enum Part {
     EtcHosts,
 }
 
-/// A part of a pod, by the pod's uid: what the scheduler plans. Its plan is
-/// the part's path; a new path is a new plan. The uid is shared by the
-/// pod's parts and the scheduler's copies of their keys (its table and its
-/// queue), not one string each.
+/// A walked part of a pod ([`Part::Logs`], [`Part::Volume`]), by the pod's
+/// uid: what the walk scheduler plans. Its plan is the part's path; a new
+/// path is a new plan. The uid is shared by the pod's parts and the
+/// scheduler's copies of their keys (its table and its queue), not one
+/// string each.
 type Key = (Arc<str>, Part);
+
+/// A pod's own files, planned as one key under the pod's uid: the files
+/// directly in its log dir ([`Part::PodLogs`]) and etc-hosts
+/// ([`Part::EtcHosts`]), each a stat of microseconds. Measured together,
+/// the pod's files cost one key, one deadline and one result per pod
+/// instead of two; each path is still its own guarded call (its own
+/// timeout and one call in flight), in the wake-up's one lane job. A path
+/// that cannot be formed is `None`, reported in its part's slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FilePaths {
+    pod_logs: Option<PathBuf>,
+    etc_hosts: Option<PathBuf>,
+}
+
+impl FilePaths {
+    /// The parts and their paths, in order.
+    fn parts(&self) -> impl Iterator<Item = (Part, &PathBuf)> {
+        let pod_logs = self.pod_logs.iter().map(|p| (Part::PodLogs, p));
+        pod_logs.chain(self.etc_hosts.iter().map(|p| (Part::EtcHosts, p)))
+    }
+}
 
 struct Entry {
     /// The pod as the watch's store holds it (shared, not copied).
@@ -151,10 +185,19 @@ impl PartResults {
 /// runtime could not answer for.
 type Containers = HashMap<String, Result<Vec<RunningContainer>, Failure>>;
 
-struct Done {
-    key: Key,
-    ticket: Ticket,
-    result: Result<Usage, Failure>,
+/// A measurement that came back.
+enum Done {
+    Walk {
+        key: Key,
+        ticket: Ticket,
+        result: Result<Usage, Failure>,
+    },
+    /// A pod's files: a result per part that had a path.
+    Files {
+        uid: Arc<str>,
+        ticket: Ticket,
+        results: Vec<(Part, Result<Usage, Failure>)>,
+    },
 }
 
 /// How a part of a pod is measured.
@@ -275,8 +318,12 @@ pub struct PodSampler<P = Kube, R = CriClient, M = PodIo> {
     /// When the runtime is asked next (one key).
     cri_calls: Scheduler<(), ()>,
     walks: Scheduler<Key, PathBuf>,
-    /// Walks and stats started whose result has not come back.
-    in_flight: usize,
+    /// Each pod's files, by uid.
+    files: Scheduler<Arc<str>, FilePaths>,
+    /// Walks started whose result has not come back.
+    walks_in_flight: usize,
+    /// Pods whose files are being measured.
+    files_in_flight: usize,
     pods_version: Option<u64>,
     /// What in the table changed since it was last published.
     dirty: Dirty,
@@ -332,11 +379,12 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
             max_retry: cfg.cri_period,
         });
         cri_calls.plan((), (), Instant::now());
-        let walks = Scheduler::new(Policy {
+        let policy = Policy {
             period: cfg.period,
             retry: WALK_RETRY.min(cfg.period),
             max_retry: cfg.period,
-        });
+        };
+        let (walks, files) = (Scheduler::new(policy), Scheduler::new(policy));
         PodSampler {
             events: source.subscribe(),
             cfg,
@@ -350,7 +398,9 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
             per_pod: false,
             cri_calls,
             walks,
-            in_flight: 0,
+            files,
+            walks_in_flight: 0,
+            files_in_flight: 0,
             pods_version: None,
             dirty: Dirty::Figures,
             published_at: None,
@@ -398,7 +448,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         // Everything was due at once; retries come 5 s or more after a
         // failure, so this waits only for the first walks.
         let deadline = Instant::now() + self.cfg.walk_budget + self.cfg.timeout * 3;
-        while self.in_flight > 0 {
+        while self.walks_in_flight + self.files_in_flight > 0 {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(done)) => {
                     self.apply_all(done, Instant::now());
@@ -417,10 +467,13 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
             self.reconcile().await;
             let publish_at = self.publish(&handle, Instant::now());
             // With every slot taken, what is due waits for a result.
-            let walks = (self.in_flight < IN_FLIGHT)
+            let walks = (self.walks_in_flight < WALKS_IN_FLIGHT)
                 .then(|| self.walks.next_wake())
                 .flatten();
-            let next = [walks, self.cri_calls.next_wake(), publish_at]
+            let files = (self.files_in_flight < FILES_IN_FLIGHT)
+                .then(|| self.files.next_wake())
+                .flatten();
+            let next = [walks, files, self.cri_calls.next_wake(), publish_at]
                 .into_iter()
                 .flatten()
                 .min();
@@ -454,10 +507,14 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         if self.dirty == Dirty::Clean {
             return None;
         }
+        let wait = match self.dirty {
+            Dirty::Times => TIMES_EVERY,
+            _ => PUBLISH_EVERY,
+        };
         if let Some(at) = self.published_at
-            && now < at + PUBLISH_EVERY
+            && now < at + wait
         {
-            return Some(at + PUBLISH_EVERY);
+            return Some(at + wait);
         }
         let dirty = std::mem::replace(&mut self.dirty, Dirty::Clean);
         self.published_at = Some(now);
@@ -538,6 +595,7 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         let wanted: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
         self.entries.retain(|uid, _| wanted.contains(&**uid));
         self.walks.retain(|(uid, _)| wanted.contains(&**uid));
+        self.files.retain(|uid| wanted.contains(&**uid));
         for pod in pods {
             let parts = self.parts_of(&pod);
             let index = match self.entries.get_index_of(pod.uid.as_str()) {
@@ -574,24 +632,41 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
                 entry.row = None;
                 self.walks.remove(&(uid.clone(), part));
             }
+            let mut files = FilePaths {
+                pod_logs: None,
+                etc_hosts: None,
+            };
             for (part, path) in parts {
-                let key = (uid.clone(), part.clone());
-                let result = match path {
-                    Ok(path) => {
-                        if !self.walks.plan(key, path, now) {
+                let result = match (&part, path) {
+                    (Part::PodLogs, Ok(path)) => {
+                        files.pod_logs = Some(path);
+                        continue;
+                    }
+                    (Part::EtcHosts, Ok(path)) => {
+                        files.etc_hosts = Some(path);
+                        continue;
+                    }
+                    (Part::PodLogs | Part::EtcHosts, Err(e)) => Some(Err(e)),
+                    (_, Ok(path)) => {
+                        if !self.walks.plan((uid.clone(), part.clone()), path, now) {
                             continue;
                         }
                         // A new path: the last figure was for the old one.
                         None
                     }
-                    Err(e) => {
-                        self.walks.remove(&key);
+                    (_, Err(e)) => {
+                        self.walks.remove(&(uid.clone(), part.clone()));
                         Some(Err(e))
                     }
                 };
-                if entry.results.get(&part) != Some(&result) {
-                    entry.results.insert(part, result);
-                    entry.row = None;
+                entry.set(part, result);
+            }
+            if files.pod_logs.is_none() && files.etc_hosts.is_none() {
+                self.files.remove(&uid);
+            } else if self.files.plan(uid, files.clone(), now) {
+                // New paths: the last figures were for the old ones.
+                for (part, _) in files.parts() {
+                    entry.set(part, None);
                 }
             }
         }
@@ -622,53 +697,59 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
         parts
     }
 
-    /// Starts the parts that are due: the stats (the pod's log files,
-    /// etc-hosts) as one batch, one task and one message for all of them;
-    /// the walks one task each, so a long walk holds up no other result.
+    /// Starts the parts that are due: the pods' files as one batch, one
+    /// task and one message for all of them; the walks one task each, so a
+    /// long walk holds up no other result.
     fn start_due(&mut self, now: Instant) {
-        let mut stats = Vec::new();
-        while self.in_flight < IN_FLIGHT {
+        while self.walks_in_flight < WALKS_IN_FLIGHT {
             let Some(due) = self.walks.pop_due(now) else {
                 break;
             };
-            self.in_flight += 1;
-            let (key, ticket, path) = (due.key, due.ticket, due.plan);
-            let kind = match &key.1 {
-                Part::Logs(_) | Part::Volume(_) => PartKind::Walk,
-                Part::PodLogs => PartKind::Files,
-                Part::EtcHosts => PartKind::File,
-            };
-            if kind != PartKind::Walk {
-                stats.push((key, ticket, kind, path));
-                continue;
-            }
+            self.walks_in_flight += 1;
             let (io, tx) = (Arc::clone(&self.io), self.tx.clone());
             tokio::spawn(async move {
-                let result = io.measure(kind, path).await;
-                let _ = tx.send(vec![Done {
-                    key,
-                    ticket,
+                let result = io.measure(PartKind::Walk, due.plan).await;
+                let _ = tx.send(vec![Done::Walk {
+                    key: due.key,
+                    ticket: due.ticket,
                     result,
                 }]);
             });
         }
-        if stats.is_empty() {
+        let mut pods = Vec::new();
+        while self.files_in_flight < FILES_IN_FLIGHT {
+            let Some(due) = self.files.pop_due(now) else {
+                break;
+            };
+            self.files_in_flight += 1;
+            pods.push(due);
+        }
+        if pods.is_empty() {
             return;
         }
         let (io, tx) = (Arc::clone(&self.io), self.tx.clone());
         tokio::spawn(async move {
-            let (keys, parts): (Vec<_>, Vec<_>) = stats
+            let stats = pods
+                .iter()
+                .flat_map(|due| due.plan.parts())
+                .map(|(part, path)| (file_kind(&part), path.clone()))
+                .collect();
+            let mut results = io.measure_batch(stats).await.into_iter();
+            let done = pods
                 .into_iter()
-                .map(|(key, ticket, kind, path)| ((key, ticket), (kind, path)))
-                .unzip();
-            let results = io.measure_batch(parts).await;
-            let done = keys
-                .into_iter()
-                .zip(results)
-                .map(|((key, ticket), result)| Done {
-                    key,
-                    ticket,
-                    result,
+                .map(|due| Done::Files {
+                    results: due
+                        .plan
+                        .parts()
+                        .map(|(part, _)| {
+                            let result = results.next().unwrap_or_else(|| {
+                                Err(Failure::new(Reason::IoError, "a part was not measured"))
+                            });
+                            (part, result)
+                        })
+                        .collect(),
+                    uid: due.key,
+                    ticket: due.ticket,
                 })
                 .collect();
             let _ = tx.send(done);
@@ -733,18 +814,60 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
     }
 
     fn apply(&mut self, done: Done, now: Instant) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        let outcome = Outcome::of(&done.result);
-        if !self.walks.finish(&done.key, done.ticket, outcome, now) {
-            return;
-        }
-        let result = done.result;
-        let (uid, part) = &done.key;
-        let Some(entry) = self.entries.get_mut(&**uid) else {
+        let (uid, results) = match done {
+            Done::Walk {
+                key,
+                ticket,
+                result,
+            } => {
+                self.walks_in_flight = self.walks_in_flight.saturating_sub(1);
+                if !self.walks.finish(&key, ticket, Outcome::of(&result), now) {
+                    return;
+                }
+                (key.0, vec![(key.1, result)])
+            }
+            Done::Files {
+                uid,
+                ticket,
+                results,
+            } => {
+                self.files_in_flight = self.files_in_flight.saturating_sub(1);
+                // A failed stat retries both, with backoff.
+                let outcome = match results.iter().all(|(_, r)| r.is_ok()) {
+                    true => Outcome::Done,
+                    false => Outcome::Failed,
+                };
+                if !self.files.finish(&uid, ticket, outcome, now) {
+                    return;
+                }
+                (uid, results)
+            }
+        };
+        let Some(entry) = self.entries.get_mut(&*uid) else {
             return;
         };
-        let Some(slot) = entry.results.get_mut(part) else {
-            return;
+        for (part, result) in results {
+            let change = entry.record(&uid, &part, result);
+            self.dirty = self.dirty.max(change);
+        }
+    }
+}
+
+impl Entry {
+    /// Sets a part's slot (planned, or not measurable), dropping the row
+    /// when it changes.
+    fn set(&mut self, part: Part, result: Measured) {
+        if self.results.get(&part) != Some(&result) {
+            self.results.insert(part, result);
+            self.row = None;
+        }
+    }
+
+    /// Records a part's new result, logging a change of failure, and says
+    /// what of the table it changed.
+    fn record(&mut self, uid: &str, part: &Part, result: Result<Usage, Failure>) -> Dirty {
+        let Some(slot) = self.results.get_mut(part) else {
+            return Dirty::Clean;
         };
         let before = slot.as_ref().and_then(|r| r.as_ref().err());
         match Change::of(before, result.as_ref().err()) {
@@ -756,17 +879,26 @@ impl<P: PodSource, R: ContainerRuntime, M: PartIo> PodSampler<P, R, M> {
             }
             Change::Unchanged => {}
         }
-        if slot.as_ref() != Some(&result) {
-            let change = match (slot.as_ref(), &result) {
-                (Some(Ok(was)), Ok(now)) if (was.bytes, was.inodes) == (now.bytes, now.inodes) => {
-                    Dirty::Times
-                }
-                _ => Dirty::Figures,
-            };
-            self.dirty = self.dirty.max(change);
-            *slot = Some(result);
-            entry.row = None;
+        if slot.as_ref() == Some(&result) {
+            return Dirty::Clean;
         }
+        let change = match (slot.as_ref(), &result) {
+            (Some(Ok(was)), Ok(now)) if (was.bytes, was.inodes) == (now.bytes, now.inodes) => {
+                Dirty::Times
+            }
+            _ => Dirty::Figures,
+        };
+        *slot = Some(result);
+        self.row = None;
+        change
+    }
+}
+
+/// How a pod's file is measured.
+fn file_kind(part: &Part) -> PartKind {
+    match part {
+        Part::PodLogs => PartKind::Files,
+        _ => PartKind::File,
     }
 }
 

@@ -54,6 +54,8 @@ impl ContainerRuntime for FakeRuntime {
 #[derive(Clone, Default)]
 struct FakeParts {
     calls: Arc<Mutex<Vec<(PartKind, PathBuf)>>>,
+    /// The size of each batch of stats.
+    batches: Arc<Mutex<Vec<usize>>>,
     moving_time: bool,
 }
 
@@ -82,6 +84,15 @@ impl PartIo for FakeParts {
                 time,
             })
         }
+    }
+
+    fn measure_batch(
+        &self,
+        parts: Vec<(PartKind, PathBuf)>,
+    ) -> impl Future<Output = Vec<Result<Usage, Failure>>> + Send {
+        lock(&self.batches).push(parts.len());
+        let calls: Vec<_> = parts.into_iter().map(|(k, p)| self.measure(k, p)).collect();
+        futures::future::join_all(calls)
     }
 }
 
@@ -304,4 +315,77 @@ async fn readings_that_only_move_in_time_leave_the_pod_families_rendered() {
     ]));
     tokio::time::sleep(CRI_PERIOD * 2 + Duration::from_secs(3)).await;
     assert_ne!(pods_key(&h), key);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_files_of_every_pod_due_at_one_wake_up_go_out_as_one_batch() {
+    // 100 pods without containers: each has its log files and etc-hosts.
+    let list = (0..100)
+        .map(|i| pod(&format!("p{i}"), &format!("u-{i}"), &[]))
+        .collect();
+    let pods = FakePods::new(list);
+    let runtime = FakeRuntime {
+        answer: Arc::new(Mutex::new(Ok(Vec::new()))),
+    };
+    let parts = FakeParts::default();
+    let h = Harness::start(&pods, &runtime, &parts);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.rows().len(), 100);
+    assert!(
+        h.rows()
+            .iter()
+            .all(|r| r.pod_logs.is_some() && r.etc_hosts.is_some())
+    );
+    // All due at start: one batch of both files of each pod, not rounds
+    // bounded by the walks' limit.
+    assert_eq!(*lock(&parts.batches), [200]);
+    // Then each wake-up takes every pod due by then, both files together.
+    tokio::time::sleep(Duration::from_secs(240)).await;
+    let batches = lock(&parts.batches).clone();
+    assert!(batches.iter().all(|n| n % 2 == 0), "{batches:?}");
+    let measured: usize = batches.iter().sum();
+    assert!(
+        measured >= 2 * 200,
+        "every pod at least twice in 4 min: {measured}"
+    );
+    // One wake-up per grid step (5 s) at most: 48 in 4 min, however many
+    // pods; one per pod's file was 200 a period before the files of a pod
+    // became one key and deadlines one grid.
+    assert!(batches.len() <= 1 + 48, "{} batches", batches.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_of_times_only_is_published_at_most_every_30_s() {
+    let list = (0..20)
+        .map(|i| pod(&format!("p{i}"), &format!("u-{i}"), &[]))
+        .collect();
+    let pods = FakePods::new(list);
+    let runtime = FakeRuntime {
+        answer: Arc::new(Mutex::new(Ok(Vec::new()))),
+    };
+    let parts = FakeParts {
+        moving_time: true,
+        ..FakeParts::default()
+    };
+    let h = Harness::start(&pods, &runtime, &parts);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = h.board.snapshot().pods.unwrap();
+    let mut tables = vec![Arc::clone(&first)];
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let table = h.board.snapshot().pods.unwrap();
+        if !Arc::ptr_eq(tables.last().unwrap(), &table) {
+            tables.push(table);
+        }
+    }
+    // Pods are measured again at many wake-ups in 5 minutes; their new
+    // times are shown, at most every 30 s.
+    assert!(tables.len() >= 4, "{} tables in 300 s", tables.len());
+    assert!(
+        tables.len() <= 1 + 300 / 30,
+        "{} tables in 300 s",
+        tables.len()
+    );
+    let time = |t: &crate::model::pod::PodTable| t.rows[0].etc_hosts.clone().unwrap().unwrap().time;
+    assert!(time(tables.last().unwrap()) > time(&first));
 }
