@@ -12,7 +12,7 @@ use std::sync::{Arc, PoisonError, Weak};
 use axum::body::Bytes;
 use tracing::warn;
 
-use super::gzip::{self, Deflated};
+use super::gzip::{self, Deflated, Deflater};
 use crate::exposition::Format;
 use crate::model::Snapshot;
 use crate::model::cluster::{ClusterTable, NodeEntry};
@@ -117,9 +117,12 @@ impl ExpositionCache {
     ) -> Option<Bytes> {
         self.renders.fetch_add(1, Ordering::Relaxed);
         self.gzips.fetch_add(1, Ordering::Relaxed);
+        // One compressor for the parts that changed, reset between them.
+        let mut deflater = Deflater::default();
         let parts = registry.render_parts(snapshot, format, parts, |text| {
             self.deflated.fetch_add(1, Ordering::Relaxed);
-            Deflated::of(text.as_bytes())
+            deflater
+                .deflate(text.as_bytes())
                 .inspect_err(|e| warn!(error = %e, "gzip failed; answering uncompressed"))
                 .ok()
         });

@@ -27,33 +27,10 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 const LAST_BLOCK: [u8; 2] = [0x03, 0x00];
 
 impl Deflated {
-    /// `text` deflated as fast as flate2 goes (as the whole body was before).
+    /// `text` deflated as fast as flate2 goes (as the whole body was before),
+    /// with a compressor of its own.
     pub fn of(text: &[u8]) -> std::io::Result<Deflated> {
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(text);
-        let mut data = Vec::new();
-        if !text.is_empty() {
-            let mut compress = Compress::new(Compression::fast(), false);
-            data.reserve(text.len() / 8 + 64);
-            loop {
-                let done = usize::try_from(compress.total_in()).unwrap_or(usize::MAX);
-                compress
-                    .compress_vec(
-                        &text[done.min(text.len())..],
-                        &mut data,
-                        FlushCompress::Sync,
-                    )
-                    .map_err(std::io::Error::other)?;
-                // Done once every byte is in and the flush did not fill the
-                // buffer (a full buffer may hold back the flush's end).
-                if compress.total_in() == text.len() as u64 && data.len() < data.capacity() {
-                    break;
-                }
-                data.reserve(data.capacity().max(64));
-            }
-            data.shrink_to_fit();
-        }
-        Ok(Deflated { data, crc })
+        Deflater::default().deflate(text)
     }
 
     /// The length of the text it holds.
@@ -87,6 +64,50 @@ pub fn member<'p>(parts: impl IntoIterator<Item = &'p Deflated> + Clone) -> Vec<
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
     out
+}
+
+/// Deflates parts one after another with one compressor, reset between
+/// them, so each part is what a fresh compressor makes of it (no part
+/// refers to another's text). A compressor is a few hundred KB: made anew
+/// for each part that changed, it cost fresh pages (page faults, zeroing)
+/// several times per scrape, 6% of kubedf's CPU at rest at N = 0.
+#[derive(Default)]
+pub struct Deflater {
+    compress: Option<Compress>,
+}
+
+impl Deflater {
+    /// `text` deflated as fast as flate2 goes, ended by a sync flush.
+    pub fn deflate(&mut self, text: &[u8]) -> std::io::Result<Deflated> {
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(text);
+        let mut data = Vec::new();
+        if !text.is_empty() {
+            let compress = self
+                .compress
+                .get_or_insert_with(|| Compress::new(Compression::fast(), false));
+            compress.reset();
+            data.reserve(text.len() / 8 + 64);
+            loop {
+                let done = usize::try_from(compress.total_in()).unwrap_or(usize::MAX);
+                compress
+                    .compress_vec(
+                        &text[done.min(text.len())..],
+                        &mut data,
+                        FlushCompress::Sync,
+                    )
+                    .map_err(std::io::Error::other)?;
+                // Done once every byte is in and the flush did not fill the
+                // buffer (a full buffer may hold back the flush's end).
+                if compress.total_in() == text.len() as u64 && data.len() < data.capacity() {
+                    break;
+                }
+                data.reserve(data.capacity().max(64));
+            }
+            data.shrink_to_fit();
+        }
+        Ok(Deflated { data, crc })
+    }
 }
 
 /// `text` gzipped in one part.
@@ -162,6 +183,24 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(out.stdout, (text + "tail\n").as_bytes());
+    }
+
+    #[test]
+    fn one_deflater_makes_of_each_part_what_a_fresh_compressor_does() {
+        let texts: [&[u8]; 4] = [
+            b"# HELP a A.\na 1\n",
+            b"",
+            b"a 1\na 1\na 1\n# HELP a A.\n",
+            b"node 2\n",
+        ];
+        let mut deflater = Deflater::default();
+        for text in texts {
+            let reused = deflater.deflate(text).unwrap();
+            let fresh = Deflated::of(text).unwrap();
+            assert_eq!(reused.data, fresh.data, "no part refers to the last");
+            assert_eq!(reused.text_len(), fresh.text_len());
+            assert_eq!(gunzip(&member([&reused])).unwrap(), text);
+        }
     }
 
     proptest! {
