@@ -255,16 +255,19 @@ mod tests {
         assert!(flights.is_empty());
     }
 
+    /// The call for `path`, which nothing holds yet.
+    fn lead(flights: &Flights<PathBuf, u32>, path: &str) -> Pilot<PathBuf, u32> {
+        match flights.join(&PathBuf::from(path), Duration::from_secs(5)) {
+            Joined::Lead(pilot, _) => pilot,
+            _ => panic!("nothing was in flight for {path}"),
+        }
+    }
+
     #[test]
     fn an_empty_table_gives_back_a_bursts_capacity() {
         let flights: Flights<PathBuf, u32> = Flights::default();
         let burst: Vec<_> = (0..2000)
-            .map(|i| {
-                match flights.join(&PathBuf::from(format!("/p/{i}")), Duration::from_secs(5)) {
-                    Joined::Lead(pilot, _) => pilot,
-                    _ => panic!("nothing was in flight"),
-                }
-            })
+            .map(|i| lead(&flights, &format!("/p/{i}")))
             .collect();
         assert!(flights.capacity() >= 2000);
         for pilot in burst {
@@ -278,12 +281,7 @@ mod tests {
         );
         // A wake-up's share is kept: not shrunk and grown at every burst.
         let small: Vec<_> = (0..100)
-            .map(|i| {
-                match flights.join(&PathBuf::from(format!("/q/{i}")), Duration::from_secs(5)) {
-                    Joined::Lead(pilot, _) => pilot,
-                    _ => panic!("nothing was in flight"),
-                }
-            })
+            .map(|i| lead(&flights, &format!("/q/{i}")))
             .collect();
         let before = flights.capacity();
         drop(small);

@@ -332,7 +332,7 @@ impl Board {
     /// so the exposition's pod families are not rendered again.
     pub fn publish_pod_times(&self, table: Arc<PodTable>) {
         self.pods.store(Some(table));
-        self.version.fetch_add(1, Ordering::AcqRel);
+        self.bump();
     }
 
     /// The web config reload loop's part.
@@ -344,6 +344,11 @@ impl Board {
     /// Says that `part` changed in place (a row's reading).
     pub fn changed(&self, part: Part) {
         self.counts[part.index()].fetch_add(1, Ordering::AcqRel);
+        self.bump();
+    }
+
+    /// Moves the board's version: every reader renders anew what it shows.
+    fn bump(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 }

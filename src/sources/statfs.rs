@@ -92,21 +92,23 @@ fn probe_mount_now(path: &Path) -> Result<(MountRoot, Option<FsReading>), Failur
 /// Blocking statfs + stat of `path`.
 pub fn read_fs(path: &Path) -> Result<FsReading, FsError> {
     let usage = statfs_usage(path)?;
-    let st = stat(path).map_err(|errno| FsError::Statfs {
-        path: path.to_path_buf(),
-        errno,
-    })?;
+    let st = stat(path).map_err(statfs_error(path))?;
     #[allow(clippy::useless_conversion)]
     let device = u64::from(st.st_dev);
     Ok(FsReading { usage, device })
 }
 
-/// Blocking statfs of `path`, as kubelet's figures.
-fn statfs_usage(path: &Path) -> Result<FsUsage, FsError> {
-    let vfs = statvfs(path).map_err(|errno| FsError::Statfs {
+/// The error of a statfs or stat of `path`.
+fn statfs_error(path: &Path) -> impl Fn(nix::errno::Errno) -> FsError + '_ {
+    move |errno| FsError::Statfs {
         path: path.to_path_buf(),
         errno,
-    })?;
+    }
+}
+
+/// Blocking statfs of `path`, as kubelet's figures.
+fn statfs_usage(path: &Path) -> Result<FsUsage, FsError> {
+    let vfs = statvfs(path).map_err(statfs_error(path))?;
     // The statvfs field types differ between targets; all widen to u64.
     #[allow(clippy::useless_conversion)]
     Ok(FsUsage::from_statfs(

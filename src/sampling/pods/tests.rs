@@ -182,6 +182,21 @@ fn two_pods() -> (FakePods, FakeRuntime) {
     (pods, runtime)
 }
 
+/// A runtime with no running containers.
+fn no_containers() -> FakeRuntime {
+    FakeRuntime {
+        answer: Arc::new(Mutex::new(Ok(Vec::new()))),
+    }
+}
+
+/// `n` pods without containers (each has its log files and etc-hosts).
+fn pods_without_containers(n: usize) -> (FakePods, FakeRuntime) {
+    let list = (0..n)
+        .map(|i| pod(&format!("p{i}"), &format!("u-{i}"), &[]))
+        .collect();
+    (FakePods::new(list), no_containers())
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_pods_parts_are_measured_and_summed() {
     let (pods, runtime) = two_pods();
@@ -265,9 +280,7 @@ async fn a_runtime_that_fails_fails_every_pod_until_it_answers_again() {
 #[tokio::test(start_paused = true)]
 async fn a_part_that_hangs_fails_its_pod_with_timeout_and_holds_up_no_other() {
     let pods = FakePods::new(vec![pod("hang", "u-hang", &[]), pod("b", "u-b", &[])]);
-    let runtime = FakeRuntime {
-        answer: Arc::new(Mutex::new(Ok(Vec::new()))),
-    };
+    let runtime = no_containers();
     let parts = FakeParts::default();
     let h = Harness::start(&pods, &runtime, &parts);
     tokio::time::sleep(Duration::from_secs(300)).await;
@@ -319,14 +332,7 @@ async fn readings_that_only_move_in_time_leave_the_pod_families_rendered() {
 
 #[tokio::test(start_paused = true)]
 async fn the_files_of_every_pod_due_at_one_wake_up_go_out_as_one_batch() {
-    // 100 pods without containers: each has its log files and etc-hosts.
-    let list = (0..100)
-        .map(|i| pod(&format!("p{i}"), &format!("u-{i}"), &[]))
-        .collect();
-    let pods = FakePods::new(list);
-    let runtime = FakeRuntime {
-        answer: Arc::new(Mutex::new(Ok(Vec::new()))),
-    };
+    let (pods, runtime) = pods_without_containers(100);
     let parts = FakeParts::default();
     let h = Harness::start(&pods, &runtime, &parts);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -356,13 +362,7 @@ async fn the_files_of_every_pod_due_at_one_wake_up_go_out_as_one_batch() {
 
 #[tokio::test(start_paused = true)]
 async fn a_change_of_times_only_is_published_at_most_every_30_s() {
-    let list = (0..20)
-        .map(|i| pod(&format!("p{i}"), &format!("u-{i}"), &[]))
-        .collect();
-    let pods = FakePods::new(list);
-    let runtime = FakeRuntime {
-        answer: Arc::new(Mutex::new(Ok(Vec::new()))),
-    };
+    let (pods, runtime) = pods_without_containers(20);
     let parts = FakeParts {
         moving_time: true,
         ..FakeParts::default()
