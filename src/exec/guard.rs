@@ -36,12 +36,16 @@ use crate::model::{Failure, Reason};
 /// One answer, of whatever type its kind has.
 type Answer = Result<Arc<dyn Any + Send + Sync>, Failure>;
 
+/// A call's path and kind. Shared by the table, the call's pilot and the
+/// batch it is part of, rather than a copy of the path each.
+type CallKey = Arc<(PathBuf, &'static str)>;
+
 /// Runs guarded blocking calls. Cloning shares the lane and the calls in
 /// flight: build one per process and pass it in.
 #[derive(Clone, Debug)]
 pub struct Guard {
     lane: Lane,
-    flights: Flights<(PathBuf, &'static str), Answer>,
+    flights: Flights<CallKey, Answer>,
 }
 
 impl Guard {
@@ -72,7 +76,10 @@ impl Guard {
         T: Clone + Send + Sync + 'static,
     {
         let shown = || path.display();
-        let answer = match self.flights.join(&(path.to_path_buf(), what), timeout) {
+        let answer = match self
+            .flights
+            .join(Arc::new((path.to_path_buf(), what)), timeout)
+        {
             Joined::Hung(_) => {
                 return Err(Failure::new(
                     Reason::Timeout,
@@ -91,14 +98,13 @@ impl Guard {
                 )),
             },
             Joined::Lead(pilot, _) => {
-                let owned = path.to_path_buf();
                 // The pilot travels with the call: a call that outlives its
                 // caller keeps the path claimed until it returns; one the
                 // lane never runs (its caller gave up first) frees it at once.
                 let ran = self
                     .lane
                     .run(timeout, move || {
-                        let answer: Answer = call(&owned).map(|v| Arc::new(v) as _);
+                        let answer: Answer = call(&pilot.key().0).map(|v| Arc::new(v) as _);
                         pilot.land(answer.clone());
                         answer
                     })
@@ -116,18 +122,17 @@ impl Guard {
         downcast(what, path, &answer?)
     }
 
-    /// Runs one call of the same kind per path, as [`Guard::call`] would
-    /// run each (the same per-path timeout, the same one-in-flight rule, the
+    /// Runs calls, each a kind and a path, as [`Guard::call`] would run
+    /// each (the same per-path timeout, the same one-in-flight rule, the
     /// same failures), but as one job on the lane and one wait: the calls
     /// due at one wake-up cost one task and one queued job, not one each.
     /// The calls run one after the other; should one hang, the rest of the
     /// batch is taken by another lane thread after [`STALL`] without
     /// progress, so a hung path still holds up no other. Answers come back
-    /// in the order of `calls`.
+    /// in the order of `calls`. The kinds of one batch answer with one type.
     pub async fn call_batch<T, F>(
         &self,
-        what: &'static str,
-        calls: Vec<(PathBuf, F)>,
+        calls: Vec<(&'static str, PathBuf, F)>,
         timeout: Duration,
     ) -> Vec<Result<T, Failure>>
     where
@@ -136,31 +141,51 @@ impl Guard {
     {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut answers: Vec<Option<Result<T, Failure>>> = Vec::with_capacity(calls.len());
-        let paths: Vec<PathBuf> = calls.iter().map(|(p, _)| p.clone()).collect();
+        // Each call's kind and path, for its messages.
+        let mut paths = Vec::with_capacity(calls.len());
         let mut waiting = Vec::new();
         let mut led = VecDeque::new();
-        for (i, (path, call)) in calls.into_iter().enumerate() {
-            answers.push(None);
-            match self.flights.join(&(path.clone(), what), timeout) {
-                Joined::Hung(_) => {
-                    answers[i] = Some(Err(Failure::new(
-                        Reason::Timeout,
-                        format!(
-                            "{what} {} is still hung from an earlier call",
-                            path.display()
-                        ),
-                    )));
+        for (i, (what, path, call)) in calls.into_iter().enumerate() {
+            let key = Arc::new((path, what));
+            let path = &key.0;
+            answers.push(match self.flights.join(Arc::clone(&key), timeout) {
+                Joined::Hung(_) => Some(Err(Failure::new(
+                    Reason::Timeout,
+                    format!(
+                        "{what} {} is still hung from an earlier call",
+                        path.display()
+                    ),
+                ))),
+                Joined::Follow(passenger) => {
+                    waiting.push((i, passenger));
+                    None
                 }
-                Joined::Follow(passenger) => waiting.push((i, path, passenger)),
                 Joined::Lead(pilot, passenger) => {
-                    led.push_back((pilot, path.clone(), call));
-                    waiting.push((i, path, passenger));
+                    led.push_back((pilot, call));
+                    waiting.push((i, passenger));
+                    None
                 }
-            }
+            });
+            paths.push(key);
         }
+        let record = |answers: &mut Vec<Option<Result<T, Failure>>>,
+                      i: usize,
+                      answer: Result<Arc<Answer>, Unanswered>| {
+            let (path, what) = &*paths[i];
+            answers[i] = Some(match answer {
+                Ok(answer) => (*answer).clone().and_then(|v| downcast(what, path, &v)),
+                Err(_) => Err(Failure::new(
+                    Reason::IoError,
+                    format!(
+                        "{what} {}: the call was dropped without an answer (it panicked)",
+                        path.display()
+                    ),
+                )),
+            });
+        };
         // The answers are not awaited one by one as the lane lands them (a
         // wake-up of this task, and a thread switch, per call): the job that
-        // empties the queue says so once, and the answers are then taken
+        // empties the queue says so once, and the answers are then read
         // together. Only a call still running then is awaited on its own.
         let mut collect = led.is_empty();
         let drained = Arc::new(tokio::sync::Notify::new());
@@ -174,13 +199,14 @@ impl Guard {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
-                    let Some((pilot, path, call)) = next else {
+                    let Some((pilot, call)) = next else {
                         // Kept as a permit if the batch is not waiting yet.
                         drained.notify_one();
                         return;
                     };
                     // A panic drops the pilot: its callers get `Abandoned`.
-                    let answer = std::panic::catch_unwind(AssertUnwindSafe(|| call(&path)));
+                    let answer =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| call(&pilot.key().0)));
                     if let Ok(answer) = answer {
                         let answer: Answer = answer.map(|v| Arc::new(v) as _);
                         pilot.land(answer);
@@ -193,47 +219,45 @@ impl Guard {
         if queued(&queue)
             && let Err(e) = self.lane.spawn(drain.clone())
         {
-            let failed = Failure::new(Reason::IoError, format!("{what}: {e}"));
             // Dropping the queue's pilots abandons the calls; say why.
             queue.lock().unwrap_or_else(PoisonError::into_inner).clear();
-            for (i, _, _) in waiting.drain(..) {
-                answers[i] = Some(Err(failed.clone()));
+            for (i, _) in waiting.drain(..) {
+                let (path, what) = &*paths[i];
+                let failed = format!("{what} {}: {e}", path.display());
+                answers[i] = Some(Err(Failure::new(Reason::IoError, failed)));
             }
             collect = true;
         }
-        let mut pending: FuturesUnordered<_> = waiting
-            .into_iter()
-            .map(|(i, path, mut passenger)| async move { (i, path, passenger.answered().await) })
-            .collect();
-        let record =
-            |answers: &mut Vec<Option<Result<T, Failure>>>,
-             (i, path, answer): (usize, PathBuf, Result<Arc<Answer>, Unanswered>)| {
-                answers[i] = Some(match answer {
-                    Ok(answer) => (*answer).clone().and_then(|v| downcast(what, &path, &v)),
-                    Err(_) => Err(Failure::new(
-                        Reason::IoError,
-                        format!(
-                            "{what} {}: the call was dropped without an answer (it panicked)",
-                            path.display()
-                        ),
-                    )),
-                });
-            };
+        // What is still running once the answers are read, awaited.
+        let mut pending = FuturesUnordered::new();
         let stall = tokio::time::sleep(STALL.min(timeout));
         tokio::pin!(stall);
         loop {
+            if collect {
+                for (i, mut passenger) in waiting.drain(..) {
+                    match passenger.now() {
+                        Some(answer) => record(&mut answers, i, answer),
+                        None => pending.push(async move { (i, passenger.answered().await) }),
+                    }
+                }
+                if pending.is_empty() {
+                    break;
+                }
+            }
             tokio::select! {
                 () = drained.notified(), if !collect => collect = true,
-                next = pending.next(), if collect => {
-                    let Some(next) = next else { break };
-                    record(&mut answers, next);
-                }
+                Some((i, answer)) = pending.next(), if collect => record(&mut answers, i, answer),
                 () = &mut stall => {
                     let now = tokio::time::Instant::now();
                     if now >= deadline {
                         // What landed meanwhile is an answer, not a timeout.
-                        while let Some(Some(next)) = pending.next().now_or_never() {
-                            record(&mut answers, next);
+                        for (i, passenger) in &waiting {
+                            if let Some(answer) = passenger.now() {
+                                record(&mut answers, *i, answer);
+                            }
+                        }
+                        while let Some(Some((i, answer))) = pending.next().now_or_never() {
+                            record(&mut answers, i, answer);
                         }
                         break;
                     }
@@ -253,7 +277,7 @@ impl Guard {
         answers
             .into_iter()
             .zip(&paths)
-            .map(|(a, path)| a.unwrap_or_else(|| Err(timed_out(what, path, timeout))))
+            .map(|(a, key)| a.unwrap_or_else(|| Err(timed_out(key.1, &key.0, timeout))))
             .collect()
     }
 
@@ -369,7 +393,10 @@ mod tests {
 
     /// A call for each of `paths` answering its path's length, but `/nfs`,
     /// which hangs until the sender returned sends (or is dropped).
-    fn calls_with_nfs_hung(paths: &[&str]) -> (Vec<(PathBuf, TestCall)>, mpsc::Sender<()>) {
+    /// Calls of kind "stat" on `paths`, of which "/nfs" hangs until released.
+    fn calls_with_nfs_hung(
+        paths: &[&str],
+    ) -> (Vec<(&'static str, PathBuf, TestCall)>, mpsc::Sender<()>) {
         let (release, hung) = mpsc::channel::<()>();
         let hung = Arc::new(std::sync::Mutex::new(hung));
         let calls = paths
@@ -382,7 +409,7 @@ mod tests {
                     }
                     Ok(path.as_os_str().len() as u32)
                 });
-                (PathBuf::from(p), call)
+                ("stat", PathBuf::from(p), call)
             })
             .collect();
         (calls, release)
@@ -391,16 +418,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_wakes_its_caller_once_not_once_per_answer() {
         let guard = guard();
-        let calls: Vec<(PathBuf, TestCall)> = (0..20)
+        let calls: Vec<(&'static str, PathBuf, TestCall)> = (0..20)
             .map(|i| {
                 let call: TestCall = Box::new(|_: &Path| {
                     std::thread::sleep(Duration::from_millis(2));
                     Ok(7)
                 });
-                (PathBuf::from(format!("/v/{i}")), call)
+                ("stat", PathBuf::from(format!("/v/{i}")), call)
             })
             .collect();
-        let mut batch = Box::pin(guard.call_batch("stat", calls, Duration::from_secs(5)));
+        let mut batch = Box::pin(guard.call_batch(calls, Duration::from_secs(5)));
         let mut polls = 0;
         let answers = std::future::poll_fn(|cx| {
             polls += 1;
@@ -419,7 +446,7 @@ mod tests {
         // answer, never told the queue was drained.
         let guard = guard();
         let (calls, release) = calls_with_nfs_hung(&["/a", "/nfs"]);
-        let answers = guard.call_batch("stat", calls, STALL / 2).await;
+        let answers = guard.call_batch(calls, STALL / 2).await;
         assert_eq!(answers[0], Ok(2));
         assert_eq!(answers[1].as_ref().unwrap_err().reason, Reason::Timeout);
         let _ = release.send(());
@@ -430,9 +457,7 @@ mod tests {
         let guard = guard();
         let (calls, release) = calls_with_nfs_hung(&["/a", "/nfs", "/b", "/c"]);
         let started = std::time::Instant::now();
-        let answers = guard
-            .call_batch("stat", calls, Duration::from_secs(3))
-            .await;
+        let answers = guard.call_batch(calls, Duration::from_secs(3)).await;
         assert_eq!(answers[0], Ok(2));
         assert_eq!(
             answers[2],
@@ -448,8 +473,7 @@ mod tests {
         // and a single call of the same kind too.
         let again = guard
             .call_batch(
-                "stat",
-                vec![(PathBuf::from("/nfs"), |_: &Path| Ok(0u32))],
+                vec![("stat", PathBuf::from("/nfs"), |_: &Path| Ok(0u32))],
                 Duration::from_secs(3),
             )
             .await;
@@ -475,10 +499,13 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             guard
                 .call_batch(
-                    "stat",
-                    vec![(PathBuf::from("/d"), |_: &Path| -> Result<u32, Failure> {
-                        panic!("the batch must join the call in flight")
-                    })],
+                    vec![(
+                        "stat",
+                        PathBuf::from("/d"),
+                        |_: &Path| -> Result<u32, Failure> {
+                            panic!("the batch must join the call in flight")
+                        },
+                    )],
                     Duration::from_secs(5),
                 )
                 .await

@@ -997,7 +997,7 @@ impl WalkPool {
         grace: Duration,
     ) -> Result<DirUsage, PoolError> {
         let wait = budget + grace;
-        let passenger = match self.in_flight.join(&path.to_path_buf(), wait) {
+        let passenger = match self.in_flight.join(path.to_path_buf(), wait) {
             Joined::Hung(_) => return Err(PoolError::StillRunning(path.to_path_buf())),
             Joined::Follow(passenger) => passenger,
             Joined::Lead(pilot, passenger) => {
@@ -1422,7 +1422,7 @@ mod tests {
         assert_eq!((a.unwrap(), b.unwrap()), (alone, alone));
         assert!(pool.in_flight.is_empty());
         // A walk older than a caller's wait is hung for that caller.
-        let Joined::Lead(pilot, _) = pool.in_flight.join(&dir.path().to_path_buf(), budget) else {
+        let Joined::Lead(pilot, _) = pool.in_flight.join(dir.path().to_path_buf(), budget) else {
             panic!("nothing was in flight");
         };
         std::thread::sleep(Duration::from_millis(5));

@@ -255,38 +255,31 @@ impl PartIo for PodIo {
         }
     }
 
-    /// The stats as guarded batches, one per kind of call: one lane job
-    /// each, the per-path timeout and one-in-flight rule kept.
+    /// The stats as one guarded batch: one lane job, the per-path timeout
+    /// and one-in-flight rule kept. A walk, should one be handed in, is
+    /// measured on its own.
     async fn measure_batch(&self, parts: Vec<(PartKind, PathBuf)>) -> Vec<Result<Usage, Failure>> {
         let mut answers: Vec<Option<Result<Usage, Failure>>> = vec![None; parts.len()];
-        let mut by_kind: [(PartKind, Vec<usize>, Vec<PathBuf>); 2] = [
-            (PartKind::Files, Vec::new(), Vec::new()),
-            (PartKind::File, Vec::new(), Vec::new()),
-        ];
-        let mut walks = Vec::new();
+        let (mut stats_at, mut stats, mut walks) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (kind, path)) in parts.into_iter().enumerate() {
-            match by_kind.iter_mut().find(|(k, ..)| *k == kind) {
-                Some((_, idx, paths)) => {
-                    idx.push(i);
-                    paths.push(path);
+            let files_only = match kind {
+                PartKind::Files => true,
+                PartKind::File => false,
+                PartKind::Walk => {
+                    walks.push((i, path));
+                    continue;
                 }
-                None => walks.push((i, kind, path)),
-            }
+            };
+            stats_at.push(i);
+            let call = move |p: &Path| count(p, files_only);
+            stats.push((stat_kind(files_only), path, call));
         }
-        let [(_, files_idx, files), (_, file_idx, file)] = by_kind;
-        let (files, file) = tokio::join!(
-            stat_batch(&self.io.guard, files, true, self.timeout),
-            stat_batch(&self.io.guard, file, false, self.timeout),
-        );
-        for (i, r) in files_idx
-            .into_iter()
-            .zip(files)
-            .chain(file_idx.into_iter().zip(file))
-        {
-            answers[i] = Some(r);
+        let counted = self.io.guard.call_batch(stats, self.timeout).await;
+        for (i, r) in stats_at.into_iter().zip(counted) {
+            answers[i] = Some(r.map(counted_usage));
         }
-        for (i, kind, path) in walks {
-            answers[i] = Some(self.measure(kind, path).await);
+        for (i, path) in walks {
+            answers[i] = Some(self.measure(PartKind::Walk, path).await);
         }
         answers
             .into_iter()
@@ -1044,28 +1037,6 @@ async fn stat_files(
         })
         .await?;
     Ok(counted_usage(counted))
-}
-
-/// [`stat_files`] of several paths of one kind, as one guarded batch.
-async fn stat_batch(
-    guard: &Guard,
-    paths: Vec<PathBuf>,
-    files_only: bool,
-    timeout: Duration,
-) -> Vec<Result<Usage, Failure>> {
-    if paths.is_empty() {
-        return Vec::new();
-    }
-    let calls = paths
-        .into_iter()
-        .map(|p| (p, move |p: &Path| count(p, files_only)))
-        .collect();
-    guard
-        .call_batch(stat_kind(files_only), calls, timeout)
-        .await
-        .into_iter()
-        .map(|r| r.map(counted_usage))
-        .collect()
 }
 
 fn stat_kind(files_only: bool) -> &'static str {
