@@ -78,7 +78,10 @@ fn mount_root_and_device(path: &Path) -> Result<(MountRoot, u64), FsError> {
 }
 
 /// Blocking: statfs of `path` only if statx says it is a mount root. The
-/// device comes from that statx: two system calls, not three.
+/// device comes from that statx: two system calls, not three. (Asking both
+/// of one `O_PATH` descriptor walks the path once instead of twice, but
+/// the open and the close cost the measurement lane more than the walk
+/// they save: 9.5 against 8.1 ms a minute at 1,000 volumes, side by side.)
 fn probe_mount_now(path: &Path) -> Result<(MountRoot, Option<FsReading>), Failure> {
     match mount_root_and_device(path)? {
         (MountRoot::Yes, device) => {
@@ -179,10 +182,11 @@ impl FsProber {
         paths: Vec<PathBuf>,
         timeout: Duration,
     ) -> Vec<Result<(MountRoot, Option<FsReading>), Failure>> {
-        let calls = paths.into_iter().map(|p| (p, probe_mount_now)).collect();
-        self.guard
-            .call_batch("statx and statfs", calls, timeout)
-            .await
+        let calls = paths
+            .into_iter()
+            .map(|p| ("statx and statfs", p, probe_mount_now))
+            .collect();
+        self.guard.call_batch(calls, timeout).await
     }
 
     /// Paths whose call has not returned yet.
@@ -235,6 +239,23 @@ mod tests {
             "{err}"
         );
         assert_eq!(prober.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_symlink_to_a_mount_root_is_not_followed() {
+        // A volume dir swapped for a link to another filesystem's root must
+        // not be reported with that filesystem's figures.
+        let prober = FsProber::new(Guard::on_global_lane());
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("mount");
+        std::os::unix::fs::symlink("/proc", &link).unwrap();
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            prober.probe_mount(&link, t).await.unwrap(),
+            (MountRoot::No, None)
+        );
+        assert_eq!(mount_root(&link).unwrap(), MountRoot::No);
+        assert_eq!(mount_root(Path::new("/proc")).unwrap(), MountRoot::Yes);
     }
 
     #[tokio::test]
