@@ -148,6 +148,19 @@ class Interrupted(BaseException):
     """SIGTERM, SIGINT, SIGHUP or the deadline: clean up and stop."""
 
 
+def raise_on_signals():
+    """SIGTERM, SIGINT, SIGHUP and SIGALRM raise `Interrupted`, so that a run
+    stopped from outside still releases its processes and mounts in its
+    `finally` (a shell starts a background job with SIGINT ignored, and
+    SIGTERM's default ends Python without unwinding)."""
+
+    def interrupted(signum, _frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+        signal.signal(s, interrupted)
+
+
 def log(msg):
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {msg}\n")
     sys.stderr.flush()
@@ -1574,11 +1587,7 @@ def main():
             log(f"`{tool}` is not installed (bench/run.sh installs it)")
             return 2
 
-    def interrupted(signum, _frame):
-        raise Interrupted(signal.Signals(signum).name)
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
-        signal.signal(s, interrupted)
+    raise_on_signals()
     signal.alarm(cfg["deadline"])
 
     clean_stale_runs()

@@ -82,6 +82,7 @@ def main():
     if os.geteuid() != 0:
         B.log("needs root (it mounts tmpfs)")
         return 2
+    B.raise_on_signals()
     work = tempfile.mkdtemp(prefix=B.WORK_PREFIX)
     res = B.Resources(work)
     cfg = dict(B.MODES["full"])

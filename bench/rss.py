@@ -95,6 +95,7 @@ def main():
         return 2
     if args.massif:
         os.makedirs(args.massif, exist_ok=True)
+    B.raise_on_signals()
     work = tempfile.mkdtemp(prefix=B.WORK_PREFIX)
     res = B.Resources(work)
     cfg = dict(B.MODES["full"])
