@@ -172,8 +172,8 @@ impl<K: Eq + Hash + Clone, R> Pilot<K, R> {
             return;
         }
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        // Only this pilot's flight: a later one may hold the path already
-        // if this pilot is dropped late.
+        // Only this pilot's flight: should another pilot's hold the path
+        // (the table emptied by hand, as a test does), it is put back.
         match map.remove(&self.key) {
             Some(flight) if flight.id != self.id => {
                 map.insert(self.key.clone(), flight);
