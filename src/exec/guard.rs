@@ -75,27 +75,15 @@ impl Guard {
     where
         T: Clone + Send + Sync + 'static,
     {
-        let shown = || path.display();
         let answer = match self
             .flights
             .join(Arc::new((path.to_path_buf(), what)), timeout)
         {
-            Joined::Hung(_) => {
-                return Err(Failure::new(
-                    Reason::Timeout,
-                    format!("{what} {} is still hung from an earlier call", shown()),
-                ));
-            }
+            Joined::Hung(_) => return Err(still_hung(what, path)),
             Joined::Follow(passenger) => match passenger.wait(timeout).await {
                 Ok(answer) => (*answer).clone(),
                 Err(Unanswered::Timeout) => Err(timed_out(what, path, timeout)),
-                Err(Unanswered::Abandoned) => Err(Failure::new(
-                    Reason::IoError,
-                    format!(
-                        "{what} {}: the call was dropped without an answer (it panicked)",
-                        shown()
-                    ),
-                )),
+                Err(Unanswered::Abandoned) => Err(abandoned(what, path)),
             },
             Joined::Lead(pilot, _) => {
                 // The pilot travels with the call: a call that outlives its
@@ -114,7 +102,7 @@ impl Guard {
                     Err(LaneError::Timeout(after)) => Err(timed_out(what, path, after)),
                     Err(e) => Err(Failure::new(
                         Reason::IoError,
-                        format!("{what} {}: {e}", shown()),
+                        format!("{what} {}: {e}", path.display()),
                     )),
                 }
             }
@@ -149,13 +137,7 @@ impl Guard {
             let key = Arc::new((path, what));
             let path = &key.0;
             answers.push(match self.flights.join(Arc::clone(&key), timeout) {
-                Joined::Hung(_) => Some(Err(Failure::new(
-                    Reason::Timeout,
-                    format!(
-                        "{what} {} is still hung from an earlier call",
-                        path.display()
-                    ),
-                ))),
+                Joined::Hung(_) => Some(Err(still_hung(what, path))),
                 Joined::Follow(passenger) => {
                     waiting.push((i, passenger));
                     None
@@ -174,13 +156,7 @@ impl Guard {
             let (path, what) = &*paths[i];
             answers[i] = Some(match answer {
                 Ok(answer) => (*answer).clone().and_then(|v| downcast(what, path, &v)),
-                Err(_) => Err(Failure::new(
-                    Reason::IoError,
-                    format!(
-                        "{what} {}: the call was dropped without an answer (it panicked)",
-                        path.display()
-                    ),
-                )),
+                Err(_) => Err(abandoned(what, path)),
             });
         };
         // The answers are not awaited one by one as the lane lands them (a
@@ -302,6 +278,28 @@ fn downcast<T: Clone + 'static>(
     })
 }
 
+/// A path whose earlier call is older than the caller's timeout.
+fn still_hung(what: &str, path: &Path) -> Failure {
+    Failure::new(
+        Reason::Timeout,
+        format!(
+            "{what} {} is still hung from an earlier call",
+            path.display()
+        ),
+    )
+}
+
+/// A call that ended without an answer: it panicked.
+fn abandoned(what: &str, path: &Path) -> Failure {
+    Failure::new(
+        Reason::IoError,
+        format!(
+            "{what} {}: the call was dropped without an answer (it panicked)",
+            path.display()
+        ),
+    )
+}
+
 fn timed_out(what: &str, path: &Path, after: Duration) -> Failure {
     Failure::new(
         Reason::Timeout,
@@ -391,9 +389,9 @@ mod tests {
         release.send(()).unwrap();
     }
 
-    /// A call for each of `paths` answering its path's length, but `/nfs`,
-    /// which hangs until the sender returned sends (or is dropped).
-    /// Calls of kind "stat" on `paths`, of which "/nfs" hangs until released.
+    /// A call of kind "stat" for each of `paths` answering its path's
+    /// length, but `/nfs`, which hangs until the sender returned sends (or
+    /// is dropped).
     fn calls_with_nfs_hung(
         paths: &[&str],
     ) -> (Vec<(&'static str, PathBuf, TestCall)>, mpsc::Sender<()>) {

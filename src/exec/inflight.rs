@@ -353,8 +353,8 @@ mod tests {
     fn a_pilot_dropped_late_frees_only_its_own_flight() {
         let flights: Flights<PathBuf, u32> = Flights::default();
         let old = lead(&flights, "/d");
-        // The old call is hung: a caller past its time is told so, and its
-        // flight is replaced by hand here as a later pilot would hold it.
+        // No caller can replace a flight (one past its time is told the path
+        // is hung), so the table is emptied by hand to put another in.
         flights.lock().clear();
         let new = lead(&flights, "/d");
         drop(old);

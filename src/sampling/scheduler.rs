@@ -11,9 +11,8 @@
 //!   jittered 1x-2x), and the backoff resets on the first success.
 //!
 //! It does no I/O and reads the clock only once, for the grid's origin:
-//! every method takes `now`, and the
-//! owner sleeps until [`Scheduler::next_wake`] (see [`sleep_until`]) or until
-//! an event arrives. The wake is the first deadline rounded up to a grid
+//! every method takes `now`, and the owner sleeps until
+//! [`Scheduler::next_wake`] (see [`sleep_until`]) or until an event arrives. The wake is the first deadline rounded up to a grid
 //! whose step is the slack (1/12 of the period, at most 5 s), laid from one
 //! instant for the whole process. Keys due within one step share a
 //! wake-up, and so do the schedulers of one period (the volume loop's
